@@ -1,0 +1,1 @@
+"""The command-line layer: Typer and rich live here and nowhere else."""

@@ -1,0 +1,41 @@
+"""The ``tdnet`` Typer application. Each command lives in its own module and registers itself."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+import typer
+
+from tdnet_cli import __version__
+
+app = typer.Typer(
+    name="tdnet",
+    help="Fast video semantic segmentation with Temporally Distributed Networks (TDNet).",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+    rich_markup_mode="rich",
+)
+
+
+def _version(value: bool) -> None:
+    if value:
+        typer.echo(f"tdnet {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _root(
+    version: Annotated[
+        bool, typer.Option("--version", callback=_version, is_eager=True, help="Print the version and exit.")
+    ] = False,
+) -> None:
+    """Fast video semantic segmentation with Temporally Distributed Networks (TDNet)."""
+
+
+# Command modules register themselves on `app` when imported (one line each).
+from tdnet_cli.cli import models as _models  # noqa: E402,F401
+
+
+def main() -> None:
+    app(prog_name="tdnet")

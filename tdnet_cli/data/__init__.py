@@ -1,0 +1,1 @@
+"""Datasets: the Cityscapes label set and layout, synthetic scenes, transforms."""
