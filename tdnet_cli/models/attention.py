@@ -1,0 +1,96 @@
+"""Query/key/value encoding of a path's features and attention propagation between frames."""
+
+from __future__ import annotations
+
+import math
+from typing import NamedTuple
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+__all__ = ["ConvBNAct", "Conv", "Encoding", "AttentionPropagation", "Memory", "MEMORY_STRIDE"]
+
+MEMORY_STRIDE = 4  # the memory of a frame keeps every 4th row and column of its features
+
+
+class Conv(nn.Module):
+    """A 1x1 conv with bias, wrapped so parameter names read ``<name>.conv.weight``."""
+
+    def __init__(self, cin: int, cout: int) -> None:
+        super().__init__()
+        self.conv = nn.Conv2d(cin, cout, 1, bias=True)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.conv(x)
+
+
+class ConvBNAct(nn.Module):
+    """1x1 conv (with bias) -> BN -> LeakyReLU(0.01)."""
+
+    def __init__(self, cin: int, cout: int) -> None:
+        super().__init__()
+        self.conv = nn.Conv2d(cin, cout, 1, bias=True)
+        self.bn = nn.BatchNorm2d(cout)
+        self.act = nn.LeakyReLU(0.01, inplace=True)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.act(self.bn(self.conv(x)))
+
+
+class Memory(NamedTuple):
+    """What a frame leaves for later frames: flattened (B, P, d) queries, keys and values."""
+
+    q: torch.Tensor
+    k: torch.Tensor
+    v: torch.Tensor
+
+
+def _flatten(x: torch.Tensor) -> torch.Tensor:
+    """(B, C, h, w) -> (B, h*w, C), positions in row-major (y, x) order."""
+    return x.flatten(2).transpose(1, 2)
+
+
+class Encoding(nn.Module):
+    """Encodes a path's pyramid features z into queries, keys (d_k) and values (d_v)."""
+
+    def __init__(self, in_channels: int, key_dim: int = 64, value_dim: int = 512) -> None:
+        super().__init__()
+        self.w_qs = nn.Sequential(ConvBNAct(in_channels, key_dim), Conv(key_dim, key_dim))
+        self.w_ks = nn.Sequential(ConvBNAct(in_channels, key_dim), Conv(key_dim, key_dim))
+        self.w_vs = nn.Sequential(Conv(in_channels, value_dim))
+        self.key_dim = key_dim
+        self.value_dim = value_dim
+
+    def forward(self, z: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, Memory]:
+        """Returns (v_cur (B, Dv, h, w), q_cur (B, h*w, d_k), memory of this frame)."""
+        q = self.w_qs(z)
+        v = self.w_vs(z)
+        # Every op before the subsampling is per-position, so subsampling q and v equals
+        # encoding the subsampled z; only the keys are computed on the subsampled map alone.
+        s = MEMORY_STRIDE
+        zs = z[:, :, ::s, ::s]
+        memory = Memory(_flatten(q[:, :, ::s, ::s]), _flatten(self.w_ks(zs)), _flatten(v[:, :, ::s, ::s]))
+        return v, _flatten(q), memory
+
+
+class AttentionPropagation(nn.Module):
+    """softmax(q_tgt k_src^T / sqrt(d_k)) v_src, then a per-position linear map (``fc.0.conv``)."""
+
+    def __init__(self, value_dim: int = 512, dropout: float = 0.1) -> None:
+        super().__init__()
+        self.fc = nn.Sequential(Conv(value_dim, value_dim), nn.Dropout(dropout))
+        self.dropout = dropout
+        self.use_sdpa = False  # the fast path switches to scaled_dot_product_attention
+
+    def forward(self, k_src: torch.Tensor, v_src: torch.Tensor, q_tgt: torch.Tensor) -> torch.Tensor:
+        """(B, P, d_k), (B, P, Dv), (B, T, d_k) -> (B, T, Dv)."""
+        if self.use_sdpa:
+            out = F.scaled_dot_product_attention(q_tgt, k_src, v_src)
+        else:
+            attn = torch.bmm(q_tgt, k_src.transpose(1, 2)) / math.sqrt(q_tgt.shape[-1])
+            attn = F.dropout(torch.softmax(attn, dim=2), self.dropout, self.training)
+            out = torch.bmm(attn, v_src)
+        conv = self.fc[0].conv
+        out = F.linear(out, conv.weight.flatten(1), conv.bias)
+        return self.fc[1](out)

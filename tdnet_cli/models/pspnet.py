@@ -1,0 +1,86 @@
+"""PSPNet: the per-frame model TDNet replaces (and the teacher it distils from).
+
+Parameter names follow the authors' ``pspnet`` model: ``pretrained.*`` for the dilated
+ResNet and ``head.conv5.*`` for pyramid pooling + classifier.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+
+from tdnet_cli.models.heads import FCNHead
+from tdnet_cli.models.pyramid import PyramidPooling
+from tdnet_cli.models.resnet import DilatedResNet, feature_size
+from tdnet_cli.models.tdnet import StreamState
+
+__all__ = ["PSPNetConfig", "PSPNet", "PSPHead"]
+
+
+@dataclass(frozen=True)
+class PSPNetConfig:
+    backbone: str = "resnet101"
+    width: int = 64
+    num_classes: int = 19
+    input_size: tuple[int, int] = (769, 1537)
+    aux: bool = False
+
+
+class PSPHead(nn.Module):
+    """Pyramid pooling (2C channels) -> 3x3 conv to C/4 -> BN -> ReLU -> Dropout2d -> 1x1 conv."""
+
+    def __init__(self, in_channels: int, num_classes: int, dropout: float = 0.1) -> None:
+        super().__init__()
+        inter = in_channels // 4
+        self.conv5 = nn.Sequential(
+            PyramidPooling(in_channels),
+            nn.Conv2d(2 * in_channels, inter, 3, padding=1, bias=False),
+            nn.BatchNorm2d(inter),
+            nn.ReLU(inplace=True),
+            nn.Dropout2d(dropout),
+            nn.Conv2d(inter, num_classes, 1),
+        )
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.conv5(x)
+
+
+class PSPNet(nn.Module):
+    """One PSPNet run on every frame. Streams have no memory, but the same interface."""
+
+    num_paths = 1
+
+    def __init__(self, config: PSPNetConfig) -> None:
+        super().__init__()
+        self.config = config
+        self.pretrained = DilatedResNet(config.backbone, config.width)
+        self.head = PSPHead(self.pretrained.out_channels, config.num_classes)
+        if config.aux:
+            self.auxlayer = FCNHead(self.pretrained.layer3_channels, config.num_classes, 4)
+        self.feature_size = feature_size(config.input_size)
+
+    @property
+    def input_size(self) -> tuple[int, int]:
+        return self.config.input_size
+
+    def set_input_size(self, input_size: tuple[int, int]) -> None:
+        self.feature_size = feature_size(input_size)
+        self.config = type(self.config)(**{**self.config.__dict__, "input_size": tuple(input_size)})
+
+    def new_state(self, batch: int = 1) -> StreamState:
+        return StreamState(batch=batch)
+
+    def step(self, x: torch.Tensor, state: StreamState) -> tuple[torch.Tensor, StreamState]:
+        return self.head(self.pretrained(x)), StreamState((), state.frame_index + 1, x.shape[0])
+
+    def forward(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
+        """Training forward on a frame batch (B, 3, H, W) (or the last frame of a clip)."""
+        if x.dim() == 5:
+            x = x[:, -1]
+        c3, c4 = self.pretrained.forward_features(x)
+        out = {"out": self.head(c4)}
+        if self.config.aux:
+            out["aux"] = self.auxlayer(c3)
+        return out

@@ -1,0 +1,102 @@
+"""Named presets: the public face is ``create_model(name)`` and ``list_models()``."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Callable
+
+from torch import nn
+
+from tdnet_cli.errors import UsageError
+from tdnet_cli.models.pspnet import PSPNet, PSPNetConfig
+from tdnet_cli.models.tdnet import TDNet, TDNetConfig
+
+__all__ = ["Preset", "register", "create_model", "list_models", "get_preset", "PRESETS"]
+
+
+@dataclass(frozen=True)
+class Preset:
+    """A named model: how to build it, and what is known about its published weights."""
+
+    name: str
+    kind: str  # "tdnet" | "pspnet"
+    config: TDNetConfig | PSPNetConfig
+    description: str
+    weights_source: str = "random init (train with `tdnet train`)"
+    paper: dict = field(default_factory=dict)  # e.g. {"miou": 76.8, "ms_per_frame": 85, "gpu": "Titan Xp"}
+
+    @property
+    def num_paths(self) -> int:
+        return self.config.num_paths if isinstance(self.config, TDNetConfig) else 1
+
+    def build(self, **overrides) -> nn.Module:
+        cfg = type(self.config)(**{**self.config.__dict__, **overrides})
+        return TDNet(cfg) if self.kind == "tdnet" else PSPNet(cfg)
+
+
+PRESETS: dict[str, Preset] = {}
+
+
+def register(preset: Preset) -> Preset:
+    PRESETS[preset.name] = preset
+    return preset
+
+
+_AUTHORS = "authors' release (TDNet GitHub page, Google Drive): {}"
+
+register(Preset(
+    "td4-psp18", "tdnet",
+    TDNetConfig(num_paths=4, groups=2, backbone="resnet18", value_dim=512, head_reduction=4),
+    "TDNet, 4 paths of dilated ResNet-18 + grouped pyramid pooling",
+    _AUTHORS.format("td4-psp18.pkl"),
+    {"dataset": "Cityscapes val", "miou": 76.8, "ms_per_frame": 85, "gpu": "Titan Xp"},
+))
+register(Preset(
+    "td2-psp50", "tdnet",
+    TDNetConfig(num_paths=2, groups=2, backbone="resnet50", value_dim=512, head_reduction=2),
+    "TDNet, 2 paths of dilated ResNet-50 + grouped pyramid pooling",
+    _AUTHORS.format("td2-psp50.pkl"),
+    {"dataset": "Cityscapes val", "miou": 79.9, "ms_per_frame": 180, "gpu": "Titan Xp"},
+))
+register(Preset(
+    "td4-mini", "tdnet",
+    TDNetConfig(num_paths=4, groups=2, backbone="resnet18", width=16, key_dim=32, value_dim=128,
+                head_reduction=2, input_size=(512, 1024)),
+    "CPU-friendly TDNet: 4 paths of quarter-width ResNet-18 at 512x1024 (the bundled demo model)",
+    "weights/td4-mini-synth.pt (demo, trained on synthetic scenes)",
+))
+for _depth in (18, 50, 101):
+    register(Preset(
+        f"psp{_depth}", "pspnet",
+        PSPNetConfig(backbone=f"resnet{_depth}"),
+        f"PSPNet with dilated ResNet-{_depth}, run on every frame (the per-frame baseline)",
+        _AUTHORS.format("psp101.pkl") if _depth == 101 else "random init (train with `tdnet train`)",
+    ))
+# A tiny preset for tests and quick experiments: seconds per step on a CPU.
+register(Preset(
+    "td4-tiny", "tdnet",
+    TDNetConfig(num_paths=4, groups=2, backbone="resnet18", width=8, key_dim=16, value_dim=32,
+                head_reduction=2, input_size=(64, 128)),
+    "test-sized TDNet (8-wide ResNet-18 at 64x128); for tests and smoke runs",
+))
+register(Preset(
+    "psp-tiny", "pspnet",
+    PSPNetConfig(backbone="resnet18", width=8, input_size=(64, 128)),
+    "test-sized PSPNet (8-wide ResNet-18 at 64x128); for tests and smoke runs",
+))
+
+
+def list_models() -> list[str]:
+    return list(PRESETS)
+
+
+def get_preset(name: str) -> Preset:
+    try:
+        return PRESETS[name]
+    except KeyError:
+        raise UsageError(f"unknown model {name!r}", hint=f"choose one of: {', '.join(PRESETS)}") from None
+
+
+def create_model(name: str, **overrides) -> nn.Module:
+    """Build a preset with random weights; ``overrides`` replace config fields (e.g. num_classes)."""
+    return get_preset(name).build(**overrides)

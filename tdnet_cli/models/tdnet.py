@@ -1,0 +1,180 @@
+"""Temporally Distributed Network: N shallow paths, one per frame, fused by attention.
+
+Frame ``i`` of a stream runs path ``i mod N`` only. Its pyramid features are encoded
+into queries, keys and values; the memories (q, k, v) of the previous N-1 frames are
+propagated to the current frame by a chain of attention modules and added to the
+current frame's values, then normalised and classified. See SPEC.md for the contract.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+
+from tdnet_cli.models.attention import AttentionPropagation, Encoding, Memory
+from tdnet_cli.models.heads import FCNHead, SpatialLayerNorm
+from tdnet_cli.models.pyramid import PyramidPooling
+from tdnet_cli.models.resnet import DilatedResNet, feature_size
+
+__all__ = ["TDNetConfig", "TDNet", "StreamState"]
+
+
+@dataclass(frozen=True)
+class TDNetConfig:
+    num_paths: int = 4
+    groups: int = 2
+    backbone: str = "resnet18"
+    width: int = 64
+    key_dim: int = 64
+    value_dim: int = 512
+    head_reduction: int = 4
+    num_classes: int = 19
+    input_size: tuple[int, int] = (769, 1537)
+    aux: bool = False  # auxiliary FCN head on layer3 (training only; not in released checkpoints)
+
+
+@dataclass(frozen=True)
+class StreamState:
+    """Everything a stream carries between frames: the memories of the last frames
+    (oldest first, at most N-1) and how many frames it has seen. Immutable: ``step``
+    returns a new one, so one model can serve any number of streams."""
+
+    memories: tuple[Memory, ...] = ()
+    frame_index: int = 0
+    batch: int = 1
+
+
+class TDNet(nn.Module):
+    """TDNet with ``num_paths`` paths and parameter names of the released checkpoints."""
+
+    def __init__(self, config: TDNetConfig) -> None:
+        super().__init__()
+        cfg = self.config = config
+        n = cfg.num_paths
+        if n < 2:
+            raise ValueError("TDNet needs at least 2 paths")
+        self.feature_size = feature_size(cfg.input_size)
+        backbones = [DilatedResNet(cfg.backbone, cfg.width) for _ in range(n)]
+        c = backbones[0].out_channels
+        # Registration order follows the released state dicts.
+        for p in range(n):
+            self.add_module(f"pretrained{p + 1}", backbones[p])
+        for p in range(n):
+            self.add_module(f"psp{p + 1}", PyramidPooling(c, groups=cfg.groups, group=p % cfg.groups))
+        d = 2 * c // cfg.groups
+        for p in range(n):
+            self.add_module(f"enc{p + 1}", Encoding(d, cfg.key_dim, cfg.value_dim))
+        for p in range(n):
+            for i in range(n - 1):
+                self.add_module(self._attention_name(p, i), AttentionPropagation(cfg.value_dim))
+        for p in range(n):
+            self.add_module(f"layer_norm{p + 1}", SpatialLayerNorm(self.feature_size))
+        for p in range(n):
+            self.add_module(f"head{p + 1}", FCNHead(cfg.value_dim, cfg.num_classes, cfg.head_reduction))
+        if cfg.aux:
+            for p in range(n):
+                self.add_module(f"aux{p + 1}", FCNHead(backbones[p].layer3_channels, cfg.num_classes, 4))
+
+    # -- structure -------------------------------------------------------------------
+    @property
+    def num_paths(self) -> int:
+        return self.config.num_paths
+
+    @property
+    def input_size(self) -> tuple[int, int]:
+        return self.config.input_size
+
+    def _attention_name(self, path: int, step: int) -> str:
+        n = self.config.num_paths
+        if n == 2:
+            return f"atn{path + 1}"
+        return f"atn{path + 1}_{(path + 1 + step) % n + 1}"
+
+    def path_modules(self, path: int) -> dict[str, nn.Module]:
+        p = path + 1
+        return {
+            "backbone": getattr(self, f"pretrained{p}"),
+            "psp": getattr(self, f"psp{p}"),
+            "enc": getattr(self, f"enc{p}"),
+            "ln": getattr(self, f"layer_norm{p}"),
+            "head": getattr(self, f"head{p}"),
+        }
+
+    def attention_chain(self, path: int) -> list[AttentionPropagation]:
+        return [getattr(self, self._attention_name(path, i)) for i in range(self.config.num_paths - 1)]
+
+    def set_input_size(self, input_size: tuple[int, int]) -> None:
+        """Run at another input size: the spatial LayerNorms are resized bilinearly."""
+        fs = feature_size(input_size)
+        for p in range(self.num_paths):
+            getattr(self, f"layer_norm{p + 1}").resize_(fs)
+        self.feature_size = fs
+        self.config = type(self.config)(**{**self.config.__dict__, "input_size": tuple(input_size)})
+
+    # -- the computation ---------------------------------------------------------------
+    def encode(self, x: torch.Tensor, path: int, with_aux: bool = False):
+        """Run one path on a normalised frame batch (B, 3, H, W)."""
+        m = self.path_modules(path)
+        c3, c4 = m["backbone"].forward_features(x)
+        v, q, memory = m["enc"](m["psp"](c4))
+        aux = getattr(self, f"aux{path + 1}")(c3) if with_aux else None
+        return v, q, memory, aux
+
+    def propagate(self, memories: tuple[Memory, ...], q_cur: torch.Tensor, path: int) -> torch.Tensor:
+        """Chain the memories (oldest first) forward to the current frame's queries."""
+        chain = self.attention_chain(path)
+        out = None
+        for i, mem in enumerate(memories):
+            values = mem.v if out is None else out + mem.v
+            target = memories[i + 1].q if i + 1 < len(memories) else q_cur
+            out = chain[i](mem.k, values, target)
+        return out
+
+    def decode(self, feat: torch.Tensor, path: int) -> torch.Tensor:
+        m = self.path_modules(path)
+        return m["head"](m["ln"](feat))
+
+    def fuse(self, v_cur: torch.Tensor, q_cur: torch.Tensor, memories: tuple[Memory, ...], path: int) -> torch.Tensor:
+        """Current values plus what the full memory queue propagates to them."""
+        if len(memories) < self.num_paths - 1:
+            return v_cur  # warm-up: the queue is not full yet
+        b, dv, h, w = v_cur.shape
+        c = self.propagate(memories, q_cur, path)
+        return c.transpose(1, 2).reshape(b, dv, h, w) + v_cur
+
+    # -- streaming ---------------------------------------------------------------------
+    def new_state(self, batch: int = 1) -> StreamState:
+        return StreamState(batch=batch)
+
+    def step(self, x: torch.Tensor, state: StreamState) -> tuple[torch.Tensor, StreamState]:
+        """Segment the next frame of ``state``'s stream(s): (B, 3, H, W) -> logits at feature size."""
+        path = state.frame_index % self.num_paths
+        v, q, memory, _ = self.encode(x, path)
+        logits = self.decode(self.fuse(v, q, state.memories, path), path)
+        keep = self.num_paths - 1
+        memories = (state.memories + (memory,))[-keep:]
+        return logits, StreamState(memories, state.frame_index + 1, x.shape[0])
+
+    # -- training ----------------------------------------------------------------------
+    def forward(self, clip: torch.Tensor, path: int | None = None) -> dict[str, torch.Tensor]:
+        """Training forward on a clip (B, T, 3, H, W) ending at the annotated frame.
+
+        The last frame runs ``path`` (the earlier frames the paths before it, cyclically).
+        Returns feature-size logits: ``out`` (with propagation), ``sub`` (current frame's
+        own sub-features only) and ``aux`` (layer3 head, if the model has one).
+        """
+        n = self.num_paths
+        t = clip.shape[1]
+        if path is None:
+            path = (t - 1) % n
+        memories: tuple[Memory, ...] = ()
+        for i in range(t - 1):
+            _, _, mem, _ = self.encode(clip[:, i], (path - (t - 1) + i) % n)
+            memories = (memories + (mem,))[-(n - 1):]
+        v, q, _, aux = self.encode(clip[:, -1], path, with_aux=self.config.aux)
+        out = {"out": self.decode(self.fuse(v, q, memories, path), path), "sub": self.decode(v, path)}
+        if aux is not None:
+            out["aux"] = aux
+        return out
