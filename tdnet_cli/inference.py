@@ -1,9 +1,271 @@
 """Frame-level inference: uint8 RGB frames in, train-id label maps out.
 
-`Predictor` wraps a streaming segmentation model with the preprocessing its weights
-expect (resize to the model input, normalise) and the post-processing users want
-(logits resized back to the frame size, bilinear, then argmax). It is the one object
-that `segment`, `eval` and `bench` drive.
-
-STATUS: interface stub; the implementation lands with the core models (issue 2).
+`Predictor` wraps a streaming model with the preprocessing its weights expect (resize
+to the model input, normalise) and the post-processing users want (logits resized to
+the frame size, bilinear with align_corners=True, then argmax). It is the one object
+that `segment`, `eval` and `bench` drive. A `Stream` holds one stream's state.
 """
+
+from __future__ import annotations
+
+import contextlib
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import cv2
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from tdnet_cli.errors import UsageError
+from tdnet_cli.models.checkpoint import LoadedModel, load_checkpoint, random_model
+from tdnet_cli.models.fast import optimize_for_inference
+from tdnet_cli.models.tdnet import StreamState
+
+__all__ = [
+    "Predictor",
+    "Stream",
+    "resolve_device",
+    "parse_size",
+    "upsample_argmax",
+    "bundled_weights",
+    "DEFAULT_PRESET",
+    "PRECISIONS",
+]
+
+DEFAULT_PRESET = "td4-mini"
+BUNDLED_WEIGHTS = "td4-mini-synth.pt"
+PRECISIONS = ("fp32", "bf16", "fp16")
+_DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}
+
+
+def bundled_weights() -> Path | None:
+    """The demo checkpoint shipped in the repository's ``weights/`` folder, if present."""
+    env = os.environ.get("TDNET_WEIGHTS")
+    candidates = [Path(env)] if env else []
+    candidates.append(Path(__file__).resolve().parents[1] / "weights" / BUNDLED_WEIGHTS)
+    return next((p for p in candidates if p.is_file()), None)
+
+
+def resolve_device(device: str = "auto") -> torch.device:
+    """``auto`` picks CUDA when present; an unavailable device is a usage error."""
+    device = (device or "auto").strip().lower()
+    if device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        dev = torch.device(device)
+    except RuntimeError:
+        raise UsageError(f"unknown device {device!r}", hint="use auto, cpu, cuda or cuda:N") from None
+    if dev.type == "cuda":
+        if not torch.cuda.is_available():
+            raise UsageError("CUDA is not available on this machine", hint="use --device cpu")
+        if dev.index is not None and dev.index >= torch.cuda.device_count():
+            raise UsageError(f"no GPU {dev.index}: this machine has {torch.cuda.device_count()}",
+                             hint="pick another cuda:N")
+    elif dev.type != "cpu":
+        raise UsageError(f"unsupported device {device!r}", hint="use auto, cpu, cuda or cuda:N")
+    return dev
+
+
+def parse_size(text: str | None) -> tuple[int, int] | None:
+    """``"HxW"`` -> (H, W); None stays None."""
+    if text is None:
+        return None
+    try:
+        h, w = (int(v) for v in text.lower().replace(",", "x").split("x"))
+    except ValueError:
+        raise UsageError(f"bad size {text!r}", hint="write it as HEIGHTxWIDTH, e.g. 1024x2048") from None
+    if h < 16 or w < 16:
+        raise UsageError(f"size {text!r} is too small", hint="use at least 16x16")
+    return h, w
+
+
+def upsample_argmax(logits: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
+    """Labels (B, H, W) uint8 of logits (B, C, h, w) resized bilinearly (align_corners=True).
+
+    Worked in bands of output rows so the full-size (B, C, H, W) float tensor never
+    exists at once: memory stays small and the band stays in cache.
+    """
+    logits = logits.float()
+    b, c, h, w = logits.shape
+    out_h, out_w = size
+    if (h, w) == (out_h, out_w):
+        return logits.argmax(1).to(torch.uint8)
+    # Resize columns first (cheap: h rows), then interpolate each band of output rows.
+    cols = F.interpolate(logits, size=(h, out_w), mode="bilinear", align_corners=True)
+    labels = torch.empty((b, out_h, out_w), dtype=torch.uint8, device=logits.device)
+    ys = torch.linspace(0, h - 1, out_h, device=logits.device, dtype=torch.float64) if out_h > 1 else \
+        torch.zeros(1, device=logits.device, dtype=torch.float64)
+    y0 = ys.floor().long().clamp(max=h - 1)
+    y1 = (y0 + 1).clamp(max=h - 1)
+    wy = (ys - y0).to(torch.float32).view(1, 1, -1, 1)
+    band = 64 if logits.device.type == "cpu" else out_h
+    for start in range(0, out_h, band):
+        sl = slice(start, min(start + band, out_h))
+        top = cols.index_select(2, y0[sl])
+        bot = cols.index_select(2, y1[sl])
+        rows = torch.lerp(top, bot, wy[:, :, sl])
+        labels[:, sl] = rows.max(1).indices.to(torch.uint8)
+    return labels
+
+
+@dataclass
+class Stream:
+    """One video stream (or a batch of streams run in lockstep) through a predictor."""
+
+    state: StreamState
+    batch: int = 1
+    frames: int = 0
+    resets: int = 0
+    _initial: StreamState = field(repr=False, default=None)  # type: ignore[assignment]
+
+    def reset(self) -> None:
+        """Start a new stream: the memory queue is emptied (e.g. at a scene cut)."""
+        self.state = self._initial
+        self.resets += 1
+
+
+class Predictor:
+    """A model ready to segment frames on a device at a precision."""
+
+    def __init__(
+        self,
+        loaded: LoadedModel,
+        *,
+        device: str | torch.device = "auto",
+        precision: str = "fp32",
+        optimize: bool = True,
+        compile: bool = False,
+    ) -> None:
+        self.device = device if isinstance(device, torch.device) else resolve_device(device)
+        if precision not in PRECISIONS:
+            raise UsageError(f"unknown precision {precision!r}", hint="use fp32, bf16 or fp16")
+        if precision == "fp16" and self.device.type != "cuda":
+            raise UsageError("fp16 needs a CUDA device", hint="use --precision bf16 on the CPU")
+        self.loaded = loaded
+        self.precision = precision
+        self.optimized = optimize
+        model = optimize_for_inference(loaded.model) if optimize else loaded.model.eval()
+        self.model = model.to(self.device)
+        self.channels_last = bool(getattr(model, "channels_last", False))
+        if compile:
+            self.model.step = torch.compile(self.model.step, dynamic=False)
+        self._mean = torch.tensor(loaded.mean, device=self.device).view(1, 3, 1, 1) * 255.0
+        self._std = torch.tensor(loaded.std, device=self.device).view(1, 3, 1, 1) * 255.0
+        self.notes: list[str] = []
+
+    # -- construction ------------------------------------------------------------------
+    @classmethod
+    def create(
+        cls,
+        *,
+        weights: str | os.PathLike | None = None,
+        model: str | None = None,
+        device: str = "auto",
+        precision: str = "fp32",
+        input_size: tuple[int, int] | None = None,
+        optimize: bool = True,
+        compile: bool = False,
+    ) -> "Predictor":
+        """From ``--weights`` and/or ``--model``; neither means the bundled demo model."""
+        notes = []
+        if weights is not None:
+            loaded = load_checkpoint(weights, preset=model, input_size=input_size)
+        elif model is not None:
+            loaded = random_model(model, input_size=input_size)
+            notes.append(f"{model} has random weights: pass --weights FILE for real predictions")
+        else:
+            bundled = bundled_weights()
+            if bundled is not None:
+                loaded = load_checkpoint(bundled, input_size=input_size)
+                notes.append("using the bundled demo model (trained on synthetic scenes); for real footage pass "
+                             "--weights td4-psp18.pkl, the authors' Cityscapes checkpoint (see weights/README.md)")
+            else:
+                loaded = random_model(DEFAULT_PRESET, input_size=input_size)
+                notes.append(f"no bundled weights found: {DEFAULT_PRESET} with random weights; "
+                             "pass --weights FILE for real predictions")
+        pred = cls(loaded, device=device, precision=precision, optimize=optimize, compile=compile)
+        pred.notes = notes
+        return pred
+
+    # -- facts ---------------------------------------------------------------------------
+    @property
+    def num_paths(self) -> int:
+        return self.model.num_paths
+
+    @property
+    def input_size(self) -> tuple[int, int]:
+        return tuple(self.model.input_size)  # type: ignore[return-value]
+
+    @property
+    def classes(self) -> tuple[str, ...]:
+        return self.loaded.classes
+
+    @property
+    def palette(self) -> tuple[tuple[int, int, int], ...]:
+        return self.loaded.palette
+
+    @property
+    def name(self) -> str:
+        return self.loaded.preset
+
+    # -- streams ---------------------------------------------------------------------------
+    def new_stream(self, batch: int = 1) -> Stream:
+        state = self.model.new_state(batch)
+        return Stream(state=state, batch=batch, _initial=state)
+
+    def reset(self, stream: Stream) -> None:
+        stream.reset()
+
+    # -- the work ----------------------------------------------------------------------------
+    def preprocess(self, frames: np.ndarray) -> torch.Tensor:
+        """(B, H, W, 3) uint8 RGB -> normalised (B, 3, h, w) float at the model input size."""
+        h, w = self.input_size
+        if self.device.type == "cpu":
+            if frames.shape[1:3] != (h, w):
+                frames = np.stack([cv2.resize(f, (w, h), interpolation=cv2.INTER_LINEAR) for f in frames])
+            x = torch.from_numpy(np.ascontiguousarray(frames)).permute(0, 3, 1, 2).float()
+        else:
+            # Upload uint8 (a quarter of the bytes), resize and normalise on the device.
+            x = torch.from_numpy(np.ascontiguousarray(frames)).to(self.device, non_blocking=True)
+            x = x.permute(0, 3, 1, 2).float()
+            if tuple(x.shape[-2:]) != (h, w):
+                x = F.interpolate(x, size=(h, w), mode="bilinear", align_corners=False).clamp_(0, 255).round_()
+        x = (x - self._mean) / self._std
+        if self.channels_last:
+            x = x.contiguous(memory_format=torch.channels_last)
+        return x
+
+    def _autocast(self):
+        if self.precision == "fp32":
+            return contextlib.nullcontext()
+        return torch.autocast(self.device.type, dtype=_DTYPES[self.precision])
+
+    def step(self, x: torch.Tensor, stream: Stream) -> torch.Tensor:
+        """Advance ``stream`` by one normalised frame batch; returns feature-size float logits."""
+        with torch.inference_mode(), self._autocast():
+            logits, stream.state = self.model.step(x, stream.state)
+        stream.frames += 1
+        return logits.float()
+
+    def logits(self, frames: np.ndarray, stream: Stream) -> torch.Tensor:
+        """Feature-size logits (B, C, h, w) for the next frame(s) of ``stream``."""
+        batch = _as_batch(frames)
+        return self.step(self.preprocess(batch), stream)
+
+    def segment(self, frames: np.ndarray, stream: Stream, *, size: tuple[int, int] | None = None) -> np.ndarray:
+        """Train-id labels uint8 at the frame's own size (or ``size``); (H, W) or (B, H, W)."""
+        single = frames.ndim == 3
+        batch = _as_batch(frames)
+        logits = self.logits(batch, stream)
+        with torch.inference_mode():
+            labels = upsample_argmax(logits, size or batch.shape[1:3])
+        out = labels.cpu().numpy()
+        return out[0] if single else out
+
+
+def _as_batch(frames: np.ndarray) -> np.ndarray:
+    if frames.dtype != np.uint8 or frames.ndim not in (3, 4) or frames.shape[-1] != 3:
+        raise UsageError(f"expected uint8 RGB frames (H, W, 3) or (B, H, W, 3), got {frames.dtype} {frames.shape}")
+    return frames[None] if frames.ndim == 3 else frames

@@ -1,0 +1,25 @@
+"""Models: building blocks, TDNet and PSPNet, the preset registry and checkpoint IO."""
+
+from tdnet_cli.models.checkpoint import LoadedModel, load_checkpoint, random_model, save_checkpoint
+from tdnet_cli.models.fast import optimize_for_inference
+from tdnet_cli.models.pspnet import PSPNet, PSPNetConfig
+from tdnet_cli.models.registry import PRESETS, Preset, create_model, get_preset, list_models
+from tdnet_cli.models.tdnet import StreamState, TDNet, TDNetConfig
+
+__all__ = [
+    "TDNet",
+    "TDNetConfig",
+    "PSPNet",
+    "PSPNetConfig",
+    "StreamState",
+    "Preset",
+    "PRESETS",
+    "create_model",
+    "get_preset",
+    "list_models",
+    "LoadedModel",
+    "load_checkpoint",
+    "save_checkpoint",
+    "random_model",
+    "optimize_for_inference",
+]

@@ -22,7 +22,7 @@ class Preset:
     kind: str  # "tdnet" | "pspnet"
     config: TDNetConfig | PSPNetConfig
     description: str
-    weights_source: str = "random init (train with `tdnet train`)"
+    weights_source: str = "none: train with `tdnet train`"
     paper: dict = field(default_factory=dict)  # e.g. {"miou": 76.8, "ms_per_frame": 85, "gpu": "Titan Xp"}
 
     @property
@@ -42,7 +42,7 @@ def register(preset: Preset) -> Preset:
     return preset
 
 
-_AUTHORS = "authors' release (TDNet GitHub page, Google Drive): {}"
+_AUTHORS = "released: {} (authors' page)"
 
 register(Preset(
     "td4-psp18", "tdnet",
@@ -63,14 +63,14 @@ register(Preset(
     TDNetConfig(num_paths=4, groups=2, backbone="resnet18", width=16, key_dim=32, value_dim=128,
                 head_reduction=2, input_size=(512, 1024)),
     "CPU-friendly TDNet: 4 paths of quarter-width ResNet-18 at 512x1024 (the bundled demo model)",
-    "weights/td4-mini-synth.pt (demo, trained on synthetic scenes)",
+    "bundled: weights/td4-mini-synth.pt (synthetic demo)",
 ))
 for _depth in (18, 50, 101):
     register(Preset(
         f"psp{_depth}", "pspnet",
         PSPNetConfig(backbone=f"resnet{_depth}"),
         f"PSPNet with dilated ResNet-{_depth}, run on every frame (the per-frame baseline)",
-        _AUTHORS.format("psp101.pkl") if _depth == 101 else "random init (train with `tdnet train`)",
+        _AUTHORS.format("psp101.pkl") if _depth == 101 else "none: train with `tdnet train`",
     ))
 # A tiny preset for tests and quick experiments: seconds per step on a CPU.
 register(Preset(
