@@ -34,6 +34,7 @@ def _root(
 
 
 # Command modules register themselves on `app` when imported (one line each).
+from tdnet_cli.cli import inspect as _inspect  # noqa: E402,F401
 from tdnet_cli.cli import models as _models  # noqa: E402,F401
 
 

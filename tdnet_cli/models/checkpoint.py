@@ -267,8 +267,10 @@ def load_checkpoint(
         wanted = {**want.config.__dict__, "input_size": None, "aux": None}
         have = {**config.__dict__, "input_size": None, "aux": None}
         if type(want.config) is not type(config) or wanted != have:
+            diff = [f"{k} {have[k]} vs {wanted[k]}" for k in wanted if k in have and have[k] != wanted[k]]
+            detail = f" ({_few(diff)})" if diff and type(want.config) is type(config) else ""
             raise CheckpointError(
-                f"{path} holds {got} checkpoint, not {preset}",
+                f"{path} holds {got} checkpoint, not {preset}{detail}",
                 hint=f"drop --model or use --model {name}" if name != "custom" else "drop --model",
             )
         name = preset
@@ -314,3 +316,26 @@ def random_model(preset: str, *, input_size: tuple[int, int] | None = None, num_
     model = get_preset(preset).build(**overrides).eval()
     n = model.config.num_classes
     return LoadedModel(model=model, preset=preset, classes=_classes_for(n), palette=_palette_for(n), source="random")
+
+
+def describe(loaded: LoadedModel) -> dict:
+    """Plain facts about a loaded checkpoint (for ``tdnet inspect`` and reports)."""
+    from tdnet_cli.models.complexity import count_parameters
+
+    model = loaded.model
+    return {
+        "path": loaded.path,
+        "format": {"tdnet": "tdnet checkpoint", "state_dict": "raw state dict (authors' layout)"}.get(
+            loaded.source, loaded.source),
+        "preset": loaded.preset,
+        "kind": loaded.kind,
+        "paths": model.num_paths,
+        "backbone": model.config.backbone,
+        "input_size": list(model.input_size),
+        "num_classes": model.config.num_classes,
+        "parameters": count_parameters(model),
+        "classes": list(loaded.classes),
+        "mean": list(loaded.mean),
+        "std": list(loaded.std),
+        "provenance": loaded.provenance,
+    }

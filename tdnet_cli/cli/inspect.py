@@ -1,0 +1,35 @@
+"""``tdnet inspect``: what a weights file holds, before you run it."""
+
+from __future__ import annotations
+
+import json
+from typing import Annotated
+
+import typer
+from rich.table import Table
+
+from tdnet_cli.cli.app import app
+from tdnet_cli.cli.common import InputSizeOpt, JsonOpt, ModelOpt, console, handle_errors
+from tdnet_cli.inference import parse_size
+from tdnet_cli.models.checkpoint import describe, load_checkpoint
+
+
+@app.command("inspect")
+@handle_errors
+def inspect_command(
+    weights: Annotated[str, typer.Argument(help="A checkpoint: ours (.pt) or a released state dict (.pkl).")],
+    model: ModelOpt = None,
+    input_size: InputSizeOpt = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Load a checkpoint and show its model, input size, classes and provenance."""
+    info = describe(load_checkpoint(weights, preset=model, input_size=parse_size(input_size)))
+    if as_json:
+        print(json.dumps(info, indent=2))
+        return
+    table = Table(show_header=False, title=weights)
+    for key, value in info.items():
+        if isinstance(value, (list, dict)):
+            value = json.dumps(value) if key != "classes" else ", ".join(value)
+        table.add_row(key, str(value))
+    console.print(table)

@@ -1,0 +1,44 @@
+"""The CLI shell: version, presets table, module entry point."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+from typer.testing import CliRunner
+
+from tdnet_cli import __version__
+from tdnet_cli.cli.app import app
+
+runner = CliRunner()
+
+
+def test_version():
+    result = runner.invoke(app, ["--version"])
+    assert result.exit_code == 0 and result.output.strip() == f"tdnet {__version__}"
+
+
+def test_models_table_lists_every_preset():
+    result = runner.invoke(app, ["models"], env={"COLUMNS": "160"})
+    assert result.exit_code == 0
+    for name in ("td4-psp18", "td2-psp50", "td4-mini", "psp18", "psp50", "psp101"):
+        assert name in result.output
+    assert "514.2" in result.output  # td4-psp18 GFLOPs per steady frame
+
+
+def test_models_json():
+    rows = json.loads(runner.invoke(app, ["models", "--json"]).output)
+    by_name = {r["name"]: r for r in rows}
+    assert by_name["td4-psp18"]["paths"] == 4 and by_name["td4-psp18"]["input_size"] == [769, 1537]
+    assert by_name["td2-psp50"]["paper"]["miou"] == 79.9
+
+
+def test_python_dash_m():
+    out = subprocess.run([sys.executable, "-m", "tdnet_cli", "--version"], capture_output=True, text=True)
+    assert out.returncode == 0 and __version__ in out.stdout
+
+
+def test_unknown_command_is_a_usage_error():
+    result = runner.invoke(app, ["frobnicate"])
+    assert result.exit_code == 2

@@ -1,0 +1,169 @@
+"""Every preset builds and streams; state is explicit; training forward equals streaming."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from tdnet_cli.errors import UsageError
+from tdnet_cli.inference import Predictor, parse_size, resolve_device, upsample_argmax
+from tdnet_cli.models import create_model, list_models, optimize_for_inference, random_model
+from tdnet_cli.models.complexity import preset_complexity
+from tdnet_cli.models.resnet import feature_size
+
+torch.manual_seed(0)
+
+
+@pytest.mark.parametrize("name", list_models())
+def test_every_preset_streams(name):
+    model = create_model(name, input_size=(65, 129)).eval()
+    n = model.num_paths
+    state = model.new_state()
+    x = torch.randn(1, 3, 65, 129)
+    with torch.inference_mode():
+        for i in range(n + 1):
+            logits, state = model.step(x, state)
+            assert logits.shape == (1, 19, 9, 17)
+            assert state.frame_index == i + 1
+            assert len(state.memories) == min(i + 1, n - 1)
+    params, gflops = preset_complexity(name)
+    assert params > 0 and gflops > 0
+
+
+def test_feature_size_matches_released_layout():
+    assert feature_size((769, 1537)) == (97, 193)
+    assert feature_size((129, 257)) == (17, 33)
+    assert feature_size((1024, 2048)) == (128, 256)
+
+
+def test_td4_gflops_match_the_published_cost():
+    """PERF_NOTES: ~515 GFLOP/frame for td4-psp18, ~1103 for td2-psp50 (fma = 2 flops)."""
+    assert abs(preset_complexity("td4-psp18")[1] - 515) < 5
+    assert abs(preset_complexity("td2-psp50")[1] - 1103) < 10
+
+
+def test_paths_cycle_and_attention_modules_follow_the_path():
+    model = create_model("td4-tiny")
+    assert [model._attention_name(1, i) for i in range(3)] == ["atn2_3", "atn2_4", "atn2_1"]
+    assert [model._attention_name(3, i) for i in range(3)] == ["atn4_1", "atn4_2", "atn4_3"]
+    assert [m.group for m in (model.psp1, model.psp2, model.psp3, model.psp4)] == [0, 1, 0, 1]
+
+
+def test_one_model_serves_interleaved_streams():
+    model = create_model("td4-tiny").eval()
+    a_frames = torch.randn(6, 1, 3, 64, 128)
+    b_frames = torch.randn(6, 1, 3, 64, 128)
+    with torch.inference_mode():
+        sa, sb = model.new_state(), model.new_state()
+        inter = []
+        for i in range(6):
+            la, sa = model.step(a_frames[i], sa)
+            lb, sb = model.step(b_frames[i], sb)
+            inter.append((la, lb))
+        s = model.new_state()
+        for i in range(6):
+            la, s = model.step(a_frames[i], s)
+            assert torch.equal(la, inter[i][0])
+
+
+def test_training_forward_equals_streaming_for_the_last_frame():
+    model = create_model("td4-tiny", aux=True).eval()
+    clip = torch.randn(2, 4, 3, 64, 128)
+    with torch.no_grad():
+        out = model(clip, path=2)
+        # Streaming: frames 0..3 on paths 3, 0, 1, 2 (the paths before 2, cyclically).
+        from tdnet_cli.models.tdnet import StreamState
+
+        state = StreamState(frame_index=3)
+        for i in range(4):
+            logits, state = model.step(clip[:, i], state)
+    assert set(out) == {"out", "sub", "aux"}
+    assert torch.allclose(out["out"], logits, atol=1e-5)
+    assert out["aux"].shape == (2, 19, 8, 16)
+    assert not torch.allclose(out["out"], out["sub"])
+
+
+def test_training_forward_has_gradients_in_every_path():
+    model = create_model("td4-tiny", aux=True).train()
+    out = model(torch.randn(2, 4, 3, 64, 128), path=0)
+    (out["out"].mean() + out["sub"].mean() + out["aux"].mean()).backward()
+    for p in range(1, 5):
+        assert getattr(model, f"pretrained{p}").conv1.weight.grad is not None
+
+
+def test_fast_path_equals_plain_path_on_a_random_model():
+    model = create_model("td4-tiny").eval()
+    with torch.no_grad():  # running stats away from identity, so folding is really tested
+        for m in model.modules():
+            if isinstance(m, torch.nn.BatchNorm2d):
+                m.running_mean.uniform_(-0.2, 0.2)
+                m.running_var.uniform_(0.5, 1.5)
+    fast = optimize_for_inference(model)
+    x = torch.randn(5, 1, 3, 64, 128)
+    s1, s2 = model.new_state(), fast.new_state()
+    with torch.inference_mode():
+        for i in range(5):
+            a, s1 = model.step(x[i], s1)
+            b, s2 = fast.step(x[i].contiguous(memory_format=torch.channels_last), s2)
+            assert torch.allclose(a, b, atol=1e-4), (i, (a - b).abs().max())
+
+
+@pytest.mark.parametrize("size", [(64, 128), (100, 203), (257, 513)])
+def test_upsample_argmax_equals_full_interpolation(size):
+    logits = torch.randn(2, 19, 9, 17)
+    ref = torch.nn.functional.interpolate(logits, size=size, mode="bilinear", align_corners=True).argmax(1)
+    ours = upsample_argmax(logits, size)
+    assert ours.dtype == torch.uint8
+    assert (ours.long() == ref).float().mean() > 0.9999
+
+
+def test_predictor_segments_uint8_frames_of_any_size():
+    pred = Predictor(random_model("td4-tiny"), device="cpu")
+    stream = pred.new_stream()
+    frame = np.random.default_rng(0).integers(0, 256, (90, 160, 3), dtype=np.uint8)
+    labels = pred.segment(frame, stream)
+    assert labels.shape == (90, 160) and labels.dtype == np.uint8 and labels.max() < 19
+    assert stream.frames == 1 and stream.state.frame_index == 1
+    stream.reset()
+    assert stream.state.frame_index == 0 and stream.resets == 1
+    batch = pred.segment(np.stack([frame, frame]), pred.new_stream(2))
+    assert batch.shape == (2, 90, 160)
+    assert np.array_equal(batch[0], labels) and np.array_equal(batch[1], labels)
+
+
+def test_predictor_bf16_agrees_with_fp32():
+    loaded = random_model("td4-tiny")
+    frames = np.random.default_rng(1).integers(0, 256, (5, 64, 128, 3), dtype=np.uint8)
+    outs = {}
+    for prec in ("fp32", "bf16"):
+        pred = Predictor(loaded, device="cpu", precision=prec)
+        s = pred.new_stream()
+        outs[prec] = np.stack([pred.segment(f, s) for f in frames])
+    assert (outs["fp32"] == outs["bf16"]).mean() > 0.8
+
+
+def test_predictor_defaults_and_errors(monkeypatch, tmp_path):
+    monkeypatch.setenv("TDNET_WEIGHTS", str(tmp_path / "none.pt"))
+    pred = Predictor.create(model="td4-tiny", device="cpu")
+    assert pred.name == "td4-tiny" and "random weights" in pred.notes[0]
+    with pytest.raises(UsageError, match="unknown model"):
+        Predictor.create(model="td9-nope")
+    with pytest.raises(UsageError, match="fp16 needs a CUDA device"):
+        Predictor.create(model="td4-tiny", device="cpu", precision="fp16")
+    with pytest.raises(UsageError, match="unknown precision"):
+        Predictor.create(model="td4-tiny", device="cpu", precision="int3")
+
+
+def test_device_and_size_parsing():
+    assert resolve_device("cpu").type == "cpu"
+    if not torch.cuda.is_available():
+        with pytest.raises(UsageError, match="CUDA is not available"):
+            resolve_device("cuda")
+    with pytest.raises(UsageError):
+        resolve_device("tpu")
+    assert parse_size("1024x2048") == (1024, 2048)
+    assert parse_size(None) is None
+    for bad in ("1024", "axb", "8x8"):
+        with pytest.raises(UsageError):
+            parse_size(bad)
