@@ -8,6 +8,7 @@ current frame's values, then normalised and classified. See SPEC.md for the cont
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 
 import torch
@@ -19,6 +20,10 @@ from tdnet_cli.models.pyramid import PyramidPooling
 from tdnet_cli.models.resnet import DilatedResNet, feature_size
 
 __all__ = ["TDNetConfig", "TDNet", "StreamState"]
+
+
+def _natural(name: str) -> list:
+    return [int(t) if t.isdigit() else t for t in re.split(r"(\d+)", name)]
 
 
 @dataclass(frozen=True)
@@ -66,9 +71,9 @@ class TDNet(nn.Module):
         d = 2 * c // cfg.groups
         for p in range(n):
             self.add_module(f"enc{p + 1}", Encoding(d, cfg.key_dim, cfg.value_dim))
-        for p in range(n):
-            for i in range(n - 1):
-                self.add_module(self._attention_name(p, i), AttentionPropagation(cfg.value_dim))
+        for p in range(n):  # sorted by target path, as in the released files
+            for name in sorted((self._attention_name(p, i) for i in range(n - 1)), key=_natural):
+                self.add_module(name, AttentionPropagation(cfg.value_dim))
         for p in range(n):
             self.add_module(f"layer_norm{p + 1}", SpatialLayerNorm(self.feature_size))
         for p in range(n):
