@@ -47,8 +47,11 @@ class Memory(NamedTuple):
 
 
 def _flatten(x: torch.Tensor) -> torch.Tensor:
-    """(B, C, h, w) -> (B, h*w, C), positions in row-major (y, x) order."""
-    return x.flatten(2).transpose(1, 2)
+    """(B, C, h, w) -> contiguous (B, h*w, C), positions in row-major (y, x) order.
+
+    Free for a channels_last map; contiguity is what the fused attention kernels need.
+    """
+    return x.flatten(2).transpose(1, 2).contiguous()
 
 
 class Encoding(nn.Module):
@@ -85,8 +88,14 @@ class AttentionPropagation(nn.Module):
 
     def forward(self, k_src: torch.Tensor, v_src: torch.Tensor, q_tgt: torch.Tensor) -> torch.Tensor:
         """(B, P, d_k), (B, P, Dv), (B, T, d_k) -> (B, T, Dv)."""
-        if self.use_sdpa:
-            out = F.scaled_dot_product_attention(q_tgt, k_src, v_src)
+        if self.use_sdpa and q_tgt.device.type == "cuda":
+            # Fused kernel on the GPU (values may be wider than keys there).
+            out = F.scaled_dot_product_attention(q_tgt[:, None], k_src[:, None], v_src[:, None])[:, 0]
+        elif self.use_sdpa:
+            # CPU: the fused kernels need equal key and value widths (64 vs 512 here) and the
+            # generic fallback adds masking passes, so: plain bmm/softmax, scaling the small q.
+            attn = torch.bmm(q_tgt * (1.0 / math.sqrt(q_tgt.shape[-1])), k_src.transpose(1, 2))
+            out = torch.bmm(attn.softmax(2), v_src)
         else:
             attn = torch.bmm(q_tgt, k_src.transpose(1, 2)) / math.sqrt(q_tgt.shape[-1])
             attn = F.dropout(torch.softmax(attn, dim=2), self.dropout, self.training)

@@ -46,6 +46,11 @@ class SpatialLayerNorm(nn.Module):
         return tuple(self.ln.normalized_shape)  # type: ignore[return-value]
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if x.dim() == 4 and not x.is_contiguous() and x.is_contiguous(memory_format=torch.channels_last):
+            # F.layer_norm would first copy a channels_last map to NCHW; normalising over
+            # the strided spatial dims directly skips that copy and keeps the layout.
+            var, mean = torch.var_mean(x, dim=(2, 3), keepdim=True, correction=0)
+            return torch.addcmul(self.ln.bias, (x - mean) * torch.rsqrt(var + self.ln.eps), self.ln.weight)
         return self.ln(x)
 
     @torch.no_grad()
