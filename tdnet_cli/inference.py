@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -154,6 +155,10 @@ class Predictor:
         self._mean = torch.tensor(loaded.mean, device=self.device).view(1, 3, 1, 1) * 255.0
         self._std = torch.tensor(loaded.std, device=self.device).view(1, 3, 1, 1) * 255.0
         self.notes: list[str] = []
+        # Per-stage wall time (seconds), accumulated by `segment`; `bench` reads it. With
+        # `sync_stages` CUDA is synchronised between stages so the split is honest (slower).
+        self.stage_seconds = {"preprocess": 0.0, "model": 0.0, "postprocess": 0.0}
+        self.sync_stages = False
 
     # -- construction ------------------------------------------------------------------
     @classmethod
@@ -258,11 +263,24 @@ class Predictor:
         """Train-id labels uint8 at the frame's own size (or ``size``); (H, W) or (B, H, W)."""
         single = frames.ndim == 3
         batch = _as_batch(frames)
-        logits = self.logits(batch, stream)
+        t0 = time.perf_counter()
+        x = self.preprocess(batch)
+        t1 = self._mark()
+        logits = self.step(x, stream)
+        t2 = self._mark()
         with torch.inference_mode():
-            labels = upsample_argmax(logits, size or batch.shape[1:3])
-        out = labels.cpu().numpy()
+            out = upsample_argmax(logits, size or batch.shape[1:3]).cpu().numpy()
+        t3 = time.perf_counter()
+        st = self.stage_seconds
+        st["preprocess"] += t1 - t0
+        st["model"] += t2 - t1
+        st["postprocess"] += t3 - t2
         return out[0] if single else out
+
+    def _mark(self) -> float:
+        if self.sync_stages and self.device.type == "cuda":
+            torch.cuda.synchronize(self.device)
+        return time.perf_counter()
 
 
 def _as_batch(frames: np.ndarray) -> np.ndarray:

@@ -1,0 +1,102 @@
+"""``tdnet bench``: model-only speed (default) or the whole segment pipeline (--input)."""
+
+from __future__ import annotations
+
+import json
+from typing import Annotated
+
+import typer
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+from rich.table import Table
+
+from tdnet_cli.cli.app import app
+from tdnet_cli.cli.common import (
+    DeviceOpt,
+    JsonOpt,
+    ModelOpt,
+    PrecisionOpt,
+    QuietOpt,
+    WeightsOpt,
+    console,
+    err_console,
+    handle_errors,
+)
+from tdnet_cli.inference import parse_size
+from tdnet_cli.pipeline.bench import BenchReport, BenchResult, run_bench
+
+
+@app.command("bench")
+@handle_errors
+def bench_command(
+    weights: WeightsOpt = None,
+    model: ModelOpt = None,
+    size: Annotated[str | None, typer.Option("--size", help="Input HxW (default: the model's own).",
+                                             show_default=False)] = None,
+    frames: Annotated[int, typer.Option("--frames", "-n", help="Measured frames.")] = 20,
+    warmup: Annotated[int, typer.Option("--warmup", help="Frames run first and not counted.")] = 5,
+    device: DeviceOpt = "auto",
+    precision: PrecisionOpt = "fp32",
+    streams: Annotated[int, typer.Option("--streams", "-b", help="Streams batched in lockstep.")] = 1,
+    compile: Annotated[bool, typer.Option("--compile", help="torch.compile the model step.")] = False,
+    baseline: Annotated[str | None, typer.Option(
+        "--baseline", help="Also time a preset (e.g. psp101) or 'reference' (same weights, plain fp32 "
+        "path mirroring the authors' code) in the same run, and print the ratio.", show_default=False)] = None,
+    reference: Annotated[bool, typer.Option("--reference", help="Time the plain reference path itself.")] = False,
+    no_ceiling: Annotated[bool, typer.Option("--no-ceiling", help="Skip timing the heaviest conv alone.")] = False,
+    as_json: JsonOpt = False,
+    quiet: QuietOpt = False,
+) -> None:
+    """Measure frames per second the way papers do, and better: latency percentiles, the
+    queue-filling frames apart from steady state, achieved GFLOP/s against the measured
+    ceiling of the model's own heaviest conv, peak memory."""
+    show = not (as_json or quiet)
+    with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(),
+                  console=err_console, transient=True, disable=not show) as bar:
+        task = bar.add_task("bench", total=None)
+
+        def progress(phase: str, done: int, total: int) -> None:
+            bar.update(task, description=phase, completed=done, total=total)
+
+        report = run_bench(weights=weights, model=model, size=parse_size(size), frames=frames, warmup=warmup,
+                           device=device, precision=precision, streams=streams, compile=compile,
+                           baseline=baseline, ceiling=not no_ceiling, reference=reference, progress=progress)
+    if as_json:
+        print(json.dumps(report.to_dict(), indent=2))
+        return
+    if not quiet:
+        render(report)
+
+
+def _row(table: Table, label: str, r: BenchResult) -> None:
+    s = r.steady
+    table.add_row(label, r.model, f"{r.path} {r.precision}", str(r.streams), f"{s.mean_ms:.1f}", f"{s.median_ms:.1f}",
+                  f"{s.p95_ms:.1f}", f"{s.max_ms:.1f}", f"{r.fps_total:.2f}", f"{r.achieved_gflops:.0f}")
+
+
+def render(report: BenchReport) -> None:
+    for note in report.notes:
+        err_console.print(f"[dim]note: {note}[/]")
+    env = report.env
+    console.print(f"[bold]{env['device_name']}[/] ({env['device']}), torch {env['torch']}, "
+                  f"{env['threads']} threads, {env['precision']}, input {env['input_size'][0]}x{env['input_size'][1]}")
+    table = Table(title="model-only: ms per step (B streams per step), fps = frames/s over all streams")
+    for col in ("", "model", "path", "B", "mean", "median", "p95", "max", "fps", "GFLOP/s"):
+        table.add_column(col, justify="left" if col in ("", "model", "path") else "right")
+    _row(table, "this", report.result)
+    if report.baseline:
+        _row(table, "baseline", report.baseline)
+    console.print(table)
+    r = report.result
+    if r.streams > 1:
+        console.print(f"per stream: {r.fps_per_stream:.2f} fps; total {r.fps_total:.2f} fps over {r.streams} streams")
+    if r.filling:
+        console.print(f"queue filling (first {r.filling.frames} frames, not in the table): "
+                      f"mean {r.filling.mean_ms:.1f} ms; steady-state median {r.steady.median_ms:.1f} ms")
+    console.print(f"cost: {r.gflops_per_frame:.1f} GFLOP per frame; peak RSS {r.peak_rss_mb:.0f} MB"
+                  + (f"; peak CUDA {r.peak_cuda_mb:.0f} MB" if r.peak_cuda_mb is not None else ""))
+    if report.ceiling:
+        c = report.ceiling
+        console.print(f"ceiling: {c['gflops']:.0f} GFLOP/s on its heaviest conv alone ({c['shape']}); "
+                      f"the whole model reaches {r.achieved_gflops / c['gflops']:.0%} of it")
+    if report.speedup is not None:
+        console.print(f"[bold]speed-up vs baseline: {report.speedup:.2f}x[/] (median time per frame)")

@@ -1,0 +1,319 @@
+"""`bench`: honest speed figures for a model (model-only) and for the segment pipeline.
+
+Model-only: synthetic frames at the model's input size, already normalised on the
+device, fed as one stream (or B streams batched in lockstep). The first N-1 frames
+(memory queue filling) are timed and reported on their own; the warm-up frames are not
+counted; every measured step is timed alone, CUDA synchronised on both sides.
+"""
+
+from __future__ import annotations
+
+import platform
+import resource
+import statistics
+import sys
+import time
+from dataclasses import asdict, dataclass, field
+from typing import Callable
+
+import torch
+from torch import nn
+
+from tdnet_cli.errors import UsageError
+from tdnet_cli.inference import Predictor
+from tdnet_cli.models.checkpoint import LoadedModel, random_model
+from tdnet_cli.models.complexity import steady_gflops
+
+__all__ = [
+    "LatencyStats",
+    "BenchResult",
+    "BenchReport",
+    "latency_stats",
+    "bench_predictor",
+    "conv_ceiling",
+    "run_bench",
+    "environment",
+]
+
+ProgressFn = Callable[[str, int, int], None]  # (phase, done, total)
+
+
+@dataclass
+class LatencyStats:
+    frames: int
+    mean_ms: float
+    median_ms: float
+    p95_ms: float
+    max_ms: float
+    fps: float  # steps per second from the mean: frames / total time
+
+    @property
+    def total_s(self) -> float:
+        return self.mean_ms * self.frames / 1000.0
+
+
+def latency_stats(seconds: list[float]) -> LatencyStats | None:
+    if not seconds:
+        return None
+    ms = sorted(s * 1000.0 for s in seconds)
+    p95 = ms[min(len(ms) - 1, max(0, int(round(0.95 * (len(ms) - 1)))))]
+    mean = statistics.fmean(ms)
+    return LatencyStats(len(ms), mean, statistics.median(ms), p95, ms[-1], 1000.0 / mean)
+
+
+@dataclass
+class BenchResult:
+    model: str
+    path: str  # "optimised" | "reference"
+    precision: str
+    device: str
+    input_size: tuple[int, int]
+    streams: int
+    warmup: int
+    steady: LatencyStats
+    filling: LatencyStats | None  # the first N-1 frames of the stream (queue not full)
+    gflops_per_frame: float
+    peak_rss_mb: float
+    peak_cuda_mb: float | None = None
+    compiled: bool = False
+
+    @property
+    def fps_per_stream(self) -> float:
+        return self.steady.fps
+
+    @property
+    def fps_total(self) -> float:
+        return self.steady.fps * self.streams
+
+    @property
+    def achieved_gflops(self) -> float:
+        """Useful model GFLOP/s at the median step time."""
+        return self.gflops_per_frame * self.streams / (self.steady.median_ms / 1000.0)
+
+    def to_dict(self) -> dict:
+        d = asdict(self)
+        d.update(fps_per_stream=self.fps_per_stream, fps_total=self.fps_total,
+                 achieved_gflops=self.achieved_gflops)
+        return d
+
+
+@dataclass
+class BenchReport:
+    env: dict
+    result: BenchResult
+    baseline: BenchResult | None = None
+    ceiling: dict | None = None  # {"gflops": .., "shape": ..} of the model's heaviest conv alone
+    end_to_end: dict | None = None
+    notes: list[str] = field(default_factory=list)
+
+    @property
+    def speedup(self) -> float | None:
+        """How many times faster our result is than the baseline (median step, per frame)."""
+        if self.baseline is None:
+            return None
+        ours = self.result.steady.median_ms / self.result.streams
+        theirs = self.baseline.steady.median_ms / self.baseline.streams
+        return theirs / ours
+
+    def to_dict(self) -> dict:
+        return {
+            "env": self.env,
+            "result": self.result.to_dict(),
+            "baseline": self.baseline.to_dict() if self.baseline else None,
+            "speedup_vs_baseline": self.speedup,
+            "ceiling": self.ceiling,
+            "fraction_of_ceiling": (self.result.achieved_gflops / self.ceiling["gflops"]) if self.ceiling else None,
+            "end_to_end": self.end_to_end,
+            "notes": self.notes,
+        }
+
+
+def environment(device: torch.device) -> dict:
+    env = {
+        "torch": torch.__version__,
+        "python": platform.python_version(),
+        "cpu": platform.processor() or platform.machine(),
+        "threads": torch.get_num_threads(),
+        "device": str(device),
+        "device_name": torch.cuda.get_device_name(device) if device.type == "cuda" else _cpu_name(),
+    }
+    return env
+
+
+def _cpu_name() -> str:
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.machine()
+
+
+def _sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def _peak_rss_mb() -> float:
+    rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return rss / 1024.0 if sys.platform != "darwin" else rss / 1024.0 / 1024.0
+
+
+def bench_predictor(
+    pred: Predictor,
+    *,
+    frames: int = 20,
+    warmup: int = 5,
+    streams: int = 1,
+    progress: ProgressFn | None = None,
+) -> BenchResult:
+    """Time ``pred``'s model on synthetic normalised frames; see the module docstring."""
+    if frames < 1:
+        raise UsageError("--frames must be at least 1")
+    if warmup < 0 or streams < 1:
+        raise UsageError("--warmup must be >= 0 and --streams >= 1")
+    dev = pred.device
+    h, w = pred.input_size
+    gen = torch.Generator().manual_seed(0)
+    pool = [torch.rand(streams, 3, h, w, generator=gen) * 4 - 2 for _ in range(4)]
+    pool = [x.to(dev).contiguous(memory_format=torch.channels_last) if pred.channels_last else x.to(dev)
+            for x in pool]
+    if dev.type == "cuda":
+        torch.cuda.reset_peak_memory_stats(dev)
+    stream = pred.new_stream(streams)
+    n_fill = pred.num_paths - 1
+    filling, steady = [], []
+    total = max(warmup, n_fill) + frames
+    for i in range(total):
+        x = pool[i % len(pool)]
+        _sync(dev)
+        t0 = time.perf_counter()
+        pred.step(x, stream)
+        _sync(dev)
+        dt = time.perf_counter() - t0
+        if i < n_fill:
+            filling.append(dt)
+        elif i >= max(warmup, n_fill):
+            steady.append(dt)
+        if progress:
+            progress("measure", i + 1, total)
+    return BenchResult(
+        model=pred.name,
+        path="optimised" if pred.optimized else "reference",
+        precision=pred.precision,
+        device=str(dev),
+        input_size=(h, w),
+        streams=streams,
+        warmup=max(warmup, n_fill),
+        steady=latency_stats(steady),  # type: ignore[arg-type]
+        filling=latency_stats(filling),
+        gflops_per_frame=steady_gflops(_meta_copy(pred.loaded), (h, w)),
+        peak_rss_mb=_peak_rss_mb(),
+        peak_cuda_mb=torch.cuda.max_memory_allocated(dev) / 2**20 if dev.type == "cuda" else None,
+        compiled=getattr(pred, "compiled", False),
+    )
+
+
+def _meta_copy(loaded: LoadedModel) -> nn.Module:
+    """The same architecture on the meta device, for FLOP counting without touching weights."""
+    model = loaded.model
+    with torch.device("meta"):
+        clone = type(model)(model.config)
+    return clone.eval()
+
+
+def _heaviest_conv(model: nn.Module, x: torch.Tensor, stream_state) -> tuple[nn.Conv2d, tuple[int, ...]]:
+    """The conv with the most FLOPs in one step, and its input shape."""
+    seen: list[tuple[float, nn.Conv2d, tuple]] = []
+
+    def hook(mod, inputs, output):
+        k = mod.weight.shape[1] * mod.weight.shape[2] * mod.weight.shape[3]
+        seen.append((output.numel() * k, mod, tuple(inputs[0].shape)))
+
+    handles = [m.register_forward_hook(hook) for m in model.modules() if isinstance(m, nn.Conv2d)]
+    try:
+        with torch.inference_mode():
+            model.step(x, stream_state)
+    finally:
+        for hnd in handles:
+            hnd.remove()
+    flops, conv, shape = max(seen, key=lambda t: t[0])
+    return conv, shape
+
+
+def conv_ceiling(pred: Predictor, *, repeats: int = 5) -> dict:
+    """GFLOP/s of the model's heaviest conv run alone, same device, layout and precision.
+
+    This is what the hardware + library reach on the model's own dominant shape: the
+    fraction of it the whole model achieves says how much time goes elsewhere.
+    """
+    dev = pred.device
+    h, w = pred.input_size
+    x = torch.zeros(1, 3, h, w, device=dev)
+    if pred.channels_last:
+        x = x.contiguous(memory_format=torch.channels_last)
+    conv, shape = _heaviest_conv(pred.model, x, pred.model.new_state(1))
+    inp = torch.randn(shape, device=dev)
+    if pred.channels_last:
+        inp = inp.contiguous(memory_format=torch.channels_last)
+    times = []
+    with torch.inference_mode(), pred._autocast():
+        for i in range(repeats + 1):
+            _sync(dev)
+            t0 = time.perf_counter()
+            out = conv(inp)
+            _sync(dev)
+            if i:
+                times.append(time.perf_counter() - t0)
+    k = conv.weight.shape[1] * conv.weight.shape[2] * conv.weight.shape[3]
+    gflop = 2.0 * out.numel() * k / 1e9
+    return {
+        "gflops": gflop / statistics.median(times),
+        "shape": f"{conv.in_channels}->{conv.out_channels} {conv.kernel_size[0]}x{conv.kernel_size[1]} "
+                 f"dilation {conv.dilation[0]} at {shape[2]}x{shape[3]}",
+        "gflop": gflop,
+    }
+
+
+def run_bench(
+    *,
+    weights: str | None = None,
+    model: str | None = None,
+    size: tuple[int, int] | None = None,
+    frames: int = 20,
+    warmup: int = 5,
+    device: str = "auto",
+    precision: str = "fp32",
+    streams: int = 1,
+    compile: bool = False,
+    baseline: str | None = None,
+    ceiling: bool = True,
+    reference: bool = False,
+    progress: ProgressFn | None = None,
+) -> BenchReport:
+    """Model-only benchmark, optionally against a baseline in the same process.
+
+    ``baseline`` is a preset name (its per-frame cost at the same size and precision) or
+    ``"reference"``: the same weights on our plain path in fp32, which mirrors the
+    authors' code operation for operation.
+    """
+    pred = Predictor.create(weights=weights, model=model, device=device, precision=precision,
+                            input_size=size, optimize=not reference, compile=compile)
+    pred.compiled = compile
+    report = BenchReport(env=environment(pred.device), result=None, notes=list(pred.notes))  # type: ignore[arg-type]
+    report.env.update(precision=precision, input_size=list(pred.input_size))
+    report.result = bench_predictor(pred, frames=frames, warmup=warmup, streams=streams, progress=progress)
+    if baseline:
+        if baseline == "reference":
+            base = Predictor(pred.loaded, device=pred.device, precision="fp32", optimize=False)
+        else:
+            base = Predictor(random_model(baseline, input_size=pred.input_size),
+                             device=pred.device, precision=precision, optimize=not reference)
+        report.baseline = bench_predictor(base, frames=frames, warmup=warmup, streams=streams, progress=progress)
+        del base
+    if ceiling:
+        report.ceiling = conv_ceiling(pred)
+    return report
+

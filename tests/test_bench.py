@@ -1,0 +1,64 @@
+"""`bench` runs and its numbers are consistent with each other (speed itself is not tested)."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from typer.testing import CliRunner
+
+from tdnet_cli.cli.app import app
+from tdnet_cli.pipeline.bench import latency_stats, run_bench
+
+runner = CliRunner()
+
+
+def test_latency_stats():
+    s = latency_stats([0.1, 0.2, 0.3, 0.4])
+    assert s.frames == 4
+    assert s.mean_ms == pytest.approx(250.0)
+    assert s.median_ms == pytest.approx(250.0)
+    assert s.max_ms == pytest.approx(400.0)
+    assert s.fps == pytest.approx(4.0)  # frames / total time
+    assert latency_stats([]) is None
+
+
+def test_model_only_report_is_consistent():
+    report = run_bench(model="td4-tiny", frames=4, warmup=1, device="cpu", streams=2, baseline="reference")
+    r = report.result
+    assert r.steady.frames == 4
+    assert r.filling.frames == 3  # N-1 frames while the memory queue fills
+    assert r.warmup == 3
+    assert r.fps_total == pytest.approx(2 * 1000.0 / r.steady.mean_ms)
+    assert r.achieved_gflops == pytest.approx(r.gflops_per_frame * 2 / (r.steady.median_ms / 1000))
+    assert r.path == "optimised" and report.baseline.path == "reference"
+    assert report.speedup == pytest.approx(report.baseline.steady.median_ms / r.steady.median_ms)
+    assert report.ceiling["gflops"] > 0 and "->" in report.ceiling["shape"]
+    assert report.env["device"] == "cpu" and report.env["input_size"] == [64, 128]
+    assert r.peak_rss_mb > 0
+
+
+def test_preset_baseline_runs_at_the_same_size():
+    report = run_bench(model="td4-tiny", frames=2, warmup=0, device="cpu", baseline="psp-tiny", ceiling=False)
+    assert report.baseline.model == "psp-tiny"
+    assert report.baseline.input_size == report.result.input_size
+    assert report.baseline.filling is None  # a per-frame model has no queue
+
+
+def test_cli_json_and_table():
+    result = runner.invoke(app, ["bench", "--model", "td4-tiny", "--frames", "3", "--warmup", "0", "--device", "cpu",
+                                 "--json", "--no-ceiling"])
+    assert result.exit_code == 0, result.output
+    data = json.loads(result.stdout)
+    assert data["result"]["steady"]["frames"] == 3 and data["ceiling"] is None
+    table = runner.invoke(app, ["bench", "--model", "td4-tiny", "--frames", "2", "--device", "cpu", "--size", "64x96"],
+                          env={"COLUMNS": "150"})
+    assert table.exit_code == 0, table.output
+    assert "model-only" in table.output and "ceiling" in table.output and "64x96" in table.output
+
+
+@pytest.mark.parametrize("args", [["--frames", "0"], ["--size", "big"], ["--model", "nope"], ["--precision", "fp16"]])
+def test_cli_bad_options(args):
+    result = runner.invoke(app, ["bench", "--model", "td4-tiny", "--device", "cpu", *args])
+    assert result.exit_code == 2
+    assert "Traceback" not in result.output
