@@ -1,0 +1,108 @@
+"""``tdnet eval``: Cityscapes mIoU / iIoU equal to the official evaluation's."""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+from rich.table import Table
+
+from tdnet_cli.cli.app import app
+from tdnet_cli.cli.common import (
+    DeviceOpt,
+    InputSizeOpt,
+    ModelOpt,
+    PrecisionOpt,
+    QuietOpt,
+    WeightsOpt,
+    console,
+    err_console,
+    handle_errors,
+)
+from tdnet_cli.errors import OutputExistsError
+from tdnet_cli.inference import Predictor, parse_size
+from tdnet_cli.pipeline.evaluate import EvalReport, evaluate
+
+
+def _pct(v: float | None) -> str:
+    return "n/a" if v is None or (isinstance(v, float) and math.isnan(v)) else f"{100 * v:.2f}"
+
+
+@app.command("eval")
+@handle_errors
+def eval_command(
+    root: Annotated[Path, typer.Argument(help="Cityscapes-layout folder (gtFine/, leftImg8bit_sequence/ or leftImg8bit/).")],
+    split: Annotated[str, typer.Option("--split", help="train, val or test.")] = "val",
+    weights: WeightsOpt = None,
+    model: ModelOpt = None,
+    device: DeviceOpt = "auto",
+    precision: PrecisionOpt = "fp32",
+    input_size: InputSizeOpt = None,
+    warmup: Annotated[int, typer.Option("--warmup", help="Extra frames fed before the N-1 the memory needs.")] = 0,
+    no_sequence: Annotated[bool, typer.Option(
+        "--no-sequence", help="Repeat the annotated frame as its own history instead of reading leftImg8bit_sequence.")] = False,
+    limit: Annotated[int | None, typer.Option("--limit", help="Evaluate only the first N annotated frames.")] = None,
+    cities: Annotated[str | None, typer.Option("--cities", help="Comma-separated cities, e.g. frankfurt,lindau.")] = None,
+    flip: Annotated[bool, typer.Option("--flip", help="Average with the horizontally flipped stream.")] = False,
+    save_predictions: Annotated[Path | None, typer.Option(
+        "--save-predictions", help="Write label-id PNGs that cityscapesscripts reads.", show_default=False)] = None,
+    json_out: Annotated[Path | None, typer.Option("--json", help="Write every figure to this JSON file ('-' for stdout).",
+                                                  show_default=False)] = None,
+    skip_missing: Annotated[bool, typer.Option("--skip-missing", help="Skip frames without images; report them.")] = False,
+    overwrite: Annotated[bool, typer.Option("--overwrite", help="Replace existing --json/--save-predictions output.")] = False,
+    quiet: QuietOpt = False,
+) -> None:
+    """Evaluate on a Cityscapes-layout folder with TDNet's temporal protocol: each annotated
+    frame is predicted by a fresh stream after the frames before it."""
+    if json_out is not None and str(json_out) != "-" and json_out.exists() and not overwrite:
+        raise OutputExistsError(f"{json_out} exists", hint="pass --overwrite or another --json path")
+    predictor = Predictor.create(weights=weights, model=model, device=device, precision=precision,
+                                 input_size=parse_size(input_size))
+    show = not quiet and str(json_out) != "-"
+    with Progress(TextColumn("eval"), BarColumn(), MofNCompleteColumn(), TextColumn("mIoU {task.fields[miou]}"),
+                  TimeRemainingColumn(), console=err_console, transient=True, disable=not show) as bar:
+        task = bar.add_task("eval", total=None, miou="-")
+
+        def progress(done: int, total: int, miou: float) -> None:
+            bar.update(task, completed=done, total=total, miou=_pct(miou))
+
+        report = evaluate(root, predictor=predictor, split=split, warmup=warmup,
+                          use_sequence=False if no_sequence else None,
+                          cities=[c for c in cities.split(",") if c] if cities else None, limit=limit, flip=flip,
+                          save_predictions=save_predictions, overwrite=overwrite, skip_missing=skip_missing,
+                          progress=progress)
+    if json_out is not None:
+        text = json.dumps(report.to_dict(), indent=2)
+        if str(json_out) == "-":
+            print(text)
+        else:
+            json_out.write_text(text + "\n")
+    if show:
+        render(report)
+
+
+def render(report: EvalReport) -> None:
+    for note in report.notes:
+        err_console.print(f"[dim]note: {note}[/]")
+    s = report.scores
+    table = Table(title=f"{report.model} on {report.evaluated} frames")
+    table.add_column("class")
+    table.add_column("IoU", justify="right")
+    table.add_column("iIoU", justify="right")
+    for name, iou in zip(s.classes, s.iou):
+        table.add_row(name, _pct(iou), _pct(s.iiou.get(name)) if s.iiou and name in s.iiou else "")
+    console.print(table)
+    proto = (f"{report.frames_per_sample} frames per sample from leftImg8bit_sequence" if report.protocol == "sequence"
+             else f"annotated frame repeated {report.frames_per_sample} times (no sequence)")
+    console.print(f"[bold]mIoU {_pct(s.miou)}[/]  iIoU {_pct(s.miiou)}  pixel acc {_pct(s.pixel_accuracy)}  "
+                  f"({proto}{', flip' if report.flip else ''}; {report.fps:.2f} frames/s)")
+    if report.skipped:
+        err_console.print(f"skipped {len(report.skipped)}: "
+                          + ", ".join(f"{f} ({r})" for f, r in report.skipped[:3])
+                          + (" ..." if len(report.skipped) > 3 else ""))
+    if report.predictions_dir:
+        console.print(f"predictions: {report.predictions_dir}")

@@ -1,0 +1,176 @@
+"""`eval` equals the official Cityscapes evaluation and follows TDNet's temporal protocol."""
+
+from __future__ import annotations
+
+import json
+import math
+import shutil
+
+import cv2
+import numpy as np
+import pytest
+import torch
+from typer.testing import CliRunner
+
+from official import official_scores
+from tdnet_cli.cli.app import app
+from tdnet_cli.data.cityscapes import CLASSES, label_id_to_train_id
+from tdnet_cli.data.layout import list_annotated
+from tdnet_cli.data.synth import generate_dataset
+from tdnet_cli.errors import DataError
+from tdnet_cli.inference import Predictor
+from tdnet_cli.metrics import ConfusionMatrix, InstanceStats, scores
+from tdnet_cli.models import random_model
+from tdnet_cli.pipeline.evaluate import evaluate
+
+runner = CliRunner()
+
+
+@pytest.fixture(scope="module")
+def dataset(tmp_path_factory):
+    root = tmp_path_factory.mktemp("cs")
+    generate_dataset(root, sequences=3, split="val", size=(128, 256), seed=11, frames_per_sequence=20)
+    return root
+
+
+@pytest.fixture(scope="module")
+def predictor():
+    torch.manual_seed(0)
+    return Predictor(random_model("td4-tiny"), device="cpu")
+
+
+def assert_same_as_official(ours: dict, official: dict) -> None:
+    assert ours["miou"] == pytest.approx(official["averageScoreClasses"], abs=1e-6)
+    assert ours["miiou"] == pytest.approx(official["averageScoreInstClasses"], abs=1e-6)
+    for name in CLASSES:
+        theirs = official["classScores"][name]
+        mine = ours["iou"][name]
+        assert (mine is None) == math.isnan(theirs), name
+        if mine is not None:
+            assert mine == pytest.approx(theirs, abs=1e-6), name
+        if name in ours["iiou"]:
+            theirs = official["classInstScores"][name]
+            mine = ours["iiou"][name]
+            assert (mine is None) == math.isnan(theirs), name
+            if mine is not None:
+                assert mine == pytest.approx(theirs, abs=1e-6), name
+
+
+def test_model_scores_equal_the_official_evaluation(dataset, predictor, tmp_path):
+    report = evaluate(dataset, predictor=predictor, split="val", save_predictions=tmp_path / "pred")
+    assert report.evaluated == 3 and report.protocol == "sequence"
+    saved = sorted((tmp_path / "pred").rglob("*.png"))
+    assert len(saved) == 3 and all(p.name.endswith("_leftImg8bit.png") for p in saved)
+    assert_same_as_official(report.scores.to_dict(), official_scores(dataset, "val", tmp_path / "pred"))
+
+
+def test_perturbed_ground_truth_scores_equal_the_official_evaluation(dataset, tmp_path):
+    """Predictions = ground truth with shifted, relabelled and eroded regions."""
+    rng = np.random.default_rng(5)
+    conf, inst = ConfusionMatrix(), InstanceStats()
+    for fid in list_annotated(dataset, "val"):
+        base = dataset / "gtFine" / "val" / fid.city / fid.stem
+        gt = cv2.imread(f"{base}_gtFine_labelIds.png", cv2.IMREAD_UNCHANGED)
+        pred = np.roll(gt, shift=(int(rng.integers(-3, 4)), int(rng.integers(-5, 6))), axis=(0, 1)).copy()
+        pred[rng.random(pred.shape) < 0.05] = 26  # speckles of "car"
+        pred[label_id_to_train_id(pred) == 255] = 7  # never write ignored ids: make them road
+        out = tmp_path / "pred" / fid.city / f"{fid.stem}_leftImg8bit.png"
+        out.parent.mkdir(parents=True, exist_ok=True)
+        cv2.imwrite(str(out), pred)
+        p_t, g_t = label_id_to_train_id(pred), label_id_to_train_id(gt)
+        conf.update(torch.from_numpy(p_t), torch.from_numpy(g_t))
+        inst.update(p_t, cv2.imread(f"{base}_gtFine_instanceIds.png", cv2.IMREAD_UNCHANGED))
+    ours = scores(conf, inst).to_dict()
+    assert 0.3 < ours["miou"] < 0.99
+    assert_same_as_official(ours, official_scores(dataset, "val", tmp_path / "pred"))
+
+
+class Recorder:
+    """Wraps a predictor's step to record how full the memory queue is at each frame."""
+
+    def __init__(self, predictor):
+        self.predictor = predictor
+        self.calls: list[tuple[int, int]] = []
+        self._step = predictor.step
+
+    def __enter__(self):
+        def step(x, stream):
+            self.calls.append((stream.state.frame_index, len(stream.state.memories)))
+            return self._step(x, stream)
+
+        self.predictor.step = step
+        return self
+
+    def __exit__(self, *exc):
+        del self.predictor.step
+
+
+@pytest.mark.parametrize("warmup", [0, 2])
+def test_annotated_frame_sees_a_full_memory_queue(dataset, predictor, warmup):
+    with Recorder(predictor) as rec:
+        report = evaluate(dataset, predictor=predictor, warmup=warmup, limit=1)
+    n = predictor.num_paths
+    assert report.frames_per_sample == n + warmup
+    assert [c[0] for c in rec.calls] == list(range(n + warmup))  # one fresh stream
+    assert rec.calls[-1][1] == n - 1  # the annotated frame is predicted with N-1 memories
+
+
+def test_fallback_without_sequences(dataset, predictor, tmp_path):
+    root = tmp_path / "noseq"
+    shutil.copytree(dataset, root, ignore=shutil.ignore_patterns("leftImg8bit_sequence"))
+    report = evaluate(root, predictor=predictor)
+    assert report.protocol == "repeat" and any("leftImg8bit_sequence" in n for n in report.notes)
+    explicit = evaluate(dataset, predictor=predictor, use_sequence=False)
+    assert explicit.protocol == "repeat"
+    assert explicit.scores.miou == pytest.approx(report.scores.miou)
+
+
+def test_flip_averaging_runs_two_streams(dataset, predictor):
+    report = evaluate(dataset, predictor=predictor, flip=True, limit=2)
+    assert report.flip and report.evaluated == 2 and 0 <= report.scores.miou <= 1
+
+
+def test_missing_frames_listed_then_skipped(dataset, predictor, tmp_path):
+    root = tmp_path / "broken"
+    shutil.copytree(dataset, root)
+    fid = list_annotated(root, "val")[1]
+    victim = root / "leftImg8bit_sequence" / "val" / fid.city / f"{fid.shifted(-1).stem}_leftImg8bit.png"
+    victim.unlink()
+    with pytest.raises(DataError, match=r"1 of 3 annotated frames have no matching images: .*--skip-missing"):
+        evaluate(root, predictor=predictor)
+    report = evaluate(root, predictor=predictor, skip_missing=True)
+    assert report.evaluated == 2 and report.skipped[0][0] == fid.stem
+
+
+def test_unexpected_image_size(dataset, predictor, tmp_path):
+    root = tmp_path / "sized"
+    shutil.copytree(dataset, root)
+    fid = list_annotated(root, "val")[0]
+    path = root / "leftImg8bit_sequence" / "val" / fid.city / f"{fid.stem}_leftImg8bit.png"
+    cv2.imwrite(str(path), np.zeros((64, 100, 3), np.uint8))
+    with pytest.raises(DataError, match="unexpected image size"):
+        evaluate(root, predictor=predictor)
+    assert evaluate(root, predictor=predictor, skip_missing=True).evaluated == 2
+
+
+@pytest.mark.parametrize("make_root", ["missing", "no_gt_split"])
+def test_missing_folders(tmp_path, predictor, make_root, dataset):
+    root = tmp_path / "x"
+    if make_root == "no_gt_split":
+        shutil.copytree(dataset, root)
+        with pytest.raises(DataError, match="not found"):
+            evaluate(root, predictor=predictor, split="train")
+    else:
+        with pytest.raises(DataError, match="not found"):
+            evaluate(root, predictor=predictor)
+
+
+def test_cli_json_stdout_and_table(dataset):
+    result = runner.invoke(app, ["eval", str(dataset), "--model", "td4-tiny", "--device", "cpu", "--json", "-",
+                                 "--limit", "2"])
+    assert result.exit_code == 0, result.output
+    data = json.loads(result.stdout)
+    assert data["evaluated"] == 2 and set(data["iou"]) == set(CLASSES) and data["protocol"] == "sequence"
+    table = runner.invoke(app, ["eval", str(dataset), "--model", "td4-tiny", "--device", "cpu", "--cities",
+                                "nowhere"])
+    assert table.exit_code == 2 and "no city 'nowhere'" in table.output
