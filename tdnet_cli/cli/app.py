@@ -38,6 +38,7 @@ from tdnet_cli.cli import bench as _bench  # noqa: E402,F401
 from tdnet_cli.cli import inspect as _inspect  # noqa: E402,F401
 from tdnet_cli.cli import models as _models  # noqa: E402,F401
 from tdnet_cli.cli import segment as _segment  # noqa: E402,F401
+from tdnet_cli.cli import synth as _synth  # noqa: E402,F401
 
 
 def main() -> None:

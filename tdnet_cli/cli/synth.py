@@ -1,0 +1,88 @@
+"""``tdnet synth``: write synthetic street scenes in the Cityscapes layout."""
+
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
+from tdnet_cli.cli.app import app
+from tdnet_cli.cli.common import JsonOpt, QuietOpt, console, err_console, handle_errors
+from tdnet_cli.data import layout
+from tdnet_cli.data.synth import generate_dataset
+from tdnet_cli.errors import UsageError
+
+_SIZE_RE = re.compile(r"^([0-9]+)x([0-9]+)$")
+
+
+def parse_hw(text: str, option: str = "--size") -> tuple[int, int]:
+    """Strictly ``HxW`` (digits, a lower-case x, digits), e.g. ``1024x2048``."""
+    m = _SIZE_RE.match(text)
+    if m is None:
+        raise UsageError(f"bad {option} {text!r}", hint="write it as HEIGHTxWIDTH, e.g. 1024x2048")
+    return int(m[1]), int(m[2])
+
+
+@app.command("synth")
+@handle_errors
+def synth_command(
+    out_dir: Annotated[Path, typer.Argument(help="Output folder (created; must be empty unless --overwrite).")],
+    sequences: Annotated[int, typer.Option("--sequences", "-n", min=1, help="Number of 30-frame snippets.")] = 10,
+    split: Annotated[str, typer.Option("--split", help="train or val.")] = "train",
+    size: Annotated[str, typer.Option("--size", help="Frame size HxW, e.g. 512x1024.")] = "1024x2048",
+    seed: Annotated[int, typer.Option("--seed", min=0, help="Same seed, same bytes.")] = 0,
+    frames: Annotated[int, typer.Option(
+        "--frames", min=layout.ANNOTATED_INDEX + 1,
+        help=f"Frames per snippet; frame {layout.ANNOTATED_INDEX + 1} is the annotated one.")] = layout.SNIPPET_LENGTH,
+    overwrite: Annotated[bool, typer.Option("--overwrite", help="Write into a non-empty folder, replacing files.")] = False,
+    quiet: QuietOpt = False,
+    json_out: JsonOpt = False,
+) -> None:
+    """Generate driving snippets with exact Cityscapes labels (leftImg8bit_sequence/,
+    leftImg8bit/, gtFine/), ready for `tdnet eval` and `tdnet train`."""
+    if split not in ("train", "val"):
+        raise UsageError(f"bad --split {split!r}", hint="use train or val")
+    hw = parse_hw(size)
+    show = not quiet and not json_out
+    if show:
+        progress = Progress(
+            TextColumn("[bold]synth[/]"),
+            BarColumn(),
+            MofNCompleteColumn(),
+            TextColumn("frames  {task.fields[fps]:>5.1f} fps"),
+            TimeRemainingColumn(),
+            console=err_console,
+            transient=True,
+        )
+        with progress:
+            task = progress.add_task("synth", total=sequences * frames, fps=0.0)
+
+            def report(done: int, total: int) -> None:
+                t = progress.tasks[0].elapsed or 0.0
+                progress.update(task, completed=done, fps=done / t if t > 0 else 0.0)
+
+            result = generate_dataset(
+                out_dir, sequences=sequences, split=split, size=hw, seed=seed,
+                frames_per_sequence=frames, overwrite=overwrite, progress=report,
+            )
+    else:
+        result = generate_dataset(
+            out_dir, sequences=sequences, split=split, size=hw, seed=seed,
+            frames_per_sequence=frames, overwrite=overwrite,
+        )
+    if json_out:
+        typer.echo(json.dumps(result.to_dict()))
+    elif not quiet:
+        d = result.to_dict()
+        console.print(
+            f"wrote {d['sequences']} snippets ({d['frames']} frames, {d['annotated']} annotated) of "
+            f"{hw[0]}x{hw[1]} to {result.out_dir} ({split}: {', '.join(d['cities'])}) "
+            f"in {d['seconds']:.1f} s, {d['fps']:.1f} frames/s",
+            highlight=False,
+            markup=False,
+            soft_wrap=True,
+        )
