@@ -1,0 +1,240 @@
+"""``tdnet segment``: videos, URLs and frame folders in; overlays, colour maps and label PNGs out."""
+
+from __future__ import annotations
+
+import json
+import time
+from enum import Enum
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TaskID, TextColumn, TimeRemainingColumn
+from rich.table import Table
+
+from tdnet_cli.cli.app import app
+from tdnet_cli.cli.common import (
+    DeviceOpt,
+    InputSizeOpt,
+    JsonOpt,
+    ModelOpt,
+    PrecisionOpt,
+    QuietOpt,
+    WeightsOpt,
+    console,
+    err_console,
+    handle_errors,
+)
+from tdnet_cli.errors import UsageError
+from tdnet_cli.inference import Predictor, parse_size
+from tdnet_cli.pipeline import (
+    InputResult,
+    ProgressHook,
+    device_for_rank,
+    expand_inputs,
+    read_list,
+    resolve_shard,
+    segment,
+    select_shard,
+)
+
+
+class SaveKind(str, Enum):
+    overlay = "overlay"
+    color = "color"
+    labels = "labels"
+    labelids = "labelids"
+
+
+class _RichProgress(ProgressHook):
+    """One progress bar per input on stderr; errors always, warnings unless quiet."""
+
+    def __init__(self, *, show_bars: bool, quiet: bool) -> None:
+        self.quiet = quiet
+        self.bars = Progress(
+            TextColumn("{task.description}"),
+            BarColumn(),
+            MofNCompleteColumn(),
+            TextColumn("{task.fields[fps]:>6.1f} fps"),
+            TimeRemainingColumn(),
+            console=err_console,
+            disable=not show_bars,
+        )
+        self.task: TaskID | None = None
+        self.done = 0
+        self.t0 = 0.0
+
+    def __enter__(self) -> "_RichProgress":
+        self.bars.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.bars.stop()
+
+    def start_input(self, spec: str, index: int, count: int, total_frames: int | None) -> None:
+        label = spec if len(spec) <= 40 else "..." + spec[-37:]
+        prefix = f"[{index + 1}/{count}] " if count > 1 else ""
+        self.task = self.bars.add_task(f"{prefix}{label}", total=total_frames or None, fps=0.0)
+        self.done, self.t0 = 0, time.perf_counter()
+
+    def advance(self, frames: int = 1) -> None:
+        if self.task is None:
+            return
+        self.done += frames
+        task = self.bars.tasks[-1]
+        if task.total is not None and self.done > task.total:  # the frame count was an estimate
+            self.bars.update(self.task, total=self.done)
+        fps = self.done / max(time.perf_counter() - self.t0, 1e-9)
+        self.bars.update(self.task, advance=frames, fps=fps)
+
+    def finish_input(self, result: InputResult) -> None:
+        if self.task is not None:
+            self.bars.update(self.task, total=max(result.frames, 1), completed=result.frames, fps=result.fps)
+            self.task = None
+        if result.status == "failed" and result.error:
+            self.bars.console.print(f"[bold red]error:[/] {_with_input(result)}", highlight=False, soft_wrap=True)
+
+    def warn(self, message: str) -> None:
+        if not self.quiet:
+            self.bars.console.print(f"[yellow]warning:[/] {message}", highlight=False, soft_wrap=True)
+
+
+def _with_input(result: InputResult) -> str:
+    """Error messages from the core usually name the input already; make sure they do."""
+    err = result.error or ""
+    return err if result.input in err else f"{result.input}: {err}"
+
+
+def _summary(results: list[InputResult], seconds: float) -> None:
+    frames = sum(r.frames for r in results)
+    failed = sum(r.status == "failed" for r in results)
+    if len(results) == 1:
+        r = results[0]
+        if r.status == "ok":
+            console.print(f"{r.input}: {r.frames} frames in {r.seconds:.1f} s ({r.fps:.1f} fps; model "
+                          f"{r.model_fps:.1f} fps) -> {', '.join(r.outputs)}", highlight=False, soft_wrap=True)
+        elif r.status == "skipped":
+            console.print(f"{r.input}: skipped (outputs exist)", highlight=False)
+        return
+    table = Table(title="tdnet segment")
+    for col, just in (("input", "left"), ("status", "left"), ("frames", "right"), ("fps", "right"),
+                      ("model fps", "right"), ("outputs", "left")):
+        table.add_column(col, justify=just)  # type: ignore[arg-type]
+    style = {"ok": "green", "failed": "red", "skipped": "dim"}
+    for r in results:
+        table.add_row(r.input, f"[{style[r.status]}]{r.status}[/]", str(r.frames), f"{r.fps:.1f}",
+                      f"{r.model_fps:.1f}", "\n".join(r.outputs))
+    console.print(table)
+    fps = frames / seconds if seconds > 0 else 0.0
+    console.print(f"{len(results)} inputs, {frames} frames, {fps:.1f} fps overall; "
+                  f"{failed} failed", highlight=False)
+
+
+@app.command("segment")
+@handle_errors
+def segment_command(
+    inputs: Annotated[
+        Optional[list[str]],
+        typer.Argument(
+            help="Video files (any container/codec ffmpeg reads), anything ffmpeg opens as a URL "
+            "(rtsp://, http(s)://, ...), folders of frames (png/jpg, natural order) or globs. "
+            "'-' reads input paths from stdin, one per line.",
+            show_default=False,
+        ),
+    ] = None,
+    output: Annotated[
+        Optional[Path],
+        typer.Option("--output", "-o", help="Output of a single input (the first --save kind; others beside it).",
+                     show_default=False),
+    ] = None,
+    out_dir: Annotated[
+        Optional[Path],
+        typer.Option("--out-dir", "-d", help="Folder for all outputs (default: beside each input).",
+                     show_default=False),
+    ] = None,
+    save: Annotated[
+        list[SaveKind],
+        typer.Option("--save", "-s", help="What to write (repeatable): overlay = H.264 mp4 of the frames blended "
+                     "with the class colours (input's fps, size and audio); color = the colour map (mp4, or PNGs "
+                     "for a folder); labels = train-id PNGs (0..18, 255 ignore); labelids = Cityscapes label-id "
+                     "PNGs, the format the official evaluation reads."),
+    ] = [SaveKind.overlay],  # noqa: B006 - typer needs a literal default
+    alpha: Annotated[float, typer.Option("--alpha", min=0.0, max=1.0, help="Colour weight in the overlay.")] = 0.5,
+    legend: Annotated[bool, typer.Option("--legend", help="Draw the classes present on the overlay.")] = False,
+    weights: WeightsOpt = None,
+    model: ModelOpt = None,
+    device: DeviceOpt = "auto",
+    precision: PrecisionOpt = "fp32",
+    input_size: InputSizeOpt = None,
+    overwrite: Annotated[bool, typer.Option("--overwrite", help="Replace existing outputs.")] = False,
+    skip_existing: Annotated[
+        bool, typer.Option("--skip-existing", help="Leave existing outputs alone and write only the missing ones.")
+    ] = False,
+    cut_detect: Annotated[
+        bool, typer.Option("--cut-detect/--no-cut-detect", help="Reset the model's memory at hard scene cuts.")
+    ] = True,
+    list_file: Annotated[
+        Optional[str],
+        typer.Option("--list", help="Read input paths from FILE (one per line; '-' for stdin).", show_default=False),
+    ] = None,
+    shard: Annotated[
+        Optional[str],
+        typer.Option("--shard", help="Take share I of N of the inputs (I/N, 0-based; inputs I, I+N, ...). Under "
+                     "torchrun RANK/WORLD_SIZE do this and each worker uses cuda:LOCAL_RANK.", show_default=False),
+    ] = None,
+    fps: Annotated[
+        Optional[float],
+        typer.Option("--fps", help="Frame rate of videos made from frame folders (default: 17).", show_default=False),
+    ] = None,
+    threads: Annotated[
+        Optional[int],
+        typer.Option("--threads", min=1, help="Torch CPU threads (default: time all cores against three quarters "
+                     "(1 of 2) on the first input and keep the faster).", show_default=False),
+    ] = None,
+    as_json: JsonOpt = False,
+    quiet: QuietOpt = False,
+) -> None:
+    """Segment videos or frame folders: overlay video, colour maps, label PNGs.
+
+    Each input is its own stream; outputs are named after it (NAME.overlay.mp4, NAME.color.mp4,
+    NAME.labels/, NAME.labelids/) and written under a temporary name until complete. A bad
+    input is reported and skipped; the exit code is 1 if any input failed.
+    """
+    items = list(inputs or [])
+    lists = [list_file] if list_file else []
+    if "-" in items:
+        items.remove("-")
+        lists.append("-")
+    for source in lists:
+        items.extend(read_list(source))
+    if not items:
+        raise UsageError("no inputs", hint="pass videos, folders, URLs or globs, or --list FILE")
+    the_shard = resolve_shard(shard)
+    specs = select_shard(expand_inputs(items), the_shard)
+    if not specs:
+        if as_json:
+            print(json.dumps({"ok": True, "inputs": 0, "shard": list(the_shard) if the_shard else None,
+                              "frames": 0, "results": []}))
+        elif not quiet:
+            err_console.print("nothing to do: this shard got no inputs", highlight=False)
+        return
+    if output is not None and len(specs) > 1:
+        raise UsageError("-o names the output of a single input", hint="use --out-dir for several inputs")
+
+    predictor = Predictor.create(weights=weights, model=model, device=device_for_rank(device),
+                                 precision=precision, input_size=parse_size(input_size))
+    hook = _RichProgress(show_bars=not quiet and err_console.is_terminal, quiet=quiet)
+    for note in getattr(predictor, "notes", []):
+        hook.warn(note)
+    with hook:
+        report = segment(specs, predictor=predictor, save=[s.value for s in save], out_dir=out_dir,
+                         output=output, alpha=alpha, legend=legend, overwrite=overwrite,
+                         skip_existing=skip_existing, cut_detect=cut_detect, progress=hook, fps=fps,
+                         threads=threads)
+    report.shard = the_shard
+    if as_json:
+        print(json.dumps(report.to_dict()))
+    elif not quiet:
+        _summary(report.results, report.seconds)
+    if report.failures:
+        raise typer.Exit(1)

@@ -1,0 +1,841 @@
+"""The `segment` pipeline: inputs (videos, URLs, frame folders) -> overlays, colour maps, label PNGs.
+
+Per input, three stages overlap so the end-to-end rate approaches the model's own:
+
+    reader thread  --q(4)-->  model loop (caller's thread)  --q(4)-->  writer thread
+    decode + cut test         predictor.segment                        colourise, blend, encode/PNG
+
+Queues are bounded, so memory stays flat however long the video. Each input is its own
+stream (fresh predictor state), and a detected hard cut resets it mid-stream. A bad
+input is recorded as failed and the batch goes on. This module is core code: progress
+is reported through :class:`ProgressHook`, never printed.
+"""
+
+from __future__ import annotations
+
+import glob
+import os
+import queue
+import sys
+import threading
+import time
+from collections import deque
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass, field
+from fractions import Fraction
+from pathlib import Path
+from typing import Any, Iterable, Mapping, Sequence
+from urllib.parse import urlparse
+
+import cv2
+import numpy as np
+import torch
+
+from tdnet_cli.data.cityscapes import IGNORE_INDEX, palette_lut, train_id_to_label_id
+from tdnet_cli.errors import InputError, OutputExistsError, TdnetError, UsageError
+from tdnet_cli.video import (
+    VIDEO_SUFFIXES,
+    Frame,
+    FrameSource,
+    PngSequenceWriter,
+    VideoWriter,
+    is_url,
+    natural_key,
+    open_source,
+)
+
+__all__ = [
+    "SAVE_KINDS",
+    "DEFAULT_FOLDER_FPS",
+    "segment",
+    "SegmentReport",
+    "InputResult",
+    "ProgressHook",
+    "CutDetector",
+    "expand_inputs",
+    "read_list",
+    "parse_shard",
+    "resolve_shard",
+    "select_shard",
+    "device_for_rank",
+    "plan_outputs",
+]
+
+SAVE_KINDS = ("overlay", "color", "labels", "labelids")
+DEFAULT_FOLDER_FPS = 17.0  # Cityscapes sequences were recorded at 17 Hz
+QUEUE_SIZE = 4
+
+
+# --------------------------------------------------------------------------- results
+
+
+@dataclass
+class InputResult:
+    """What happened to one input."""
+
+    input: str
+    status: str = "ok"  # "ok", "failed" or "skipped"
+    frames: int = 0
+    seconds: float = 0.0  # wall time for this input, open to last rename
+    model_seconds: float = 0.0  # time inside predictor.segment
+    cuts: int = 0  # scene cuts that reset the stream
+    outputs: list[str] = field(default_factory=list)
+    error: str | None = None
+    warnings: list[str] = field(default_factory=list)
+    threads: int | None = None  # torch CPU threads used (None on GPU)
+
+    @property
+    def fps(self) -> float:
+        return self.frames / self.seconds if self.seconds > 0 else 0.0
+
+    @property
+    def model_fps(self) -> float:
+        return self.frames / self.model_seconds if self.model_seconds > 0 else 0.0
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "input": self.input, "status": self.status, "frames": self.frames,
+            "seconds": round(self.seconds, 3), "fps": round(self.fps, 2), "model_fps": round(self.model_fps, 2),
+            "cuts": self.cuts, "outputs": self.outputs, "error": self.error, "warnings": self.warnings,
+            "threads": self.threads,
+        }  # fmt: skip
+
+
+@dataclass
+class SegmentReport:
+    """All inputs of one `segment` call."""
+
+    results: list[InputResult] = field(default_factory=list)
+    seconds: float = 0.0
+    shard: tuple[int, int] | None = None
+
+    @property
+    def frames(self) -> int:
+        return sum(r.frames for r in self.results)
+
+    @property
+    def fps(self) -> float:
+        return self.frames / self.seconds if self.seconds > 0 else 0.0
+
+    @property
+    def outputs(self) -> list[str]:
+        return [o for r in self.results for o in r.outputs]
+
+    @property
+    def failures(self) -> list[InputResult]:
+        return [r for r in self.results if r.status == "failed"]
+
+    @property
+    def ok(self) -> bool:
+        return not self.failures
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "ok": self.ok,
+            "inputs": len(self.results),
+            "succeeded": sum(r.status == "ok" for r in self.results),
+            "failed": len(self.failures),
+            "skipped": sum(r.status == "skipped" for r in self.results),
+            "frames": self.frames,
+            "seconds": round(self.seconds, 3),
+            "fps": round(self.fps, 2),
+            "shard": list(self.shard) if self.shard else None,
+            "outputs": self.outputs,
+            "results": [r.to_dict() for r in self.results],
+        }
+
+
+class ProgressHook:
+    """Callbacks `segment` makes from the caller's thread; override what you need."""
+
+    def start_input(self, spec: str, index: int, count: int, total_frames: int | None) -> None:
+        """Input ``index`` of ``count`` is open; ``total_frames`` may be an estimate or None."""
+
+    def advance(self, frames: int = 1) -> None:
+        """More frames went through the model."""
+
+    def finish_input(self, result: InputResult) -> None:
+        """The input is done (ok, failed or skipped)."""
+
+    def warn(self, message: str) -> None:
+        """A non-fatal problem worth telling the user."""
+
+
+# --------------------------------------------------------------------------- inputs and sharding
+
+
+def read_list(path: str | Path) -> list[str]:
+    """Input specs from a file, one per line (``-`` reads stdin); blank lines and ``#`` comments skipped."""
+    try:
+        text = sys.stdin.read() if str(path) == "-" else Path(path).read_text()
+    except OSError as exc:
+        raise UsageError(f"cannot read input list {path}: {exc.strerror or exc}") from None
+    return [ln.strip() for ln in text.splitlines() if ln.strip() and not ln.lstrip().startswith("#")]
+
+
+def expand_inputs(items: Iterable[str | Path]) -> list[str]:
+    """Expand globs (natural order), keep URLs and plain paths as given, drop repeats.
+
+    A pattern that matches nothing is kept, so that it is reported as a failed input.
+    """
+    out: list[str] = []
+    seen: set[str] = set()
+    for item in items:
+        text = str(item)
+        if not is_url(text) and not os.path.exists(text) and glob.has_magic(text):
+            matches = sorted(glob.glob(text, recursive=True), key=natural_key)
+            expanded = matches or [text]
+        else:
+            expanded = [text]
+        for spec in expanded:
+            if spec not in seen:
+                seen.add(spec)
+                out.append(spec)
+    return out
+
+
+def parse_shard(text: str) -> tuple[int, int]:
+    """``"i/n"`` (0-based i) -> (i, n)."""
+    hint = "write it as INDEX/COUNT with 0 <= INDEX < COUNT, e.g. 0/4"
+    try:
+        i_text, n_text = text.split("/")
+        i, n = int(i_text), int(n_text)
+    except ValueError:
+        raise UsageError(f"bad shard {text!r}", hint=hint) from None
+    if n < 1 or not 0 <= i < n:
+        raise UsageError(f"bad shard {text!r}", hint=hint)
+    return i, n
+
+
+def resolve_shard(text: str | None, env: Mapping[str, str] = os.environ) -> tuple[int, int] | None:
+    """``--shard`` if given, else torchrun's RANK/WORLD_SIZE when the world has several workers."""
+    if text:
+        return parse_shard(text)
+    if "RANK" in env and "WORLD_SIZE" in env:
+        try:
+            rank, world = int(env["RANK"]), int(env["WORLD_SIZE"])
+        except ValueError:
+            raise UsageError(f"bad RANK/WORLD_SIZE {env['RANK']!r}/{env['WORLD_SIZE']!r} in the environment") from None
+        if world > 1:
+            if not 0 <= rank < world:
+                raise UsageError(f"RANK {rank} is outside WORLD_SIZE {world}")
+            return rank, world
+    return None
+
+
+def select_shard(items: Sequence[str], shard: tuple[int, int] | None) -> list[str]:
+    """Worker i of n takes items i, i+n, i+2n, ...: balanced and needs no coordination."""
+    if shard is None:
+        return list(items)
+    i, n = shard
+    return list(items[i::n])
+
+
+def device_for_rank(device: str, env: Mapping[str, str] = os.environ) -> str:
+    """Under torchrun, ``auto``/``cuda`` become ``cuda:LOCAL_RANK`` so each worker gets its own GPU."""
+    if "LOCAL_RANK" not in env or device not in ("auto", "cuda"):
+        return device
+    if device == "auto" and not torch.cuda.is_available():
+        return device
+    return f"cuda:{int(env['LOCAL_RANK'])}"
+
+
+# --------------------------------------------------------------------------- output naming
+
+
+def _input_name(spec: str) -> str:
+    if is_url(spec):
+        last = Path(urlparse(spec).path).stem
+        return last or urlparse(spec).netloc.replace(":", "_") or "stream"
+    path = Path(spec)
+    if path.is_dir():
+        return path.resolve().name or "frames"
+    return path.stem or path.name
+
+
+def plan_outputs(
+    spec: str,
+    save: Sequence[str],
+    *,
+    out_dir: str | Path | None = None,
+    output: str | Path | None = None,
+) -> dict[str, Path]:
+    """Where each requested output of ``spec`` goes.
+
+    ``NAME.overlay.mp4``, ``NAME.color.mp4`` (a ``NAME.color/`` PNG folder for frame-folder
+    inputs), ``NAME.labels/`` and ``NAME.labelids/``, beside the input (URLs: the current
+    folder) or under ``out_dir``. With ``output`` the first kind goes exactly there and the
+    others beside it, named after it.
+    """
+    folder_input = not is_url(spec) and Path(spec).is_dir()
+    if output is not None:
+        output = Path(output)
+        base = output.with_suffix("") if output.suffix.lower() in VIDEO_SUFFIXES else output
+    else:
+        if out_dir is not None:
+            where = Path(out_dir)
+        elif is_url(spec):
+            where = Path.cwd()
+        else:
+            where = Path(spec).resolve().parent if folder_input else Path(spec).parent
+        base = where / _input_name(spec)
+    plans: dict[str, Path] = {}
+    for i, kind in enumerate(save):
+        is_video = kind == "overlay" or (kind == "color" and not folder_input)
+        if output is not None and i == 0:
+            path = output
+            if is_video and path.suffix.lower() not in VIDEO_SUFFIXES:
+                raise UsageError(f"-o {path}: the {kind} video needs a {'/'.join(VIDEO_SUFFIXES)} name")
+            if not is_video and path.suffix.lower() in VIDEO_SUFFIXES:
+                raise UsageError(f"-o {path}: {kind} is a folder of PNGs, not a video", hint="give a folder name")
+        else:
+            path = base.with_name(f"{base.name}.{kind}" + (".mp4" if is_video else ""))
+        plans[kind] = path
+    return plans
+
+
+# --------------------------------------------------------------------------- scene cuts
+
+
+class CutDetector:
+    """Hard-cut test on a 64x32 grey thumbnail: mean absolute difference plus a histogram check.
+
+    A cut is a large pixel change (``diff`` on a 0..255 scale) that also moves the grey
+    histogram (L1 distance of 16-bin normalised histograms, 0..2), so fast camera motion
+    (pixels move, histogram stays) is not a cut; or a very large change (``strong_diff``)
+    on its own. Costs well under a millisecond per 2048x1024 frame.
+    """
+
+    def __init__(self, diff: float = 25.0, hist: float = 0.35, strong_diff: float = 50.0) -> None:
+        self.diff, self.hist, self.strong_diff = diff, hist, strong_diff
+        self._prev: tuple[np.ndarray, np.ndarray] | None = None
+
+    def reset(self) -> None:
+        self._prev = None
+
+    def __call__(self, image: np.ndarray) -> bool:
+        """Feed the next RGB frame; True when it starts a new shot."""
+        # strided subsampling first: INTER_AREA over a whole 2048x1024 frame cost ~2-5 ms
+        step = max(1, min(image.shape[0] // 64, image.shape[1] // 128))
+        small = cv2.resize(np.ascontiguousarray(image[::step, ::step]), (64, 32), interpolation=cv2.INTER_AREA)
+        grey = cv2.cvtColor(small, cv2.COLOR_RGB2GRAY)
+        hist = cv2.calcHist([grey], [0], None, [16], [0, 256]).ravel()
+        hist /= max(float(hist.sum()), 1.0)
+        prev, self._prev = self._prev, (grey, hist)
+        if prev is None:
+            return False
+        mad = float(cv2.absdiff(grey, prev[0]).mean())
+        hdist = float(np.abs(hist - prev[1]).sum())
+        return mad > self.strong_diff or (mad > self.diff and hdist > self.hist)
+
+
+# --------------------------------------------------------------------------- rendering (writer thread)
+
+
+def _font_rows(height: int) -> tuple[int, float]:
+    row = max(10, height // 36)
+    return row, row / 28.0
+
+
+class _Renderer:
+    """Turns (frame, labels) into every requested output, in the writer thread.
+
+    Split in two so the pure computation (:meth:`prepare`: colourise, blend, YUV
+    conversion) can run on several threads where cores are spare, while :meth:`emit`
+    hands the results to the writers in frame order.
+    """
+
+    def __init__(
+        self,
+        writers: dict[str, VideoWriter | PngSequenceWriter],
+        palette: Sequence[tuple[int, int, int]],
+        classes: Sequence[str],
+        alpha: float,
+        legend: bool,
+    ) -> None:
+        self.writers = writers
+        lut = palette_lut(palette)
+        # one single-channel table per colour plane: cv2.LUT + cv2.merge is ~15x numpy fancy indexing
+        self.lut_r, self.lut_g, self.lut_b = (np.ascontiguousarray(lut[:, c]) for c in range(3))
+        self.palette = [tuple(int(v) for v in c) for c in palette]
+        self.classes = list(classes)
+        self.alpha = alpha
+        self.legend = legend
+
+    def __call__(self, frame: Frame, labels: np.ndarray) -> None:
+        self.emit(frame, labels, self.prepare(frame, labels))
+
+    def prepare(self, frame: Frame, labels: np.ndarray) -> dict[str, np.ndarray]:
+        """Compute every output image of one frame (no IO; safe to run concurrently)."""
+        w = self.writers
+        done: dict[str, np.ndarray] = {}
+        color_rgb = None
+        overlay, color = w.get("overlay"), w.get("color")
+        if overlay is not None or isinstance(color, VideoWriter):
+            planes = (cv2.LUT(labels, self.lut_r), cv2.LUT(labels, self.lut_g), cv2.LUT(labels, self.lut_b))
+            color_rgb = cv2.merge(planes)
+        if isinstance(overlay, VideoWriter):
+            out = cv2.addWeighted(frame.image, 1.0 - self.alpha, color_rgb, self.alpha, 0.0)
+            ignore = cv2.compare(labels, IGNORE_INDEX, cv2.CMP_EQ)
+            if cv2.countNonZero(ignore):
+                cv2.copyTo(frame.image, ignore, out)  # ignored pixels show the frame unblended
+            if self.legend:
+                self._draw_legend(out, labels)
+            done["overlay"] = overlay.prepare(out)
+        if isinstance(color, VideoWriter):
+            done["color"] = color.prepare(color_rgb)
+        elif isinstance(color, PngSequenceWriter):
+            done["color"] = cv2.merge((cv2.LUT(labels, self.lut_b), cv2.LUT(labels, self.lut_g),
+                                       cv2.LUT(labels, self.lut_r)))  # BGR: what PNG writing takes
+        if "labelids" in w:
+            done["labelids"] = train_id_to_label_id(labels)
+        return done
+
+    def emit(self, frame: Frame, labels: np.ndarray, done: dict[str, np.ndarray]) -> None:
+        """Hand one frame's outputs to the writers (call in frame order)."""
+        for kind, writer in self.writers.items():
+            if isinstance(writer, VideoWriter):
+                writer.write_prepared(done[kind])
+            else:
+                writer.write(frame.name, labels if kind == "labels" else done[kind])
+
+    def _draw_legend(self, image: np.ndarray, labels: np.ndarray) -> None:
+        """Swatch + name of each class present in this frame, top-left, on a dimmed box."""
+        counts = cv2.calcHist([labels], [0], None, [256], [0, 256]).ravel()
+        present = [i for i in range(min(len(self.classes), len(self.palette))) if counts[i] > 0]
+        if not present:
+            return
+        row, scale = _font_rows(image.shape[0])
+        pad = max(2, row // 4)
+        width = pad * 3 + row + max(cv2.getTextSize(self.classes[i], cv2.FONT_HERSHEY_SIMPLEX, scale, 1)[0][0]
+                                    for i in present)
+        height = pad + len(present) * (row + pad)
+        box = image[:height, :width]
+        box[:] = (box.astype(np.uint16) * 2 // 5).astype(np.uint8)  # dim the background for legibility
+        for k, i in enumerate(present):
+            y = pad + k * (row + pad)
+            cv2.rectangle(image, (pad, y), (pad + row - 1, y + row - 1), self.palette[i], thickness=-1)
+            cv2.putText(image, self.classes[i], (2 * pad + row, y + row - max(1, row // 6)),
+                        cv2.FONT_HERSHEY_SIMPLEX, scale, (255, 255, 255), 1, cv2.LINE_AA)
+
+
+# --------------------------------------------------------------------------- CPU thread tuning
+
+
+class _ThreadTuner:
+    """Pick torch's CPU thread count by timing the whole pipeline, not the model alone.
+
+    With few cores, decode/encode/colourise compete with the model: leaving a quarter of
+    the cores to ffmpeg and the writer (one of two: PERF_NOTES measured 12.5 -> 20 fps)
+    can beat all threads for a light model, and lose badly for a heavy one. So: time a
+    window of frames with the default count, then with fewer (stopping early if clearly
+    worse), and keep the faster.
+    """
+
+    def __init__(self, many: int, window: int, warmup: int) -> None:
+        self.many, self.window, self.warmup, self.settle = many, window, warmup, 2
+        self.few = max(1, many - max(1, many // 4))
+        self.count = 0
+        self.last: float | None = None
+        self.times: dict[str, list[float]] = {"many": [], "few": []}
+        self.choice: int | None = None
+
+    @property
+    def frames_needed(self) -> int:
+        return self.warmup + 2 * self.window + self.settle
+
+    def tick(self) -> None:
+        """Call once per frame, after the frame was handed to the writer."""
+        if self.choice is not None:
+            return
+        now = time.perf_counter()
+        dt, self.last = (None if self.last is None else now - self.last), now
+        self.count += 1
+        many_end = self.warmup + self.window
+        if self.count <= self.warmup or dt is None:
+            return
+        if self.count <= many_end:
+            self.times["many"].append(dt)
+            if self.count == many_end:
+                torch.set_num_threads(self.few)
+            return
+        if self.count <= many_end + self.settle:
+            return  # let the queues settle at the new speed
+        few, base = self.times["few"], float(np.median(self.times["many"]))
+        few.append(dt)
+        clearly_worse = len(few) >= 2 and float(np.median(few)) > 1.5 * base
+        if len(few) >= self.window or clearly_worse:
+            self.choice = self.few if float(np.median(few)) < 0.95 * base else self.many
+            torch.set_num_threads(self.choice)
+
+
+# --------------------------------------------------------------------------- the per-input stream
+
+_END = object()
+
+
+class _Failed:
+    def __init__(self, exc: BaseException) -> None:
+        self.exc = exc
+
+
+def _put(q: queue.Queue, item: object, stop: threading.Event) -> bool:
+    """Blocking put that gives up when ``stop`` is set (so no thread waits forever)."""
+    while not stop.is_set():
+        try:
+            q.put(item, timeout=0.1)
+            return True
+        except queue.Full:
+            continue
+    return False
+
+
+def _read_loop(source: FrameSource, q: queue.Queue, stop: threading.Event, cuts: CutDetector | None) -> None:
+    try:
+        for frame in source:
+            is_cut = cuts(frame.image) if cuts is not None else False
+            if not _put(q, (frame, is_cut), stop):
+                return
+        _put(q, _END, stop)
+    except BaseException as exc:  # handed to the model loop, which raises it there
+        _put(q, _Failed(exc), stop)
+
+
+def _write_loop(
+    q: queue.Queue, render: _Renderer, abort: threading.Event, failed: list[BaseException], workers: int = 0
+) -> None:
+    """Render and write frames in order; with ``workers``, render up to that many frames at once."""
+    pool = ThreadPoolExecutor(workers, thread_name_prefix="tdnet-render") if workers > 1 else None
+    pending: deque[tuple[Frame, np.ndarray, Future]] = deque()
+    try:
+        while True:
+            try:
+                item = q.get(timeout=0.1)
+            except queue.Empty:
+                if abort.is_set():
+                    return
+                continue
+            if abort.is_set():
+                return
+            end = item is _END
+            if failed:
+                if end:
+                    return
+                continue  # keep draining so the model loop never blocks on a full queue
+            try:
+                if pool is None:
+                    if not end:
+                        render(*item)
+                else:
+                    if not end:
+                        pending.append((item[0], item[1], pool.submit(render.prepare, *item)))
+                    while pending and (end or len(pending) >= workers):
+                        frame, labels, fut = pending.popleft()
+                        render.emit(frame, labels, fut.result())
+            except BaseException as exc:
+                failed.append(exc)
+            if end:
+                return
+    finally:
+        if pool is not None:
+            pool.shutdown(wait=True, cancel_futures=True)
+
+
+@dataclass
+class _StreamStats:
+    frames: int = 0
+    model_seconds: float = 0.0
+    cuts: int = 0
+
+
+def _run_stream(
+    source: FrameSource,
+    predictor: Any,
+    render: _Renderer,
+    *,
+    cut_detect: bool,
+    hook: ProgressHook,
+    tuner: _ThreadTuner | None,
+    queue_size: int = QUEUE_SIZE,
+) -> _StreamStats:
+    """Reader thread -> model loop (here) -> writer thread, for one input."""
+    stats = _StreamStats()
+    state = predictor.new_stream(batch=1)
+    q_in: queue.Queue = queue.Queue(queue_size)
+    q_out: queue.Queue = queue.Queue(queue_size)
+    stop, abort = threading.Event(), threading.Event()
+    write_failed: list[BaseException] = []
+    reader = threading.Thread(
+        target=_read_loop, args=(source, q_in, stop, CutDetector() if cut_detect else None),
+        name="tdnet-reader", daemon=True,
+    )  # fmt: skip
+    writer = threading.Thread(target=_write_loop, args=(q_out, render, abort, write_failed, _spare_workers()),
+                              name="tdnet-writer", daemon=True)
+    reader.start()
+    writer.start()
+    clean = False
+    try:
+        while True:
+            try:
+                item = q_in.get(timeout=0.1)
+            except queue.Empty:
+                if write_failed:
+                    raise write_failed[0]
+                continue
+            if item is _END:
+                break
+            if isinstance(item, _Failed):
+                raise item.exc
+            frame, is_cut = item
+            if is_cut and stats.frames:
+                predictor.reset(state)  # TDNet's memory must not carry over a hard cut
+                stats.cuts += 1
+            t0 = time.perf_counter()
+            labels = predictor.segment(frame.image, state)
+            stats.model_seconds += time.perf_counter() - t0
+            if labels.shape != frame.image.shape[:2] or labels.dtype != np.uint8:
+                raise TdnetError(f"the predictor returned {labels.dtype} {labels.shape} labels for a "
+                                 f"{frame.image.shape[:2]} frame")
+            _put(q_out, (frame, labels), abort)  # the writer keeps draining even after a failure
+            if write_failed:
+                raise write_failed[0]
+            stats.frames += 1
+            hook.advance(1)
+            if tuner is not None:
+                tuner.tick()
+        _put(q_out, _END, abort)
+        writer.join()
+        if write_failed:
+            raise write_failed[0]
+        clean = True
+    finally:
+        stop.set()
+        if not clean:
+            abort.set()
+            source.close()  # kills the decoder, so the reader thread wakes up and leaves
+        reader.join(timeout=10)
+        writer.join(timeout=10)
+    return stats
+
+
+# --------------------------------------------------------------------------- the public entry point
+
+
+def _open_writers(
+    plans: dict[str, Path], source: FrameSource, *, fps: float | None, overwrite: bool
+) -> dict[str, VideoWriter | PngSequenceWriter]:
+    info = source.info
+    rate = info.fps if info.fps else Fraction(fps or DEFAULT_FOLDER_FPS).limit_denominator(1001)
+    writers: dict[str, VideoWriter | PngSequenceWriter] = {}
+    try:
+        for kind, path in plans.items():
+            if path.suffix.lower() in VIDEO_SUFFIXES and kind in ("overlay", "color"):
+                audio = info.uri if (kind == "overlay" and info.has_audio) else None
+                writers[kind] = VideoWriter(path, info.width, info.height, rate, audio_from=audio, overwrite=overwrite)
+            else:
+                writers[kind] = PngSequenceWriter(path, overwrite=overwrite, workers=_spare_workers())
+    except BaseException:
+        for w in writers.values():
+            w.abort()
+        raise
+    return writers
+
+
+def _spare_workers() -> int:
+    """Extra threads for rendering and for each PNG output: none on small machines, where
+    the cores belong to the model; up to 4 where there are many (GPU hosts)."""
+    try:
+        cores = len(os.sched_getaffinity(0))
+    except AttributeError:  # not on Linux
+        cores = os.cpu_count() or 1
+    return min(4, cores // 4)
+
+
+def _check_out_dir(out_dir: Path) -> None:
+    try:
+        out_dir.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise UsageError(f"cannot create output folder {out_dir}: {exc.strerror or exc}",
+                         hint="choose another --out-dir") from None
+    if not os.access(out_dir, os.W_OK | os.X_OK):
+        raise UsageError(f"output folder {out_dir} is not writable", hint="choose another --out-dir")
+
+
+def segment(
+    inputs: Sequence[str | Path],
+    *,
+    predictor: Any,
+    save: Sequence[str] = ("overlay",),
+    out_dir: str | Path | None = None,
+    output: str | Path | None = None,
+    alpha: float = 0.5,
+    legend: bool = False,
+    overwrite: bool = False,
+    skip_existing: bool = False,
+    cut_detect: bool = True,
+    shard: tuple[int, int] | str | None = None,
+    progress: ProgressHook | None = None,
+    fps: float | None = None,
+    threads: int | None = None,
+) -> SegmentReport:
+    """Segment every input (paths, globs, URLs, frame folders) with ``predictor``.
+
+    ``save``: any of :data:`SAVE_KINDS`. ``fps``: output rate for frame-folder inputs
+    (default 17). ``threads``: torch CPU threads; None times the default count against
+    three quarters of it (1 of 2) on the first long input and keeps the faster (CPU only). ``shard``: ``(i, n)`` or
+    ``"i/n"`` takes inputs ``i::n`` after glob expansion.
+
+    Raises TdnetError only for problems that concern every input (bad options, an
+    unwritable ``out_dir``); a bad input is a failed :class:`InputResult`.
+    """
+    hook = progress or ProgressHook()
+    save = list(dict.fromkeys(save))  # drop repeats, keep order
+    if not save:
+        raise UsageError("nothing to save", hint=f"pass --save with one of {', '.join(SAVE_KINDS)}")
+    bad = [k for k in save if k not in SAVE_KINDS]
+    if bad:
+        raise UsageError(f"unknown --save {bad[0]!r}", hint=f"choose from {', '.join(SAVE_KINDS)}")
+    if not 0.0 <= alpha <= 1.0:
+        raise UsageError(f"--alpha {alpha} is outside 0..1")
+    if fps is not None and fps <= 0:
+        raise UsageError(f"--fps {fps} must be positive")
+    if overwrite and skip_existing:
+        raise UsageError("--overwrite and --skip-existing contradict each other")
+    if isinstance(shard, str):
+        shard = parse_shard(shard)
+    specs = select_shard(expand_inputs(inputs), shard)
+    if output is not None and len(specs) > 1:
+        raise UsageError("-o names the output of a single input", hint="use --out-dir for several inputs")
+    if out_dir is not None:
+        _check_out_dir(Path(out_dir))
+    if output is not None:
+        if specs:
+            plan_outputs(specs[0], save, output=output)  # a bad -o is a usage error, not a failed input
+        _check_out_dir(Path(output).parent)
+
+    on_cpu = getattr(getattr(predictor, "device", None), "type", "cpu") == "cpu"
+    threads_before = torch.get_num_threads()
+    if on_cpu and threads is not None:
+        torch.set_num_threads(max(1, threads))
+    chosen_threads: int | None = threads if on_cpu else None
+
+    report = SegmentReport(shard=shard)
+    claimed: dict[Path, str] = {}
+    started = time.perf_counter()
+    try:
+        for index, spec in enumerate(specs):
+            result = InputResult(input=spec)
+            t0 = time.perf_counter()
+            try:
+                tuner = None
+                if on_cpu and chosen_threads is None and threads_before > 1:
+                    paths = max(1, int(getattr(predictor, "num_paths", 1)))
+                    tuner = _ThreadTuner(threads_before, window=max(4, paths), warmup=max(3, paths))
+                _process(spec, index, len(specs), result, predictor=predictor, save=save, out_dir=out_dir,
+                         output=output, alpha=alpha, legend=legend, overwrite=overwrite,
+                         skip_existing=skip_existing, cut_detect=cut_detect, fps=fps, hook=hook, tuner=tuner,
+                         claimed=claimed)
+                if tuner is not None and tuner.choice is not None:
+                    chosen_threads = tuner.choice  # measured once; later inputs reuse it
+                    torch.set_num_threads(chosen_threads)
+            except (TdnetError, OSError, RuntimeError) as exc:
+                result.status = "failed"
+                result.error = _one_line(exc)
+            finally:
+                result.seconds = time.perf_counter() - t0
+            if on_cpu:
+                result.threads = torch.get_num_threads()
+            if tuner is not None and tuner.choice is None and chosen_threads is None:
+                torch.set_num_threads(threads_before)  # a short input did not finish the test
+            report.results.append(result)
+            hook.finish_input(result)
+    finally:
+        report.seconds = time.perf_counter() - started
+        torch.set_num_threads(threads_before)
+    return report
+
+
+def _one_line(exc: BaseException) -> str:
+    if isinstance(exc, TdnetError):
+        return str(exc)
+    if isinstance(exc, OSError):
+        where = f"{exc.filename}: " if exc.filename else ""
+        return f"{where}{exc.strerror or exc}"
+    text = str(exc).strip().splitlines()
+    return f"{type(exc).__name__}: {text[0] if text else ''}"
+
+
+def _process(
+    spec: str,
+    index: int,
+    count: int,
+    result: InputResult,
+    *,
+    predictor: Any,
+    save: Sequence[str],
+    out_dir: str | Path | None,
+    output: str | Path | None,
+    alpha: float,
+    legend: bool,
+    overwrite: bool,
+    skip_existing: bool,
+    cut_detect: bool,
+    fps: float | None,
+    hook: ProgressHook,
+    tuner: _ThreadTuner | None,
+    claimed: dict[Path, str],
+) -> None:
+    """One input, start to finish; raises on failure (the caller records it)."""
+    plans = plan_outputs(spec, save, out_dir=out_dir, output=output)
+    for kind, path in list(plans.items()):
+        other = claimed.get(path.resolve())
+        if other is not None:
+            raise OutputExistsError(f"{path} is also the output of {other}",
+                                    hint="inputs with the same name need -o or separate runs")
+        if path.exists() or path.is_symlink():
+            if skip_existing:
+                del plans[kind]
+            elif not overwrite:
+                raise OutputExistsError(f"{path} exists", hint="use --overwrite, or --skip-existing to keep it")
+    for path in plans.values():
+        claimed[path.resolve()] = spec
+    if not plans:
+        result.status = "skipped"
+        hook.start_input(spec, index, count, 0)
+        return
+    if output is None and out_dir is None and not is_url(spec):
+        parent = next(iter(plans.values())).parent
+        if not os.access(parent, os.W_OK | os.X_OK):
+            raise UsageError(f"{spec}: cannot write beside the input ({parent} is not writable)",
+                             hint="use --out-dir")
+
+    source = open_source(spec)
+    try:
+        info = source.info
+        hook.start_input(spec, index, count, info.frame_count)
+        if tuner is not None and info.frame_count is not None and info.frame_count < tuner.frames_needed + 8:
+            tuner = None  # too short to measure; keep the current thread count
+        writers = _open_writers(plans, source, fps=fps, overwrite=overwrite)
+        try:
+            render = _Renderer(writers, predictor.palette, predictor.classes, alpha, legend)
+            stats = _run_stream(source, predictor, render, cut_detect=cut_detect, hook=hook, tuner=tuner)
+            result.frames, result.model_seconds, result.cuts = stats.frames, stats.model_seconds, stats.cuts
+            if stats.frames == 0:
+                raise InputError(f"{spec}: no frames (an empty or unreadable video)")
+            for w in writers.values():
+                result.outputs.append(str(w.close()))
+                result.warnings.extend(w.warnings)
+        except BaseException:
+            for w in writers.values():
+                w.abort()  # no-op for any already committed (those stay listed: they are complete)
+            raise
+    finally:
+        source.close()
+    for message in result.warnings:
+        hook.warn(message)
+    if source.problems:
+        # Truncated or corrupt: keep what decoded (the outputs are complete files of those
+        # frames) but fail the input, so scripts notice.
+        result.status = "failed"
+        result.error = (f"{spec}: corrupt or truncated video, kept the {stats.frames} frames decoded "
+                        f"({source.problems[0]})")

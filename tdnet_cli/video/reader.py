@@ -1,0 +1,368 @@
+"""Streaming frame sources: videos (anything ffmpeg opens, URLs included) and frame folders.
+
+Both yield uint8 RGB frames ``(H, W, 3)`` one at a time, so memory stays flat however
+long the input. Videos are decoded by the ffmpeg binary shipped with imageio-ffmpeg
+through a rawvideo pipe; frame folders are read with OpenCV.
+"""
+
+from __future__ import annotations
+
+import re
+import subprocess
+import threading
+from collections import deque
+from dataclasses import dataclass
+from fractions import Fraction
+from pathlib import Path
+from typing import Iterator, NamedTuple, Protocol
+
+import cv2
+import numpy as np
+
+from tdnet_cli.errors import InputError
+
+__all__ = [
+    "Frame",
+    "SourceInfo",
+    "FrameSource",
+    "VideoReader",
+    "FrameFolderReader",
+    "open_source",
+    "is_url",
+    "natural_key",
+    "to_rgb8",
+    "ffmpeg_exe",
+    "IMAGE_EXTENSIONS",
+]
+
+IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff")
+_URL_RE = re.compile(r"^[A-Za-z][A-Za-z0-9+.\-]*://")
+
+
+def ffmpeg_exe() -> str:
+    """Path of the ffmpeg binary bundled with imageio-ffmpeg (or IMAGEIO_FFMPEG_EXE)."""
+    import imageio_ffmpeg  # imported lazily: it probes the filesystem on first use
+
+    return imageio_ffmpeg.get_ffmpeg_exe()
+
+
+def is_url(spec: str) -> bool:
+    """True for ``scheme://...`` inputs, which go to ffmpeg untouched."""
+    return bool(_URL_RE.match(spec))
+
+
+def natural_key(name: str) -> list:
+    """Sort key that orders ``frame2`` before ``frame10``."""
+    return [int(tok) if tok.isdigit() else tok.lower() for tok in re.split(r"(\d+)", name)]
+
+
+class Frame(NamedTuple):
+    index: int
+    name: str  # output stem: the frame file's stem (folders) or the zero-padded index (videos)
+    image: np.ndarray  # (H, W, 3) uint8 RGB, C-contiguous
+
+
+@dataclass(frozen=True)
+class SourceInfo:
+    uri: str
+    kind: str  # "video" or "frames"
+    width: int
+    height: int
+    fps: Fraction | None  # None for frame folders
+    frame_count: int | None  # exact for folders; an estimate (duration x fps) for videos
+    has_audio: bool = False
+    codec: str | None = None
+
+
+class FrameSource(Protocol):
+    info: SourceInfo
+    problems: list[str]  # non-fatal read errors (corrupt data); filled while iterating
+
+    def __iter__(self) -> Iterator[Frame]: ...
+
+    def close(self) -> None: ...
+
+
+# --------------------------------------------------------------------------- videos
+
+_LEVEL_RE = re.compile(r"\[(panic|fatal|error|warning|info)\] ?(.*)$")
+_SIZE_RE = re.compile(r", (\d{1,6})x(\d{1,6})[ ,\[]")
+_FPS_RE = re.compile(r", ([\d.]+)(k?) (fps|tbr)\b")
+_DURATION_RE = re.compile(r"Duration: (\d+):(\d\d):(\d\d(?:\.\d+)?)")
+_CODEC_RE = re.compile(r"Video: (\w+)")
+
+
+def _fps_fraction(text: str) -> Fraction:
+    """ffmpeg prints rates rounded to 2 decimals; restore NTSC rates (30000/1001) exactly."""
+    value = float(text)
+    for base in (24, 30, 48, 60, 120):
+        if abs(value - base * 1000 / 1001) < 0.006:
+            return Fraction(base * 1000, 1001)
+    return Fraction(value).limit_denominator(1001)
+
+
+class VideoReader:
+    """Decode a video (file path or URL) to RGB frames with an ffmpeg subprocess.
+
+    The constructor starts ffmpeg and waits for its header (size, rate, streams), so a
+    path ffmpeg cannot open fails here with :class:`InputError`. Iterate for frames.
+    Decode errors that ffmpeg survives (a truncated or corrupt file) do not raise:
+    the frames decoded so far are yielded and the errors collected in ``problems``.
+    """
+
+    def __init__(self, uri: str, *, name_digits: int = 6) -> None:
+        self.uri = uri
+        self.problems: list[str] = []
+        self._name_digits = name_digits
+        self._stopped = False
+        self._tail: deque[str] = deque(maxlen=40)
+        self._header: list[str] = []
+        self._header_done = threading.Event()
+        cmd = [
+            ffmpeg_exe(), "-hide_banner", "-nostdin", "-loglevel", "level+info", "-nostats",
+            "-i", uri,
+            # passthrough: every decoded frame exactly once (no duplication for variable frame rates)
+            "-map", "0:v:0", "-fps_mode", "passthrough",
+            "-f", "rawvideo", "-pix_fmt", "rgb24", "-",
+        ]  # fmt: skip
+        # A new session keeps Ctrl-C away from ffmpeg: we decide when it stops, so a killed
+        # decoder can never look like a clean end of file.
+        self._proc = subprocess.Popen(
+            cmd, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE, start_new_session=True
+        )
+        self._stderr_thread = threading.Thread(target=self._drain_stderr, name="ffmpeg-stderr", daemon=True)
+        self._stderr_thread.start()
+        try:
+            while not self._header_done.wait(0.05):  # a short wait keeps Ctrl-C responsive
+                pass
+            self.info = self._parse_header()
+        except BaseException:
+            self.close()
+            raise
+
+    # stderr is read continuously: a full pipe would stall ffmpeg
+    def _drain_stderr(self) -> None:
+        in_output = False
+        assert self._proc.stderr is not None
+        for raw in iter(self._proc.stderr.readline, b""):
+            line = raw.decode("utf-8", "replace").rstrip()
+            self._tail.append(line)
+            m = _LEVEL_RE.search(line)
+            level, text = (m.group(1), m.group(2)) if m else ("info", line)
+            if not self._header_done.is_set():
+                self._header.append(text)
+                if text.startswith("Output #0"):
+                    in_output = True
+                elif in_output and "Video:" in text:
+                    self._header_done.set()
+            if level in ("panic", "fatal", "error") and not self._stopped:
+                self.problems.append(text.strip())
+        self._header_done.set()
+
+    def _parse_header(self) -> SourceInfo:
+        inputs = [t for t in self._header if "Video:" in t and "Stream #0:" in t]
+        out_line = next((t for t in reversed(inputs) if "rawvideo (RGB" in t), None)
+        if out_line is None:
+            self._proc.wait()
+            raise InputError(f"{self.uri}: {self._open_error()}")
+        in_line = inputs[0]
+        size = _SIZE_RE.search(out_line)
+        if size is None:
+            raise InputError(f"{self.uri}: cannot read the frame size from ffmpeg's header")
+        width, height = int(size.group(1)), int(size.group(2))
+        fps = None
+        for m in _FPS_RE.finditer(in_line):  # "fps" comes before "tbr" when both are printed
+            value = float(m.group(1)) * (1000 if m.group(2) else 1)
+            if value > 0:
+                fps = _fps_fraction(str(value))
+                break
+        duration = None
+        for t in self._header:
+            d = _DURATION_RE.search(t)
+            if d:
+                duration = int(d.group(1)) * 3600 + int(d.group(2)) * 60 + float(d.group(3))
+                break
+        frames = round(duration * float(fps)) if duration and fps else None
+        has_audio = any("Stream #0:" in t and "Audio:" in t for t in self._header)
+        codec = _CODEC_RE.search(in_line)
+        return SourceInfo(
+            uri=self.uri, kind="video", width=width, height=height, fps=fps, frame_count=frames,
+            has_audio=has_audio, codec=codec.group(1) if codec else None,
+        )  # fmt: skip
+
+    def _open_error(self) -> str:
+        """Turn ffmpeg's complaint about an input it could not open into one phrase."""
+        text = " ".join(self.problems)
+        if "misdetection possible" in " ".join(self._tail):  # ffmpeg guessed a format from noise
+            return "not a video ffmpeg can read (invalid data)"
+        if "matches no streams" in text:
+            return "no video stream (an audio-only or empty file?)"
+        if "moov atom not found" in text:
+            return "truncated or unfinished mp4/mov (moov atom not found)"
+        if any("Video:" in t for t in self._header):  # opened, but not one frame decoded
+            first = self.problems[0] if self.problems else "no message"
+            return f"no frame could be decoded (corrupt or truncated video?): {first}"
+        for p in reversed(self.problems):
+            m = re.search(r"Error opening input files?: (.*)$", p)
+            if m:
+                reason = m.group(1).strip()
+                if "Invalid data" in reason:
+                    return "not a video ffmpeg can read (invalid data)"
+                return reason[0].lower() + reason[1:] if reason else "ffmpeg cannot open it"
+        return self.problems[-1] if self.problems else "ffmpeg cannot open it"
+
+    def __iter__(self) -> Iterator[Frame]:
+        w, h = self.info.width, self.info.height
+        nbytes = w * h * 3
+        stdout = self._proc.stdout
+        assert stdout is not None
+        index = 0
+        while True:
+            image = np.empty((h, w, 3), dtype=np.uint8)
+            view = memoryview(image.reshape(-1))
+            got = 0
+            while got < nbytes:
+                n = stdout.readinto(view[got:])
+                if not n:
+                    break
+                got += n
+            if got < nbytes:
+                if got and not self._stopped:
+                    self.problems.append(f"stream ended inside frame {index}")
+                break
+            yield Frame(index, f"{index:0{self._name_digits}d}", image)
+            index += 1
+        rc = self._proc.wait()
+        self._stderr_thread.join(timeout=5)
+        if rc != 0 and not self._stopped and not self.problems:
+            self.problems.append(f"ffmpeg exited with status {rc}")
+
+    def close(self) -> None:
+        """Stop decoding (safe to call twice, from any thread)."""
+        if self._proc.poll() is None:
+            self._stopped = True
+            self._proc.kill()
+        for stream in (self._proc.stdout, self._proc.stderr):
+            if stream is not None:
+                try:
+                    stream.close()
+                except (OSError, ValueError):  # closing while another thread reads it
+                    pass
+        try:
+            self._proc.wait(timeout=5)
+        except subprocess.TimeoutExpired:  # pragma: no cover - kill did not take
+            pass
+
+    def __enter__(self) -> "VideoReader":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+
+# --------------------------------------------------------------------------- frame folders
+
+
+def to_rgb8(image: np.ndarray) -> np.ndarray:
+    """Any OpenCV-decoded image (grey, grey+alpha, BGR, BGRA; 8 or 16 bit) -> uint8 RGB.
+
+    Alpha is dropped (the stored colours are shown); 16-bit samples are scaled to 8 bits.
+    """
+    if image.dtype == np.uint16:
+        image = cv2.convertScaleAbs(image, alpha=255.0 / 65535.0)
+    elif image.dtype != np.uint8:
+        raise InputError(f"unsupported sample type {image.dtype} (use 8- or 16-bit images)")
+    if image.ndim == 2:
+        return cv2.cvtColor(image, cv2.COLOR_GRAY2RGB)
+    channels = image.shape[2]
+    if channels == 1:
+        return cv2.cvtColor(image[:, :, 0], cv2.COLOR_GRAY2RGB)
+    if channels == 2:  # grey + alpha
+        return cv2.cvtColor(np.ascontiguousarray(image[:, :, 0]), cv2.COLOR_GRAY2RGB)
+    if channels == 3:
+        return cv2.cvtColor(image, cv2.COLOR_BGR2RGB)
+    if channels == 4:
+        return cv2.cvtColor(image, cv2.COLOR_BGRA2RGB)
+    raise InputError(f"unsupported image with {channels} channels")
+
+
+def _read_image(path: Path) -> np.ndarray:
+    # imdecode of the bytes (not imread) so non-ASCII paths work and errors are ours
+    try:
+        data = np.fromfile(str(path), dtype=np.uint8)
+    except OSError as exc:
+        raise InputError(f"{path}: cannot read ({exc.strerror or exc})") from None
+    image = cv2.imdecode(data, cv2.IMREAD_UNCHANGED) if data.size else None
+    if image is None:
+        raise InputError(f"{path}: not a readable image")
+    try:
+        return to_rgb8(image)
+    except InputError as exc:
+        raise InputError(f"{path}: {exc.message}") from None
+
+
+class FrameFolderReader:
+    """Frames of a folder of images (png/jpg/...), in natural order (``f2`` before ``f10``).
+
+    Every frame must have the first frame's size; a different one raises InputError
+    when it is reached. Output names keep the frame files' stems.
+    """
+
+    def __init__(self, folder: str | Path) -> None:
+        self.folder = Path(folder)
+        self.problems: list[str] = []
+        try:
+            entries = [p for p in self.folder.iterdir() if p.suffix.lower() in IMAGE_EXTENSIONS and p.is_file()]
+        except OSError as exc:
+            raise InputError(f"{folder}: cannot list folder ({exc.strerror or exc})") from None
+        if not entries:
+            raise InputError(
+                f"{folder}: no frames (png/jpg) in this folder", hint="point at the folder that holds the images"
+            )
+        self.files = sorted(entries, key=lambda p: natural_key(p.name))
+        stems = [p.stem for p in self.files]
+        if len(set(stems)) != len(stems):
+            # a.png and a.jpg would write the same output name
+            raise InputError(f"{folder}: two frames share a name stem (e.g. a.png and a.jpg)")
+        self._first = _read_image(self.files[0])
+        h, w = self._first.shape[:2]
+        self.info = SourceInfo(uri=str(folder), kind="frames", width=w, height=h, fps=None, frame_count=len(self.files))
+
+    def __iter__(self) -> Iterator[Frame]:
+        w, h = self.info.width, self.info.height
+        for index, path in enumerate(self.files):
+            image = self._first if index == 0 else _read_image(path)
+            if image.shape[:2] != (h, w):
+                raise InputError(
+                    f"{path}: frame size {image.shape[1]}x{image.shape[0]} differs from the first frame's {w}x{h}",
+                    hint="all frames of a folder must have one size",
+                )
+            yield Frame(index, path.stem, image)
+        self._first = None  # type: ignore[assignment]
+
+    def close(self) -> None:
+        pass
+
+    def __enter__(self) -> "FrameFolderReader":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+
+def open_source(spec: str | Path) -> VideoReader | FrameFolderReader:
+    """Open an input: a URL or video file (via ffmpeg) or a folder of frames.
+
+    Raises InputError for a missing path, an empty folder, or anything ffmpeg cannot open.
+    """
+    text = str(spec)
+    if is_url(text):
+        return VideoReader(text)
+    path = Path(text)
+    if path.is_dir():
+        return FrameFolderReader(path)
+    if not path.exists():
+        raise InputError(f"{text}: no such file or folder")
+    if not path.is_file():
+        raise InputError(f"{text}: not a file or folder")
+    return VideoReader(text)

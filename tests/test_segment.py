@@ -1,0 +1,488 @@
+"""`tdnet segment`: the pipeline and the command, on tiny generated clips (no network)."""
+
+from __future__ import annotations
+
+import importlib
+import json
+import subprocess
+from fractions import Fraction
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+import torch
+from typer.testing import CliRunner
+
+from tdnet_cli.cli.app import app
+from tdnet_cli.data.cityscapes import CLASSES, PALETTE, train_id_to_label_id
+from tdnet_cli.pipeline import (
+    CutDetector,
+    ProgressHook,
+    device_for_rank,
+    expand_inputs,
+    plan_outputs,
+    resolve_shard,
+    segment,
+    select_shard,
+)
+from tdnet_cli.video import PngSequenceWriter, VideoReader, ffmpeg_exe
+
+H, W = 64, 128
+runner = CliRunner()
+
+
+# --------------------------------------------------------------------------- helpers
+
+
+def ffmpeg(*args: str) -> None:
+    subprocess.run([ffmpeg_exe(), "-hide_banner", "-loglevel", "error", "-y", *args], check=True)
+
+
+def clip(path: Path, frames: int = 8, *, size: str = f"{W}x{H}", audio: bool = False) -> Path:
+    """A libx264 testsrc clip (optionally with an AAC sine track)."""
+    args = ["-f", "lavfi", "-i", f"testsrc=size={size}:rate=25"]
+    if audio:
+        args += ["-f", "lavfi", "-i", "sine=frequency=440:sample_rate=16000", "-c:a", "aac", "-shortest"]
+    ffmpeg(*args, "-frames:v", str(frames), "-c:v", "libx264", "-pix_fmt", "yuv420p", str(path))
+    return path
+
+
+def encode_lossless(path: Path, frames: list[np.ndarray], rate: str = "25") -> Path:
+    h, w = frames[0].shape[:2]
+    cmd = [ffmpeg_exe(), "-hide_banner", "-loglevel", "error", "-y", "-f", "rawvideo", "-pix_fmt", "rgb24",
+           "-s", f"{w}x{h}", "-framerate", rate, "-i", "-", "-c:v", "libx264rgb", "-qp", "0", "-pix_fmt", "rgb24",
+           str(path)]
+    subprocess.run(cmd, input=b"".join(f.tobytes() for f in frames), check=True)
+    return path
+
+
+def scene(n: int, kind: int, h: int = H, w: int = W) -> list[np.ndarray]:
+    """Smoothly panning synthetic shots: kind 0 dark horizontal ramp, kind 1 bright checker."""
+    yy, xx = np.mgrid[0:h, 0:w]
+    out = []
+    for t in range(n):
+        if kind == 0:
+            g = ((xx + 2 * t) % w) * 100 // w
+            img = np.stack([g, g // 2, g // 3], -1)
+        else:
+            g = 150 + 100 * ((((xx + 2 * t) // 16) + (yy // 16)) % 2)
+            img = np.stack([g, 255 - g // 3, g], -1)
+        out.append(np.ascontiguousarray(img.astype(np.uint8)))
+    return out
+
+
+def probe(path: Path) -> tuple[int, int, int, Fraction | None, bool]:
+    with VideoReader(str(path)) as r:
+        n = sum(1 for _ in r)
+        return n, r.info.width, r.info.height, r.info.fps, r.info.has_audio
+
+
+def read_pngs(folder: Path) -> dict[str, np.ndarray]:
+    return {p.stem: cv2.imread(str(p), cv2.IMREAD_UNCHANGED) for p in sorted(folder.glob("*.png"))}
+
+
+class FakeStream:
+    def __init__(self) -> None:
+        self.frames = 0
+        self.resets = 0
+        self.reset_at: list[int] = []
+
+
+class FakePredictor:
+    """The Predictor interface with a fixed per-pixel rule: train id = red // 14 (0..18)."""
+
+    device = torch.device("cpu")
+    num_paths = 2
+    classes = CLASSES
+    palette = PALETTE
+    input_size = (H, W)
+
+    def __init__(self, fail_at: int | None = None, interrupt_at: int | None = None) -> None:
+        self.fail_at, self.interrupt_at = fail_at, interrupt_at
+        self.calls = 0
+        self.streams: list[FakeStream] = []
+
+    def new_stream(self, batch: int = 1) -> FakeStream:
+        self.streams.append(FakeStream())
+        return self.streams[-1]
+
+    def reset(self, state: FakeStream) -> None:
+        state.resets += 1
+        state.reset_at.append(state.frames)
+
+    def segment(self, frames: np.ndarray, state: FakeStream) -> np.ndarray:
+        if self.calls == self.fail_at:
+            raise RuntimeError("model exploded")
+        if self.calls == self.interrupt_at:
+            raise KeyboardInterrupt
+        self.calls += 1
+        state.frames += 1
+        return (frames[..., 0] // 14).astype(np.uint8)
+
+
+@pytest.fixture(scope="module")
+def tiny():
+    """The real Predictor with a fixed random td4-tiny (64x128 input)."""
+    from tdnet_cli.inference import Predictor
+
+    torch.manual_seed(0)
+    return Predictor.create(model="td4-tiny", device="cpu")
+
+
+@pytest.fixture
+def fake_cli(monkeypatch):
+    """Make the command build a FakePredictor (fast, deterministic) instead of a model."""
+    import tdnet_cli.cli.segment as cli_segment
+
+    made: list[FakePredictor] = []
+
+    def create(**kwargs):
+        made.append(FakePredictor())
+        made[-1].kwargs = kwargs
+        return made[-1]
+
+    monkeypatch.setattr(cli_segment.Predictor, "create", staticmethod(create))
+    return made
+
+
+def invoke(*args: str, input: str | None = None):
+    return runner.invoke(app, ["segment", *map(str, args)], input=input)
+
+
+def error_lines(result) -> list[str]:
+    return [ln for ln in result.stderr.splitlines() if ln.startswith("error:")]
+
+
+def names(folder: Path) -> list[str]:
+    return sorted(p.name for p in folder.iterdir())
+
+
+# --------------------------------------------------------------------------- with the real model
+
+
+def test_overlay_matches_input_frames_fps_size_and_audio(tmp_path, tiny):
+    src = clip(tmp_path / "in.mp4", 10, audio=True)
+    report = segment([src], predictor=tiny, out_dir=tmp_path / "out", legend=True)
+    assert report.ok and report.frames == 10
+    out = tmp_path / "out" / "in.overlay.mp4"
+    assert report.outputs == [str(out)]
+    assert probe(out) == probe(src) == (10, W, H, 25, True)
+    assert names(tmp_path / "out") == ["in.overlay.mp4"]  # no partials left
+
+
+def test_label_pngs_equal_model_argmax(tmp_path, tiny):
+    src = clip(tmp_path / "in.mp4", 6)
+    report = segment([src], predictor=tiny, save=["labels", "labelids", "color"], out_dir=tmp_path,
+                     cut_detect=False)
+    assert report.ok
+    stream = tiny.new_stream()
+    expected = {f.name: tiny.segment(f.image, stream) for f in VideoReader(str(src))}
+    labels = read_pngs(tmp_path / "in.labels")
+    ids = read_pngs(tmp_path / "in.labelids")
+    assert list(labels) == ["000000", "000001", "000002", "000003", "000004", "000005"] == list(expected)
+    for name, want in expected.items():
+        assert labels[name].dtype == np.uint8 and labels[name].shape == (H, W)
+        assert np.array_equal(labels[name], want)
+        assert np.array_equal(ids[name], train_id_to_label_id(want))
+    assert probe(tmp_path / "in.color.mp4")[:3] == (6, W, H)
+
+
+def test_folder_and_lossless_video_give_the_same_labels(tmp_path, tiny):
+    frames = scene(5, 0)
+    folder = tmp_path / "seq"
+    folder.mkdir()
+    for i, f in enumerate(frames):
+        cv2.imwrite(str(folder / f"seq_{i:06d}_leftImg8bit.png"), cv2.cvtColor(f, cv2.COLOR_RGB2BGR))
+    video = encode_lossless(tmp_path / "seq.mkv", frames)
+    out_f, out_v = tmp_path / "of", tmp_path / "ov"
+    assert segment([folder], predictor=tiny, save=["labels", "color", "overlay"], out_dir=out_f).ok
+    assert segment([video], predictor=tiny, save=["labels"], out_dir=out_v).ok
+    from_folder, from_video = read_pngs(out_f / "seq.labels"), read_pngs(out_v / "seq.labels")
+    assert list(from_folder) == [f"seq_{i:06d}_leftImg8bit" for i in range(5)]  # names follow the frames
+    assert len(from_video) == 5
+    for a, b in zip(from_folder.values(), from_video.values()):
+        assert np.array_equal(a, b)
+    assert len(read_pngs(out_f / "seq.color")) == 5  # colour maps of a folder are PNGs
+    assert probe(out_f / "seq.overlay.mp4")[:4] == (5, W, H, 17)  # folders default to 17 fps
+
+
+def test_scene_cut_resets_the_stream(tmp_path, tiny):
+    spliced = encode_lossless(tmp_path / "spliced.mkv", scene(6, 0) + scene(6, 1))
+    report = segment([spliced], predictor=tiny, save=["labels"], out_dir=tmp_path / "a")
+    assert report.results[0].cuts == 1
+    fake = FakePredictor()
+    segment([spliced], predictor=fake, save=["labels"], out_dir=tmp_path / "b")
+    assert fake.streams[0].reset_at == [6]  # reset exactly before the first frame of the new shot
+    fake = FakePredictor()
+    segment([spliced], predictor=fake, save=["labels"], out_dir=tmp_path / "c", cut_detect=False)
+    assert fake.streams[0].resets == 0
+
+
+def test_cli_end_to_end_with_a_preset(tmp_path):
+    src = clip(tmp_path / "in.mp4", 4)
+    result = invoke(src, "--model", "td4-tiny", "--device", "cpu", "-s", "overlay", "-s", "labels", "--json")
+    assert result.exit_code == 0, result.stderr
+    summary = json.loads(result.stdout)
+    assert summary["ok"] and summary["frames"] == 4 and summary["inputs"] == 1
+    assert sorted(summary["outputs"]) == [str(tmp_path / "in.labels"), str(tmp_path / "in.overlay.mp4")]
+
+
+# --------------------------------------------------------------------------- pipeline behaviour (fake model)
+
+
+def test_cut_detector_ignores_motion_and_finds_cuts(tmp_path):
+    det = CutDetector()
+    assert not any(det(f) for f in scene(10, 0))
+    det.reset()
+    assert not any(det(f) for f in scene(10, 1))
+    assert det(scene(1, 0)[0])
+    det.reset()
+    frames = [f.image for f in VideoReader(str(clip(tmp_path / "m.mp4", 25)))]
+    assert not any(det(f) for f in frames)  # testsrc: moving gradient and counter, one shot
+
+
+def test_exception_mid_run_leaves_no_output(tmp_path):
+    src = clip(tmp_path / "in.mp4", 10)
+    out = tmp_path / "out"
+    report = segment([src], predictor=FakePredictor(fail_at=4), save=list(("overlay", "color", "labels")),
+                     out_dir=out)
+    assert not report.ok and "model exploded" in report.failures[0].error
+    assert names(out) == []
+    with pytest.raises(KeyboardInterrupt):  # Ctrl-C: propagates, after cleaning up
+        segment([src], predictor=FakePredictor(interrupt_at=3), save=["overlay", "labels"], out_dir=out)
+    assert names(out) == []
+
+
+def test_writer_thread_failure_fails_the_input_cleanly(tmp_path, monkeypatch):
+    src = clip(tmp_path / "in.mp4", 10)
+    original = PngSequenceWriter.write
+
+    def flaky(self, name, image, **kw):
+        if name == "000003":
+            raise OSError(28, "No space left on device")
+        original(self, name, image, **kw)
+
+    monkeypatch.setattr(PngSequenceWriter, "write", flaky)
+    report = segment([src], predictor=FakePredictor(), save=["overlay", "labels"], out_dir=tmp_path / "o")
+    assert report.failures and "No space left" in report.failures[0].error
+    assert names(tmp_path / "o") == []
+
+
+def test_batch_continues_past_bad_inputs(tmp_path):
+    good1, good2 = clip(tmp_path / "a.mp4", 3), clip(tmp_path / "c.mp4", 3)
+    (tmp_path / "b.mp4").write_text("junk")
+    seen = []
+
+    class Hook(ProgressHook):
+        def finish_input(self, result):
+            seen.append((result.input, result.status))
+
+    report = segment([good1, tmp_path / "b.mp4", good2], predictor=FakePredictor(), out_dir=tmp_path / "o",
+                     progress=Hook())
+    assert [s for _, s in seen] == ["ok", "failed", "ok"]
+    assert names(tmp_path / "o") == ["a.overlay.mp4", "c.overlay.mp4"]
+    d = report.to_dict()
+    assert d["failed"] == 1 and d["succeeded"] == 2 and d["frames"] == 6
+
+
+def test_skip_existing_and_overwrite(tmp_path):
+    src = clip(tmp_path / "in.mp4", 3)
+    assert segment([src], predictor=FakePredictor(), save=["overlay"]).ok  # beside the input
+    report = segment([src], predictor=FakePredictor(), save=["overlay", "labels"], skip_existing=True)
+    assert report.ok and report.outputs == [str(tmp_path / "in.labels")]
+    report = segment([src], predictor=FakePredictor(), save=["overlay", "labels"], skip_existing=True)
+    assert report.results[0].status == "skipped" and report.frames == 0
+    report = segment([src], predictor=FakePredictor(), save=["labels"])
+    assert not report.ok and "exists" in report.failures[0].error
+    assert segment([src], predictor=FakePredictor(), save=["labels"], overwrite=True).ok
+
+
+def test_odd_frame_size_is_padded_for_h264(tmp_path):
+    src = encode_lossless(tmp_path / "odd.mkv", scene(3, 1, h=33, w=65))
+    report = segment([src], predictor=FakePredictor(), save=["overlay", "labels"], out_dir=tmp_path / "o")
+    assert report.ok
+    assert probe(tmp_path / "o" / "odd.overlay.mp4")[:3] == (3, 66, 34)
+    assert next(iter(read_pngs(tmp_path / "o" / "odd.labels").values())).shape == (33, 65)
+
+
+def test_output_planning(tmp_path):
+    (tmp_path / "seq").mkdir()
+    plans = plan_outputs(str(tmp_path / "v.mp4"), ["overlay", "color", "labels", "labelids"])
+    assert [p.name for p in plans.values()] == ["v.overlay.mp4", "v.color.mp4", "v.labels", "v.labelids"]
+    plans = plan_outputs(str(tmp_path / "seq"), ["color"], out_dir=tmp_path / "o")
+    assert plans["color"] == tmp_path / "o" / "seq.color"
+    plans = plan_outputs("rtsp://cam.local/live/stream1", ["overlay"], out_dir="x")
+    assert plans["overlay"] == Path("x/stream1.overlay.mp4")
+    plans = plan_outputs("v.mp4", ["overlay", "labels"], output=tmp_path / "r.mp4")
+    assert plans == {"overlay": tmp_path / "r.mp4", "labels": tmp_path / "r.labels"}
+
+
+def test_inputs_globs_and_shards(tmp_path):
+    for i in (1, 2, 10):
+        (tmp_path / f"v{i}.mp4").touch()
+    specs = expand_inputs([str(tmp_path / "v*.mp4"), str(tmp_path / "v1.mp4"), "http://h/x.mp4", "nope*.mp4"])
+    assert [Path(s).name for s in specs] == ["v1.mp4", "v2.mp4", "v10.mp4", "x.mp4", "nope*.mp4"]
+    assert select_shard(list("abcde"), (1, 2)) == ["b", "d"]
+    assert select_shard(list("abcde"), None) == list("abcde")
+    assert resolve_shard("2/3", {}) == (2, 3)
+    assert resolve_shard(None, {"RANK": "1", "WORLD_SIZE": "4"}) == (1, 4)
+    assert resolve_shard(None, {"RANK": "0", "WORLD_SIZE": "1"}) is None
+    assert device_for_rank("cpu", {"LOCAL_RANK": "3"}) == "cpu"
+    assert device_for_rank("cuda", {"LOCAL_RANK": "3"}) == "cuda:3"
+
+
+# --------------------------------------------------------------------------- the command (fake model)
+
+
+def test_cli_batch_with_one_bad_input(tmp_path, fake_cli):
+    a, c = clip(tmp_path / "a.mp4", 3), clip(tmp_path / "c.mp4", 3)
+    (tmp_path / "b.mp4").write_text("junk")
+    result = invoke(a, tmp_path / "b.mp4", c, "--out-dir", tmp_path / "o")
+    assert result.exit_code == 1
+    assert error_lines(result) == [f"error: {tmp_path / 'b.mp4'}: not a video ffmpeg can read (invalid data)"]
+    assert names(tmp_path / "o") == ["a.overlay.mp4", "c.overlay.mp4"]
+    assert "3 inputs, 6 frames" in result.stdout
+
+
+def _mixed(folder: Path) -> Path:
+    folder.mkdir()
+    cv2.imwrite(str(folder / "1.png"), np.zeros((H, W, 3), np.uint8))
+    cv2.imwrite(str(folder / "2.png"), np.zeros((H, W + 2, 3), np.uint8))
+    return folder
+
+
+def _truncated(p: Path) -> Path:
+    data = clip(p.with_name("full.mp4"), 50).read_bytes()
+    ffmpeg("-i", str(p.with_name("full.mp4")), "-c", "copy", "-movflags", "+faststart", str(p))
+    data = p.read_bytes()
+    p.write_bytes(data[: len(data) * 4 // 5])
+    return p
+
+
+BAD_INPUTS = {
+    "missing": (lambda t: t / "nope.mp4", "no such file or folder"),
+    "not-a-video": (lambda t: (t / "x.mp4").write_text("hello") and t / "x.mp4", "not a video"),
+    "zero-frames": (lambda t: (t / "z.y4m").write_bytes(b"YUV4MPEG2 W128 H64 F25:1 Ip C420jpeg\n") and t / "z.y4m",
+                    "no frames"),
+    "audio-only": (lambda t: ffmpeg("-f", "lavfi", "-i", "sine", "-t", "0.2", str(t / "s.m4a")) or t / "s.m4a",
+                   "no video stream"),
+    "empty-folder": (lambda t: (t / "empty").mkdir() or t / "empty", "no frames (png/jpg)"),
+    "mixed-sizes": (lambda t: _mixed(t / "mixed"), "differs from the first frame"),
+    "truncated": (lambda t: _truncated(t / "cut.mp4"), "corrupt or truncated video, kept the"),
+}
+
+
+@pytest.mark.parametrize("case", list(BAD_INPUTS))
+def test_cli_bad_input_is_one_line_and_nonzero(tmp_path, fake_cli, case):
+    make, message = BAD_INPUTS[case]
+    path = make(tmp_path)
+    out = tmp_path / "out"
+    result = invoke(path, "--out-dir", out, "-s", "overlay", "-s", "labels")
+    assert result.exit_code == 1
+    errors = error_lines(result)
+    assert len(errors) == 1 and message in errors[0], result.stderr
+    assert "Traceback" not in result.stderr
+    left = names(out)
+    if case == "truncated":  # the decoded frames are kept, as complete files
+        assert left == ["cut.labels", "cut.overlay.mp4"]
+        assert 0 < probe(out / "cut.overlay.mp4")[0] < 50
+    else:
+        assert left == []  # nothing half-written
+
+
+def test_cli_unwritable_out_dir_and_existing_output(tmp_path, fake_cli):
+    src = clip(tmp_path / "in.mp4", 2)
+    (tmp_path / "file").write_text("x")
+    result = invoke(src, "--out-dir", tmp_path / "file" / "sub")
+    assert result.exit_code == 2 and len(error_lines(result)) == 1 and "output folder" in result.stderr
+    assert invoke(src).exit_code == 0
+    result = invoke(src)
+    assert result.exit_code == 1 and error_lines(result) == [
+        f"error: {src}: {tmp_path / 'in.overlay.mp4'} exists (use --overwrite, or --skip-existing to keep it)"]
+    assert invoke(src, "--overwrite", "-q").exit_code == 0
+    result = invoke(src, "--skip-existing", "--json")
+    assert result.exit_code == 0 and json.loads(result.stdout)["skipped"] == 1
+
+
+def test_cli_converts_grey_rgba_and_16bit_pngs(tmp_path, fake_cli):
+    folder = tmp_path / "frames"
+    folder.mkdir()
+    cv2.imwrite(str(folder / "f1.png"), np.full((H, W), 100, np.uint8))
+    cv2.imwrite(str(folder / "f2.png"), np.full((H, W, 4), 100, np.uint8))
+    cv2.imwrite(str(folder / "f3.png"), np.full((H, W, 3), 100 * 257, np.uint16))
+    result = invoke(folder, "-s", "labels", "-d", tmp_path / "o", "-q")
+    assert result.exit_code == 0, result.stderr
+    labels = read_pngs(tmp_path / "o" / "frames.labels")
+    assert list(labels) == ["f1", "f2", "f3"] and all((v == 100 // 14).all() for v in labels.values())
+
+
+def test_cli_shard_list_and_stdin(tmp_path, fake_cli):
+    vids = [clip(tmp_path / f"v{i}.mp4", 2) for i in range(3)]
+    listing = tmp_path / "list.txt"
+    listing.write_text("# inputs\n" + "\n".join(map(str, vids)) + "\n\n")
+    result = invoke("--list", listing, "--shard", "0/2", "-d", tmp_path / "s0", "--json")
+    assert result.exit_code == 0, result.stderr
+    assert names(tmp_path / "s0") == ["v0.overlay.mp4", "v2.overlay.mp4"]
+    assert json.loads(result.stdout)["shard"] == [0, 2]
+    result = invoke("-", "--shard", "1/2", "-d", tmp_path / "s1", "-q", input="\n".join(map(str, vids)))
+    assert result.exit_code == 0 and names(tmp_path / "s1") == ["v1.overlay.mp4"]
+    result = runner.invoke(app, ["segment", str(vids[0]), "-d", str(tmp_path / "s2"), "-q"],
+                           env={"RANK": "1", "WORLD_SIZE": "2"})
+    assert result.exit_code == 0 and not (tmp_path / "s2").exists() and len(fake_cli) == 2  # shard 1 got nothing
+    assert invoke("--shard", "2/2", vids[0]).exit_code == 2
+
+
+def test_cli_usage_errors(tmp_path, fake_cli):
+    src = clip(tmp_path / "in.mp4", 2)
+    assert invoke().exit_code == 2
+    result = invoke(src, src.with_name("other.mp4"), "-o", tmp_path / "x.mp4")
+    assert result.exit_code == 2 and "single input" in result.stderr
+    result = invoke(src, "-s", "labels", "-o", tmp_path / "x.mp4")
+    assert result.exit_code == 2 and "folder of PNGs" in result.stderr
+    result = invoke(src, "-o", tmp_path / "named.mp4", "-s", "overlay", "-s", "labelids", "-q")
+    assert result.exit_code == 0 and names(tmp_path) == ["in.mp4", "named.labelids", "named.mp4"]
+
+
+def test_help_mentions_urls():
+    result = runner.invoke(app, ["segment", "--help"], env={"COLUMNS": "200"})
+    assert result.exit_code == 0 and "URL" in result.stdout and "--no-cut-detect" in result.stdout
+
+
+def test_render_and_png_threads_keep_frame_order(tmp_path, monkeypatch):
+    """Many-core hosts render and write PNGs on extra threads: same outputs, same order."""
+    seg = importlib.import_module("tdnet_cli.pipeline.segment")  # the package's `segment` is the function
+
+    src = encode_lossless(tmp_path / "in.mkv", scene(9, 0) + scene(4, 1))
+    save = ["overlay", "color", "labels", "labelids"]
+    assert segment([src], predictor=FakePredictor(), save=save, out_dir=tmp_path / "a").ok
+    monkeypatch.setattr(seg, "_spare_workers", lambda: 3)
+    assert segment([src], predictor=FakePredictor(), save=save, out_dir=tmp_path / "b").ok
+    for kind in ("labels", "labelids"):
+        a, b = read_pngs(tmp_path / "a" / f"in.{kind}"), read_pngs(tmp_path / "b" / f"in.{kind}")
+        assert list(a) == list(b) and all(np.array_equal(a[k], b[k]) for k in a)
+    for kind in ("overlay", "color"):
+        va = [f.image for f in VideoReader(str(tmp_path / "a" / f"in.{kind}.mp4"))]
+        vb = [f.image for f in VideoReader(str(tmp_path / "b" / f"in.{kind}.mp4"))]
+        assert len(va) == len(vb) == 13 and all(np.array_equal(x, y) for x, y in zip(va, vb))
+    report = segment([src], predictor=FakePredictor(fail_at=5), save=save, out_dir=tmp_path / "c")
+    assert not report.ok and names(tmp_path / "c") == []
+
+
+@pytest.mark.parametrize("many_dt, few_dt, expect_few", [(0.010, 0.006, True), (0.010, 0.030, False)])
+def test_thread_tuner_keeps_the_faster_count(monkeypatch, many_dt, few_dt, expect_few):
+    seg = importlib.import_module("tdnet_cli.pipeline.segment")
+    before = torch.get_num_threads()
+    clock = [0.0]
+    monkeypatch.setattr(seg.time, "perf_counter", lambda: clock[0])
+    set_to = []
+    monkeypatch.setattr(seg.torch, "set_num_threads", set_to.append)
+    tuner = seg._ThreadTuner(many=4, window=4, warmup=3)
+    assert tuner.few == 3
+    for _ in range(tuner.frames_needed + 2):
+        clock[0] += few_dt if set_to and set_to[-1] == 3 else many_dt
+        tuner.tick()
+    assert tuner.choice == (3 if expect_few else 4) and set_to[-1] == tuner.choice
+    if not expect_few:  # clearly worse: the trial stopped after two frames
+        assert tuner.count < tuner.frames_needed
+    assert torch.get_num_threads() == before
