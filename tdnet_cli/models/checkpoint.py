@@ -19,10 +19,11 @@ from torch import nn
 
 from tdnet_cli.data.cityscapes import CLASSES, PALETTE
 from tdnet_cli.errors import CheckpointError
-from tdnet_cli.models.pspnet import PSPNet, PSPNetConfig
-from tdnet_cli.models.registry import PRESETS, get_preset
+from tdnet_cli.models.grouped_psp import GroupedPSPNetConfig
+from tdnet_cli.models.pspnet import PSPNetConfig
+from tdnet_cli.models.registry import KINDS, PRESETS, build, get_preset, kind_of
 from tdnet_cli.models.resnet import RESNET_SPECS
-from tdnet_cli.models.tdnet import TDNet, TDNetConfig
+from tdnet_cli.models.tdnet import TDNetConfig
 
 __all__ = [
     "MEAN",
@@ -61,7 +62,7 @@ class LoadedModel:
 
     @property
     def kind(self) -> str:
-        return "tdnet" if isinstance(self.model, TDNet) else "pspnet"
+        return kind_of(self.model.config)
 
 
 # -- writing ------------------------------------------------------------------------------
@@ -190,6 +191,15 @@ def infer_config(sd: Mapping[str, torch.Tensor]) -> TDNetConfig | PSPNetConfig:
                 input_size=((fh - 1) * 8 + 1, (fw - 1) * 8 + 1),
                 aux="aux1.conv5.0.weight" in sd,
             )
+        if "pretrained.layer1.0.conv1.weight" in sd and "group_convs.0.weight" in sd:
+            backbone, width = _backbone_from_keys(sd, "pretrained")
+            return GroupedPSPNetConfig(
+                backbone=backbone,
+                width=width,
+                groups=len({k.split(".")[1] for k in sd if k.startswith("group_convs.")}),
+                num_classes=int(sd["classifier.3.weight"].shape[0]),
+                aux="auxlayer.conv5.0.weight" in sd,
+            )
         if "pretrained.layer1.0.conv1.weight" in sd and "head.conv5.1.weight" in sd:
             backbone, width = _backbone_from_keys(sd, "pretrained")
             return PSPNetConfig(
@@ -256,8 +266,7 @@ def load_checkpoint(
     if meta is not None:
         cfg_dict = dict(meta["config"])
         cfg_dict["input_size"] = tuple(cfg_dict["input_size"])
-        cls = TDNetConfig if meta["kind"] == "tdnet" else PSPNetConfig
-        config = cls(**cfg_dict)
+        config = KINDS[meta["kind"]][1](**cfg_dict)
     else:
         config = infer_config(sd)
     name = meta["preset"] if meta is not None else _preset_name(config)
@@ -274,7 +283,7 @@ def load_checkpoint(
                 hint=f"drop --model or use --model {name}" if name != "custom" else "drop --model",
             )
         name = preset
-    model = TDNet(config) if isinstance(config, TDNetConfig) else PSPNet(config)
+    model = build(config)
     load_state_dict_strict(model, sd, str(path), f"a {name} model" if name != "custom" else "the model its keys describe")
     if input_size is not None and tuple(input_size) != tuple(model.input_size):
         model.set_input_size(tuple(input_size))

@@ -6,9 +6,15 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-__all__ = ["PyramidPooling", "BINS"]
+__all__ = ["PyramidPooling", "BINS", "group_slices"]
 
 BINS = (1, 2, 3, 6)
+
+
+def group_slices(in_channels: int, groups: int, group: int) -> tuple[slice, slice]:
+    """Channels that group ``group`` of ``groups`` keeps: (of x, of each pooled branch)."""
+    cx, cb = in_channels // groups, in_channels // (4 * groups)
+    return slice(group * cx, (group + 1) * cx), slice(group * cb, (group + 1) * cb)
 
 
 class PyramidPooling(nn.Module):
@@ -58,12 +64,10 @@ class PyramidPooling(nn.Module):
         return torch.cat(parts, 1)
 
     def _x_slice(self) -> slice:
-        c = self.in_channels // self.groups
-        return slice(self.group * c, (self.group + 1) * c)
+        return group_slices(self.in_channels, self.groups, self.group)[0]
 
     def _branch_slice(self) -> slice:
-        c = self.in_channels // (4 * self.groups)
-        return slice(self.group * c, (self.group + 1) * c)
+        return group_slices(self.in_channels, self.groups, self.group)[1]
 
     @torch.no_grad()
     def prune_to_group(self) -> None:

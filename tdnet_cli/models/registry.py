@@ -8,8 +8,25 @@ from typing import Callable
 from torch import nn
 
 from tdnet_cli.errors import UsageError
+from tdnet_cli.models.grouped_psp import GroupedPSPNet, GroupedPSPNetConfig
 from tdnet_cli.models.pspnet import PSPNet, PSPNetConfig
 from tdnet_cli.models.tdnet import TDNet, TDNetConfig
+
+# kind -> (model class, config class)
+KINDS: dict[str, tuple[type[nn.Module], type]] = {
+    "tdnet": (TDNet, TDNetConfig),
+    "pspnet": (PSPNet, PSPNetConfig),
+    "gpspnet": (GroupedPSPNet, GroupedPSPNetConfig),
+}
+
+
+def kind_of(config) -> str:
+    return next(k for k, (_, cfg_cls) in KINDS.items() if isinstance(config, cfg_cls))
+
+
+def build(config) -> nn.Module:
+    """The model for a configuration object (any kind)."""
+    return KINDS[kind_of(config)][0](config)
 
 __all__ = ["Preset", "register", "create_model", "list_models", "get_preset", "PRESETS"]
 
@@ -19,8 +36,8 @@ class Preset:
     """A named model: how to build it, and what is known about its published weights."""
 
     name: str
-    kind: str  # "tdnet" | "pspnet"
-    config: TDNetConfig | PSPNetConfig
+    kind: str  # "tdnet" | "pspnet" | "gpspnet"
+    config: TDNetConfig | PSPNetConfig | GroupedPSPNetConfig
     description: str
     weights_source: str = "none: train with `tdnet train`"
     paper: dict = field(default_factory=dict)  # e.g. {"miou": 76.8, "ms_per_frame": 85, "gpu": "Titan Xp"}
@@ -30,8 +47,7 @@ class Preset:
         return self.config.num_paths if isinstance(self.config, TDNetConfig) else 1
 
     def build(self, **overrides) -> nn.Module:
-        cfg = type(self.config)(**{**self.config.__dict__, **overrides})
-        return TDNet(cfg) if self.kind == "tdnet" else PSPNet(cfg)
+        return build(type(self.config)(**{**self.config.__dict__, **overrides}))
 
 
 PRESETS: dict[str, Preset] = {}
@@ -72,12 +88,27 @@ for _depth in (18, 50, 101):
         f"PSPNet with dilated ResNet-{_depth}, run on every frame (the per-frame baseline)",
         _AUTHORS.format("psp101.pkl") if _depth == 101 else "none: train with `tdnet train`",
     ))
+register(Preset(
+    "gpsp101", "gpspnet",
+    GroupedPSPNetConfig(backbone="resnet101", groups=4),
+    "grouped PSPNet-101 teacher for 4-path TDNet distillation (train it with `tdnet train`)",
+))
+register(Preset(
+    "gpsp-mini", "gpspnet",
+    GroupedPSPNetConfig(backbone="resnet18", width=32, groups=4, input_size=(512, 1024)),
+    "grouped PSPNet teacher for td4-mini: half-width ResNet-18, 4 groups",
+))
 # A tiny preset for tests and quick experiments: seconds per step on a CPU.
 register(Preset(
     "td4-tiny", "tdnet",
     TDNetConfig(num_paths=4, groups=2, backbone="resnet18", width=8, key_dim=16, value_dim=32,
                 head_reduction=2, input_size=(64, 128)),
     "test-sized TDNet (8-wide ResNet-18 at 64x128); for tests and smoke runs",
+))
+register(Preset(
+    "gpsp-tiny", "gpspnet",
+    GroupedPSPNetConfig(backbone="resnet18", width=8, groups=4, input_size=(64, 128)),
+    "test-sized grouped PSPNet teacher for td4-tiny",
 ))
 register(Preset(
     "psp-tiny", "pspnet",

@@ -1,0 +1,60 @@
+"""``tdnet train``: config file + overrides -> a resumable (distributed) training run."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+
+from tdnet_cli.cli.app import app
+from tdnet_cli.cli.common import QuietOpt, console, err_console, handle_errors
+from tdnet_cli.config import load_config, load_run_config
+from tdnet_cli.pipeline.train import train
+
+
+@app.command("train")
+@handle_errors
+def train_command(
+    config: Annotated[Path | None, typer.Option("--config", "-c", help="TOML config (see examples/*.toml).",
+                                                show_default=False)] = None,
+    overrides: Annotated[list[str] | None, typer.Option(
+        "--set", help="Override a config key, e.g. --set optim.lr=0.005 (repeatable).", show_default=False)] = None,
+    data: Annotated[str | None, typer.Option("--data", help="Dataset root (= --set data.root=...).",
+                                             show_default=False)] = None,
+    preset: Annotated[str | None, typer.Option("--model", "-m", help="Preset to train (= model.preset).",
+                                               show_default=False)] = None,
+    teacher: Annotated[str | None, typer.Option("--teacher", help="Grouped PSPNet checkpoint to distil from.",
+                                                show_default=False)] = None,
+    init: Annotated[str | None, typer.Option("--init", help="Per-frame PSPNet checkpoint to initialise every path.",
+                                             show_default=False)] = None,
+    name: Annotated[str | None, typer.Option("--name", help="Run folder name under run.out.", show_default=False)] = None,
+    resume: Annotated[Path | None, typer.Option("--resume", help="Continue a run folder exactly (runs/NAME).",
+                                                show_default=False)] = None,
+    quiet: QuietOpt = False,
+) -> None:
+    """Train TDNet (or its PSPNet teacher) on a Cityscapes-layout folder. Under
+    `torchrun --nproc-per-node G -m tdnet_cli train ...` it runs DistributedDataParallel."""
+    sets = list(overrides or [])
+    for key, value in (("data.root", data), ("model.preset", preset), ("model.teacher", teacher),
+                       ("model.init", init), ("run.name", name)):
+        if value is not None:
+            sets.append(f"{key}={value!r}".replace("'", '"'))
+    cfg = load_run_config(resume, sets) if resume else load_config(config, sets)
+    main = int(os.environ.get("RANK", "0")) == 0
+    show = main and not quiet
+    with Progress(TextColumn("train"), BarColumn(), MofNCompleteColumn(), TextColumn("{task.fields[info]}"),
+                  TimeElapsedColumn(), TimeRemainingColumn(), console=err_console, disable=not show) as bar:
+        task = bar.add_task("train", total=cfg["optim"]["iterations"], info="")
+
+        def progress(done: int, total: int, rec: dict) -> None:
+            bar.update(task, completed=done, info=f"loss {rec['loss']:.3f} lr {rec['lr']:.2e} {rec['it_s']:.2f} it/s")
+
+        result = train(cfg, resume=str(resume) if resume else None, progress=progress,
+                       log=(lambda s: err_console.print(f"[dim]{s}[/]")) if show else None)
+    if show:
+        console.print(f"run: {result.run_dir}  final loss {result.final_loss:.4f}"
+                      + (f"  best val mIoU {100 * result.best_miou:.2f}" if result.best_miou is not None else "")
+                      + f"\nweights: {result.run_dir / 'model.pt'}  (resume state: {result.last})")

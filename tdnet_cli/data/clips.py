@@ -1,0 +1,151 @@
+"""Training clips from a Cityscapes-layout folder, augmented identically across frames.
+
+A sample is the ``clip_len`` consecutive frames ending at an annotated frame (from
+``leftImg8bit_sequence``) plus that frame's labels. Sampling is stateless: sample
+``index`` is fully determined by (seed, index) — which annotated frame (an epoch-wise
+permutation) and every augmentation parameter — so a resumed or re-sharded run sees
+exactly the same data, whatever the number of DataLoader workers.
+
+Scale, crop, rotation and flip are composed into one affine map per clip and applied
+with a single ``cv2.warpAffine`` per frame directly at the crop size.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from pathlib import Path
+
+import cv2
+import numpy as np
+import torch
+from torch.utils.data import Dataset, Sampler
+
+from tdnet_cli.data.cityscapes import IGNORE_INDEX, label_id_to_train_id
+from tdnet_cli.data.layout import FrameId, gt_path, list_annotated, sequence_path
+from tdnet_cli.errors import DataError
+
+__all__ = ["AugmentConfig", "ClipDataset", "IterationSampler", "check_dataset"]
+
+MEAN = np.array([0.485, 0.456, 0.406], dtype=np.float32)
+STD = np.array([0.229, 0.224, 0.225], dtype=np.float32)
+
+
+@dataclass(frozen=True)
+class AugmentConfig:
+    crop: tuple[int, int]  # (H, W): the model's input size (TDNet's LayerNorm fixes it)
+    scale: tuple[float, float] = (0.75, 2.0)
+    flip: bool = True
+    rotate: float = 10.0
+    color_jitter: float = 0.25
+
+
+def check_dataset(root: str | Path, split: str, clip_len: int) -> list[FrameId]:
+    """Every annotated frame with its labels and clip frames; a DataError before any work."""
+    fids = list_annotated(root, split)
+    missing = []
+    for fid in fids:
+        paths = [sequence_path(root, split, fid.shifted(-d)) for d in range(clip_len)]
+        missing += [str(p) for p in paths if not p.is_file()]
+    if missing:
+        more = f" (+{len(missing) - 2} more)" if len(missing) > 2 else ""
+        raise DataError(f"{len(missing)} clip frames missing under {root}: {', '.join(missing[:2])}{more}",
+                        hint="training needs leftImg8bit_sequence/ with the frames before each annotated one")
+    return fids
+
+
+def _read_rgb(path: Path) -> np.ndarray:
+    img = cv2.imread(str(path), cv2.IMREAD_COLOR)
+    if img is None:
+        raise DataError(f"cannot read {path}")
+    return cv2.cvtColor(img, cv2.COLOR_BGR2RGB)
+
+
+class ClipDataset(Dataset):
+    def __init__(self, root: str | Path, split: str, *, clip_len: int, augment: AugmentConfig, seed: int = 0,
+                 train: bool = True) -> None:
+        self.root = Path(root)
+        self.split = split
+        self.clip_len = clip_len
+        self.augment = augment
+        self.seed = seed
+        self.train = train
+        self.fids = check_dataset(root, split, clip_len)
+
+    def __len__(self) -> int:
+        return len(self.fids)
+
+    def _fid(self, index: int) -> FrameId:
+        n = len(self.fids)
+        epoch, pos = divmod(index, n)
+        return self.fids[int(np.random.default_rng([self.seed, 7, epoch]).permutation(n)[pos])]
+
+    def _affine(self, rng: np.random.Generator, h: int, w: int) -> tuple[np.ndarray, bool]:
+        """src -> crop affine map: scale, random crop placement, rotation about the centre."""
+        a = self.augment
+        ch, cw = a.crop
+        s = rng.uniform(*a.scale) if self.train else 0.75
+        f = s * ch / h / 0.75  # at s = 0.75 the frame's height equals the crop's (Cityscapes: 769/1024)
+        sh, sw = h * f, w * f
+        oy = rng.uniform(min(0.0, sh - ch), max(0.0, sh - ch)) if self.train else (sh - ch) / 2
+        ox = rng.uniform(min(0.0, sw - cw), max(0.0, sw - cw)) if self.train else (sw - cw) / 2
+        m = np.array([[f, 0, -ox], [0, f, -oy], [0, 0, 1]], dtype=np.float64)
+        if self.train and a.rotate > 0:
+            r = np.vstack([cv2.getRotationMatrix2D(((cw - 1) / 2, (ch - 1) / 2), rng.uniform(-a.rotate, a.rotate), 1.0),
+                           [0, 0, 1]])
+            m = r @ m
+        flip = bool(self.train and a.flip and rng.random() < 0.5)
+        if flip:
+            m = np.array([[-1, 0, cw - 1], [0, 1, 0], [0, 0, 1]], dtype=np.float64) @ m
+        return m[:2], flip
+
+    def _jitter(self, rng: np.random.Generator) -> tuple[float, float, float]:
+        j = self.augment.color_jitter if self.train else 0.0
+        return tuple(1.0 + rng.uniform(-j, j) for _ in range(3))  # brightness, contrast, saturation
+
+    def __getitem__(self, index: int) -> dict:
+        rng = np.random.default_rng([self.seed, 11, index])
+        fid = self._fid(index)
+        frames = [_read_rgb(sequence_path(self.root, self.split, fid.shifted(d - self.clip_len + 1)))
+                  for d in range(self.clip_len)]
+        label_ids = cv2.imread(str(gt_path(self.root, self.split, fid)), cv2.IMREAD_UNCHANGED)
+        if label_ids is None:
+            raise DataError(f"cannot read labels of {fid.stem}")
+        h, w = label_ids.shape
+        m, _ = self._affine(rng, h, w)
+        ch, cw = self.augment.crop
+        bright, contrast, sat = self._jitter(rng)
+        out = np.empty((self.clip_len, ch, cw, 3), dtype=np.float32)
+        fill = tuple(float(v) for v in MEAN * 255)
+        for i, frame in enumerate(frames):
+            if frame.shape[:2] != (h, w):
+                raise DataError(f"{fid.stem}: frames and labels differ in size")
+            img = cv2.warpAffine(frame, m, (cw, ch), flags=cv2.INTER_LINEAR, borderValue=fill).astype(np.float32)
+            if (bright, contrast, sat) != (1.0, 1.0, 1.0):
+                grey = img.mean(axis=2, keepdims=True)
+                img = grey + (img - grey) * sat
+                img = (img - img.mean()) * contrast + img.mean()
+                img = np.clip(img * bright, 0, 255)
+            out[i] = (img / 255.0 - MEAN) / STD
+        train_ids = label_id_to_train_id(label_ids)
+        label = cv2.warpAffine(train_ids, m, (cw, ch), flags=cv2.INTER_NEAREST, borderValue=IGNORE_INDEX)
+        return {
+            "frames": torch.from_numpy(out).permute(0, 3, 1, 2).contiguous(),
+            "label": torch.from_numpy(label.astype(np.int64)),
+            "index": index,
+        }
+
+
+class IterationSampler(Sampler[int]):
+    """Sample indices for iterations [start, stop) of one rank: (it * world + rank) * batch + slot."""
+
+    def __init__(self, start: int, stop: int, batch: int, rank: int = 0, world: int = 1) -> None:
+        self.start, self.stop, self.batch, self.rank, self.world = start, stop, batch, rank, world
+
+    def __iter__(self):
+        for it in range(self.start, self.stop):
+            base = (it * self.world + self.rank) * self.batch
+            yield from range(base, base + self.batch)
+
+    def __len__(self) -> int:
+        return max(0, self.stop - self.start) * self.batch

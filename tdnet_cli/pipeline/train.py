@@ -1,0 +1,353 @@
+"""`train`: TDNet with grouped knowledge distillation, resumable, on torch.distributed.
+
+Read top to bottom: resolve the config -> set up (distributed) -> data -> model, teacher,
+initialisation -> resume -> the loop (lr schedule, accumulation, AMP, logging,
+checkpoints, validation) -> final weights. Under torchrun (RANK / WORLD_SIZE set) every
+process trains a DistributedDataParallel replica (nccl on GPUs, gloo on CPUs); only
+rank 0 logs and writes checkpoints.
+"""
+
+from __future__ import annotations
+
+import copy
+import datetime as _dt
+import hashlib
+import json
+import math
+import os
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+import torch
+import torch.distributed as dist
+from torch import nn
+from torch.utils.data import DataLoader
+
+from tdnet_cli.config import dump_toml, validate
+from tdnet_cli.data.clips import AugmentConfig, ClipDataset, IterationSampler
+from tdnet_cli.errors import CheckpointError, DataError, OutputExistsError, UsageError
+from tdnet_cli.inference import Predictor, resolve_device
+from tdnet_cli.losses import Criterion
+from tdnet_cli.models.checkpoint import LoadedModel, load_checkpoint, read_state_dict, save_checkpoint
+from tdnet_cli.models.registry import get_preset
+from tdnet_cli.models.tdnet import TDNet
+
+__all__ = ["train", "TrainResult", "get_lr", "init_from_pspnet"]
+
+ProgressFn = Callable[[int, int, dict], None]  # (iteration, total, last log record)
+
+
+@dataclass
+class TrainResult:
+    run_dir: Path
+    iterations: int
+    last: Path
+    best: Path | None
+    best_miou: float | None
+    final_loss: float | None
+    log: Path
+    interrupted: bool = False
+    history: list[dict] = field(default_factory=list)
+
+
+def get_lr(it: int, o: dict) -> float:
+    """Linear warm-up from warmup_ratio*lr, then poly decay to 0 at the last iteration."""
+    if it < o["warmup_iters"]:
+        r = o["warmup_ratio"]
+        return o["lr"] * (r + (1 - r) * it / max(1, o["warmup_iters"]))
+    return o["lr"] * (1 - it / o["iterations"]) ** o["power"]
+
+
+def init_from_pspnet(model: nn.Module, path: str) -> int:
+    """Copy a per-frame PSPNet's backbone (and pyramid convs) into every path, as the authors
+    initialise TDNet. Returns how many tensors were copied."""
+    sd = read_state_dict(path)
+    own = model.state_dict()
+    new = {}
+    n = getattr(model, "num_paths", 1)
+    for key, value in sd.items():
+        if key.startswith("pretrained."):
+            targets = [f"pretrained{p + 1}.{key[len('pretrained.'):]}" for p in range(n)] if isinstance(model, TDNet) \
+                else [key]
+        elif key.startswith("head.conv5.0.") and isinstance(model, TDNet):
+            targets = [f"psp{p + 1}.{key[len('head.conv5.0.'):]}" for p in range(n)]
+        else:
+            continue
+        for t in targets:
+            if t in own and own[t].shape == value.shape:
+                new[t] = value
+    if not new:
+        raise CheckpointError(f"{path} has no backbone weights that fit {type(model).__name__}",
+                              hint="--init takes a per-frame PSPNet checkpoint of the same backbone")
+    model.load_state_dict(new, strict=False)
+    return len(new)
+
+
+# -- distributed ------------------------------------------------------------------------------
+@dataclass
+class Dist:
+    rank: int = 0
+    world: int = 1
+    local_rank: int = 0
+
+    @property
+    def is_main(self) -> bool:
+        return self.rank == 0
+
+
+def _setup_distributed(device_opt: str) -> tuple[Dist, torch.device]:
+    if "RANK" not in os.environ or int(os.environ.get("WORLD_SIZE", "1")) <= 1:
+        return Dist(), resolve_device(device_opt)
+    d = Dist(int(os.environ["RANK"]), int(os.environ["WORLD_SIZE"]), int(os.environ.get("LOCAL_RANK", "0")))
+    device = resolve_device(device_opt)
+    if device.type == "cuda":
+        device = torch.device("cuda", d.local_rank)
+        torch.cuda.set_device(device)
+    if not dist.is_initialized():
+        dist.init_process_group("nccl" if device.type == "cuda" else "gloo")
+    return d, device
+
+
+def _weights_digest(model: nn.Module) -> str:
+    """SHA-256 of the parameters. (BatchNorm running stats are left out: each replica updates
+    them from its own batch and DDP re-broadcasts rank 0's at every forward.)"""
+    h = hashlib.sha256()
+    for k, v in model.named_parameters():
+        h.update(k.encode())
+        h.update(v.detach().cpu().contiguous().numpy().tobytes())
+    return h.hexdigest()
+
+
+# -- the run -------------------------------------------------------------------------------------
+def _run_dir(config: dict, resume: str | None) -> Path:
+    if resume:
+        run = Path(resume)
+        if not (run / "last.pt").is_file():
+            raise UsageError(f"nothing to resume in {run}: no last.pt", hint="pass the run folder, e.g. runs/NAME")
+        return run
+    r = config["run"]
+    name = r["name"] or f"{config['model']['preset']}-{_dt.datetime.now().strftime('%Y%m%d-%H%M%S')}"
+    run = Path(r["out"]) / name
+    if run.exists() and any(run.iterdir()):
+        raise OutputExistsError(f"run folder {run} exists", hint=f"continue it with --resume {run}, or pick a --name")
+    return run
+
+
+def _autocast(device: torch.device, enabled: bool):
+    if device.type == "cuda" and enabled:
+        dtype = torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+        return torch.autocast("cuda", dtype=dtype), dtype
+    return torch.autocast(device.type, enabled=False), None
+
+
+def _loaded_for_save(model: nn.Module, preset: str, provenance: dict, keep_aux: bool) -> LoadedModel:
+    """A checkpointable copy; without the training-only auxiliary head unless ``keep_aux``."""
+    if keep_aux:
+        return LoadedModel(model=model, preset=preset, provenance=provenance)
+    cfg = type(model.config)(**{**model.config.__dict__, "aux": False})
+    clean = type(model)(cfg)
+    clean.load_state_dict({k: v for k, v in model.state_dict().items() if k in clean.state_dict()})
+    return LoadedModel(model=clean.eval(), preset=preset, provenance=provenance)
+
+
+def train(
+    config: dict,
+    *,
+    resume: str | None = None,
+    progress: ProgressFn | None = None,
+    log: Callable[[str], None] | None = None,
+) -> TrainResult:
+    """Train as ``config`` says (see tdnet_cli.config.DEFAULTS); with ``resume`` (a run folder)
+    continue it exactly: model, optimiser, scaler and iteration come from its last.pt, and
+    data order, augmentation, paths and dropout are functions of (seed, iteration)."""
+    validate(config)
+    m_cfg, d_cfg, o_cfg, r_cfg = config["model"], config["data"], config["optim"], config["run"]
+    ddp, device = _setup_distributed(r_cfg["device"])
+    say = (log or (lambda s: None)) if ddp.is_main else (lambda s: None)
+    run_dir = _run_dir(config, resume)
+
+    # Data first: a missing or broken folder fails before any model work.
+    preset = get_preset(m_cfg["preset"])
+    torch.manual_seed(r_cfg["seed"])  # the same initial weights in every run and on every rank
+    model = preset.build(aux=True)
+    clip_len = getattr(model, "num_paths", 1) if preset.kind == "tdnet" else 1
+    augment = AugmentConfig(crop=tuple(model.input_size), scale=tuple(d_cfg["scale"]), flip=d_cfg["flip"],
+                            rotate=d_cfg["rotate"], color_jitter=d_cfg["color_jitter"])
+    dataset = ClipDataset(d_cfg["root"], d_cfg["train_split"], clip_len=clip_len, augment=augment,
+                          seed=r_cfg["seed"])
+    val_root = Path(d_cfg["root"])
+    has_val = (val_root / "gtFine" / d_cfg["val_split"]).is_dir()
+
+    if m_cfg["init"]:
+        say(f"initialised {init_from_pspnet(model, m_cfg['init'])} tensors from {m_cfg['init']}")
+    if m_cfg["resume_weights"]:
+        src = read_state_dict(m_cfg["resume_weights"])
+        model.load_state_dict({k: v for k, v in src.items() if k in model.state_dict()}, strict=False)
+    teacher = None
+    if m_cfg["teacher"]:
+        if preset.kind != "tdnet":
+            raise UsageError("a teacher distils into a TDNet preset only")
+        t = load_checkpoint(m_cfg["teacher"])
+        if t.kind != "gpspnet" or t.model.config.groups != model.num_paths:
+            raise CheckpointError(f"{m_cfg['teacher']} is not a grouped PSPNet with {model.num_paths} groups",
+                                  hint="train one with a gpsp* preset first")
+        teacher = t.model.to(device).eval()
+        for p in teacher.parameters():
+            p.requires_grad_(False)
+    model.to(device)
+    if ddp.world > 1 and device.type == "cuda":
+        model = nn.SyncBatchNorm.convert_sync_batchnorm(model)
+    optimizer = torch.optim.SGD(model.parameters(), lr=o_cfg["lr"], momentum=o_cfg["momentum"],
+                                weight_decay=o_cfg["weight_decay"])
+    autocast, amp_dtype = _autocast(device, r_cfg["amp"])
+    scaler = torch.amp.GradScaler("cuda", enabled=amp_dtype == torch.float16)
+
+    start, best_miou = 0, None
+    if resume:
+        state = torch.load(run_dir / "last.pt", map_location="cpu", weights_only=True)
+        model.load_state_dict(state["state_dict"])
+        ts = state["train_state"]
+        optimizer.load_state_dict(ts["optimizer"])
+        scaler.load_state_dict(ts["scaler"])
+        start, best_miou = int(ts["iteration"]), ts.get("best_miou")
+        say(f"resumed {run_dir} at iteration {start}")
+    core = model
+    if ddp.world > 1:
+        model = nn.parallel.DistributedDataParallel(
+            model, device_ids=[device.index] if device.type == "cuda" else None, find_unused_parameters=True)
+
+    if ddp.is_main:
+        run_dir.mkdir(parents=True, exist_ok=True)
+        (run_dir / "config.toml").write_text(dump_toml(config))
+    log_path = run_dir / "metrics.jsonl"
+    iterations, accum = o_cfg["iterations"], o_cfg["accumulate"]
+    sampler = IterationSampler(start * accum, iterations * accum, d_cfg["batch_size"], ddp.rank, ddp.world)
+    loader = DataLoader(dataset, batch_size=d_cfg["batch_size"], sampler=sampler, num_workers=d_cfg["workers"],
+                        pin_memory=device.type == "cuda", persistent_workers=False,
+                        multiprocessing_context="spawn" if d_cfg["workers"] > 0 and device.type == "cuda" else None)
+    batches = iter(loader)
+    criterion = Criterion(config["loss"])
+    history: list[dict] = []
+    last_loss, interrupted = None, False
+    t_log, completed, logged = time.perf_counter(), start, start
+
+    def save_last(iteration: int) -> Path:
+        provenance = {"config": config, "iteration": iteration, "preset": preset.name}
+        payload = {"iteration": iteration, "optimizer": optimizer.state_dict(), "scaler": scaler.state_dict(),
+                   "best_miou": best_miou}
+        return save_checkpoint(run_dir / "last.pt", _loaded_for_save(core, preset.name, provenance, keep_aux=True),
+                               extra={"train_state": payload})
+
+    def write_log(record: dict) -> None:
+        history.append(record)
+        if ddp.is_main:
+            with open(log_path, "a") as f:
+                f.write(json.dumps(record) + "\n")
+
+    try:
+        model.train()
+        for it in range(start, iterations):
+            # Dropout and friends draw from a generator seeded by (seed, iteration, rank), so a
+            # resumed run repeats exactly what an uninterrupted one would have drawn.
+            torch.manual_seed((r_cfg["seed"] * 1_000_003 + it) * 1009 + ddp.rank)
+            lr = get_lr(it, o_cfg)
+            for group in optimizer.param_groups:
+                group["lr"] = lr
+            terms_sum: dict[str, float] = {}
+            loss_sum = 0.0
+            for micro in range(accum):
+                batch = next(batches)
+                frames = batch["frames"].to(device, non_blocking=True)
+                labels = batch["label"].to(device, non_blocking=True)
+                step_id = it * accum + micro
+                path = int(np.random.default_rng([r_cfg["seed"], 3, step_id, ddp.rank]).integers(clip_len)) \
+                    if preset.kind == "tdnet" else None
+                with autocast:
+                    out = model(frames, path) if preset.kind == "tdnet" else model(frames[:, -1])
+                    t_out = None
+                    if teacher is not None:
+                        with torch.no_grad():
+                            t_out = teacher(frames[:, -1])
+                    loss, terms = criterion(out, labels, t_out, path)
+                scaler.scale(loss / accum).backward()
+                loss_sum += float(loss.detach()) / accum
+                for k, v in terms.items():
+                    terms_sum[k] = terms_sum.get(k, 0.0) + v / accum
+            scaler.step(optimizer)
+            scaler.update()
+            optimizer.zero_grad(set_to_none=True)
+            completed = it + 1
+            if not math.isfinite(loss_sum):
+                raise UsageError(f"the loss became {loss_sum} at iteration {it}", hint="lower optim.lr")
+            last_loss = loss_sum
+            done = it + 1
+            if done % r_cfg["log_every"] == 0 or done == iterations or done == start + 1:
+                now = time.perf_counter()
+                record = {"iteration": done, "loss": loss_sum, **terms_sum, "lr": lr,
+                          "it_s": (done - logged) / max(now - t_log, 1e-9), "time": time.time()}
+                t_log, logged = now, done
+                write_log(record)
+                if progress and ddp.is_main:
+                    progress(done, iterations, record)
+            if ddp.is_main and (done % r_cfg["save_every"] == 0):
+                save_last(done)
+            if has_val and r_cfg["val_every"] and done % r_cfg["val_every"] == 0 and done != iterations:
+                best_miou = _validate(core, preset.name, config, device, done, best_miou, run_dir, write_log, ddp)
+                model.train()
+    except KeyboardInterrupt:
+        interrupted = True
+        if ddp.is_main:
+            save_last(completed)
+            say(f"interrupted after iteration {completed}: saved {run_dir / 'last.pt'}; "
+                f"continue with --resume {run_dir}")
+        raise
+    if has_val and iterations > start:
+        best_miou = _validate(core, preset.name, config, device, iterations, best_miou, run_dir, write_log, ddp)
+    if ddp.world > 1:
+        digests = [None] * ddp.world
+        dist.all_gather_object(digests, _weights_digest(core))
+        write_log({"iteration": iterations, "ranks_in_sync": len(set(digests)) == 1, "weights_sha256": digests})
+        dist.barrier()
+    last = save_last(iterations) if ddp.is_main else run_dir / "last.pt"
+    if ddp.is_main:
+        final_provenance = {"config": config, "iterations": iterations, "preset": preset.name,
+                            "best_val_miou": best_miou, "final_loss": last_loss}
+        save_checkpoint(run_dir / "model.pt", _loaded_for_save(core, preset.name, final_provenance, keep_aux=False))
+    best = run_dir / "best.pt"
+    return TrainResult(run_dir, iterations, last, best if best.exists() else None, best_miou, last_loss, log_path,
+                       interrupted, history)
+
+
+def _validate(core, preset_name, config, device, iteration, best_miou, run_dir, write_log, ddp) -> float | None:
+    """Score the current weights with the eval core (rank 0) and keep best.pt."""
+    from tdnet_cli.pipeline.evaluate import evaluate
+
+    if not ddp.is_main:
+        if ddp.world > 1:
+            dist.barrier()
+        return best_miou
+    d, r = config["data"], config["run"]
+    loaded = _loaded_for_save(core, preset_name, {}, keep_aux=False)
+    pred = Predictor(LoadedModel(model=copy.deepcopy(loaded.model).to(device).eval(), preset=preset_name),
+                     device=device)
+    try:
+        report = evaluate(d["root"], predictor=pred, split=d["val_split"], limit=r["val_limit"] or None,
+                          skip_missing=True)
+    except DataError as exc:
+        write_log({"iteration": iteration, "val_error": str(exc)})
+        if ddp.world > 1:
+            dist.barrier()
+        return best_miou
+    miou = report.scores.miou
+    write_log({"iteration": iteration, "val_miou": miou, "val_pixel_accuracy": report.scores.pixel_accuracy,
+               "val_frames": report.evaluated})
+    if best_miou is None or miou > best_miou:
+        best_miou = miou
+        provenance = {"config": config, "iteration": iteration, "val_miou": miou, "preset": preset_name}
+        save_checkpoint(run_dir / "best.pt", _loaded_for_save(core, preset_name, provenance, keep_aux=False))
+    if ddp.world > 1:
+        dist.barrier()
+    return best_miou

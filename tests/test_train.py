@@ -1,0 +1,213 @@
+"""Training: loss terms, learning, exact resume, distributed replicas, data errors up front."""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import shutil
+import socket
+import subprocess
+import sys
+
+import pytest
+import torch
+import torch.nn.functional as F
+from typer.testing import CliRunner
+
+from tdnet_cli.cli.app import app
+from tdnet_cli.config import DEFAULTS, apply_overrides, dump_toml, load_config
+from tdnet_cli.data.layout import list_annotated
+from tdnet_cli.data.synth import generate_dataset
+from tdnet_cli.errors import DataError, OutputExistsError, UsageError
+from tdnet_cli.losses import Criterion, kl_divergence, ohem_cross_entropy
+from tdnet_cli.models import load_checkpoint, random_model, save_checkpoint
+from tdnet_cli.pipeline.train import get_lr, init_from_pspnet, train
+
+runner = CliRunner()
+
+
+# -- losses on tiny tensors ---------------------------------------------------------------------
+def test_kl_divergence_by_hand():
+    p = torch.tensor([[[[0.0]], [[math.log(3.0)]]]])  # softmax -> (1/4, 3/4)
+    q = torch.zeros(1, 2, 1, 1)  # (1/2, 1/2)
+    expected = 0.25 * math.log(0.25 / 0.5) + 0.75 * math.log(0.75 / 0.5)
+    assert kl_divergence(p, q).item() == pytest.approx(expected, rel=1e-6)
+    assert kl_divergence(q, q).item() == pytest.approx(0.0, abs=1e-7)
+
+
+def test_ohem_keeps_hard_pixels_or_the_hardest_n():
+    # 4 pixels, 2 classes; ground-truth probabilities 0.9, 0.6, 0.2, and one ignored pixel.
+    probs = torch.tensor([0.9, 0.6, 0.2, 0.5])
+    logits = torch.stack([torch.log(probs), torch.log(1 - probs)]).view(1, 2, 1, 4)
+    labels = torch.tensor([[[0, 0, 0, 255]]])
+    losses = -torch.log(probs[:3])
+    # Threshold 0.7: pixels with p < 0.7 are hard (0.6 and 0.2); min_kept 1 is satisfied.
+    assert ohem_cross_entropy(logits, labels, 0.7, 1).item() == pytest.approx(losses[1:].mean().item(), rel=1e-5)
+    # min_kept 3 > 2 hard pixels: the 3 hardest valid pixels are averaged.
+    assert ohem_cross_entropy(logits, labels, 0.7, 3).item() == pytest.approx(losses.mean().item(), rel=1e-5)
+
+
+def test_criterion_weights_each_term():
+    torch.manual_seed(0)
+    labels = torch.randint(0, 3, (1, 4, 4))
+    out = {"out": torch.randn(1, 3, 4, 4), "sub": torch.randn(1, 3, 4, 4), "aux": torch.randn(1, 3, 4, 4)}
+    teacher = {"out": torch.randn(1, 3, 4, 4), "groups": [torch.randn(1, 3, 4, 4) for _ in range(2)]}
+    cfg = {**DEFAULTS["loss"], "ohem": False}
+    total, terms = Criterion(cfg)(out, labels, teacher, path=1)
+    ce = lambda x: F.cross_entropy(x, labels).item()  # noqa: E731
+    assert terms["ce"] == pytest.approx(ce(out["out"]), rel=1e-5)
+    assert terms["sub"] == pytest.approx(0.5 * ce(out["sub"]), rel=1e-5)
+    assert terms["aux"] == pytest.approx(0.1 * ce(out["aux"]), rel=1e-5)
+    assert terms["kd"] == pytest.approx(kl_divergence(out["out"], teacher["out"]).item(), rel=1e-5)
+    assert terms["kd_group"] == pytest.approx(0.5 * kl_divergence(out["sub"], teacher["groups"][1]).item(), rel=1e-5)
+    assert total.item() == pytest.approx(sum(terms.values()), rel=1e-5)
+
+
+def test_lr_schedule():
+    o = {**DEFAULTS["optim"], "iterations": 100, "lr": 0.01, "warmup_iters": 10, "warmup_ratio": 0.1}
+    assert get_lr(0, o) == pytest.approx(0.001)
+    assert get_lr(5, o) == pytest.approx(0.001 + 0.009 * 0.5)
+    assert get_lr(10, o) == pytest.approx(0.01 * 0.9 ** 0.9)
+    assert get_lr(99, o) < get_lr(50, o)
+
+
+# -- config ------------------------------------------------------------------------------------
+def test_config_file_and_overrides(tmp_path):
+    path = tmp_path / "run.toml"
+    path.write_text('[optim]\nlr = 0.02\n[data]\nroot = "x"\nscale = [1, 2]\n')
+    cfg = load_config(path, ["optim.iterations=7", "run.name=abc", "loss.ohem=false"])
+    assert cfg["optim"]["lr"] == 0.02 and cfg["optim"]["iterations"] == 7 and cfg["run"]["name"] == "abc"
+    assert cfg["data"]["scale"] == [1.0, 2.0] and cfg["loss"]["ohem"] is False
+    assert load_config(None, []) == DEFAULTS
+    (tmp_path / "again.toml").write_text(dump_toml(cfg))
+    assert load_config(tmp_path / "again.toml") == cfg
+    for bad in (["optim.nope=1"], ["optim.lr=fast"], ["lr=1"]):
+        with pytest.raises(UsageError):
+            apply_overrides(cfg, bad)
+
+
+# -- training runs -----------------------------------------------------------------------------
+@pytest.fixture(scope="module")
+def data_root(tmp_path_factory):
+    root = tmp_path_factory.mktemp("synth")
+    generate_dataset(root, sequences=2, split="train", size=(96, 192), seed=1, frames_per_sequence=20)
+    generate_dataset(root, sequences=1, split="val", size=(96, 192), seed=2, frames_per_sequence=20, overwrite=True)
+    return root
+
+
+def tiny_config(data_root, out, name, **over) -> dict:
+    sets = [f'data.root="{data_root}"', f'run.out="{out}"', f'run.name="{name}"', "model.preset=\"td4-tiny\"",
+            "data.batch_size=2", "data.workers=0", "run.log_every=1", "run.save_every=100", "run.val_every=0",
+            "optim.warmup_iters=0", "optim.lr=0.02", "loss.ohem=false"]
+    sets += [f"{k}={v}" for k, v in over.items()]
+    return load_config(None, sets)
+
+
+def losses(result) -> dict[int, float]:
+    return {r["iteration"]: r["loss"] for r in result.history if "loss" in r}
+
+
+def test_a_few_steps_reduce_the_loss(data_root, tmp_path):
+    cfg = tiny_config(data_root, tmp_path, "learn", **{"optim.iterations": "24", "data.scale": "[0.75, 0.75]",
+                                                       "data.flip": "false", "data.rotate": "0.0",
+                                                       "data.color_jitter": "0.0"})
+    result = train(cfg)
+    ls = losses(result)
+    first, last = sum(ls[i] for i in (1, 2, 3)) / 3, sum(ls[i] for i in (22, 23, 24)) / 3
+    assert last < 0.85 * first, ls
+    assert (result.run_dir / "model.pt").is_file() and (result.run_dir / "config.toml").is_file()
+    loaded = load_checkpoint(result.run_dir / "model.pt")
+    assert loaded.preset == "td4-tiny" and not loaded.model.config.aux
+    assert loaded.provenance["iterations"] == 24
+
+
+def test_resume_gives_the_same_next_loss(data_root, tmp_path):
+    full = train(tiny_config(data_root, tmp_path, "full", **{"optim.iterations": "6"}))
+
+    stop_at = 3
+
+    def interrupt(done, total, rec):
+        if done == stop_at:
+            raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        train(tiny_config(data_root, tmp_path, "cut", **{"optim.iterations": "6"}), progress=interrupt)
+    state = torch.load(tmp_path / "cut" / "last.pt", weights_only=True)
+    assert state["train_state"]["iteration"] == stop_at
+    from tdnet_cli.config import load_run_config
+
+    resumed = train(load_run_config(tmp_path / "cut"), resume=str(tmp_path / "cut"))
+    a, b = losses(full), losses(resumed)
+    assert b[stop_at + 1] == pytest.approx(a[stop_at + 1], rel=1e-5, abs=1e-6)
+    assert b[6] == pytest.approx(a[6], rel=1e-4)
+
+
+def test_run_folder_is_not_overwritten(data_root, tmp_path):
+    cfg = tiny_config(data_root, tmp_path, "once", **{"optim.iterations": "1"})
+    train(cfg)
+    with pytest.raises(OutputExistsError, match="--resume"):
+        train(cfg)
+
+
+def test_teacher_then_distillation_and_init(data_root, tmp_path):
+    teacher = train(tiny_config(data_root, tmp_path, "teacher", **{"model.preset": '"gpsp-tiny"',
+                                                                    "optim.iterations": "2"}))
+    psp = random_model("psp-tiny")
+    save_checkpoint(tmp_path / "psp.pt", psp)
+    student = train(tiny_config(data_root, tmp_path, "student", **{
+        "optim.iterations": "2", "model.teacher": f'"{teacher.run_dir / "model.pt"}"',
+        "model.init": f'"{tmp_path / "psp.pt"}"'}))
+    rec = [r for r in student.history if "loss" in r][-1]
+    assert {"ce", "sub", "aux", "kd", "kd_group"} <= set(rec)
+    model = random_model("td4-tiny").model
+    assert init_from_pspnet(model, str(tmp_path / "psp.pt")) > 0
+    assert torch.equal(model.pretrained3.layer4[0].conv1.weight, psp.model.pretrained.layer4[0].conv1.weight)
+
+
+def test_missing_or_corrupt_data_fails_before_work(tmp_path, data_root):
+    with pytest.raises(DataError, match="not found"):
+        train(tiny_config(tmp_path / "nowhere", tmp_path, "x", **{"optim.iterations": "1"}))
+    broken = tmp_path / "broken"
+    shutil.copytree(data_root, broken)
+    fid = list_annotated(broken, "train")[0]
+    (broken / "leftImg8bit_sequence" / "train" / fid.city / f"{fid.shifted(-1).stem}_leftImg8bit.png").unlink()
+    with pytest.raises(DataError, match="1 clip frames missing"):
+        train(tiny_config(broken, tmp_path, "y", **{"optim.iterations": "1"}))
+    assert not (tmp_path / "x").exists() and not (tmp_path / "y").exists()
+
+
+def test_cli_errors_are_one_line(tmp_path):
+    result = runner.invoke(app, ["train", "--data", str(tmp_path / "none"), "--set", f'run.out="{tmp_path}"'])
+    assert result.exit_code == 2 and "Traceback" not in result.output and "not found" in result.output
+    result = runner.invoke(app, ["train", "--config", str(tmp_path / "missing.toml")])
+    assert result.exit_code == 2 and "config file not found" in result.output
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _torchrun(args: list[str], tmp_path) -> subprocess.CompletedProcess:
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc-per-node", "2", "--master-addr", "127.0.0.1",
+           "--master-port", str(_free_port()), "-m", "tdnet_cli", "train", "--quiet", *args]
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    return subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=600, cwd=tmp_path)
+
+
+def test_two_process_gloo_replicas_stay_identical_and_resume(data_root, tmp_path):
+    common = ["--data", str(data_root), "--model", "td4-tiny", "--set", f'run.out="{tmp_path}"', "--set",
+              "data.batch_size=2", "--set", "data.workers=0", "--set", "run.val_every=0", "--set", "run.log_every=1"]
+    first = _torchrun([*common, "--name", "ddp", "--set", "optim.iterations=3"], tmp_path)
+    assert first.returncode == 0, first.stderr[-3000:]
+    records = [json.loads(line) for line in (tmp_path / "ddp" / "metrics.jsonl").read_text().splitlines()]
+    sync = [r for r in records if "ranks_in_sync" in r]
+    assert sync and sync[-1]["ranks_in_sync"] and len(sync[-1]["weights_sha256"]) == 2
+    second = _torchrun(["--resume", str(tmp_path / "ddp"), "--set", "optim.iterations=5"], tmp_path)
+    assert second.returncode == 0, second.stderr[-3000:]
+    records = [json.loads(line) for line in (tmp_path / "ddp" / "metrics.jsonl").read_text().splitlines()]
+    assert max(r["iteration"] for r in records if "loss" in r) == 5
+    assert [r for r in records if "ranks_in_sync" in r][-1]["ranks_in_sync"]
+    assert torch.load(tmp_path / "ddp" / "last.pt", weights_only=True)["train_state"]["iteration"] == 5
