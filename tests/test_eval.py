@@ -174,3 +174,13 @@ def test_cli_json_stdout_and_table(dataset):
     table = runner.invoke(app, ["eval", str(dataset), "--model", "td4-tiny", "--device", "cpu", "--cities",
                                 "nowhere"])
     assert table.exit_code == 2 and "no city 'nowhere'" in table.output
+
+
+def test_no_propagation_scores_the_sub_features_alone(dataset, predictor):
+    with Recorder(predictor) as rec:
+        ablation = evaluate(dataset, predictor=predictor, propagation=False, limit=2)
+    full = evaluate(dataset, predictor=predictor, limit=2)
+    assert not ablation.propagation and full.propagation
+    assert predictor.model.propagate is True  # restored afterwards
+    assert ablation.scores.iou != full.scores.iou
+    assert rec.calls[-1][1] == predictor.num_paths - 1  # the stream still runs every frame

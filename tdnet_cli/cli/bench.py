@@ -46,9 +46,11 @@ def bench_command(
     as_json: JsonOpt = False,
     quiet: QuietOpt = False,
 ) -> None:
-    """Measure frames per second the way papers do, and better: latency percentiles, the
-    queue-filling frames apart from steady state, achieved GFLOP/s against the measured
-    ceiling of the model's own heaviest conv, peak memory."""
+    """Speed of a model (or of the whole segment pipeline with --input), measured honestly.
+
+    Model-only: latency mean/median/p95/max and fps over steady-state frames, the
+    queue-filling frames apart, achieved GFLOP/s against the measured ceiling of the
+    model's own heaviest conv, peak memory; --baseline runs a comparison in the same process."""
     show = not (as_json or quiet)
     with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(),
                   console=err_console, transient=True, disable=not show) as bar:

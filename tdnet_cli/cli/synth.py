@@ -42,8 +42,9 @@ def synth_command(
     quiet: QuietOpt = False,
     json_out: JsonOpt = False,
 ) -> None:
-    """Generate driving snippets with exact Cityscapes labels (leftImg8bit_sequence/,
-    leftImg8bit/, gtFine/), ready for `tdnet eval` and `tdnet train`."""
+    """Generate driving snippets with exact labels in the Cityscapes layout.
+
+    Writes leftImg8bit_sequence/, leftImg8bit/ and gtFine/, ready for `tdnet eval` and `tdnet train`."""
     if split not in ("train", "val"):
         raise UsageError(f"bad --split {split!r}", hint="use train or val")
     hw = parse_hw(size)

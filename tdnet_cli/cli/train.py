@@ -35,8 +35,10 @@ def train_command(
                                                 show_default=False)] = None,
     quiet: QuietOpt = False,
 ) -> None:
-    """Train TDNet (or its PSPNet teacher) on a Cityscapes-layout folder. Under
-    `torchrun --nproc-per-node G -m tdnet_cli train ...` it runs DistributedDataParallel."""
+    """Train TDNet (or its PSPNet teacher) on a Cityscapes-layout folder; resumable.
+
+    Under `torchrun --nproc-per-node G -m tdnet_cli train ...` it runs DistributedDataParallel
+    (nccl on GPUs, gloo on CPUs); only rank 0 logs and writes checkpoints."""
     sets = list(overrides or [])
     for key, value in (("data.root", data), ("model.preset", preset), ("model.teacher", teacher),
                        ("model.init", init), ("run.name", name)):

@@ -45,6 +45,9 @@ def check_dataset(root: str | Path, split: str, clip_len: int) -> list[FrameId]:
     fids = list_annotated(root, split)
     missing = []
     for fid in fids:
+        if fid.frame < clip_len - 1:
+            missing.append(f"{fid.stem} (only {fid.frame} frames before it)")
+            continue
         paths = [sequence_path(root, split, fid.shifted(-d)) for d in range(clip_len)]
         missing += [str(p) for p in paths if not p.is_file()]
     if missing:

@@ -77,8 +77,8 @@ register(Preset(
 register(Preset(
     "td4-mini", "tdnet",
     TDNetConfig(num_paths=4, groups=2, backbone="resnet18", width=16, key_dim=32, value_dim=128,
-                head_reduction=2, input_size=(512, 1024)),
-    "CPU-friendly TDNet: 4 paths of quarter-width ResNet-18 at 512x1024 (the bundled demo model)",
+                head_reduction=2, input_size=(256, 512)),
+    "CPU-friendly TDNet: 4 paths of quarter-width ResNet-18 at 256x512 (the bundled demo model)",
     "bundled: weights/td4-mini-synth.pt (synthetic demo)",
 ))
 for _depth in (18, 50, 101):
@@ -95,7 +95,7 @@ register(Preset(
 ))
 register(Preset(
     "gpsp-mini", "gpspnet",
-    GroupedPSPNetConfig(backbone="resnet18", width=32, groups=4, input_size=(512, 1024)),
+    GroupedPSPNetConfig(backbone="resnet18", width=32, groups=4, input_size=(256, 512)),
     "grouped PSPNet teacher for td4-mini: half-width ResNet-18, 4 groups",
 ))
 # A tiny preset for tests and quick experiments: seconds per step on a CPU.

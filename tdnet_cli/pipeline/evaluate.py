@@ -54,6 +54,7 @@ class EvalReport:
     frames_run: int = 0
     predictions_dir: str | None = None
     notes: list[str] = field(default_factory=list)
+    propagation: bool = True
 
     @property
     def fps(self) -> float:
@@ -72,6 +73,7 @@ class EvalReport:
             "seconds": self.seconds,
             "fps": self.fps,
             "predictions_dir": self.predictions_dir,
+            "propagation": self.propagation,
             "notes": self.notes,
         }
 
@@ -187,11 +189,20 @@ def evaluate(
     save_predictions: str | os.PathLike | None = None,
     overwrite: bool = False,
     skip_missing: bool = False,
+    propagation: bool = True,
     progress: ProgressFn | None = None,
 ) -> EvalReport:
-    """Score ``predictor`` on ``root`` (Cityscapes layout); see the module docstring."""
+    """Score ``predictor`` on ``root`` (Cityscapes layout); see the module docstring.
+
+    ``propagation=False`` scores TDNet's sub-feature output alone (no memory), to show
+    what the temporal propagation adds.
+    """
     if warmup < 0:
         raise UsageError("--warmup must be >= 0")
+    if not propagation:
+        if not hasattr(predictor.model, "propagate"):
+            raise UsageError("--no-propagation applies to TDNet models only")
+        predictor.model.propagate = False
     history = predictor.num_paths - 1 + warmup
     samples, protocol, skipped, notes = plan_samples(root, split, history=history, use_sequence=use_sequence,
                                                      cities=cities, limit=limit, skip_missing=skip_missing)
@@ -256,6 +267,8 @@ def evaluate(
             if progress:
                 progress(evaluated, len(samples), scores(conf).miou)
     finally:
+        if not propagation:
+            predictor.model.propagate = True
         stop.set()
         while thread.is_alive():
             try:
@@ -277,4 +290,5 @@ def evaluate(
         frames_run=frames_run,
         predictions_dir=str(save_dir) if save_dir is not None else None,
         notes=notes + list(predictor.notes),
+        propagation=propagation,
     )
