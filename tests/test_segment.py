@@ -469,7 +469,8 @@ def test_render_and_png_threads_keep_frame_order(tmp_path, monkeypatch):
     assert not report.ok and names(tmp_path / "c") == []
 
 
-@pytest.mark.parametrize("many_dt, few_dt, expect_few", [(0.010, 0.006, True), (0.010, 0.030, False)])
+@pytest.mark.parametrize("many_dt, few_dt, expect_few", [(0.010, 0.006, True), (0.010, 0.0102, True),
+                                                       (0.010, 0.030, False), (0.300, 0.030, True)])
 def test_thread_tuner_keeps_the_faster_count(monkeypatch, many_dt, few_dt, expect_few):
     seg = importlib.import_module("tdnet_cli.pipeline.segment")
     before = torch.get_num_threads()
@@ -479,10 +480,11 @@ def test_thread_tuner_keeps_the_faster_count(monkeypatch, many_dt, few_dt, expec
     monkeypatch.setattr(seg.torch, "set_num_threads", set_to.append)
     tuner = seg._ThreadTuner(many=4, window=4, warmup=3)
     assert tuner.few == 3
+    tuner.start()
     for _ in range(tuner.frames_needed + 2):
-        clock[0] += few_dt if set_to and set_to[-1] == 3 else many_dt
+        clock[0] += few_dt if set_to[-1] == 3 else many_dt
         tuner.tick()
     assert tuner.choice == (3 if expect_few else 4) and set_to[-1] == tuner.choice
-    if not expect_few:  # clearly worse: the trial stopped after two frames
+    if many_dt > 1.5 * few_dt:  # clearly worse: the trial of all threads stopped after two frames
         assert tuner.count < tuner.frames_needed
     assert torch.get_num_threads() == before

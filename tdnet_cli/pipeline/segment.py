@@ -427,9 +427,10 @@ class _ThreadTuner:
 
     With few cores, decode/encode/colourise compete with the model: leaving a quarter of
     the cores to ffmpeg and the writer (one of two: PERF_NOTES measured 12.5 -> 20 fps)
-    can beat all threads for a light model, and lose badly for a heavy one. So: time a
-    window of frames with the default count, then with fewer (stopping early if clearly
-    worse), and keep the faster.
+    can beat all threads for a light model, and lose for a heavy one; on a busy shared
+    machine all threads can be ten times slower. So: time a window of frames with the
+    smaller count, then with all (stopping early if clearly worse), and keep the faster;
+    the smaller count goes first because its worst case costs least.
     """
 
     def __init__(self, many: int, window: int, warmup: int) -> None:
@@ -437,12 +438,15 @@ class _ThreadTuner:
         self.few = max(1, many - max(1, many // 4))
         self.count = 0
         self.last: float | None = None
-        self.times: dict[str, list[float]] = {"many": [], "few": []}
+        self.times: dict[str, list[float]] = {"few": [], "many": []}
         self.choice: int | None = None
 
     @property
     def frames_needed(self) -> int:
         return self.warmup + 2 * self.window + self.settle
+
+    def start(self) -> None:
+        torch.set_num_threads(self.few)
 
     def tick(self) -> None:
         """Call once per frame, after the frame was handed to the writer."""
@@ -451,21 +455,22 @@ class _ThreadTuner:
         now = time.perf_counter()
         dt, self.last = (None if self.last is None else now - self.last), now
         self.count += 1
-        many_end = self.warmup + self.window
+        first_end = self.warmup + self.window
         if self.count <= self.warmup or dt is None:
             return
-        if self.count <= many_end:
-            self.times["many"].append(dt)
-            if self.count == many_end:
-                torch.set_num_threads(self.few)
+        if self.count <= first_end:
+            self.times["few"].append(dt)
+            if self.count == first_end:
+                torch.set_num_threads(self.many)
             return
-        if self.count <= many_end + self.settle:
+        if self.count <= first_end + self.settle:
             return  # let the queues settle at the new speed
-        few, base = self.times["few"], float(np.median(self.times["many"]))
-        few.append(dt)
-        clearly_worse = len(few) >= 2 and float(np.median(few)) > 1.5 * base
-        if len(few) >= self.window or clearly_worse:
-            self.choice = self.few if float(np.median(few)) < 0.95 * base else self.many
+        many, base = self.times["many"], float(np.median(self.times["few"]))
+        many.append(dt)
+        clearly_worse = len(many) >= 2 and float(np.median(many)) > 1.5 * base
+        if len(many) >= self.window or clearly_worse:
+            # ties go to fewer threads: they leave headroom for decode and encode
+            self.choice = self.many if float(np.median(many)) < 0.95 * base else self.few
             torch.set_num_threads(self.choice)
 
 
@@ -571,6 +576,8 @@ def _run_stream(
     )  # fmt: skip
     writer = threading.Thread(target=_write_loop, args=(q_out, render, abort, write_failed, _spare_workers()),
                               name="tdnet-writer", daemon=True)
+    if tuner is not None:
+        tuner.start()
     reader.start()
     writer.start()
     clean = False
@@ -681,8 +688,8 @@ def segment(
     """Segment every input (paths, globs, URLs, frame folders) with ``predictor``.
 
     ``save``: any of :data:`SAVE_KINDS`. ``fps``: output rate for frame-folder inputs
-    (default 17). ``threads``: torch CPU threads; None times the default count against
-    three quarters of it (1 of 2) on the first long input and keeps the faster (CPU only). ``shard``: ``(i, n)`` or
+    (default 17). ``threads``: torch CPU threads; None times three quarters of the default
+    count (1 of 2) against all of it on the first long input and keeps the faster (CPU only). ``shard``: ``(i, n)`` or
     ``"i/n"`` takes inputs ``i::n`` after glob expansion.
 
     Raises TdnetError only for problems that concern every input (bad options, an
