@@ -181,6 +181,6 @@ def test_no_propagation_scores_the_sub_features_alone(dataset, predictor):
         ablation = evaluate(dataset, predictor=predictor, propagation=False, limit=2)
     full = evaluate(dataset, predictor=predictor, limit=2)
     assert not ablation.propagation and full.propagation
-    assert predictor.model.propagate is True  # restored afterwards
+    assert predictor.model.use_memory is True  # restored afterwards
     assert ablation.scores.iou != full.scores.iou
     assert rec.calls[-1][1] == predictor.num_paths - 1  # the stream still runs every frame

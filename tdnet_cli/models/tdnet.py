@@ -59,7 +59,7 @@ class TDNet(nn.Module):
         cfg = self.config = config
         n = cfg.num_paths
         # False: every frame uses only its own sub-features (an ablation of the memory).
-        self.propagate = True
+        self.use_memory = True
         if n < 2:
             raise ValueError("TDNet needs at least 2 paths")
         self.feature_size = feature_size(cfg.input_size)
@@ -145,7 +145,7 @@ class TDNet(nn.Module):
 
     def fuse(self, v_cur: torch.Tensor, q_cur: torch.Tensor, memories: tuple[Memory, ...], path: int) -> torch.Tensor:
         """Current values plus what the full memory queue propagates to them."""
-        if len(memories) < self.num_paths - 1 or not self.propagate:
+        if len(memories) < self.num_paths - 1 or not self.use_memory:
             return v_cur  # warm-up (the queue is not full yet), or propagation switched off
         b, dv, h, w = v_cur.shape
         c = self.propagate(memories, q_cur, path)

@@ -200,9 +200,9 @@ def evaluate(
     if warmup < 0:
         raise UsageError("--warmup must be >= 0")
     if not propagation:
-        if not hasattr(predictor.model, "propagate"):
+        if not hasattr(predictor.model, "use_memory"):
             raise UsageError("--no-propagation applies to TDNet models only")
-        predictor.model.propagate = False
+        predictor.model.use_memory = False
     history = predictor.num_paths - 1 + warmup
     samples, protocol, skipped, notes = plan_samples(root, split, history=history, use_sequence=use_sequence,
                                                      cities=cities, limit=limit, skip_missing=skip_missing)
@@ -268,7 +268,7 @@ def evaluate(
                 progress(evaluated, len(samples), scores(conf).miou)
     finally:
         if not propagation:
-            predictor.model.propagate = True
+            predictor.model.use_memory = True
         stop.set()
         while thread.is_alive():
             try:
