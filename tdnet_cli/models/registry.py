@@ -94,6 +94,11 @@ register(Preset(
     "grouped PSPNet-101 teacher for 4-path TDNet distillation (train it with `tdnet train`)",
 ))
 register(Preset(
+    "gpsp101-g2", "gpspnet",
+    GroupedPSPNetConfig(backbone="resnet101", groups=2),
+    "grouped PSPNet-101 teacher for 2-path TDNet distillation (td2-psp50)",
+))
+register(Preset(
     "gpsp-mini", "gpspnet",
     GroupedPSPNetConfig(backbone="resnet18", width=32, groups=4, input_size=(256, 512)),
     "grouped PSPNet teacher for td4-mini: half-width ResNet-18, 4 groups",
