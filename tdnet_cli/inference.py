@@ -137,7 +137,7 @@ class Predictor:
         device: str | torch.device = "auto",
         precision: str = "fp32",
         optimize: bool = True,
-        compile: bool = False,
+        compile: bool | str = False,
     ) -> None:
         self.device = device if isinstance(device, torch.device) else resolve_device(device)
         if precision not in PRECISIONS:
@@ -151,7 +151,10 @@ class Predictor:
         self.model = model.to(self.device)
         self.channels_last = bool(getattr(model, "channels_last", False))
         if compile:
-            self.model.step = torch.compile(self.model.step, dynamic=False)
+            # True = torch.compile's default mode; a string picks the mode, e.g. "reduce-overhead"
+            # (CUDA graphs) or "max-autotune". One compiled graph per memory-queue length.
+            mode = None if compile is True else str(compile)
+            self.model.step = torch.compile(self.model.step, dynamic=False, mode=mode)
         self._mean = torch.tensor(loaded.mean, device=self.device).view(1, 3, 1, 1) * 255.0
         self._std = torch.tensor(loaded.std, device=self.device).view(1, 3, 1, 1) * 255.0
         self.notes: list[str] = []
@@ -171,7 +174,7 @@ class Predictor:
         precision: str = "fp32",
         input_size: tuple[int, int] | None = None,
         optimize: bool = True,
-        compile: bool = False,
+        compile: bool | str = False,
     ) -> "Predictor":
         """From ``--weights`` and/or ``--model``; neither means the bundled demo model."""
         notes = []

@@ -1,0 +1,106 @@
+"""GPU benchmark and conformance run, one process (what docs/benchmarks.md reports for GPUs).
+
+usage: python docs/gpu_bench.py OUT_DIR   (on a machine with CUDA; writes OUT_DIR/gpu_bench.json)
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import time
+import traceback
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
+
+from conformance import check_frame, expected, key_listing, recipe_weights  # noqa: E402
+from tdnet_cli.inference import Predictor  # noqa: E402
+from tdnet_cli.models import LoadedModel, create_model  # noqa: E402
+from tdnet_cli.pipeline.bench import run_bench  # noqa: E402
+
+out_dir = Path(sys.argv[1])
+out_dir.mkdir(parents=True, exist_ok=True)
+results: dict = {"device": torch.cuda.get_device_name(0), "torch": torch.__version__, "runs": [], "conformance": []}
+
+
+def save() -> None:
+    (out_dir / "gpu_bench.json").write_text(json.dumps(results, indent=2))
+
+
+# 1. Conformance of the fast path on the GPU, per precision.
+for preset in ("td4-psp18", "td2-psp50"):
+    ref = expected(preset)
+    model = create_model(preset, input_size=(129, 257)).eval()
+    model.load_state_dict(recipe_weights(key_listing(preset, small=True)))
+    for precision in ("fp32", "fp16", "bf16"):
+        pred = Predictor(LoadedModel(model=model, preset=preset), device="cuda", precision=precision)
+        stream = pred.new_stream()
+        figs = []
+        for i in range(len(ref["inputs"])):
+            up = F.interpolate(pred.logits(ref["inputs"][i], stream), size=(129, 257), mode="bilinear",
+                               align_corners=True)[0].cpu()
+            figs.append(check_frame(up, ref, i))
+        row = {"preset": preset, "precision": precision, "min_agree": min(f["agree"] for f in figs),
+               "max_logit_err": max(f["logit_err"] for f in figs)}
+        results["conformance"].append(row)
+        print("conformance", row, flush=True)
+save()
+
+# 2. Model-only speed at 769x1537.
+RUNS = [
+    dict(model="td4-psp18", precision="fp16", frames=300, warmup=30, baseline="reference"),
+    dict(model="td4-psp18", precision="bf16", frames=300, warmup=30),
+    dict(model="td4-psp18", precision="fp32", frames=200, warmup=20),
+    dict(model="td4-psp18", precision="fp16", frames=100, warmup=10, streams=4),
+    dict(model="td4-psp18", precision="fp16", frames=300, warmup=30, compile=True),
+    dict(model="td4-psp18", precision="fp16", frames=300, warmup=30, compile="reduce-overhead"),
+    dict(model="td2-psp50", precision="fp16", frames=200, warmup=20, baseline="reference"),
+    dict(model="td2-psp50", precision="fp32", frames=100, warmup=10),
+    dict(model="td2-psp50", precision="fp16", frames=60, warmup=10, streams=4),
+    dict(model="psp101", precision="fp16", frames=100, warmup=10),
+]
+for kw in RUNS:
+    t0 = time.time()
+    try:
+        rep = run_bench(device="cuda", **kw).to_dict()
+        r = rep["result"]
+        line = {k: kw.get(k) for k in ("model", "precision", "streams", "compile")}
+        line.update(fps_total=r["fps_total"], median_ms=r["steady"]["median_ms"], p95_ms=r["steady"]["p95_ms"],
+                    gflops=r["achieved_gflops"], ceiling=rep["ceiling"], speedup=rep["speedup_vs_baseline"],
+                    peak_cuda_mb=r["peak_cuda_mb"], wall_s=time.time() - t0)
+        results["runs"].append({"args": {k: str(v) for k, v in kw.items()}, "summary": line, "report": rep})
+        print("bench", line, flush=True)
+    except Exception as exc:  # record and go on: one failing mode must not lose the rest
+        results["runs"].append({"args": {k: str(v) for k, v in kw.items()}, "error": traceback.format_exc()[-2000:]})
+        print("bench FAILED", kw, exc, flush=True)
+    save()
+    torch.cuda.empty_cache()
+
+# 3. End to end: a 2048x1024 H.264 clip through `tdnet segment` on the GPU.
+import imageio_ffmpeg  # noqa: E402
+
+ff = imageio_ffmpeg.get_ffmpeg_exe()
+clip = Path("/tmp/tdnet-clip2048.mp4")  # kept out of OUT_DIR: large
+subprocess.run([ff, "-y", "-loglevel", "error", "-f", "lavfi", "-i", "testsrc2=size=2048x1024:rate=17", "-t", "12",
+                "-c:v", "libx264", "-preset", "veryfast", "-pix_fmt", "yuv420p", str(clip)], check=True)
+for precision in ("fp16",):
+    for save_kind in ("overlay", "labels"):
+        cmd = [sys.executable, "-m", "tdnet_cli", "segment", str(clip), "--model", "td4-psp18", "--device", "cuda",
+               "--precision", precision, "--save", save_kind, "--out-dir", "/tmp/tdnet-seg", "--overwrite",
+               "--json", "--quiet"]
+        t0 = time.time()
+        proc = subprocess.run(cmd, capture_output=True, text=True)
+        row = {"cmd": " ".join(cmd[1:]), "rc": proc.returncode, "wall_s": time.time() - t0}
+        try:
+            row["report"] = json.loads(proc.stdout)
+        except json.JSONDecodeError:
+            row["stdout"], row["stderr"] = proc.stdout[-1500:], proc.stderr[-1500:]
+        results.setdefault("end_to_end", []).append(row)
+        print("segment", {k: v for k, v in row.items() if k != "report"},
+              row.get("report", {}).get("fps"), flush=True)
+        save()
