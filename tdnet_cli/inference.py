@@ -9,6 +9,7 @@ that `segment`, `eval` and `bench` drive. A `Stream` holds one stream's state.
 from __future__ import annotations
 
 import contextlib
+import functools
 import os
 import time
 from dataclasses import dataclass, field
@@ -147,14 +148,21 @@ class Predictor:
         self.loaded = loaded
         self.precision = precision
         self.optimized = optimize
-        model = optimize_for_inference(loaded.model) if optimize else loaded.model.eval()
+        if self.device.type == "cuda" and precision == "fp32":
+            # fp32 means fp32: TF32 convolutions moved the conformance argmax to 99.83% on an H200.
+            torch.backends.cudnn.allow_tf32 = False
+            torch.backends.cuda.matmul.allow_tf32 = False
+        # channels_last pays on the CPU (oneDNN); on an H200 the NCHW plain path ran td4-psp18 in
+        # 6.3 ms against 16.1 ms for channels_last (docs/benchmarks.md), so GPUs keep NCHW.
+        channels_last = self.device.type == "cpu"
+        model = optimize_for_inference(loaded.model, channels_last=channels_last) if optimize else loaded.model.eval()
         self.model = model.to(self.device)
         self.channels_last = bool(getattr(model, "channels_last", False))
-        if compile:
-            # True = torch.compile's default mode; a string picks the mode, e.g. "reduce-overhead"
-            # (CUDA graphs) or "max-autotune". One compiled graph per memory-queue length.
-            mode = None if compile is True else str(compile)
-            self.model.step = torch.compile(self.model.step, dynamic=False, mode=mode)
+        # torch.compile: True = default mode; a string picks one, e.g. "reduce-overhead" (CUDA
+        # graphs) or "max-autotune". Only the tensor work is compiled, one function per path,
+        # so the frame counter in the stream state never triggers a recompile.
+        self._compile_mode = None if compile is True else (str(compile) if compile else None)
+        self._compiled: dict[int, object] | None = {} if compile else None
         self._mean = torch.tensor(loaded.mean, device=self.device).view(1, 3, 1, 1) * 255.0
         self._std = torch.tensor(loaded.std, device=self.device).view(1, 3, 1, 1) * 255.0
         self.notes: list[str] = []
@@ -253,7 +261,16 @@ class Predictor:
     def step(self, x: torch.Tensor, stream: Stream) -> torch.Tensor:
         """Advance ``stream`` by one normalised frame batch; returns feature-size float logits."""
         with torch.inference_mode(), self._autocast():
-            logits, stream.state = self.model.step(x, stream.state)
+            if self._compiled is None:
+                logits, stream.state = self.model.step(x, stream.state)
+            else:
+                path = self.model.next_path(stream.state)
+                fn = self._compiled.get(path)
+                if fn is None:
+                    fn = self._compiled[path] = torch.compile(
+                        functools.partial(self.model.step_tensors, path=path), dynamic=False, mode=self._compile_mode)
+                logits, memory = fn(x, stream.state.memories)
+                stream.state = self.model.advance(stream.state, memory, x.shape[0])
         stream.frames += 1
         return logits.float()
 

@@ -88,6 +88,14 @@ class GroupedPSPNet(nn.Module):
         return StreamState(batch=batch)
 
     def step(self, x: torch.Tensor, state: StreamState) -> tuple[torch.Tensor, StreamState]:
-        c4 = self.pretrained(x)
-        return self.classifier(torch.stack(self._group_features(c4)).sum(0)), StreamState((), state.frame_index + 1,
-                                                                                          x.shape[0])
+        logits, _ = self.step_tensors(x, (), 0)
+        return logits, self.advance(state, None, x.shape[0])
+
+    def next_path(self, state: StreamState) -> int:
+        return 0
+
+    def step_tensors(self, x: torch.Tensor, memories: tuple = (), path: int = 0):
+        return self.classifier(torch.stack(self._group_features(self.pretrained(x))).sum(0)), None
+
+    def advance(self, state: StreamState, memory, batch: int) -> StreamState:
+        return StreamState((), state.frame_index + 1, batch)

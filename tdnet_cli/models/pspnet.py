@@ -73,7 +73,17 @@ class PSPNet(nn.Module):
         return StreamState(batch=batch)
 
     def step(self, x: torch.Tensor, state: StreamState) -> tuple[torch.Tensor, StreamState]:
-        return self.head(self.pretrained(x)), StreamState((), state.frame_index + 1, x.shape[0])
+        logits, _ = self.step_tensors(x, (), 0)
+        return logits, self.advance(state, None, x.shape[0])
+
+    def next_path(self, state: StreamState) -> int:
+        return 0
+
+    def step_tensors(self, x: torch.Tensor, memories: tuple = (), path: int = 0):
+        return self.head(self.pretrained(x)), None
+
+    def advance(self, state: StreamState, memory, batch: int) -> StreamState:
+        return StreamState((), state.frame_index + 1, batch)
 
     def forward(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
         """Training forward on a frame batch (B, 3, H, W) (or the last frame of a clip)."""

@@ -157,12 +157,21 @@ class TDNet(nn.Module):
 
     def step(self, x: torch.Tensor, state: StreamState) -> tuple[torch.Tensor, StreamState]:
         """Segment the next frame of ``state``'s stream(s): (B, 3, H, W) -> logits at feature size."""
-        path = state.frame_index % self.num_paths
+        path = self.next_path(state)
+        logits, memory = self.step_tensors(x, state.memories, path)
+        return logits, self.advance(state, memory, x.shape[0])
+
+    def next_path(self, state: StreamState) -> int:
+        return state.frame_index % self.num_paths
+
+    def step_tensors(self, x: torch.Tensor, memories: tuple[Memory, ...], path: int):
+        """The tensor work of one step (what ``torch.compile`` gets, one graph per path)."""
         v, q, memory, _ = self.encode(x, path)
-        logits = self.decode(self.fuse(v, q, state.memories, path), path)
-        keep = self.num_paths - 1
-        memories = (state.memories + (memory,))[-keep:]
-        return logits, StreamState(memories, state.frame_index + 1, x.shape[0])
+        return self.decode(self.fuse(v, q, memories, path), path), memory
+
+    def advance(self, state: StreamState, memory: Memory, batch: int) -> StreamState:
+        """The state after a step: this frame's memory pushed, the oldest beyond N-1 dropped."""
+        return StreamState((state.memories + (memory,))[-(self.num_paths - 1):], state.frame_index + 1, batch)
 
     # -- training ----------------------------------------------------------------------
     def forward(self, clip: torch.Tensor, path: int | None = None) -> dict[str, torch.Tensor]:
