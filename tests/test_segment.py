@@ -470,7 +470,8 @@ def test_render_and_png_threads_keep_frame_order(tmp_path, monkeypatch):
 
 
 @pytest.mark.parametrize("many_dt, few_dt, expect_few", [(0.010, 0.006, True), (0.010, 0.0102, True),
-                                                       (0.010, 0.030, False), (0.300, 0.030, True)])
+                                                       (0.010, 0.030, False), (0.060, 0.030, True),
+                                                       (0.300, 0.030, True)])
 def test_thread_tuner_keeps_the_faster_count(monkeypatch, many_dt, few_dt, expect_few):
     seg = importlib.import_module("tdnet_cli.pipeline.segment")
     before = torch.get_num_threads()
@@ -485,6 +486,8 @@ def test_thread_tuner_keeps_the_faster_count(monkeypatch, many_dt, few_dt, expec
         clock[0] += few_dt if set_to[-1] == 3 else many_dt
         tuner.tick()
     assert tuner.choice == (3 if expect_few else 4) and set_to[-1] == tuner.choice
-    if many_dt > 1.5 * few_dt:  # clearly worse: the trial of all threads stopped after two frames
-        assert tuner.count < tuner.frames_needed
+    if many_dt > 4 * few_dt:  # disastrous: the trial of all threads stopped after its first frame
+        assert tuner.count == tuner.warmup + tuner.window + 1
+    elif many_dt > 1.5 * few_dt:  # clearly worse: stopped after two frames
+        assert tuner.count == tuner.warmup + tuner.window + tuner.settle + 2
     assert torch.get_num_threads() == before

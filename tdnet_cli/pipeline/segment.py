@@ -463,11 +463,15 @@ class _ThreadTuner:
             if self.count == first_end:
                 torch.set_num_threads(self.many)
             return
-        if self.count <= first_end + self.settle:
+        base = float(np.median(self.times["few"]))
+        # Oversubscribed cores can make all threads 10-20x slower (seen on a shared 2-core
+        # machine): one such frame ends the trial at once, even while settling.
+        disastrous = dt > 4 * base
+        if self.count <= first_end + self.settle and not disastrous:
             return  # let the queues settle at the new speed
-        many, base = self.times["many"], float(np.median(self.times["few"]))
+        many = self.times["many"]
         many.append(dt)
-        clearly_worse = len(many) >= 2 and float(np.median(many)) > 1.5 * base
+        clearly_worse = disastrous or (len(many) >= 2 and float(np.median(many)) > 1.5 * base)
         if len(many) >= self.window or clearly_worse:
             # ties go to fewer threads: they leave headroom for decode and encode
             self.choice = self.many if float(np.median(many)) < 0.95 * base else self.few
