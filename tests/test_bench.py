@@ -62,3 +62,23 @@ def test_cli_bad_options(args):
     result = runner.invoke(app, ["bench", "--model", "td4-tiny", "--device", "cpu", *args])
     assert result.exit_code == 2
     assert "Traceback" not in result.output
+
+
+def test_end_to_end_mode_on_a_real_video(tmp_path):
+    import imageio_ffmpeg
+    import numpy as np
+
+    clip = tmp_path / "clip.mp4"
+    frames = np.random.default_rng(0).integers(0, 255, (12, 64, 96, 3), dtype=np.uint8)
+    writer = imageio_ffmpeg.write_frames(str(clip), (96, 64), fps=10, macro_block_size=1, ffmpeg_log_level="error")
+    writer.send(None)
+    for f in frames:
+        writer.send(f)
+    writer.close()
+    report = run_bench(model="td4-tiny", frames=2, warmup=0, device="cpu", ceiling=False, source=str(clip))
+    e = report.end_to_end
+    assert e["frames"] == 12 and e["decoded_frames"] == 12 and e["size"] == [64, 96]
+    assert set(e["stage_ms_per_frame"]) == {"decode", "encode", "preprocess", "model", "postprocess"}
+    assert e["fps"] == pytest.approx(12 / e["wall_s"])
+    assert 0 <= e["non_model_share"] <= 1
+    assert e["fraction_of_model_only"] == pytest.approx(e["fps"] / report.result.fps_per_stream)

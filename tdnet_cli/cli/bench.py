@@ -43,6 +43,9 @@ def bench_command(
         "path mirroring the authors' code) in the same run, and print the ratio.", show_default=False)] = None,
     reference: Annotated[bool, typer.Option("--reference", help="Time the plain reference path itself.")] = False,
     no_ceiling: Annotated[bool, typer.Option("--no-ceiling", help="Skip timing the heaviest conv alone.")] = False,
+    source: Annotated[str | None, typer.Option(
+        "--input", "-i", help="A video: also run the real segment pipeline on it, with a per-stage breakdown "
+        "(decode, preprocess, model, postprocess, encode) beside the model-only fps.", show_default=False)] = None,
     as_json: JsonOpt = False,
     quiet: QuietOpt = False,
 ) -> None:
@@ -61,7 +64,8 @@ def bench_command(
 
         report = run_bench(weights=weights, model=model, size=parse_size(size), frames=frames, warmup=warmup,
                            device=device, precision=precision, streams=streams, compile=compile,
-                           baseline=baseline, ceiling=not no_ceiling, reference=reference, progress=progress)
+                           baseline=baseline, ceiling=not no_ceiling, reference=reference, source=source,
+                           progress=progress)
     if as_json:
         print(json.dumps(report.to_dict(), indent=2))
         return
@@ -100,5 +104,12 @@ def render(report: BenchReport) -> None:
         c = report.ceiling
         console.print(f"ceiling: {c['gflops']:.0f} GFLOP/s on its heaviest conv alone ({c['shape']}); "
                       f"the whole model reaches {r.achieved_gflops / c['gflops']:.0%} of it")
+    if report.end_to_end:
+        e = report.end_to_end
+        stages = ", ".join(f"{k} {v:.1f}" for k, v in e["stage_ms_per_frame"].items())
+        console.print(f"end to end ({e['input']}, {e['size'][0]}x{e['size'][1]}, {e['frames']} frames): "
+                      f"[bold]{e['fps']:.2f} fps[/] = {e['fraction_of_model_only']:.0%} of model-only "
+                      f"{e['model_only_fps']:.2f} fps")
+        console.print(f"stages alone, ms/frame: {stages}; outside the model: {e['non_model_share']:.0%}")
     if report.speedup is not None:
         console.print(f"[bold]speed-up vs baseline: {report.speedup:.2f}x[/] (median time per frame)")
