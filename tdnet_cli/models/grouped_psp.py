@@ -15,9 +15,9 @@ import torch
 from torch import nn
 
 from tdnet_cli.models.heads import FCNHead
+from tdnet_cli.models.pspnet import PerFrameModel
 from tdnet_cli.models.pyramid import PyramidPooling, group_slices
 from tdnet_cli.models.resnet import DilatedResNet, feature_size
-from tdnet_cli.models.tdnet import StreamState
 
 __all__ = ["GroupedPSPNetConfig", "GroupedPSPNet"]
 
@@ -32,8 +32,8 @@ class GroupedPSPNetConfig:
     aux: bool = False
 
 
-class GroupedPSPNet(nn.Module):
-    num_paths = 1
+class GroupedPSPNet(PerFrameModel):
+    """See the module docstring."""
 
     def __init__(self, config: GroupedPSPNetConfig) -> None:
         super().__init__()
@@ -51,14 +51,6 @@ class GroupedPSPNet(nn.Module):
         if config.aux:
             self.auxlayer = FCNHead(self.pretrained.layer3_channels, config.num_classes, 4)
         self.feature_size = feature_size(config.input_size)
-
-    @property
-    def input_size(self) -> tuple[int, int]:
-        return self.config.input_size
-
-    def set_input_size(self, input_size: tuple[int, int]) -> None:
-        self.feature_size = feature_size(input_size)
-        self.config = type(self.config)(**{**self.config.__dict__, "input_size": tuple(input_size)})
 
     def _group_features(self, c4: torch.Tensor) -> list[torch.Tensor]:
         z = self.ppm(c4)  # [x, p1, p2, p3, p6]
@@ -84,18 +76,5 @@ class GroupedPSPNet(nn.Module):
             out["aux"] = self.auxlayer(c3)
         return out
 
-    def new_state(self, batch: int = 1) -> StreamState:
-        return StreamState(batch=batch)
-
-    def step(self, x: torch.Tensor, state: StreamState) -> tuple[torch.Tensor, StreamState]:
-        logits, _ = self.step_tensors(x, (), 0)
-        return logits, self.advance(state, None, x.shape[0])
-
-    def next_path(self, state: StreamState) -> int:
-        return 0
-
     def step_tensors(self, x: torch.Tensor, memories: tuple = (), path: int = 0):
         return self.classifier(torch.stack(self._group_features(self.pretrained(x))).sum(0)), None
-
-    def advance(self, state: StreamState, memory, batch: int) -> StreamState:
-        return StreamState((), state.frame_index + 1, batch)

@@ -16,7 +16,7 @@ from tdnet_cli.models.pyramid import PyramidPooling
 from tdnet_cli.models.resnet import DilatedResNet, feature_size
 from tdnet_cli.models.tdnet import StreamState
 
-__all__ = ["PSPNetConfig", "PSPNet", "PSPHead"]
+__all__ = ["PSPNetConfig", "PSPNet", "PSPHead", "PerFrameModel"]
 
 
 @dataclass(frozen=True)
@@ -47,19 +47,13 @@ class PSPHead(nn.Module):
         return self.conv5(x)
 
 
-class PSPNet(nn.Module):
-    """One PSPNet run on every frame. Streams have no memory, but the same interface."""
+class PerFrameModel(nn.Module):
+    """The streaming interface for models that run on every frame alone (no memory).
+
+    Subclasses set ``config`` (with ``input_size``) and implement ``step_tensors``.
+    """
 
     num_paths = 1
-
-    def __init__(self, config: PSPNetConfig) -> None:
-        super().__init__()
-        self.config = config
-        self.pretrained = DilatedResNet(config.backbone, config.width)
-        self.head = PSPHead(self.pretrained.out_channels, config.num_classes)
-        if config.aux:
-            self.auxlayer = FCNHead(self.pretrained.layer3_channels, config.num_classes, 4)
-        self.feature_size = feature_size(config.input_size)
 
     @property
     def input_size(self) -> tuple[int, int]:
@@ -78,6 +72,22 @@ class PSPNet(nn.Module):
 
     def next_path(self, state: StreamState) -> int:
         return 0
+
+    def advance(self, state: StreamState, memory, batch: int) -> StreamState:
+        return StreamState((), state.frame_index + 1, batch)
+
+
+class PSPNet(PerFrameModel):
+    """One PSPNet run on every frame: the per-frame baseline TDNet replaces."""
+
+    def __init__(self, config: PSPNetConfig) -> None:
+        super().__init__()
+        self.config = config
+        self.pretrained = DilatedResNet(config.backbone, config.width)
+        self.head = PSPHead(self.pretrained.out_channels, config.num_classes)
+        if config.aux:
+            self.auxlayer = FCNHead(self.pretrained.layer3_channels, config.num_classes, 4)
+        self.feature_size = feature_size(config.input_size)
 
     def step_tensors(self, x: torch.Tensor, memories: tuple = (), path: int = 0):
         return self.head(self.pretrained(x)), None
