@@ -581,33 +581,11 @@ class _Scene:
 
         # --- random fill along the whole street, never colliding with anything ---
         for i, x in enumerate(self.right_lanes):
-            d = float(rng.uniform(-40.0, 10.0))
-            while d < 260.0:
-                kind = str(rng.choice(["car", "truck", "bus", "moto"], p=[0.8, 0.08, 0.05, 0.07]))
-                vz = self.speed + float(rng.uniform(-1.0, 1.5))
-                if kind == "moto":
-                    a = self._two_wheeler(rng, "moto", x + float(rng.uniform(-0.5, 0.5)), d, vz, True)
-                    length = 2.2
-                else:
-                    a = self._vehicle(rng, kind, x + float(rng.uniform(-0.25, 0.25)), d, vz)
-                    length = a.size[2]
-                if self._free(f"R{i}", a.z, vz, length):
-                    self._occupy(f"R{i}", a, length)
-                d += length + float(rng.uniform(10.0, 45.0))
+            self._fill_lane(rng, f"R{i}", x, float(rng.uniform(-40.0, 10.0)), 260.0, [0.8, 0.08, 0.05, 0.07],
+                            lambda: self.speed + float(rng.uniform(-1.0, 1.5)), (10.0, 45.0))
         for i, x in enumerate(self.left_lanes):
-            d = float(rng.uniform(-10.0, 30.0))
-            while d < 300.0:
-                kind = str(rng.choice(["car", "truck", "bus", "moto"], p=[0.82, 0.08, 0.05, 0.05]))
-                vz = -float(rng.uniform(7.0, 13.0))
-                if kind == "moto":
-                    a = self._two_wheeler(rng, "moto", x + float(rng.uniform(-0.5, 0.5)), d, vz, True)
-                    length = 2.2
-                else:
-                    a = self._vehicle(rng, kind, x + float(rng.uniform(-0.25, 0.25)), d, vz)
-                    length = a.size[2]
-                if self._free(f"L{i}", a.z, vz, length):
-                    self._occupy(f"L{i}", a, length)
-                d += length + float(rng.uniform(15.0, 60.0))
+            self._fill_lane(rng, f"L{i}", x, float(rng.uniform(-10.0, 30.0)), 300.0, [0.82, 0.08, 0.05, 0.05],
+                            lambda: -float(rng.uniform(7.0, 13.0)), (15.0, 60.0))
         d = float(rng.uniform(40.0, 80.0))
         while d < 250.0:
             vz = float(rng.uniform(3.5, 6.0))
@@ -672,6 +650,22 @@ class _Scene:
                     a.z = z
                     acts.append(a)
                 z += float(rng.uniform(4.0, 14.0))
+
+    def _fill_lane(self, rng: np.random.Generator, lane: str, x: float, d: float, d_max: float,
+                   probs: list[float], speed, gap: tuple[float, float]) -> None:
+        """Random traffic along one lane from distance ``d`` to ``d_max``, never colliding."""
+        while d < d_max:
+            kind = str(rng.choice(["car", "truck", "bus", "moto"], p=probs))
+            vz = speed()
+            if kind == "moto":
+                a = self._two_wheeler(rng, "moto", x + float(rng.uniform(-0.5, 0.5)), d, vz, True)
+                length = 2.2
+            else:
+                a = self._vehicle(rng, kind, x + float(rng.uniform(-0.25, 0.25)), d, vz)
+                length = a.size[2]
+            if self._free(lane, a.z, vz, length):
+                self._occupy(lane, a, length)
+            d += length + float(rng.uniform(*gap))
 
     def _sign(self, rng: np.random.Generator, x: float, z: float, side: int) -> _Actor:
         shape = str(rng.choice(["round", "triangle", "square", "diamond"]))
