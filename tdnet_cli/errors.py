@@ -13,7 +13,14 @@ __all__ = [
     "CheckpointError",
     "DataError",
     "OutputExistsError",
+    "few",
 ]
+
+
+def few(items: list[str], n: int = 3) -> str:
+    """The first ``n`` items joined, then how many more: keeps error messages one line."""
+    more = f" (+{len(items) - n} more)" if len(items) > n else ""
+    return ", ".join(items[:n]) + more
 
 
 class TdnetError(Exception):

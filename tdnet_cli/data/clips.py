@@ -23,7 +23,7 @@ from torch.utils.data import Dataset, Sampler
 
 from tdnet_cli.data.cityscapes import IGNORE_INDEX, label_id_to_train_id
 from tdnet_cli.data.layout import FrameId, gt_path, list_annotated, sequence_path
-from tdnet_cli.errors import DataError
+from tdnet_cli.errors import DataError, few
 
 __all__ = ["AugmentConfig", "ClipDataset", "IterationSampler", "check_dataset"]
 
@@ -51,8 +51,7 @@ def check_dataset(root: str | Path, split: str, clip_len: int) -> list[FrameId]:
         paths = [sequence_path(root, split, fid.shifted(-d)) for d in range(clip_len)]
         missing += [str(p) for p in paths if not p.is_file()]
     if missing:
-        more = f" (+{len(missing) - 2} more)" if len(missing) > 2 else ""
-        raise DataError(f"{len(missing)} clip frames missing under {root}: {', '.join(missing[:2])}{more}",
+        raise DataError(f"{len(missing)} clip frames missing under {root}: {few(missing, 2)}",
                         hint="training needs leftImg8bit_sequence/ with the frames before each annotated one")
     return fids
 

@@ -18,7 +18,7 @@ import torch
 from torch import nn
 
 from tdnet_cli.data.cityscapes import CLASSES, PALETTE
-from tdnet_cli.errors import CheckpointError
+from tdnet_cli.errors import CheckpointError, few
 from tdnet_cli.models.grouped_psp import GroupedPSPNetConfig
 from tdnet_cli.models.pspnet import PSPNetConfig
 from tdnet_cli.models.registry import KINDS, PRESETS, build, get_preset, kind_of
@@ -216,18 +216,16 @@ def infer_config(sd: Mapping[str, torch.Tensor]) -> TDNetConfig | PSPNetConfig:
     )
 
 
+def _architecture(config) -> dict:
+    """The fields that decide the weights' layout (input size and aux head do not)."""
+    return {**config.__dict__, "input_size": None, "aux": None}
+
+
 def _preset_name(config) -> str:
     for name, preset in PRESETS.items():
-        a = {**preset.config.__dict__, "input_size": None, "aux": None}
-        b = {**config.__dict__, "input_size": None, "aux": None}
-        if type(preset.config) is type(config) and a == b:
+        if type(preset.config) is type(config) and _architecture(preset.config) == _architecture(config):
             return name
     return "custom"
-
-
-def _few(items: list[str], n: int = 3) -> str:
-    more = f" (+{len(items) - n} more)" if len(items) > n else ""
-    return ", ".join(items[:n]) + more
 
 
 def load_state_dict_strict(model: nn.Module, sd: Mapping[str, torch.Tensor], what: str, expected: str) -> None:
@@ -240,11 +238,11 @@ def load_state_dict_strict(model: nn.Module, sd: Mapping[str, torch.Tensor], wha
               if k in sd and tuple(sd[k].shape) != tuple(v.shape)]
     problems = []
     if missing:
-        problems.append(f"missing keys: {_few(missing)}")
+        problems.append(f"missing keys: {few(missing)}")
     if unexpected:
-        problems.append(f"unexpected keys: {_few(unexpected)}")
+        problems.append(f"unexpected keys: {few(unexpected)}")
     if shapes:
-        problems.append(f"shape mismatch (file vs model): {_few(shapes)}")
+        problems.append(f"shape mismatch (file vs model): {few(shapes)}")
     if problems:
         raise CheckpointError(f"{what} does not fit {expected}: " + "; ".join(problems))
     model.load_state_dict({k: sd[k] for k in own}, strict=True)
@@ -273,11 +271,10 @@ def load_checkpoint(
     if preset is not None:
         want = get_preset(preset)
         got = "a" + ("n" if name[0] in "aeiou" else "") + f" {name}" if name != "custom" else "a custom model"
-        wanted = {**want.config.__dict__, "input_size": None, "aux": None}
-        have = {**config.__dict__, "input_size": None, "aux": None}
+        wanted, have = _architecture(want.config), _architecture(config)
         if type(want.config) is not type(config) or wanted != have:
             diff = [f"{k} {have[k]} vs {wanted[k]}" for k in wanted if k in have and have[k] != wanted[k]]
-            detail = f" ({_few(diff)})" if diff and type(want.config) is type(config) else ""
+            detail = f" ({few(diff)})" if diff and type(want.config) is type(config) else ""
             raise CheckpointError(
                 f"{path} holds {got} checkpoint, not {preset}{detail}",
                 hint=f"drop --model or use --model {name}" if name != "custom" else "drop --model",

@@ -23,7 +23,7 @@ import torch
 
 from tdnet_cli.data.cityscapes import label_id_to_train_id, train_id_to_label_id
 from tdnet_cli.data.layout import FrameId, gt_path, image_path, list_annotated, sequence_path
-from tdnet_cli.errors import DataError, OutputExistsError, UsageError
+from tdnet_cli.errors import DataError, OutputExistsError, UsageError, few
 from tdnet_cli.inference import Predictor, upsample_argmax
 from tdnet_cli.metrics import ConfusionMatrix, InstanceStats, Scores, scores
 
@@ -78,10 +78,6 @@ class EvalReport:
         }
 
 
-def _few(items: list[str], n: int = 3) -> str:
-    return ", ".join(items[:n]) + (f" (+{len(items) - n} more)" if len(items) > n else "")
-
-
 def plan_samples(
     root: str | os.PathLike,
     split: str,
@@ -128,7 +124,7 @@ def plan_samples(
     if skipped and not skip_missing:
         raise DataError(
             f"{len(skipped)} of {len(fids)} annotated frames have no matching images: "
-            + _few([f"{f} ({r})" for f, r in skipped], 2),
+            + few([f"{f} ({r})" for f, r in skipped], 2),
             hint="pass --skip-missing to evaluate the others",
         )
     if not samples:
