@@ -60,6 +60,7 @@ DEFAULTS: dict[str, dict[str, Any]] = {
         "seed": 0,
         "device": "auto",
         "amp": True,  # mixed precision on CUDA (bf16 if supported, else fp16 with a scaler)
+        "amp_cpu": False,  # bf16 autocast on CPU: ~2x faster where the CPU has native bf16 (AVX512-BF16, AMX)
         "log_every": 10,
         "save_every": 100,
         "val_every": 500,

@@ -20,7 +20,7 @@ def _resize(logits: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
 
 def cross_entropy(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
     """Mean CE over non-ignored pixels; logits are resized to the label size first."""
-    return F.cross_entropy(_resize(logits, labels.shape[-2:]).float(), labels.long(), ignore_index=IGNORE_INDEX)
+    return F.cross_entropy(_resize(logits.float(), labels.shape[-2:]), labels.long(), ignore_index=IGNORE_INDEX)
 
 
 def ohem_cross_entropy(logits: torch.Tensor, labels: torch.Tensor, thresh: float = 0.7,
@@ -28,7 +28,7 @@ def ohem_cross_entropy(logits: torch.Tensor, labels: torch.Tensor, thresh: float
     """Online hard example mining: the mean loss of pixels whose ground-truth probability
     is below ``thresh`` (loss above -ln thresh), or of the ``min_kept`` hardest pixels per
     image if fewer are that hard."""
-    loss = F.cross_entropy(_resize(logits, labels.shape[-2:]).float(), labels.long(),
+    loss = F.cross_entropy(_resize(logits.float(), labels.shape[-2:]), labels.long(),
                            ignore_index=IGNORE_INDEX, reduction="none").flatten()
     valid = labels.flatten() != IGNORE_INDEX
     loss = loss[valid]
@@ -48,7 +48,7 @@ def kl_divergence(p_logits: torch.Tensor, q_logits: torch.Tensor) -> torch.Tenso
     SPEC: "KL(full output || teacher full output)": P is the student's, Q the teacher's.
     Both are at feature resolution (stride 8); the teacher is resized if it differs.
     """
-    q_logits = _resize(q_logits, p_logits.shape[-2:])
+    q_logits = _resize(q_logits.float(), p_logits.shape[-2:])
     log_p = F.log_softmax(p_logits.float(), dim=1)
     log_q = F.log_softmax(q_logits.float(), dim=1)
     return (log_p.exp() * (log_p - log_q)).sum(1).mean()

@@ -136,10 +136,14 @@ def _run_dir(config: dict, resume: str | None) -> Path:
     return run
 
 
-def _autocast(device: torch.device, enabled: bool):
-    if device.type == "cuda" and enabled:
+def _autocast(device: torch.device, cuda_amp: bool, cpu_amp: bool = False):
+    """The autocast context for the forward pass and its dtype (None: full fp32)."""
+    if device.type == "cuda" and cuda_amp:
         dtype = torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
         return torch.autocast("cuda", dtype=dtype), dtype
+    if device.type == "cpu" and cpu_amp:
+        # Weights, gradients and the optimiser stay fp32; bf16 needs no loss scaling.
+        return torch.autocast("cpu", dtype=torch.bfloat16), torch.bfloat16
     return torch.autocast(device.type, enabled=False), None
 
 
@@ -202,7 +206,7 @@ def train(
         model = nn.SyncBatchNorm.convert_sync_batchnorm(model)
     optimizer = torch.optim.SGD(model.parameters(), lr=o_cfg["lr"], momentum=o_cfg["momentum"],
                                 weight_decay=o_cfg["weight_decay"])
-    autocast, amp_dtype = _autocast(device, r_cfg["amp"])
+    autocast, amp_dtype = _autocast(device, r_cfg["amp"], r_cfg["amp_cpu"])
     scaler = torch.amp.GradScaler("cuda", enabled=amp_dtype == torch.float16)
 
     start, best_miou = 0, None
