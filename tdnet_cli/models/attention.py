@@ -88,18 +88,21 @@ class AttentionPropagation(nn.Module):
 
     def forward(self, k_src: torch.Tensor, v_src: torch.Tensor, q_tgt: torch.Tensor) -> torch.Tensor:
         """(B, P, d_k), (B, P, Dv), (B, T, d_k) -> (B, T, Dv)."""
-        if self.use_sdpa and q_tgt.device.type == "cuda":
-            # Fused kernel on the GPU (values may be wider than keys there).
-            out = F.scaled_dot_product_attention(q_tgt[:, None], k_src[:, None], v_src[:, None])[:, 0]
-        elif self.use_sdpa:
+        conv = self.fc[0].conv
+        if self.use_sdpa:
+            # The 1x1 conv is linear and every softmax row sums to 1, so it can be applied to
+            # the P source values before attending instead of to the T targets after (bias
+            # included): the same function, and at full resolution T >> P (18721 vs 1225).
+            v_src = F.linear(v_src, conv.weight.flatten(1), conv.bias)
+            if q_tgt.device.type == "cuda":
+                # Fused kernel on the GPU (values may be wider than keys there).
+                return F.scaled_dot_product_attention(q_tgt[:, None], k_src[:, None], v_src[:, None])[:, 0]
             # CPU: the fused kernels need equal key and value widths (64 vs 512 here) and the
             # generic fallback adds masking passes, so: plain bmm/softmax, scaling the small q.
             attn = torch.bmm(q_tgt * (1.0 / math.sqrt(q_tgt.shape[-1])), k_src.transpose(1, 2))
-            out = torch.bmm(attn.softmax(2), v_src)
-        else:
-            attn = torch.bmm(q_tgt, k_src.transpose(1, 2)) / math.sqrt(q_tgt.shape[-1])
-            attn = F.dropout(torch.softmax(attn, dim=2), self.dropout, self.training)
-            out = torch.bmm(attn, v_src)
-        conv = self.fc[0].conv
+            return torch.bmm(attn.softmax(2), v_src)
+        attn = torch.bmm(q_tgt, k_src.transpose(1, 2)) / math.sqrt(q_tgt.shape[-1])
+        attn = F.dropout(torch.softmax(attn, dim=2), self.dropout, self.training)
+        out = torch.bmm(attn, v_src)
         out = F.linear(out, conv.weight.flatten(1), conv.bias)
         return self.fc[1](out)

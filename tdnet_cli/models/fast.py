@@ -3,7 +3,8 @@
 ``optimize_for_inference`` returns a copy in which
 - BatchNorm is folded into the preceding convolution (inference statistics only),
 - pyramid-pooling branches compute only the channel group their path keeps,
-- attention uses ``scaled_dot_product_attention`` (fused softmax, same 1/sqrt(d_k)),
+- attention applies its output projection to the few source values instead of every
+  target position, and uses ``scaled_dot_product_attention`` on CUDA,
 - activations are channels_last, which oneDNN and cuDNN run faster.
 Outputs stay within float rounding of the plain path (tests check the conformance
 tolerance on both).
