@@ -78,7 +78,8 @@ def test_end_to_end_mode_on_a_real_video(tmp_path):
     report = run_bench(model="td4-tiny", frames=2, warmup=0, device="cpu", ceiling=False, source=str(clip))
     e = report.end_to_end
     assert e["frames"] == 12 and e["decoded_frames"] == 12 and e["size"] == [64, 96]
-    assert set(e["stage_ms_per_frame"]) == {"decode", "encode", "preprocess", "model", "postprocess"}
+    assert set(e["stage_ms_per_frame"]) == {"decode", "render", "encode", "preprocess", "model", "postprocess"}
     assert e["fps"] == pytest.approx(12 / e["wall_s"])
+    assert e["stage_ms_per_frame"]["render"] > 0 and e["stage_ms_per_frame"]["decode"] > 0
     assert 0 <= e["non_model_share"] <= 1
     assert e["fraction_of_model_only"] == pytest.approx(e["fps"] / report.result.fps_per_stream)

@@ -45,7 +45,7 @@ def bench_command(
     no_ceiling: Annotated[bool, typer.Option("--no-ceiling", help="Skip timing the heaviest conv alone.")] = False,
     source: Annotated[str | None, typer.Option(
         "--input", "-i", help="A video: also run the real segment pipeline on it, with a per-stage breakdown "
-        "(decode, preprocess, model, postprocess, encode) beside the model-only fps.", show_default=False)] = None,
+        "(decode, preprocess, model, postprocess, render, encode) beside the model-only fps.", show_default=False)] = None,
     as_json: JsonOpt = False,
     quiet: QuietOpt = False,
 ) -> None:

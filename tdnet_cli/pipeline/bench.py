@@ -16,6 +16,7 @@ import time
 from dataclasses import asdict, dataclass, field
 from typing import Callable
 
+import numpy as np
 import torch
 from torch import nn
 
@@ -329,41 +330,51 @@ def bench_end_to_end(pred: Predictor, source: str, *, save: tuple[str, ...] = ("
                      progress: ProgressFn | None = None) -> dict:
     """The real `segment` pipeline on ``source``, with a per-stage breakdown.
 
-    Three passes over the same input: decode alone; decode + encode alone (the writer fed
-    the decoded frames, no model); then `segment` itself, whose predictor times its
-    preprocess / model / postprocess stages. Decode and encode costs come from the first
-    two passes, so the breakdown says what each stage costs on its own, while the last
-    pass says what the overlapped pipeline really achieves.
+    Three passes over the same input: decode alone; decode + render + encode alone (the
+    overlay of a fixed label map colourised, blended and written, no model); then `segment`
+    itself, whose predictor times its preprocess / model / postprocess stages. Decode,
+    render and encode costs come from the first two passes, so the breakdown says what each
+    stage costs on its own, while the last pass says what the overlapped pipeline really
+    achieves.
     """
     import tempfile
     from pathlib import Path
 
-    from tdnet_cli.pipeline.segment import segment
+    from tdnet_cli.pipeline.segment import _Renderer, segment
     from tdnet_cli.video import VideoWriter, open_source
 
-    def decode_pass(writer=None) -> tuple[int, float]:
+    def decode_pass(render: _Renderer | None = None) -> tuple[int, float, float]:
         src = open_source(source)
-        t0, n = time.perf_counter(), 0
+        t0, n, t_render, labels = time.perf_counter(), 0, 0.0, None
         try:
             for frame in src:
-                if writer is not None:
-                    writer.write(frame.image)
+                if render is not None:
+                    if labels is None:  # vertical bands of every class: a busy overlay
+                        h, w = frame.image.shape[:2]
+                        bands = (np.arange(w) * len(pred.classes) // w).astype(np.uint8)
+                        labels = np.ascontiguousarray(np.broadcast_to(bands, (h, w)))
+                    t1 = time.perf_counter()
+                    done = render.prepare(frame, labels)
+                    t_render += time.perf_counter() - t1
+                    render.emit(frame, labels, done)
                 n += 1
         finally:
             src.close()
-        if writer is not None:
-            writer.close()
-        return n, time.perf_counter() - t0
+        if render is not None:
+            for writer in render.writers.values():
+                writer.close()
+        return n, time.perf_counter() - t0, t_render
 
     with tempfile.TemporaryDirectory(prefix="tdnet-bench-") as tmp:
-        n_dec, t_dec = decode_pass()
+        n_dec, t_dec, _ = decode_pass()
         if progress:
             progress("decode", 1, 3)
         src = open_source(source)
         info = src.info
         src.close()
         writer = VideoWriter(Path(tmp) / "encode.mp4", info.width, info.height, info.fps or 17)
-        _, t_dec_enc = decode_pass(writer)
+        render = _Renderer({"overlay": writer}, pred.palette, pred.classes, alpha=0.5, legend=False)
+        _, t_dec_enc, t_render = decode_pass(render)
         if progress:
             progress("encode", 2, 3)
         pred.stage_seconds = {k: 0.0 for k in pred.stage_seconds}
@@ -374,7 +385,8 @@ def bench_end_to_end(pred: Predictor, source: str, *, save: tuple[str, ...] = ("
     if result.status != "ok":
         raise UsageError(f"segment failed on {source}: {result.error}")
     frames = result.frames
-    stages = {"decode": t_dec, "encode": max(t_dec_enc - t_dec, 0.0), **pred.stage_seconds}
+    stages = {"decode": t_dec, "render": t_render, "encode": max(t_dec_enc - t_dec - t_render, 0.0),
+              **pred.stage_seconds}
     per_frame_ms = {k: 1000.0 * v / max(frames, 1) for k, v in stages.items()}
     non_model = sum(v for k, v in per_frame_ms.items() if k != "model")
     return {
