@@ -269,10 +269,24 @@ class Predictor:
                 if fn is None:
                     fn = self._compiled[path] = torch.compile(
                         functools.partial(self.model.step_tensors, path=path), dynamic=False, mode=self._compile_mode)
-                logits, memory = fn(x, stream.state.memories)
+                with self._compile_config():
+                    logits, memory = fn(x, stream.state.memories)
                 stream.state = self.model.advance(stream.state, memory, x.shape[0])
         stream.frames += 1
         return logits.float()
+
+    def _compile_config(self):
+        """Inductor settings for compiling (and any recompile of) a path's step.
+
+        On the CPU, freezing treats the weights as constants: oneDNN gets pre-packed weights
+        and convolutions fused with their adds and ReLUs (td4-psp18: 2.41 s against 2.58 s
+        compiled without it and 2.75 s eager, one thread). Not yet measured on CUDA, so off there.
+        """
+        if self.device.type != "cpu":
+            return contextlib.nullcontext()
+        import torch._inductor.config as inductor_config
+
+        return inductor_config.patch(freezing=True)
 
     def logits(self, frames: np.ndarray, stream: Stream) -> torch.Tensor:
         """Feature-size logits (B, C, h, w) for the next frame(s) of ``stream``."""

@@ -143,6 +143,28 @@ def test_predictor_bf16_agrees_with_fp32():
     assert (outs["fp32"] == outs["bf16"]).mean() > 0.8
 
 
+def test_predictor_compile_traces_one_function_per_path(monkeypatch):
+    """--compile: the tensor work of each path is compiled once (the stream's frame counter is
+    no guard) and gives the eager outputs; dynamo's eager backend keeps the test fast."""
+    import tdnet_cli.inference as inference
+
+    made, real_compile = [], torch.compile
+
+    def fake_compile(fn, **kwargs):
+        made.append(fn.keywords["path"])
+        return real_compile(fn, backend="eager", dynamic=False)
+
+    monkeypatch.setattr(inference.torch, "compile", fake_compile)
+    loaded = random_model("td4-tiny")
+    frames = np.random.default_rng(2).integers(0, 256, (9, 64, 128, 3), dtype=np.uint8)
+    eager, compiled = Predictor(loaded, device="cpu"), Predictor(loaded, device="cpu", compile=True)
+    s_e, s_c = eager.new_stream(), compiled.new_stream()
+    for f in frames:
+        a, b = eager.logits(f, s_e), compiled.logits(f, s_c)
+        assert torch.allclose(a, b, atol=1e-5)
+    assert made == [0, 1, 2, 3] and s_c.state.frame_index == 9
+
+
 def test_predictor_defaults_and_errors(monkeypatch, tmp_path):
     monkeypatch.setenv("TDNET_WEIGHTS", str(tmp_path / "none.pt"))
     pred = Predictor.create(model="td4-tiny", device="cpu")
