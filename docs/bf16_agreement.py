@@ -4,11 +4,10 @@ usage: python docs/bf16_agreement.py all|head32|tail32
   all: everything under bf16 autocast; head32: LayerNorm + head in fp32;
   tail32: attention propagation, LayerNorm and head in fp32.
 """
-import pathlib, sys, torch, numpy as np, torch.nn.functional as F
+import pathlib, sys, torch, torch.nn.functional as F
 sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[1] / "tests"))
 from conformance import check_frame, expected, key_listing, recipe_weights
 from tdnet_cli.models import create_model, optimize_for_inference
-from tdnet_cli.models.tdnet import TDNet
 mode = sys.argv[1]
 for preset in ("td4-psp18", "td2-psp50"):
     ref = expected(preset)

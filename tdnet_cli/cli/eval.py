@@ -24,6 +24,7 @@ from tdnet_cli.cli.common import (
     handle_errors,
 )
 from tdnet_cli.errors import OutputExistsError
+from tdnet_cli.fileio import write_text
 from tdnet_cli.inference import Predictor, parse_size
 from tdnet_cli.pipeline.evaluate import EvalReport, evaluate
 
@@ -84,7 +85,7 @@ def eval_command(
         if str(json_out) == "-":
             print(text)
         else:
-            json_out.write_text(text + "\n")
+            write_text(json_out, text + "\n")
     if show:
         render(report)
 

@@ -12,7 +12,6 @@ with a single ``cv2.warpAffine`` per frame directly at the crop size.
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 from pathlib import Path
 

@@ -23,7 +23,6 @@ defined in metres, independent of the output size: a seed rendered at 128x256 an
 from __future__ import annotations
 
 import math
-import os
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -34,7 +33,8 @@ import numpy as np
 
 from tdnet_cli.data import layout
 from tdnet_cli.data.cityscapes import LABELS
-from tdnet_cli.errors import DataError, OutputExistsError, UsageError
+from tdnet_cli.errors import OutputExistsError, UsageError
+from tdnet_cli.fileio import write_png
 
 __all__ = [
     "FPS",
@@ -901,7 +901,7 @@ class _Renderer:
         self.g_levels = levels
 
     def _init_camera(self, rng: np.random.Generator) -> None:
-        s, st, h, w = self.s, self.s.style, self.h, self.w
+        st, h, w = self.s.style, self.h, self.w
         # Ego bonnet: a shallow arc at the bottom, fixed to the camera.
         bh = float(rng.uniform(0.1, 0.17)) * h
         xsn = (self.cols + 0.5) / w * 2 - 1
@@ -1562,21 +1562,6 @@ class SynthResult:
         }
 
 
-def _write_png(path: Path, image: np.ndarray) -> None:
-    """Encode with OpenCV and move into place atomically (a crash never leaves half a PNG)."""
-    ok, buf = cv2.imencode(".png", image)
-    if not ok:
-        raise DataError(f"could not encode {path.name}")
-    tmp = path.with_name(f".{path.name}.partial.png")
-    try:
-        with open(tmp, "wb") as fh:
-            fh.write(buf.tobytes())
-        os.replace(tmp, path)
-    except OSError as exc:
-        tmp.unlink(missing_ok=True)
-        raise DataError(f"could not write {path}: {exc.strerror or exc}", hint="check the folder is writable and has space") from None
-
-
 def generate_dataset(
     out_dir: str | Path,
     *,
@@ -1632,7 +1617,7 @@ def generate_dataset(
             if p.parent not in made:
                 p.parent.mkdir(parents=True, exist_ok=True)
                 made.add(p.parent)
-            _write_png(p, bgr)
+            write_png(p, bgr)
             if j == layout.ANNOTATED_INDEX:
                 annotated.append(fid)
                 paths = [layout.image_path(out, split, fid)] + [layout.gt_path(out, split, fid, k) for k in layout.GT_KINDS]
@@ -1640,10 +1625,10 @@ def generate_dataset(
                     if q.parent not in made:
                         q.parent.mkdir(parents=True, exist_ok=True)
                         made.add(q.parent)
-                _write_png(paths[0], bgr)
-                _write_png(paths[1], fr.label_ids)
-                _write_png(paths[2], cv2.cvtColor(lut[fr.label_ids], cv2.COLOR_RGB2BGR))
-                _write_png(paths[3], fr.instance_ids.astype(np.uint16))
+                write_png(paths[0], bgr)
+                write_png(paths[1], fr.label_ids)
+                write_png(paths[2], cv2.cvtColor(lut[fr.label_ids], cv2.COLOR_RGB2BGR))
+                write_png(paths[3], fr.instance_ids.astype(np.uint16))
             done += 1
             if progress is not None:
                 progress(done, total)

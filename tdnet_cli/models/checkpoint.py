@@ -19,6 +19,7 @@ from torch import nn
 
 from tdnet_cli.data.cityscapes import CLASSES, PALETTE
 from tdnet_cli.errors import CheckpointError, few
+from tdnet_cli.fileio import atomic_path
 from tdnet_cli.models.grouped_psp import GroupedPSPNetConfig
 from tdnet_cli.models.pspnet import PSPNetConfig
 from tdnet_cli.models.registry import KINDS, PRESETS, build, get_preset, kind_of
@@ -95,17 +96,10 @@ def save_checkpoint(path: str | os.PathLike, loaded: LoadedModel, *, extra: Mapp
 
 
 def atomic_torch_save(obj: Any, path: Path) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.partial")
-    try:
+    with atomic_path(path) as tmp:
         torch.save(obj, tmp)
-        os.replace(tmp, path)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
 
 
-# -- reading ------------------------------------------------------------------------------
 def _torch_load(path: Path) -> Any:
     if not path.exists():
         raise CheckpointError(f"weights file not found: {path}", hint="check the --weights path")

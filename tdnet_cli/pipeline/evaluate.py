@@ -24,6 +24,7 @@ import torch
 from tdnet_cli.data.cityscapes import label_id_to_train_id, train_id_to_label_id
 from tdnet_cli.data.layout import FrameId, gt_path, image_path, list_annotated, sequence_path
 from tdnet_cli.errors import DataError, OutputExistsError, UsageError, few
+from tdnet_cli.fileio import write_png
 from tdnet_cli.inference import Predictor, upsample_argmax
 from tdnet_cli.metrics import ConfusionMatrix, InstanceStats, Scores, scores
 
@@ -160,18 +161,6 @@ def _load(sample: Sample):
     return frames, gt, inst
 
 
-def _write_png(path: Path, image: np.ndarray) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.stem}.partial.png")
-    try:
-        if not cv2.imwrite(str(tmp), image):
-            raise DataError(f"cannot write {path}", hint="check the folder is writable")
-        os.replace(tmp, path)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
-
-
 def evaluate(
     root: str | os.PathLike,
     *,
@@ -257,7 +246,7 @@ def evaluate(
             if inst_stats is not None and inst is not None:
                 inst_stats.update(labels_np, inst)
             if save_dir is not None:
-                _write_png(save_dir / sample.fid.city / f"{sample.fid.stem}_leftImg8bit.png",
+                write_png(save_dir / sample.fid.city / f"{sample.fid.stem}_leftImg8bit.png",
                            train_id_to_label_id(labels_np))
             evaluated += 1
             if progress:

@@ -29,6 +29,7 @@ from torch.utils.data import DataLoader
 from tdnet_cli.config import dump_toml, validate
 from tdnet_cli.data.clips import AugmentConfig, ClipDataset, IterationSampler
 from tdnet_cli.errors import CheckpointError, DataError, OutputExistsError, UsageError
+from tdnet_cli.fileio import write_text
 from tdnet_cli.inference import Predictor, resolve_device
 from tdnet_cli.losses import Criterion
 from tdnet_cli.models.checkpoint import LoadedModel, load_checkpoint, read_state_dict, save_checkpoint
@@ -225,7 +226,7 @@ def train(
 
     if ddp.is_main:
         run_dir.mkdir(parents=True, exist_ok=True)
-        (run_dir / "config.toml").write_text(dump_toml(config))
+        write_text(run_dir / "config.toml", dump_toml(config))
     log_path = run_dir / "metrics.jsonl"
     iterations, accum = o_cfg["iterations"], o_cfg["accumulate"]
     sampler = IterationSampler(start * accum, iterations * accum, d_cfg["batch_size"], ddp.rank, ddp.world)
