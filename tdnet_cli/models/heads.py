@@ -6,7 +6,18 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-__all__ = ["FCNHead", "SpatialLayerNorm"]
+__all__ = ["FCNHead", "SpatialLayerNorm", "classifier_layers"]
+
+
+def classifier_layers(in_channels: int, inter: int, num_classes: int, dropout: float) -> list[nn.Module]:
+    """3x3 conv (no bias) -> BN -> ReLU -> Dropout2d -> 1x1 conv with bias: the released heads."""
+    return [
+        nn.Conv2d(in_channels, inter, 3, padding=1, bias=False),
+        nn.BatchNorm2d(inter),
+        nn.ReLU(inplace=True),
+        nn.Dropout2d(dropout),
+        nn.Conv2d(inter, num_classes, 1),
+    ]
 
 
 class FCNHead(nn.Module):
@@ -17,14 +28,7 @@ class FCNHead(nn.Module):
 
     def __init__(self, in_channels: int, num_classes: int, reduction: int = 4, dropout: float = 0.1) -> None:
         super().__init__()
-        inter = in_channels // reduction
-        self.conv5 = nn.Sequential(
-            nn.Conv2d(in_channels, inter, 3, padding=1, bias=False),
-            nn.BatchNorm2d(inter),
-            nn.ReLU(inplace=True),
-            nn.Dropout2d(dropout),
-            nn.Conv2d(inter, num_classes, 1),
-        )
+        self.conv5 = nn.Sequential(*classifier_layers(in_channels, in_channels // reduction, num_classes, dropout))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.conv5(x)

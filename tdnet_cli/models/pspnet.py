@@ -11,7 +11,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from tdnet_cli.models.heads import FCNHead
+from tdnet_cli.models.heads import FCNHead, classifier_layers
 from tdnet_cli.models.pyramid import PyramidPooling
 from tdnet_cli.models.resnet import DilatedResNet, feature_size
 from tdnet_cli.models.tdnet import StreamState
@@ -33,14 +33,9 @@ class PSPHead(nn.Module):
 
     def __init__(self, in_channels: int, num_classes: int, dropout: float = 0.1) -> None:
         super().__init__()
-        inter = in_channels // 4
         self.conv5 = nn.Sequential(
             PyramidPooling(in_channels),
-            nn.Conv2d(2 * in_channels, inter, 3, padding=1, bias=False),
-            nn.BatchNorm2d(inter),
-            nn.ReLU(inplace=True),
-            nn.Dropout2d(dropout),
-            nn.Conv2d(inter, num_classes, 1),
+            *classifier_layers(2 * in_channels, in_channels // 4, num_classes, dropout),
         )
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
