@@ -86,30 +86,86 @@ def parse_size(text: str | None) -> tuple[int, int] | None:
 def upsample_argmax(logits: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
     """Labels (B, H, W) uint8 of logits (B, C, h, w) resized bilinearly (align_corners=True).
 
-    Worked in bands of output rows so the full-size (B, C, H, W) float tensor never
-    exists at once: memory stays small and the band stays in cache.
+    Each output pixel is a convex combination of the logits at the four corners of its
+    low-resolution cell. Where all four corners have the same argmax k, k is also the argmax
+    of any convex combination (ties included: the lowest index wins in both), so on the CPU
+    only the pixels of cells whose corners disagree (class boundaries) are interpolated. The
+    cells are first split into 2-4 x 2-4 sub-cells by sampling the same bilinear surface at
+    their corners, which narrows the band of pixels to interpolate (the surface inside a
+    sub-cell is the bilinear interpolation of the sub-cell's corners: still exact). A GPU
+    interpolates every pixel in one pass.
     """
     logits = logits.float()
     b, c, h, w = logits.shape
     out_h, out_w = size
     if (h, w) == (out_h, out_w):
         return logits.argmax(1).to(torch.uint8)
-    # Resize columns first (cheap: h rows), then interpolate each band of output rows.
-    cols = F.interpolate(logits, size=(h, out_w), mode="bilinear", align_corners=True)
-    labels = torch.empty((b, out_h, out_w), dtype=torch.uint8, device=logits.device)
-    ys = torch.linspace(0, h - 1, out_h, device=logits.device, dtype=torch.float64) if out_h > 1 else \
-        torch.zeros(1, device=logits.device, dtype=torch.float64)
-    y0 = ys.floor().long().clamp(max=h - 1)
-    y1 = (y0 + 1).clamp(max=h - 1)
-    wy = (ys - y0).to(torch.float32).view(1, 1, -1, 1)
-    band = 64 if logits.device.type == "cpu" else out_h
-    for start in range(0, out_h, band):
-        sl = slice(start, min(start + band, out_h))
-        top = cols.index_select(2, y0[sl])
-        bot = cols.index_select(2, y1[sl])
-        rows = torch.lerp(top, bot, wy[:, :, sl])
-        labels[:, sl] = rows.max(1).indices.to(torch.uint8)
-    return labels
+    if logits.device.type != "cpu":
+        return F.interpolate(logits, size=size, mode="bilinear", align_corners=True).argmax(1).to(torch.uint8)
+    sy, sx = _subdivision(h, out_h), _subdivision(w, out_w)
+    if sy > 1 or sx > 1:
+        logits = F.interpolate(logits, size=((h - 1) * sy + 1, (w - 1) * sx + 1), mode="bilinear", align_corners=True)
+        h, w = logits.shape[-2:]
+    cy, wy, ny = _cells(h, out_h)
+    cx, wx, nx = _cells(w, out_w)
+    hc, wc = len(ny), len(nx)
+    # argmax over classes as a max over the outer dim: vectorised across pixels
+    low = torch.stack([lg.max(0).indices for lg in logits]).to(torch.uint8).numpy()  # (B, h, w)
+    y1, x1 = np.minimum(np.arange(hc) + 1, h - 1), np.minimum(np.arange(wc) + 1, w - 1)
+    a = low[:, :hc, :wc]
+    mixed = (a != low[:, :hc][:, :, x1]) | (a != low[:, y1, :wc]) | (a != low[:, y1][:, :, x1])  # (B, hc, wc)
+    # Every pixel gets its cell's corner label (rows of cells repeat whole rows: fast copies).
+    labels = np.repeat(np.repeat(a, nx, axis=2), ny, axis=1)
+    # Pixels of mixed cells, as (image, cell row, output column) runs down each cell's rows.
+    pb, pr, px = (np.repeat(mixed, nx, axis=2) & (ny > 0)[None, :, None]).nonzero()
+    if len(pb):
+        flat = logits.permute(1, 0, 2, 3).reshape(c, -1)  # (C, B*h*w)
+        q0, q1 = cx[px], x1[cx[px]]
+        wxs = torch.from_numpy(wx[px])
+
+        def row(yi: np.ndarray) -> torch.Tensor:  # (C, runs): the logits of row yi at each run's column
+            base = (pb * h + yi) * w
+            left = flat.index_select(1, torch.from_numpy(base + q0))
+            return torch.lerp(left, flat.index_select(1, torch.from_numpy(base + q1)), wxs)
+
+        top, bot = row(pr), row(y1[pr])
+        # Along a run the logits are linear in the row weight, so a class that wins at both ends
+        # of a run wins all the way (ties too); only runs whose ends differ are filled row by row.
+        counts = ny[pr]
+        first = np.concatenate(([0], np.cumsum(ny)))[pr]
+        ends = [torch.lerp(top, bot, torch.from_numpy(wy[first + d])).max(0).indices.numpy()
+                for d in (0, counts - 1)]
+        split = ends[0] != ends[1]
+        for runs, fill in ((~split, ends[0]), (split, None)):
+            sel = runs.nonzero()[0]
+            if not len(sel):
+                continue
+            n = counts[sel]
+            run = np.repeat(sel, n)
+            yy = np.repeat(first[sel] - np.cumsum(n) + n, n) + np.arange(n.sum())
+            if fill is None:
+                run_t = torch.from_numpy(run)
+                vals = torch.lerp(top.index_select(1, run_t), bot.index_select(1, run_t), torch.from_numpy(wy[yy]))
+                labels[pb[run], yy, px[run]] = vals.max(0).indices.to(torch.uint8).numpy()
+            else:
+                labels[pb[run], yy, px[run]] = fill[run]
+    return torch.from_numpy(labels)
+
+
+def _subdivision(n: int, out: int) -> int:
+    """Sub-cells per cell along one axis: 4 or 2 where cells span many output pixels."""
+    span = (out - 1) / max(n - 1, 1)
+    return 4 if n > 1 and span >= 16 else 2 if n > 1 and span >= 8 else 1
+
+
+def _cells(n: int, out: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """For ``out`` output positions (align_corners=True) over ``n`` inputs: each one's cell
+    (top/left corner, at most n-2), its weight towards the far corner, and how many output
+    positions each cell holds."""
+    pos = np.linspace(0, n - 1, out) if out > 1 else np.zeros(1)
+    cell = np.minimum(np.floor(pos).astype(np.int64), max(n - 2, 0))
+    counts = np.bincount(cell, minlength=max(n - 1, 1))
+    return cell, (pos - cell).astype(np.float32), counts
 
 
 @dataclass

@@ -109,13 +109,28 @@ def test_fast_path_equals_plain_path_on_a_random_model():
             assert torch.allclose(a, b, atol=1e-4), (i, (a - b).abs().max())
 
 
-@pytest.mark.parametrize("size", [(64, 128), (100, 203), (257, 513)])
-def test_upsample_argmax_equals_full_interpolation(size):
-    logits = torch.randn(2, 19, 9, 17)
+@pytest.mark.parametrize("size", [(64, 128), (100, 203), (257, 513), (1024, 2048), (5, 7), (1, 1)])
+@pytest.mark.parametrize("kind", ["noise", "smooth", "strip"])
+def test_upsample_argmax_equals_full_interpolation(size, kind):
+    g = torch.Generator().manual_seed(0)
+    if kind == "noise":  # a class boundary in almost every cell
+        logits = torch.randn(2, 19, 9, 17, generator=g)
+    elif kind == "smooth":  # regions, as real segmentations have
+        coarse = torch.randn(2, 19, 4, 8, generator=g) * 3
+        logits = torch.nn.functional.interpolate(coarse, size=(32, 64), mode="bilinear", align_corners=True)
+    else:  # one row of features
+        logits = torch.randn(1, 19, 1, 9, generator=g)
     ref = torch.nn.functional.interpolate(logits, size=size, mode="bilinear", align_corners=True).argmax(1)
     ours = upsample_argmax(logits, size)
-    assert ours.dtype == torch.uint8
-    assert (ours.long() == ref).float().mean() > 0.9999
+    assert ours.dtype == torch.uint8 and ours.shape == ref.shape
+    # Equal up to float rounding at near-ties (a handful of pixels in a million).
+    assert (ours.long() != ref).sum().item() <= max(2, ref.numel() // 100_000)
+
+
+def test_upsample_argmax_ties_pick_the_lowest_class():
+    logits = torch.zeros(1, 19, 4, 6)
+    logits[:, 3:5] = 1.0  # classes 3 and 4 tie everywhere
+    assert (upsample_argmax(logits, (40, 61)) == 3).all()
 
 
 def test_predictor_segments_uint8_frames_of_any_size():
