@@ -57,7 +57,8 @@ def test_cli_json_and_table():
     assert "model-only" in table.output and "ceiling" in table.output and "64x96" in table.output
 
 
-@pytest.mark.parametrize("args", [["--frames", "0"], ["--size", "big"], ["--model", "nope"], ["--precision", "fp16"]])
+@pytest.mark.parametrize("args", [["--frames", "0"], ["--size", "big"], ["--model", "nope"], ["--precision", "fp16"],
+                                  ["--input", "x.mp4", "--x264-preset", "fastest"]])
 def test_cli_bad_options(args):
     result = runner.invoke(app, ["bench", "--model", "td4-tiny", "--device", "cpu", *args])
     assert result.exit_code == 2

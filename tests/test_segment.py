@@ -16,6 +16,7 @@ from typer.testing import CliRunner
 
 from tdnet_cli.cli.app import app
 from tdnet_cli.data.cityscapes import CLASSES, PALETTE, train_id_to_label_id
+from tdnet_cli.errors import UsageError
 from tdnet_cli.pipeline import (
     CutDetector,
     ProgressHook,
@@ -169,6 +170,19 @@ def test_overlay_matches_input_frames_fps_size_and_audio(tmp_path, tiny):
     assert report.outputs == [str(out)]
     assert probe(out) == probe(src) == (10, W, H, 25, True)
     assert names(tmp_path / "out") == ["in.overlay.mp4"]  # no partials left
+
+
+def test_encoding_options_reach_x264(tmp_path, tiny):
+    src = clip(tmp_path / "in.mp4", 6)
+    segment([src], predictor=tiny, out_dir=tmp_path / "a", x264_preset="ultrafast", crf=40)
+    segment([src], predictor=tiny, out_dir=tmp_path / "b")
+    a, b = ((tmp_path / d / "in.overlay.mp4").read_bytes() for d in "ab")
+    # x264 writes its settings into the stream: the options we passed, and no others.
+    assert b"crf=40.0" in a and b"crf=20.0" in b
+    assert b"subme=0" in a and b"subme=0" not in b  # ultrafast turns sub-pixel refinement off
+    for bad in ({"x264_preset": "fastest"}, {"crf": 52}):
+        with pytest.raises(UsageError):
+            segment([src], predictor=tiny, out_dir=tmp_path / "c", **bad)
 
 
 def test_label_pngs_equal_model_argmax(tmp_path, tiny):
@@ -440,6 +454,9 @@ def test_cli_usage_errors(tmp_path, fake_cli):
     assert result.exit_code == 2 and "single input" in result.stderr
     result = invoke(src, "-s", "labels", "-o", tmp_path / "x.mp4")
     assert result.exit_code == 2 and "folder of PNGs" in result.stderr
+    for bad in (["--x264-preset", "fastest"], ["--crf", "99"]):
+        result = invoke(src, *bad)
+        assert result.exit_code == 2 and len(error_lines(result)) == 1 and "Traceback" not in result.output
     result = invoke(src, "-o", tmp_path / "named.mp4", "-s", "overlay", "-s", "labelids", "-q")
     assert result.exit_code == 0 and names(tmp_path) == ["in.mp4", "named.labelids", "named.mp4"]
 

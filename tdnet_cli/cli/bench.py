@@ -46,6 +46,8 @@ def bench_command(
     source: Annotated[str | None, typer.Option(
         "--input", "-i", help="A video: also run the real segment pipeline on it, with a per-stage breakdown "
         "(decode, preprocess, model, postprocess, render, encode) beside the model-only fps.", show_default=False)] = None,
+    x264_preset: Annotated[str, typer.Option("--x264-preset", help="With --input: the overlay's x264 preset.")] = "veryfast",
+    crf: Annotated[int, typer.Option("--crf", help="With --input: the overlay's x264 CRF.")] = 20,
     as_json: JsonOpt = False,
     quiet: QuietOpt = False,
 ) -> None:
@@ -65,7 +67,7 @@ def bench_command(
         report = run_bench(weights=weights, model=model, size=parse_size(size), frames=frames, warmup=warmup,
                            device=device, precision=precision, streams=streams, compile=compile,
                            baseline=baseline, ceiling=not no_ceiling, reference=reference, source=source,
-                           progress=progress)
+                           encoding=(x264_preset, crf), progress=progress)
     if as_json:
         print(json.dumps(report.to_dict(), indent=2))
         return

@@ -191,6 +191,12 @@ def segment_command(
         typer.Option("--threads", min=1, help="Torch CPU threads (default: time all cores against three quarters "
                      "(1 of 2) on the first input and keep the faster).", show_default=False),
     ] = None,
+    x264_preset: Annotated[
+        str,
+        typer.Option("--x264-preset", help="Encoding speed of video outputs: ultrafast, superfast, veryfast, "
+                     "faster, fast, medium, slow, slower, veryslow (faster = bigger files, less CPU)."),
+    ] = "veryfast",
+    crf: Annotated[int, typer.Option("--crf", help="Video output quality, 0-51 (lower = better, bigger).")] = 20,
     as_json: JsonOpt = False,
     quiet: QuietOpt = False,
 ) -> None:
@@ -230,7 +236,7 @@ def segment_command(
         report = segment(specs, predictor=predictor, save=[s.value for s in save], out_dir=out_dir,
                          output=output, alpha=alpha, legend=legend, overwrite=overwrite,
                          skip_existing=skip_existing, cut_detect=cut_detect, progress=hook, fps=fps,
-                         threads=threads)
+                         threads=threads, x264_preset=x264_preset, crf=crf)
     report.shard = the_shard
     if as_json:
         print(json.dumps(report.to_dict()))

@@ -24,6 +24,7 @@ from tdnet_cli.errors import UsageError
 from tdnet_cli.inference import Predictor
 from tdnet_cli.models.checkpoint import LoadedModel, random_model
 from tdnet_cli.models.complexity import steady_gflops
+from tdnet_cli.video import check_encoding
 
 __all__ = [
     "LatencyStats",
@@ -293,6 +294,7 @@ def run_bench(
     ceiling: bool = True,
     reference: bool = False,
     source: str | None = None,
+    encoding: tuple[str, int] = ("veryfast", 20),
     progress: ProgressFn | None = None,
 ) -> BenchReport:
     """Model-only benchmark, optionally against a baseline in the same process.
@@ -300,8 +302,11 @@ def run_bench(
     ``baseline`` is a preset name (its per-frame cost at the same size and precision) or
     ``"reference"``: the same weights on our plain path in fp32, which mirrors the
     authors' code operation for operation. ``source`` (a video) adds the end-to-end
-    `segment` run with its stage breakdown beside the model-only figures.
+    `segment` run with its stage breakdown beside the model-only figures, its video encoded
+    with ``encoding`` (x264 preset, CRF).
     """
+    if source is not None:
+        check_encoding(*encoding)  # before minutes of model timing, not after
     pred = Predictor.create(weights=weights, model=model, device=device, precision=precision,
                             input_size=size, optimize=not reference, compile=compile)
     pred.compiled = compile
@@ -309,7 +314,7 @@ def run_bench(
     report.env.update(precision=precision, input_size=list(pred.input_size))
     report.result = bench_predictor(pred, frames=frames, warmup=warmup, streams=streams, progress=progress)
     if source is not None:
-        report.end_to_end = bench_end_to_end(pred, source, progress=progress)
+        report.end_to_end = bench_end_to_end(pred, source, encoding=encoding, progress=progress)
         report.end_to_end["model_only_fps"] = report.result.fps_per_stream
         report.end_to_end["fraction_of_model_only"] = report.end_to_end["fps"] / report.result.fps_per_stream
     if baseline:
@@ -327,7 +332,7 @@ def run_bench(
 
 
 def bench_end_to_end(pred: Predictor, source: str, *, save: tuple[str, ...] = ("overlay",),
-                     progress: ProgressFn | None = None) -> dict:
+                     encoding: tuple[str, int] = ("veryfast", 20), progress: ProgressFn | None = None) -> dict:
     """The real `segment` pipeline on ``source``, with a per-stage breakdown.
 
     Three passes over the same input: decode alone; decode + render + encode alone (the
@@ -372,13 +377,15 @@ def bench_end_to_end(pred: Predictor, source: str, *, save: tuple[str, ...] = ("
         src = open_source(source)
         info = src.info
         src.close()
-        writer = VideoWriter(Path(tmp) / "encode.mp4", info.width, info.height, info.fps or 17)
+        writer = VideoWriter(Path(tmp) / "encode.mp4", info.width, info.height, info.fps or 17,
+                             preset=encoding[0], crf=encoding[1])
         render = _Renderer({"overlay": writer}, pred.palette, pred.classes, alpha=0.5, legend=False)
         _, t_dec_enc, t_render = decode_pass(render)
         if progress:
             progress("encode", 2, 3)
         pred.stage_seconds = {k: 0.0 for k in pred.stage_seconds}
-        report = segment([source], predictor=pred, save=list(save), out_dir=tmp, overwrite=True)
+        report = segment([source], predictor=pred, save=list(save), out_dir=tmp, overwrite=True,
+                         x264_preset=encoding[0], crf=encoding[1])
         if progress:
             progress("segment", 3, 3)
     result = report.results[0]
@@ -395,6 +402,8 @@ def bench_end_to_end(pred: Predictor, source: str, *, save: tuple[str, ...] = ("
         "frames": frames,
         "decoded_frames": n_dec,
         "save": list(save),
+        "x264_preset": encoding[0],
+        "crf": encoding[1],
         "wall_s": result.seconds,
         "fps": frames / result.seconds if result.seconds else 0.0,
         "model_stage_fps": frames / stages["model"] if stages["model"] else 0.0,

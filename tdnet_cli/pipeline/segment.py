@@ -39,6 +39,7 @@ from tdnet_cli.video import (
     FrameSource,
     PngSequenceWriter,
     VideoWriter,
+    check_encoding,
     is_url,
     natural_key,
     open_source,
@@ -633,7 +634,8 @@ def _run_stream(
 
 
 def _open_writers(
-    plans: dict[str, Path], source: FrameSource, *, fps: float | None, overwrite: bool
+    plans: dict[str, Path], source: FrameSource, *, fps: float | None, overwrite: bool,
+    encoding: tuple[str, int] = ("veryfast", 20),
 ) -> dict[str, VideoWriter | PngSequenceWriter]:
     info = source.info
     rate = info.fps if info.fps else Fraction(fps or DEFAULT_FOLDER_FPS).limit_denominator(1001)
@@ -642,7 +644,8 @@ def _open_writers(
         for kind, path in plans.items():
             if path.suffix.lower() in VIDEO_SUFFIXES and kind in ("overlay", "color"):
                 audio = info.uri if (kind == "overlay" and info.has_audio) else None
-                writers[kind] = VideoWriter(path, info.width, info.height, rate, audio_from=audio, overwrite=overwrite)
+                writers[kind] = VideoWriter(path, info.width, info.height, rate, audio_from=audio, overwrite=overwrite,
+                                            preset=encoding[0], crf=encoding[1])
             else:
                 writers[kind] = PngSequenceWriter(path, overwrite=overwrite, workers=_spare_workers())
     except BaseException:
@@ -688,13 +691,16 @@ def segment(
     progress: ProgressHook | None = None,
     fps: float | None = None,
     threads: int | None = None,
+    x264_preset: str = "veryfast",
+    crf: int = 20,
 ) -> SegmentReport:
     """Segment every input (paths, globs, URLs, frame folders) with ``predictor``.
 
     ``save``: any of :data:`SAVE_KINDS`. ``fps``: output rate for frame-folder inputs
     (default 17). ``threads``: torch CPU threads; None times three quarters of the default
     count (1 of 2) against all of it on the first long input and keeps the faster (CPU only). ``shard``: ``(i, n)`` or
-    ``"i/n"`` takes inputs ``i::n`` after glob expansion.
+    ``"i/n"`` takes inputs ``i::n`` after glob expansion. ``x264_preset``/``crf``: how video
+    outputs are encoded (faster presets trade file size for CPU time).
 
     Raises TdnetError only for problems that concern every input (bad options, an
     unwritable ``out_dir``); a bad input is a failed :class:`InputResult`.
@@ -712,6 +718,7 @@ def segment(
         raise UsageError(f"--fps {fps} must be positive")
     if overwrite and skip_existing:
         raise UsageError("--overwrite and --skip-existing contradict each other")
+    check_encoding(x264_preset, crf)
     if isinstance(shard, str):
         shard = parse_shard(shard)
     specs = select_shard(expand_inputs(inputs), shard)
@@ -745,7 +752,7 @@ def segment(
                 _process(spec, index, len(specs), result, predictor=predictor, save=save, out_dir=out_dir,
                          output=output, alpha=alpha, legend=legend, overwrite=overwrite,
                          skip_existing=skip_existing, cut_detect=cut_detect, fps=fps, hook=hook, tuner=tuner,
-                         claimed=claimed)
+                         claimed=claimed, encoding=(x264_preset, crf))
                 if tuner is not None and tuner.choice is not None:
                     chosen_threads = tuner.choice  # measured once; later inputs reuse it
                     torch.set_num_threads(chosen_threads)
@@ -795,6 +802,7 @@ def _process(
     hook: ProgressHook,
     tuner: _ThreadTuner | None,
     claimed: dict[Path, str],
+    encoding: tuple[str, int] = ("veryfast", 20),
 ) -> None:
     """One input, start to finish; raises on failure (the caller records it)."""
     plans = plan_outputs(spec, save, out_dir=out_dir, output=output)
@@ -826,7 +834,7 @@ def _process(
         hook.start_input(spec, index, count, info.frame_count)
         if tuner is not None and info.frame_count is not None and info.frame_count < tuner.frames_needed + 8:
             tuner = None  # too short to measure; keep the current thread count
-        writers = _open_writers(plans, source, fps=fps, overwrite=overwrite)
+        writers = _open_writers(plans, source, fps=fps, overwrite=overwrite, encoding=encoding)
         try:
             render = _Renderer(writers, predictor.palette, predictor.classes, alpha, legend)
             stats = _run_stream(source, predictor, render, cut_detect=cut_detect, hook=hook, tuner=tuner)

@@ -13,7 +13,15 @@ from tdnet_cli.video.reader import (
     open_source,
     to_rgb8,
 )
-from tdnet_cli.video.writer import VIDEO_SUFFIXES, PngSequenceWriter, VideoWriter, encoded_size, partial_path
+from tdnet_cli.video.writer import (
+    VIDEO_SUFFIXES,
+    X264_PRESETS,
+    PngSequenceWriter,
+    VideoWriter,
+    check_encoding,
+    encoded_size,
+    partial_path,
+)
 
 __all__ = [
     "IMAGE_EXTENSIONS",
@@ -25,6 +33,8 @@ __all__ = [
     "SourceInfo",
     "VideoReader",
     "VideoWriter",
+    "X264_PRESETS",
+    "check_encoding",
     "encoded_size",
     "ffmpeg_exe",
     "is_url",

@@ -29,6 +29,17 @@ __all__ = ["VideoWriter", "PngSequenceWriter", "partial_path", "VIDEO_SUFFIXES",
 VIDEO_SUFFIXES = (".mp4", ".mov", ".m4v", ".mkv")
 
 
+X264_PRESETS = ("ultrafast", "superfast", "veryfast", "faster", "fast", "medium", "slow", "slower", "veryslow")
+
+
+def check_encoding(preset: str, crf: int) -> None:
+    """A usage error for an x264 preset or CRF that ffmpeg would reject mid-run."""
+    if preset not in X264_PRESETS:
+        raise UsageError(f"unknown x264 preset {preset!r}", hint=f"choose one of {', '.join(X264_PRESETS)}")
+    if not 0 <= crf <= 51:
+        raise UsageError(f"--crf {crf} is outside 0..51", hint="lower is better quality; 18-28 is usual")
+
+
 def partial_path(final: Path, *, folder: bool = False) -> Path:
     """The temporary name a writer uses for ``final`` (hidden, same folder, pid-unique)."""
     if folder:
@@ -103,6 +114,7 @@ class VideoWriter:
         crf: int = 20,
     ) -> None:
         self.path = Path(path)
+        check_encoding(preset, crf)
         if self.path.suffix.lower() not in VIDEO_SUFFIXES:
             raise UsageError(f"{self.path}: a video output needs one of {', '.join(VIDEO_SUFFIXES)}")
         _check_target(self.path, overwrite)
