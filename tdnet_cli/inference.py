@@ -282,6 +282,11 @@ class Predictor:
     def name(self) -> str:
         return self.loaded.preset
 
+    @property
+    def compiled(self) -> bool:
+        """Whether steps go through torch.compile (one graph per path and memory length)."""
+        return self._compiled is not None
+
     # -- streams ---------------------------------------------------------------------------
     def new_stream(self, batch: int = 1) -> Stream:
         state = self.model.new_state(batch)

@@ -186,8 +186,10 @@ def bench_predictor(
         torch.cuda.reset_peak_memory_stats(dev)
     stream = pred.new_stream(streams)
     n_fill = pred.num_paths - 1
+    # Compiled, the first steady frame of each path compiles its graph too: never time those.
+    warm = max(warmup, n_fill + (pred.num_paths if pred.compiled else 0))
     filling, steady = [], []
-    total = max(warmup, n_fill) + frames
+    total = warm + frames
     for i in range(total):
         x = pool[i % len(pool)]
         _sync(dev)
@@ -197,7 +199,7 @@ def bench_predictor(
         dt = time.perf_counter() - t0
         if i < n_fill:
             filling.append(dt)
-        elif i >= max(warmup, n_fill):
+        elif i >= warm:
             steady.append(dt)
         if progress:
             progress("measure", i + 1, total)
@@ -208,13 +210,13 @@ def bench_predictor(
         device=str(dev),
         input_size=(h, w),
         streams=streams,
-        warmup=max(warmup, n_fill),
+        warmup=warm,
         steady=latency_stats(steady),  # type: ignore[arg-type]
         filling=latency_stats(filling),
         gflops_per_frame=steady_gflops(_meta_copy(pred.loaded), (h, w)),
         peak_rss_mb=_peak_rss_mb(),
         peak_cuda_mb=torch.cuda.max_memory_allocated(dev) / 2**20 if dev.type == "cuda" else None,
-        compiled=getattr(pred, "compiled", False),
+        compiled=pred.compiled,
     )
 
 
@@ -309,7 +311,6 @@ def run_bench(
         check_encoding(*encoding)  # before minutes of model timing, not after
     pred = Predictor.create(weights=weights, model=model, device=device, precision=precision,
                             input_size=size, optimize=not reference, compile=compile)
-    pred.compiled = compile
     report = BenchReport(env=environment(pred.device), result=None, notes=list(pred.notes))  # type: ignore[arg-type]
     report.env.update(precision=precision, input_size=list(pred.input_size))
     report.result = bench_predictor(pred, frames=frames, warmup=warmup, streams=streams, progress=progress)
