@@ -119,36 +119,57 @@ def upsample_argmax(logits: torch.Tensor, size: tuple[int, int]) -> torch.Tensor
     # Pixels of mixed cells, as (image, cell row, output column) runs down each cell's rows.
     pb, pr, px = (np.repeat(mixed, nx, axis=2) & (ny > 0)[None, :, None]).nonzero()
     if len(pb):
-        flat = logits.permute(1, 0, 2, 3).reshape(c, -1)  # (C, B*h*w)
+        table = logits.permute(0, 2, 3, 1).reshape(-1, c)  # (B*h*w, C): a pixel's classes side by side
         q0, q1 = cx[px], x1[cx[px]]
-        wxs = torch.from_numpy(wx[px])
+        wxs = torch.from_numpy(wx[px]).unsqueeze(1)
 
-        def row(yi: np.ndarray) -> torch.Tensor:  # (C, runs): the logits of row yi at each run's column
+        def row(yi: np.ndarray) -> torch.Tensor:  # (runs, C): row yi's logits at each run's column
             base = (pb * h + yi) * w
-            left = flat.index_select(1, torch.from_numpy(base + q0))
-            return torch.lerp(left, flat.index_select(1, torch.from_numpy(base + q1)), wxs)
+            left = table.index_select(0, torch.from_numpy(base + q0))
+            return torch.lerp(left, table.index_select(0, torch.from_numpy(base + q1)), wxs)
 
         top, bot = row(pr), row(y1[pr])
-        # Along a run the logits are linear in the row weight, so a class that wins at both ends
-        # of a run wins all the way (ties too); only runs whose ends differ are filled row by row.
         counts = ny[pr]
         first = np.concatenate(([0], np.cumsum(ny)))[pr]
-        ends = [torch.lerp(top, bot, torch.from_numpy(wy[first + d])).max(0).indices.numpy()
-                for d in (0, counts - 1)]
-        split = ends[0] != ends[1]
-        for runs, fill in ((~split, ends[0]), (split, None)):
+        t0, t1 = wy[first], wy[first + counts - 1]
+        k0, k1 = (torch.lerp(top, bot, torch.from_numpy(t).unsqueeze(1)).max(1).indices for t in (t0, t1))
+        # Along a run the logits are linear in the row weight t: a class that wins at both ends
+        # wins all the way (ties too). Where the ends differ (k0 at t0, k1 at t1) and nothing
+        # beats both where their lines cross, at t*, the run is k0 before t* and k1 after it.
+        # Any run still in doubt is interpolated pixel by pixel.
+        cross = torch.full((len(pb),), np.inf)
+        sure = k0 == k1
+        split = (~sure).nonzero().squeeze(1)
+        if len(split):
+            ts, ks0, ks1 = top[split], k0[split], k1[split]
+            slope = bot[split] - ts
+            a0, a1 = ts.gather(1, ks0[:, None])[:, 0], ts.gather(1, ks1[:, None])[:, 0]
+            d0, d1 = slope.gather(1, ks0[:, None])[:, 0], slope.gather(1, ks1[:, None])[:, 0]
+            t_star = (a0 - a1) / (d1 - d0)
+            at = ts + slope * t_star.unsqueeze(1)
+            level = torch.maximum(at.gather(1, ks0[:, None])[:, 0], at.gather(1, ks1[:, None])[:, 0])
+            clear = torch.isfinite(t_star) & (at.max(1).values <= level + 1e-6 * level.abs().clamp(min=1.0))
+            cross[split[clear]] = t_star[clear]
+            sure[split[clear]] = True
+        k0, k1, cross, sure = k0.numpy(), k1.numpy(), cross.numpy(), sure.numpy()
+        for runs in (sure, ~sure):
             sel = runs.nonzero()[0]
             if not len(sel):
                 continue
             n = counts[sel]
             run = np.repeat(sel, n)
             yy = np.repeat(first[sel] - np.cumsum(n) + n, n) + np.arange(n.sum())
-            if fill is None:
-                run_t = torch.from_numpy(run)
-                vals = torch.lerp(top.index_select(1, run_t), bot.index_select(1, run_t), torch.from_numpy(wy[yy]))
-                labels[pb[run], yy, px[run]] = vals.max(0).indices.to(torch.uint8).numpy()
+            if runs is sure:
+                t, tc = wy[yy], cross[run]
+                lab = np.where(t < tc, k0[run], k1[run])
+                tie = t == tc  # exactly on the crossing: the lower class index, as argmax picks
+                lab[tie] = np.minimum(k0[run][tie], k1[run][tie])
             else:
-                labels[pb[run], yy, px[run]] = fill[run]
+                run_t = torch.from_numpy(run)
+                vals = torch.lerp(top.index_select(0, run_t), bot.index_select(0, run_t),
+                                  torch.from_numpy(wy[yy]).unsqueeze(1))
+                lab = vals.max(1).indices.numpy()
+            labels.reshape(-1)[(pb[run] * out_h + yy) * out_w + px[run]] = lab
     return torch.from_numpy(labels)
 
 
