@@ -176,7 +176,16 @@ def test_cli_json_stdout_and_table(dataset):
     assert table.exit_code == 2 and "no city 'nowhere'" in table.output
 
 
-def test_no_propagation_scores_the_sub_features_alone(dataset, predictor):
+def test_no_propagation_scores_the_sub_features_alone(dataset):
+    # Random attention is near-uniform: what it propagates is then one vector per channel,
+    # which the spatial LayerNorm removes. Scaled-up queries and keys make it matter.
+    torch.manual_seed(0)
+    loaded = random_model("td4-tiny")
+    with torch.no_grad():
+        for name, param in loaded.model.named_parameters():
+            if ".w_qs.1.conv." in name or ".w_ks.1.conv." in name:
+                param.mul_(8.0)
+    predictor = Predictor(loaded, device="cpu")
     with Recorder(predictor) as rec:
         ablation = evaluate(dataset, predictor=predictor, propagation=False, limit=2)
     full = evaluate(dataset, predictor=predictor, limit=2)
