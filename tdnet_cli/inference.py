@@ -106,7 +106,7 @@ def upsample_argmax(logits: torch.Tensor, size: tuple[int, int]) -> torch.Tensor
     if sy > 1 or sx > 1:
         logits = F.interpolate(logits, size=((h - 1) * sy + 1, (w - 1) * sx + 1), mode="bilinear", align_corners=True)
         h, w = logits.shape[-2:]
-    cy, wy, ny = _cells(h, out_h)
+    _, wy, ny = _cells(h, out_h)  # output rows are reached through their cells' counts
     cx, wx, nx = _cells(w, out_w)
     hc, wc = len(ny), len(nx)
     # argmax over classes as a max over the outer dim: vectorised across pixels
@@ -143,11 +143,13 @@ def upsample_argmax(logits: torch.Tensor, size: tuple[int, int]) -> torch.Tensor
         if len(split):
             ts, ks0, ks1 = top[split], k0[split], k1[split]
             slope = bot[split] - ts
-            a0, a1 = ts.gather(1, ks0[:, None])[:, 0], ts.gather(1, ks1[:, None])[:, 0]
-            d0, d1 = slope.gather(1, ks0[:, None])[:, 0], slope.gather(1, ks1[:, None])[:, 0]
-            t_star = (a0 - a1) / (d1 - d0)
+
+            def pick(m: torch.Tensor, k: torch.Tensor) -> torch.Tensor:  # m[i, k[i]]
+                return m.gather(1, k[:, None])[:, 0]
+
+            t_star = (pick(ts, ks0) - pick(ts, ks1)) / (pick(slope, ks1) - pick(slope, ks0))
             at = ts + slope * t_star.unsqueeze(1)
-            level = torch.maximum(at.gather(1, ks0[:, None])[:, 0], at.gather(1, ks1[:, None])[:, 0])
+            level = torch.maximum(pick(at, ks0), pick(at, ks1))
             clear = torch.isfinite(t_star) & (at.max(1).values <= level + 1e-6 * level.abs().clamp(min=1.0))
             cross[split[clear]] = t_star[clear]
             sure[split[clear]] = True

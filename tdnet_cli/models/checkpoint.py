@@ -100,6 +100,7 @@ def atomic_torch_save(obj: Any, path: Path) -> None:
         torch.save(obj, tmp)
 
 
+# -- reading ------------------------------------------------------------------------------
 def _torch_load(path: Path) -> Any:
     if not path.exists():
         raise CheckpointError(f"weights file not found: {path}", hint="check the --weights path")
