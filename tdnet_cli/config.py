@@ -22,6 +22,8 @@ DEFAULTS: dict[str, dict[str, Any]] = {
         "init": "",  # per-frame PSPNet checkpoint whose backbone/pyramid initialise every path
         "teacher": "",  # grouped PSPNet checkpoint for distillation ("" = none)
         "resume_weights": "",  # start from these weights (fine-tuning), optimiser fresh
+        "attention_logit_scale": 1.0,  # TDNet: scale the initial query/key projections' logits by this
+        "value_drop": 0.0,  # TDNet: chance per clip that a block of the current values is hidden from the full output
     },
     "data": {
         "root": "",  # Cityscapes-layout folder
@@ -170,5 +172,10 @@ def validate(config: dict) -> None:
         raise UsageError(f"data.scale must be [low, high] with 0 < low <= high, got {d['scale']}")
     if o["lr"] <= 0:
         raise UsageError("optim.lr must be positive")
+    m = config["model"]
+    if not 0.0 <= m["value_drop"] <= 1.0:
+        raise UsageError(f"model.value_drop is a probability, got {m['value_drop']}", hint="use a value in [0, 1]")
+    if m["attention_logit_scale"] <= 0:
+        raise UsageError(f"model.attention_logit_scale must be positive, got {m['attention_logit_scale']}")
     if r["save_every"] < 1 or r["log_every"] < 1:
         raise UsageError("run.save_every and run.log_every must be >= 1")

@@ -22,7 +22,7 @@ from tdnet_cli.data.synth import generate_dataset
 from tdnet_cli.errors import DataError, OutputExistsError, UsageError
 from tdnet_cli.losses import Criterion, kl_divergence, ohem_cross_entropy
 from tdnet_cli.models import load_checkpoint, random_model, save_checkpoint
-from tdnet_cli.pipeline.train import get_lr, init_from_pspnet, train
+from tdnet_cli.pipeline.train import get_lr, init_from_pspnet, scale_attention_logits, train
 
 runner = CliRunner()
 
@@ -173,6 +173,55 @@ def test_teacher_then_distillation_and_init(data_root, tmp_path):
     model = random_model("td4-tiny").model
     assert init_from_pspnet(model, str(tmp_path / "psp.pt")) > 0
     assert torch.equal(model.pretrained3.layer4[0].conv1.weight, psp.model.pretrained.layer4[0].conv1.weight)
+
+
+def test_value_drop_hides_current_values_from_the_full_output_only():
+    torch.manual_seed(0)
+    model = random_model("td4-tiny").model
+    clip = torch.randn(2, 4, 3, 64, 128)
+    model.train()
+    for mod in model.modules():  # dropout off: the comparison below must see the mask alone
+        if isinstance(mod, (torch.nn.Dropout, torch.nn.Dropout2d)):
+            mod.p = 0.0
+        if hasattr(mod, "use_sdpa"):
+            mod.dropout = 0.0
+    torch.manual_seed(1)
+    plain = model(clip, 3)
+    model.value_drop = 1.0
+    torch.manual_seed(1)
+    dropped = model(clip, 3)
+    # BatchNorm uses batch statistics in train mode; both calls see the same batch.
+    assert torch.allclose(dropped["sub"], plain["sub"])
+    assert not torch.allclose(dropped["out"], plain["out"])
+    mask = model._value_mask(torch.zeros(64, 1, 8, 16))
+    hidden = 1 - mask.mean((1, 2, 3))
+    # every clip loses one block of 30-70% of each side: 9-49% of the map (rounding aside)
+    assert hidden.min() > 0.05 and hidden.max() < 0.55
+    model.eval()
+    with torch.no_grad():
+        a = model(clip, 3)["out"]
+        model.value_drop = 0.0
+        b = model(clip, 3)["out"]
+    assert torch.equal(a, b)  # inference never drops
+
+
+def test_attention_logit_scale_multiplies_the_logits():
+    torch.manual_seed(0)
+    model = random_model("td4-tiny").model.eval()
+    z = torch.randn(1, model.path_modules(0)["enc"].w_qs[0].conv.in_channels, 8, 16)
+
+    def logits():
+        with torch.no_grad():
+            encs = [model.path_modules(p)["enc"] for p in (0, 1)]
+            return encs[0].w_qs(z).flatten(2).transpose(1, 2) @ encs[1].w_ks(z).flatten(2)
+
+    before = logits()
+    scale_attention_logits(model, 9.0)
+    assert torch.allclose(logits(), 9.0 * before, rtol=1e-4, atol=1e-5)
+    from tdnet_cli.config import validate
+
+    with pytest.raises(UsageError, match="value_drop"):
+        validate(load_config(None, ['data.root="x"', "model.value_drop=1.5"]))
 
 
 def test_missing_or_corrupt_data_fails_before_work(tmp_path, data_root):

@@ -98,6 +98,11 @@ register(Preset(
     "grouped PSPNet-101 teacher for 2-path TDNet distillation (td2-psp50)",
 ))
 register(Preset(
+    "psp-mini", "pspnet",
+    PSPNetConfig(backbone="resnet18", width=16, input_size=(256, 512)),
+    "per-frame PSPNet at td4-mini's width: the --init source of every td4-mini path",
+))
+register(Preset(
     "gpsp-mini", "gpspnet",
     GroupedPSPNetConfig(backbone="resnet18", width=32, groups=4, input_size=(256, 512)),
     "grouped PSPNet teacher for td4-mini: half-width ResNet-18, 4 groups",

@@ -60,6 +60,9 @@ class TDNet(nn.Module):
         n = cfg.num_paths
         # False: every frame uses only its own sub-features (an ablation of the memory).
         self.use_memory = True
+        # Training only: the chance per clip that a block of the current frame's values is
+        # hidden from the full output, which must then be filled from the memory.
+        self.value_drop = 0.0
         if n < 2:
             raise ValueError("TDNet needs at least 2 paths")
         self.feature_size = feature_size(cfg.input_size)
@@ -174,6 +177,20 @@ class TDNet(nn.Module):
         return StreamState((state.memories + (memory,))[-(self.num_paths - 1):], state.frame_index + 1, batch)
 
     # -- training ----------------------------------------------------------------------
+    def _value_mask(self, v: torch.Tensor) -> torch.Tensor:
+        """(B, 1, h, w): zero inside one random rectangle (each side 30-70% of the map) for a
+        ``value_drop`` share of the clips, one elsewhere. Drawn from torch's global generator,
+        which the trainer seeds per iteration."""
+        b, _, h, w = v.shape
+        mask = torch.ones(b, 1, h, w, dtype=v.dtype, device=v.device)
+        draw = torch.rand(b, 5).tolist()
+        for i, (hit, fh, fw, fy, fx) in enumerate(draw):
+            if hit < self.value_drop:
+                bh, bw = max(1, round(h * (0.3 + 0.4 * fh))), max(1, round(w * (0.3 + 0.4 * fw)))
+                y, x = int(fy * (h - bh + 1)), int(fx * (w - bw + 1))
+                mask[i, :, y:y + bh, x:x + bw] = 0
+        return mask
+
     def forward(self, clip: torch.Tensor, path: int | None = None) -> dict[str, torch.Tensor]:
         """Training forward on a clip (B, T, 3, H, W) ending at the annotated frame.
 
@@ -190,7 +207,8 @@ class TDNet(nn.Module):
             _, _, mem, _ = self.encode(clip[:, i], (path - (t - 1) + i) % n)
             memories = (memories + (mem,))[-(n - 1):]
         v, q, _, aux = self.encode(clip[:, -1], path, with_aux=self.config.aux)
-        out = {"out": self.decode(self.fuse(v, q, memories, path), path), "sub": self.decode(v, path)}
+        v_full = v * self._value_mask(v) if self.training and self.value_drop > 0 else v
+        out = {"out": self.decode(self.fuse(v_full, q, memories, path), path), "sub": self.decode(v, path)}
         if aux is not None:
             out["aux"] = aux
         return out

@@ -87,6 +87,20 @@ def init_from_pspnet(model: nn.Module, path: str) -> int:
     return len(new)
 
 
+def scale_attention_logits(model: TDNet, factor: float) -> None:
+    """Multiply every query and key projection's last layer by sqrt(factor), so the attention
+    logits grow by ``factor``. At the default initialisation their spread is ~0.1: attention
+    is uniform, the propagated term is one vector per channel, the spatial LayerNorm removes
+    it, and the propagation gets next to no gradient."""
+    s = math.sqrt(factor)
+    with torch.no_grad():
+        for p in range(model.num_paths):
+            enc = model.path_modules(p)["enc"]
+            for proj in (enc.w_qs[1].conv, enc.w_ks[1].conv):
+                proj.weight.mul_(s)
+                proj.bias.mul_(s)
+
+
 # -- distributed ------------------------------------------------------------------------------
 @dataclass
 class Dist:
@@ -188,6 +202,12 @@ def train(
 
     if m_cfg["init"]:
         say(f"initialised {init_from_pspnet(model, m_cfg['init'])} tensors from {m_cfg['init']}")
+    if preset.kind == "tdnet":
+        if m_cfg["attention_logit_scale"] != 1.0:
+            scale_attention_logits(model, m_cfg["attention_logit_scale"])
+        model.value_drop = m_cfg["value_drop"]
+    elif m_cfg["value_drop"] or m_cfg["attention_logit_scale"] != 1.0:
+        raise UsageError("model.value_drop and model.attention_logit_scale apply to TDNet presets only")
     if m_cfg["resume_weights"]:
         src = read_state_dict(m_cfg["resume_weights"])
         model.load_state_dict({k: v for k, v in src.items() if k in model.state_dict()}, strict=False)
