@@ -49,11 +49,12 @@ def clip(path: Path, frames: int = 8, *, size: str = f"{W}x{H}", audio: bool = F
     return path
 
 
-def encode_lossless(path: Path, frames: list[np.ndarray], rate: str = "25") -> Path:
+def encode_lossless(path: Path, frames: list[np.ndarray], rate: str = "25",
+                    codec: tuple[str, ...] = ("-c:v", "libx264rgb", "-qp", "0", "-pix_fmt", "rgb24")) -> Path:
+    """Encode RGB frames, losslessly as RGB H.264 unless ``codec`` says otherwise."""
     h, w = frames[0].shape[:2]
     cmd = [ffmpeg_exe(), "-hide_banner", "-loglevel", "error", "-y", "-f", "rawvideo", "-pix_fmt", "rgb24",
-           "-s", f"{w}x{h}", "-framerate", rate, "-i", "-", "-c:v", "libx264rgb", "-qp", "0", "-pix_fmt", "rgb24",
-           str(path)]
+           "-s", f"{w}x{h}", "-framerate", rate, "-i", "-", *codec, str(path)]
     subprocess.run(cmd, input=b"".join(f.tobytes() for f in frames), check=True)
     return path
 
@@ -112,14 +113,17 @@ class FakePredictor:
         state.resets += 1
         state.reset_at.append(state.frames)
 
-    def segment(self, frames: np.ndarray, state: FakeStream) -> np.ndarray:
+    def segment(self, frames: np.ndarray, state: FakeStream, *, size: tuple[int, int] | None = None) -> np.ndarray:
         if self.calls == self.fail_at:
             raise RuntimeError("model exploded")
         if self.calls == self.interrupt_at:
             raise KeyboardInterrupt
         self.calls += 1
         state.frames += 1
-        return (frames[..., 0] // 14).astype(np.uint8)
+        labels = (frames[..., 0] // 14).astype(np.uint8)
+        if size is not None and labels.shape != tuple(size):
+            labels = cv2.resize(labels, (size[1], size[0]), interpolation=cv2.INTER_NEAREST)
+        return labels
 
 
 @pytest.fixture(scope="module")
@@ -190,8 +194,11 @@ def test_label_pngs_equal_model_argmax(tmp_path, tiny):
     report = segment([src], predictor=tiny, save=["labels", "labelids", "color"], out_dir=tmp_path,
                      cut_detect=False)
     assert report.ok
+    # Videos are decoded to YUV 4:2:0 and the model's input is converted from the planes
+    # at its own size: the labels are exactly what the predictor gives for that input.
     stream = tiny.new_stream()
-    expected = {f.name: tiny.segment(f.image, stream) for f in VideoReader(str(src))}
+    expected = {f.name: tiny.segment(f.rgb(tiny.input_size), stream, size=f.size)
+                for f in VideoReader(str(src), yuv=True)}
     labels = read_pngs(tmp_path / "in.labels")
     ids = read_pngs(tmp_path / "in.labelids")
     assert list(labels) == ["000000", "000001", "000002", "000003", "000004", "000005"] == list(expected)
@@ -200,6 +207,18 @@ def test_label_pngs_equal_model_argmax(tmp_path, tiny):
         assert np.array_equal(labels[name], want)
         assert np.array_equal(ids[name], train_id_to_label_id(want))
     assert probe(tmp_path / "in.color.mp4")[:3] == (6, W, H)
+    # The RGB route (decode_yuv=False) gives the predictor ffmpeg's RGB frames unchanged.
+    report = segment([src], predictor=tiny, save=["labels"], out_dir=tmp_path / "rgb", cut_detect=False,
+                     decode_yuv=False)
+    stream = tiny.new_stream()
+    rgb_labels = read_pngs(tmp_path / "rgb" / "in.labels")
+    agree = []
+    for f in VideoReader(str(src)):
+        want = tiny.segment(f.image, stream)
+        assert np.array_equal(rgb_labels[f.name], want)
+        agree.append(float((want == labels[f.name]).mean()))
+    # the two routes' inputs differ by rounding and chroma filtering only (a few levels)
+    assert min(agree) > 0.9, agree
 
 
 def test_folder_and_lossless_video_give_the_same_labels(tmp_path, tiny):
@@ -231,6 +250,57 @@ def test_scene_cut_resets_the_stream(tmp_path, tiny):
     fake = FakePredictor()
     segment([spliced], predictor=fake, save=["labels"], out_dir=tmp_path / "c", cut_detect=False)
     assert fake.streams[0].resets == 0
+    # the same shots as ordinary 4:2:0 video: the cut test reads the luma plane
+    yuv = encode_lossless(tmp_path / "spliced.mp4", scene(6, 0) + scene(6, 1),
+                          codec=("-c:v", "libx264", "-pix_fmt", "yuv420p", "-crf", "18"))
+    assert next(iter(VideoReader(str(yuv), yuv=True))).yuv is not None
+    fake = FakePredictor()
+    segment([yuv], predictor=fake, save=["labels"], out_dir=tmp_path / "d")
+    assert fake.streams[0].reset_at == [6]
+
+
+def test_yuv_rendering_matches_the_rgb_route(tmp_path):
+    from tdnet_cli.pipeline import Renderer
+    from tdnet_cli.video import VideoWriter
+
+    # a smooth in-gamut frame: RGB clipping of saturated test patterns would differ between routes
+    src = encode_lossless(tmp_path / "in.mp4", scene(1, 0), codec=("-c:v", "libx264", "-pix_fmt", "yuv420p"))
+    frame = next(iter(VideoReader(str(src), yuv=True)))
+    assert frame.yuv is not None
+    labels = np.ascontiguousarray(np.broadcast_to((np.arange(W) * 19 // W).astype(np.uint8), (H, W)))
+    labels[40:, 90:] = 255  # ignored: shown unblended
+    ignored = labels == 255
+
+    def render(legend: bool) -> dict[str, np.ndarray]:
+        writers = {k: VideoWriter(tmp_path / f"{k}{legend}.mp4", W, H, 25) for k in ("overlay", "color")}
+        try:
+            return Renderer(writers, PALETTE, CLASSES, alpha=0.5, legend=legend).prepare(frame, labels)
+        finally:
+            for w in writers.values():
+                w.abort()
+
+    done = render(False)
+    rgb = Renderer({}, PALETTE, CLASSES, alpha=0.5, legend=False)
+    want = cv2.cvtColor(cv2.cvtColor(rgb._overlay_rgb(frame.image, labels), cv2.COLOR_RGB2YUV_I420),
+                        cv2.COLOR_YUV2RGB_I420)
+    got = cv2.cvtColor(done["overlay"].reshape(H * 3 // 2, W), cv2.COLOR_YUV2RGB_I420)
+    diff = np.abs(got.astype(int) - want).max(2)
+    # Chroma is one sample per 2x2 block: the routes differ only where a block holds two
+    # labels (a class edge on an odd column), so compare exactly-ish everywhere else.
+    blocks = labels.reshape(H // 2, 2, W // 2, 2)
+    one_label = (blocks == blocks[:, :1, :, :1]).all(axis=(1, 3))
+    inside = np.repeat(np.repeat(one_label, 2, 0), 2, 1)
+    assert inside.mean() > 0.8 and diff[inside].max() <= 4 and diff[inside].mean() < 1.5, diff[inside].max()
+    y = done["overlay"][: H * W].reshape(H, W)
+    assert np.array_equal(y[ignored], frame.yuv.y[ignored])  # the frame's own luma, untouched
+    assert not np.array_equal(y[~ignored], frame.yuv.y[~ignored])
+    colour = cv2.cvtColor(done["color"].reshape(H * 3 // 2, W), cv2.COLOR_YUV2RGB_I420)
+    keep = inside & ~ignored
+    assert np.abs(colour[keep].astype(int) - np.array(PALETTE, dtype=int)[labels[keep]]).max() <= 4
+    legend = render(True)["overlay"][: H * W].reshape(H, W)
+    changed = np.argwhere(legend != y)
+    # a box at the top left (at this tiny size it is the frame's full height), the rest untouched
+    assert len(changed) and changed.min(0).tolist() == [0, 0] and changed[:, 1].max() < W * 3 // 4
 
 
 def test_cli_end_to_end_with_a_preset(tmp_path):

@@ -299,3 +299,71 @@ def test_png_writer_with_worker_threads(tmp_path):
             w.write("b", np.zeros((0, 6), np.uint8))  # fails in a worker
             w.close()
     assert sorted(p.name for p in tmp_path.iterdir()) == ["labels"]
+
+
+# --------------------------------------------------------------------------- YUV 4:2:0 frames
+
+
+def test_yuv_frames_match_ffmpegs_own_rgb(tmp_path):
+    # BT.601 (untagged) and a BT.709-tagged clip: the planes converted by us match what
+    # ffmpeg's decoder gives as RGB, to a few levels of rounding.
+    plain = make_clip(tmp_path / "601.mp4", 3)
+    hd = make_clip(tmp_path / "709.mp4", 3, extra=("-vf", "scale=out_color_matrix=bt709:out_range=tv",
+                                                   "-colorspace", "bt709", "-color_primaries", "bt709",
+                                                   "-color_trc", "bt709"))
+    for clip, matrix in ((plain, "bt601"), (hd, "bt709")):
+        rgb = [f.image for f in VideoReader(str(clip))]
+        with VideoReader(str(clip), yuv=True) as r:
+            assert r.info.matrix == matrix
+            frames = list(r)
+        assert len(frames) == 3 and all(f.yuv is not None and f.yuv.matrix == matrix for f in frames)
+        assert frames[0].size == (H, W) and frames[0].yuv.data.size == H * W * 3 // 2
+        for f, want in zip(frames, rgb):
+            diff = np.abs(f.image.astype(int) - want)
+            assert diff.max() <= 4 and diff.mean() < 1.5, (matrix, diff.max(), diff.mean())
+            small = f.rgb((H // 2, W // 2))  # straight from the planes
+            ref = cv2.resize(want, (W // 2, H // 2), interpolation=cv2.INTER_LINEAR)
+            assert small.shape == (H // 2, W // 2, 3) and np.abs(small.astype(int) - ref).mean() < 2.5
+
+
+def test_yuv_decoding_falls_back_to_rgb_where_420_would_lose_detail(tmp_path):
+    frames = random_frames(2)
+    lossless = encode_rgb(tmp_path / "rgb.mkv", frames)
+    with VideoReader(str(lossless), yuv=True) as r:
+        assert r.info.matrix is None
+        got = list(r)
+    assert all(f.yuv is None for f in got) and all(np.array_equal(f.image, w) for f, w in zip(got, frames))
+    full = make_clip(tmp_path / "444.mp4", 2, extra=("-pix_fmt", "yuv444p"))
+    with VideoReader(str(full), yuv=True) as r:
+        assert next(iter(r)).yuv is None
+
+
+def test_color_conversions_against_opencv():
+    from tdnet_cli.video.color import YUV420, rgb_to_i420, rgb_to_yuv
+
+    rgb = random_frames(1)[0]
+    ours, cv = rgb_to_i420(rgb, "bt601"), cv2.cvtColor(rgb, cv2.COLOR_RGB2YUV_I420)
+    assert ours.shape == cv.shape and np.abs(ours[:H].astype(int) - cv[:H]).max() <= 1  # same luma
+    # OpenCV's chroma is each 2x2 block's top-left pixel, ours the block mean: equal on flat blocks
+    flat = cv2.resize(rgb[::2, ::2], (W, H), interpolation=cv2.INTER_NEAREST)
+    assert np.abs(rgb_to_i420(flat, "bt601").astype(int) - cv2.cvtColor(flat, cv2.COLOR_RGB2YUV_I420)).max() <= 1
+    back = YUV420(rgb_to_i420(flat, "bt709").reshape(-1), H, W, "bt709").to_rgb()
+    assert np.abs(back.astype(int) - flat).max() <= 3  # BT.709 there and back
+    yuv = rgb_to_yuv(np.array([[[0, 0, 0], [255, 255, 255]]], np.uint8), "bt709")
+    assert yuv[0, 0].tolist() == [16, 128, 128] and yuv[0, 1].tolist() == [235, 128, 128]  # limited range
+
+
+def test_video_writer_bt709_tags_and_colours(tmp_path):
+    frame = np.zeros((H, W, 3), np.uint8)
+    colours = [(128, 64, 128), (220, 20, 60), (0, 0, 142), (107, 142, 35)]
+    for i, c in enumerate(colours):
+        frame[:, i * 32:(i + 1) * 32] = c
+    with VideoWriter(tmp_path / "hd.mp4", W, H, 25, matrix="bt709") as w:
+        w.write(frame)
+    with VideoReader(str(tmp_path / "hd.mp4"), yuv=True) as r:
+        assert r.info.matrix == "bt709"  # tagged, so players (and ffmpeg) decode BT.709
+        back = next(iter(r)).image
+    for i, c in enumerate(colours):
+        assert np.abs(back[H // 2, i * 32 + 16].astype(int) - c).max() <= 4
+    with pytest.raises(ValueError):
+        VideoWriter(tmp_path / "x.mp4", W, H, 25, matrix="bt2020")

@@ -333,7 +333,8 @@ def run_bench(
 
 
 def bench_end_to_end(pred: Predictor, source: str, *, save: tuple[str, ...] = ("overlay",),
-                     encoding: tuple[str, int] = ("veryfast", 20), progress: ProgressFn | None = None) -> dict:
+                     encoding: tuple[str, int] = ("veryfast", 20), progress: ProgressFn | None = None,
+                     decode_yuv: bool = True) -> dict:
     """The real `segment` pipeline on ``source``, with a per-stage breakdown.
 
     Three passes over the same input: decode alone; decode + render + encode alone (the
@@ -341,22 +342,22 @@ def bench_end_to_end(pred: Predictor, source: str, *, save: tuple[str, ...] = ("
     itself, whose predictor times its preprocess / model / postprocess stages. Decode,
     render and encode costs come from the first two passes, so the breakdown says what each
     stage costs on its own, while the last pass says what the overlapped pipeline really
-    achieves.
+    achieves. ``decode_yuv=False`` times the RGB route (see ``segment``) instead.
     """
     import tempfile
     from pathlib import Path
 
-    from tdnet_cli.pipeline.segment import _Renderer, segment
+    from tdnet_cli.pipeline.segment import Renderer, segment
     from tdnet_cli.video import VideoWriter, open_source
 
-    def decode_pass(render: _Renderer | None = None) -> tuple[int, float, float]:
-        src = open_source(source)
+    def decode_pass(render: Renderer | None = None) -> tuple[int, float, float]:
+        src = open_source(source, yuv=decode_yuv)
         t0, n, t_render, labels = time.perf_counter(), 0, 0.0, None
         try:
             for frame in src:
                 if render is not None:
                     if labels is None:  # vertical bands of every class: a busy overlay
-                        h, w = frame.image.shape[:2]
+                        h, w = frame.size
                         bands = (np.arange(w) * len(pred.classes) // w).astype(np.uint8)
                         labels = np.ascontiguousarray(np.broadcast_to(bands, (h, w)))
                     t1 = time.perf_counter()
@@ -375,18 +376,18 @@ def bench_end_to_end(pred: Predictor, source: str, *, save: tuple[str, ...] = ("
         n_dec, t_dec, _ = decode_pass()
         if progress:
             progress("decode", 1, 3)
-        src = open_source(source)
+        src = open_source(source, yuv=decode_yuv)
         info = src.info
         src.close()
         writer = VideoWriter(Path(tmp) / "encode.mp4", info.width, info.height, info.fps or 17,
-                             preset=encoding[0], crf=encoding[1])
-        render = _Renderer({"overlay": writer}, pred.palette, pred.classes, alpha=0.5, legend=False)
+                             preset=encoding[0], crf=encoding[1], matrix=info.matrix or "bt601")
+        render = Renderer({"overlay": writer}, pred.palette, pred.classes, alpha=0.5, legend=False)
         _, t_dec_enc, t_render = decode_pass(render)
         if progress:
             progress("encode", 2, 3)
         pred.stage_seconds = {k: 0.0 for k in pred.stage_seconds}
         report = segment([source], predictor=pred, save=list(save), out_dir=tmp, overwrite=True,
-                         x264_preset=encoding[0], crf=encoding[1])
+                         x264_preset=encoding[0], crf=encoding[1], decode_yuv=decode_yuv)
         if progress:
             progress("segment", 3, 3)
     result = report.results[0]
@@ -405,6 +406,7 @@ def bench_end_to_end(pred: Predictor, source: str, *, save: tuple[str, ...] = ("
         "save": list(save),
         "x264_preset": encoding[0],
         "crf": encoding[1],
+        "decode": "yuv420p" if decode_yuv else "rgb24",
         "wall_s": result.seconds,
         "fps": frames / result.seconds if result.seconds else 0.0,
         "model_stage_fps": frames / stages["model"] if stages["model"] else 0.0,

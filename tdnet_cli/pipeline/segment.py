@@ -44,6 +44,7 @@ from tdnet_cli.video import (
     natural_key,
     open_source,
 )
+from tdnet_cli.video.color import YUV420, rgb_to_i420, rgb_to_yuv
 
 __all__ = [
     "SAVE_KINDS",
@@ -53,6 +54,7 @@ __all__ = [
     "InputResult",
     "ProgressHook",
     "CutDetector",
+    "Renderer",
     "expand_inputs",
     "read_list",
     "parse_shard",
@@ -314,12 +316,22 @@ class CutDetector:
     def reset(self) -> None:
         self._prev = None
 
-    def __call__(self, image: np.ndarray) -> bool:
-        """Feed the next RGB frame; True when it starts a new shot."""
+    def __call__(self, image: np.ndarray | Frame) -> bool:
+        """Feed the next frame (a Frame, or RGB pixels); True when it starts a new shot."""
+        if isinstance(image, Frame):
+            if image.yuv is not None:  # the luma plane is the grey image (limited range: stretch it)
+                small = self._thumbnail(image.yuv.y)
+                return self._feed(cv2.convertScaleAbs(small, alpha=255 / 219, beta=-16 * 255 / 219))
+            image = image.image
+        return self._feed(cv2.cvtColor(self._thumbnail(image), cv2.COLOR_RGB2GRAY))
+
+    @staticmethod
+    def _thumbnail(image: np.ndarray) -> np.ndarray:
         # strided subsampling first: INTER_AREA over a whole 2048x1024 frame cost ~2-5 ms
         step = max(1, min(image.shape[0] // 64, image.shape[1] // 128))
-        small = cv2.resize(np.ascontiguousarray(image[::step, ::step]), (64, 32), interpolation=cv2.INTER_AREA)
-        grey = cv2.cvtColor(small, cv2.COLOR_RGB2GRAY)
+        return cv2.resize(np.ascontiguousarray(image[::step, ::step]), (64, 32), interpolation=cv2.INTER_AREA)
+
+    def _feed(self, grey: np.ndarray) -> bool:
         hist = cv2.calcHist([grey], [0], None, [16], [0, 256]).ravel()
         hist /= max(float(hist.sum()), 1.0)
         prev, self._prev = self._prev, (grey, hist)
@@ -338,12 +350,17 @@ def _font_rows(height: int) -> tuple[int, float]:
     return row, row / 28.0
 
 
-class _Renderer:
+class Renderer:
     """Turns (frame, labels) into every requested output, in the writer thread.
 
     Split in two so the pure computation (:meth:`prepare`: colourise, blend, YUV
     conversion) can run on several threads where cores are spare, while :meth:`emit`
     hands the results to the writers in frame order.
+
+    Video outputs are made in YUV 4:2:0, the encoder's own format: the overlay of a YUV
+    frame is blended on its planes (the palette converted once to the writer's colour
+    matrix; chroma takes the label of each 2x2 block's top-left pixel), and the colour map
+    is three table lookups. Only RGB frames (folders, odd sizes) take the RGB route.
     """
 
     def __init__(
@@ -355,9 +372,10 @@ class _Renderer:
         legend: bool,
     ) -> None:
         self.writers = writers
-        lut = palette_lut(palette)
+        self.lut = palette_lut(palette)
         # one single-channel table per colour plane: cv2.LUT + cv2.merge is ~15x numpy fancy indexing
-        self.lut_r, self.lut_g, self.lut_b = (np.ascontiguousarray(lut[:, c]) for c in range(3))
+        self.lut_r, self.lut_g, self.lut_b = (np.ascontiguousarray(self.lut[:, c]) for c in range(3))
+        self._yuv_luts: dict[str, tuple[np.ndarray, np.ndarray, np.ndarray]] = {}
         self.palette = [tuple(int(v) for v in c) for c in palette]
         self.classes = list(classes)
         self.alpha = alpha
@@ -370,21 +388,18 @@ class _Renderer:
         """Compute every output image of one frame (no IO; safe to run concurrently)."""
         w = self.writers
         done: dict[str, np.ndarray] = {}
-        color_rgb = None
         overlay, color = w.get("overlay"), w.get("color")
-        if overlay is not None or isinstance(color, VideoWriter):
-            planes = (cv2.LUT(labels, self.lut_r), cv2.LUT(labels, self.lut_g), cv2.LUT(labels, self.lut_b))
-            color_rgb = cv2.merge(planes)
         if isinstance(overlay, VideoWriter):
-            out = cv2.addWeighted(frame.image, 1.0 - self.alpha, color_rgb, self.alpha, 0.0)
-            ignore = cv2.compare(labels, IGNORE_INDEX, cv2.CMP_EQ)
-            if cv2.countNonZero(ignore):
-                cv2.copyTo(frame.image, ignore, out)  # ignored pixels show the frame unblended
-            if self.legend:
-                self._draw_legend(out, labels)
-            done["overlay"] = overlay.prepare(out)
+            yuv = frame.yuv
+            if yuv is not None and yuv.matrix == overlay.matrix and self._planar(overlay):
+                done["overlay"] = self._overlay_yuv(yuv, labels, overlay.matrix)
+            else:
+                done["overlay"] = overlay.prepare(self._overlay_rgb(frame.image, labels))
         if isinstance(color, VideoWriter):
-            done["color"] = color.prepare(color_rgb)
+            if self._planar(color):
+                done["color"] = self._labels_yuv(labels, color.matrix)
+            else:
+                done["color"] = color.prepare(self._colorize(labels))
         elif isinstance(color, PngSequenceWriter):
             done["color"] = cv2.merge((cv2.LUT(labels, self.lut_b), cv2.LUT(labels, self.lut_g),
                                        cv2.LUT(labels, self.lut_r)))  # BGR: what PNG writing takes
@@ -400,17 +415,89 @@ class _Renderer:
             else:
                 writer.write(frame.name, labels if kind == "labels" else done[kind])
 
-    def _draw_legend(self, image: np.ndarray, labels: np.ndarray) -> None:
-        """Swatch + name of each class present in this frame, top-left, on a dimmed box."""
+    # -- RGB -------------------------------------------------------------------------
+    def _colorize(self, labels: np.ndarray) -> np.ndarray:
+        return cv2.merge((cv2.LUT(labels, self.lut_r), cv2.LUT(labels, self.lut_g), cv2.LUT(labels, self.lut_b)))
+
+    def _overlay_rgb(self, image: np.ndarray, labels: np.ndarray) -> np.ndarray:
+        out = cv2.addWeighted(image, 1.0 - self.alpha, self._colorize(labels), self.alpha, 0.0)
+        ignore = cv2.compare(labels, IGNORE_INDEX, cv2.CMP_EQ)
+        if cv2.countNonZero(ignore):
+            cv2.copyTo(image, ignore, out)  # ignored pixels show the frame unblended
+        if self.legend:
+            self._draw_legend(out, labels)
+        return out
+
+    # -- YUV 4:2:0 -------------------------------------------------------------------
+    @staticmethod
+    def _planar(writer: VideoWriter) -> bool:
+        """Whether frames for ``writer`` can be made in YUV directly (4:2:0 needs even sides)."""
+        return not (writer.width & 1 or writer.height & 1)
+
+    def _luts_for(self, matrix: str) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        if matrix not in self._yuv_luts:  # a dict write of a finished value: safe across render threads
+            yuv = rgb_to_yuv(self.lut, matrix)
+            self._yuv_luts[matrix] = tuple(np.ascontiguousarray(yuv[:, c]) for c in range(3))
+        return self._yuv_luts[matrix]
+
+    @staticmethod
+    def _planes(buf: np.ndarray, h: int, w: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        flat = buf.reshape(-1)
+        q = (h // 2) * (w // 2)
+        return (flat[: h * w].reshape(h, w), flat[h * w : h * w + q].reshape(h // 2, w // 2),
+                flat[h * w + q :].reshape(h // 2, w // 2))
+
+    def _labels_yuv(self, labels: np.ndarray, matrix: str) -> np.ndarray:
+        h, w = labels.shape
+        ly, lu, lv = self._luts_for(matrix)
+        out = np.empty(h * w * 3 // 2, np.uint8)
+        y, u, v = self._planes(out, h, w)
+        sub = np.ascontiguousarray(labels[::2, ::2])
+        cv2.LUT(labels, ly, dst=y)
+        cv2.LUT(sub, lu, dst=u)
+        cv2.LUT(sub, lv, dst=v)
+        return out
+
+    def _overlay_yuv(self, frame: YUV420, labels: np.ndarray, matrix: str) -> np.ndarray:
+        h, w = labels.shape
+        a = self.alpha
+        ly, lu, lv = self._luts_for(matrix)
+        out = np.empty(h * w * 3 // 2, np.uint8)
+        y, u, v = self._planes(out, h, w)
+        sub = np.ascontiguousarray(labels[::2, ::2])
+        cv2.addWeighted(frame.y, 1.0 - a, cv2.LUT(labels, ly), a, 0.0, dst=y)
+        cv2.addWeighted(frame.u, 1.0 - a, cv2.LUT(sub, lu), a, 0.0, dst=u)
+        cv2.addWeighted(frame.v, 1.0 - a, cv2.LUT(sub, lv), a, 0.0, dst=v)
+        ignore = cv2.compare(labels, IGNORE_INDEX, cv2.CMP_EQ)
+        if cv2.countNonZero(ignore):  # ignored pixels show the frame unblended
+            cv2.copyTo(frame.y, ignore, y)
+            ignore_sub = np.ascontiguousarray(ignore[::2, ::2])
+            cv2.copyTo(frame.u, ignore_sub, u)
+            cv2.copyTo(frame.v, ignore_sub, v)
+        if self.legend:
+            self._draw_legend_yuv((y, u, v), labels, matrix)
+        return out
+
+    # -- legend ----------------------------------------------------------------------
+    def _legend_layout(self, labels: np.ndarray, image_height: int):
+        """(classes present, row height, font scale, padding, box width, box height), or None."""
         counts = cv2.calcHist([labels], [0], None, [256], [0, 256]).ravel()
         present = [i for i in range(min(len(self.classes), len(self.palette))) if counts[i] > 0]
         if not present:
-            return
-        row, scale = _font_rows(image.shape[0])
+            return None
+        row, scale = _font_rows(image_height)
         pad = max(2, row // 4)
         width = pad * 3 + row + max(cv2.getTextSize(self.classes[i], cv2.FONT_HERSHEY_SIMPLEX, scale, 1)[0][0]
                                     for i in present)
         height = pad + len(present) * (row + pad)
+        return present, row, scale, pad, width, height
+
+    def _draw_legend(self, image: np.ndarray, labels: np.ndarray, layout=None) -> None:
+        """Swatch + name of each class present in this frame, top-left, on a dimmed box."""
+        layout = layout or self._legend_layout(labels, image.shape[0])
+        if layout is None:
+            return
+        present, row, scale, pad, width, height = layout
         box = image[:height, :width]
         box[:] = (box.astype(np.uint16) * 2 // 5).astype(np.uint8)  # dim the background for legibility
         for k, i in enumerate(present):
@@ -418,6 +505,21 @@ class _Renderer:
             cv2.rectangle(image, (pad, y), (pad + row - 1, y + row - 1), self.palette[i], thickness=-1)
             cv2.putText(image, self.classes[i], (2 * pad + row, y + row - max(1, row // 6)),
                         cv2.FONT_HERSHEY_SIMPLEX, scale, (255, 255, 255), 1, cv2.LINE_AA)
+
+    def _draw_legend_yuv(self, planes, labels: np.ndarray, matrix: str) -> None:
+        """The legend on YUV planes: its corner is converted to RGB, drawn on, and converted back."""
+        y, u, v = planes
+        h, w = y.shape
+        layout = self._legend_layout(labels, h)
+        if layout is None:
+            return
+        bh, bw = min(h, layout[5] + (layout[5] & 1)), min(w, layout[4] + (layout[4] & 1))
+        patch = np.concatenate([y[:bh, :bw].ravel(), u[: bh // 2, : bw // 2].ravel(), v[: bh // 2, : bw // 2].ravel()])
+        rgb = YUV420(patch, bh, bw, matrix).to_rgb()
+        self._draw_legend(rgb, labels, layout)
+        py, pu, pv = self._planes(rgb_to_i420(rgb, matrix), bh, bw)
+        y[:bh, :bw], u[: bh // 2, : bw // 2], v[: bh // 2, : bw // 2] = py, pu, pv
+
 
 
 # --------------------------------------------------------------------------- CPU thread tuning
@@ -503,7 +605,7 @@ def _put(q: queue.Queue, item: object, stop: threading.Event) -> bool:
 def _read_loop(source: FrameSource, q: queue.Queue, stop: threading.Event, cuts: CutDetector | None) -> None:
     try:
         for frame in source:
-            is_cut = cuts(frame.image) if cuts is not None else False
+            is_cut = cuts(frame) if cuts is not None else False
             if not _put(q, (frame, is_cut), stop):
                 return
         _put(q, _END, stop)
@@ -512,7 +614,7 @@ def _read_loop(source: FrameSource, q: queue.Queue, stop: threading.Event, cuts:
 
 
 def _write_loop(
-    q: queue.Queue, render: _Renderer, abort: threading.Event, failed: list[BaseException], workers: int = 0
+    q: queue.Queue, render: Renderer, abort: threading.Event, failed: list[BaseException], workers: int = 0
 ) -> None:
     """Render and write frames in order; with ``workers``, render up to that many frames at once."""
     pool = ThreadPoolExecutor(workers, thread_name_prefix="tdnet-render") if workers > 1 else None
@@ -561,7 +663,7 @@ class _StreamStats:
 def _run_stream(
     source: FrameSource,
     predictor: Any,
-    render: _Renderer,
+    render: Renderer,
     *,
     cut_detect: bool,
     hook: ProgressHook,
@@ -571,6 +673,7 @@ def _run_stream(
     """Reader thread -> model loop (here) -> writer thread, for one input."""
     stats = _StreamStats()
     state = predictor.new_stream(batch=1)
+    model_size = getattr(predictor, "input_size", None)
     q_in: queue.Queue = queue.Queue(queue_size)
     q_out: queue.Queue = queue.Queue(queue_size)
     stop, abort = threading.Event(), threading.Event()
@@ -603,11 +706,15 @@ def _run_stream(
                 predictor.reset(state)  # TDNet's memory must not carry over a hard cut
                 stats.cuts += 1
             t0 = time.perf_counter()
-            labels = predictor.segment(frame.image, state)
+            if frame.yuv is not None and model_size is not None:
+                # the model's small RGB input straight from the planes (no full-size RGB frame)
+                labels = predictor.segment(frame.rgb(model_size), state, size=frame.size)
+            else:
+                labels = predictor.segment(frame.image, state)
             stats.model_seconds += time.perf_counter() - t0
-            if labels.shape != frame.image.shape[:2] or labels.dtype != np.uint8:
+            if labels.shape != frame.size or labels.dtype != np.uint8:
                 raise TdnetError(f"the predictor returned {labels.dtype} {labels.shape} labels for a "
-                                 f"{frame.image.shape[:2]} frame")
+                                 f"{frame.size} frame")
             _put(q_out, (frame, labels), abort)  # the writer keeps draining even after a failure
             if write_failed:
                 raise write_failed[0]
@@ -644,8 +751,9 @@ def _open_writers(
         for kind, path in plans.items():
             if path.suffix.lower() in VIDEO_SUFFIXES and kind in ("overlay", "color"):
                 audio = info.uri if (kind == "overlay" and info.has_audio) else None
+                # YUV frames keep their own colour matrix (blended in place); RGB ones get BT.601
                 writers[kind] = VideoWriter(path, info.width, info.height, rate, audio_from=audio, overwrite=overwrite,
-                                            preset=encoding[0], crf=encoding[1])
+                                            preset=encoding[0], crf=encoding[1], matrix=info.matrix or "bt601")
             else:
                 writers[kind] = PngSequenceWriter(path, overwrite=overwrite, workers=_spare_workers())
     except BaseException:
@@ -693,6 +801,7 @@ def segment(
     threads: int | None = None,
     x264_preset: str = "veryfast",
     crf: int = 20,
+    decode_yuv: bool = True,
 ) -> SegmentReport:
     """Segment every input (paths, globs, URLs, frame folders) with ``predictor``.
 
@@ -700,7 +809,8 @@ def segment(
     (default 17). ``threads``: torch CPU threads; None times three quarters of the default
     count (1 of 2) against all of it on the first long input and keeps the faster (CPU only). ``shard``: ``(i, n)`` or
     ``"i/n"`` takes inputs ``i::n`` after glob expansion. ``x264_preset``/``crf``: how video
-    outputs are encoded (faster presets trade file size for CPU time).
+    outputs are encoded (faster presets trade file size for CPU time). ``decode_yuv=False``
+    decodes videos to RGB instead of YUV 4:2:0 (the slower route; kept for comparisons).
 
     Raises TdnetError only for problems that concern every input (bad options, an
     unwritable ``out_dir``); a bad input is a failed :class:`InputResult`.
@@ -752,7 +862,7 @@ def segment(
                 _process(spec, index, len(specs), result, predictor=predictor, save=save, out_dir=out_dir,
                          output=output, alpha=alpha, legend=legend, overwrite=overwrite,
                          skip_existing=skip_existing, cut_detect=cut_detect, fps=fps, hook=hook, tuner=tuner,
-                         claimed=claimed, encoding=(x264_preset, crf))
+                         claimed=claimed, encoding=(x264_preset, crf), decode_yuv=decode_yuv)
                 if tuner is not None and tuner.choice is not None:
                     chosen_threads = tuner.choice  # measured once; later inputs reuse it
                     torch.set_num_threads(chosen_threads)
@@ -803,6 +913,7 @@ def _process(
     tuner: _ThreadTuner | None,
     claimed: dict[Path, str],
     encoding: tuple[str, int] = ("veryfast", 20),
+    decode_yuv: bool = True,
 ) -> None:
     """One input, start to finish; raises on failure (the caller records it)."""
     plans = plan_outputs(spec, save, out_dir=out_dir, output=output)
@@ -828,7 +939,7 @@ def _process(
             raise UsageError(f"{spec}: cannot write beside the input ({parent} is not writable)",
                              hint="use --out-dir")
 
-    source = open_source(spec)
+    source = open_source(spec, yuv=decode_yuv)  # videos as YUV 4:2:0: see Renderer
     try:
         info = source.info
         hook.start_input(spec, index, count, info.frame_count)
@@ -836,7 +947,7 @@ def _process(
             tuner = None  # too short to measure; keep the current thread count
         writers = _open_writers(plans, source, fps=fps, overwrite=overwrite, encoding=encoding)
         try:
-            render = _Renderer(writers, predictor.palette, predictor.classes, alpha, legend)
+            render = Renderer(writers, predictor.palette, predictor.classes, alpha, legend)
             stats = _run_stream(source, predictor, render, cut_detect=cut_detect, hook=hook, tuner=tuner)
             result.frames, result.model_seconds, result.cuts = stats.frames, stats.model_seconds, stats.cuts
             if stats.frames == 0:

@@ -1,5 +1,6 @@
 """Video and frame IO: streaming readers (ffmpeg, frame folders) and crash-safe writers."""
 
+from tdnet_cli.video.color import YUV420
 from tdnet_cli.video.reader import (
     IMAGE_EXTENSIONS,
     Frame,
@@ -34,6 +35,7 @@ __all__ = [
     "VideoReader",
     "VideoWriter",
     "X264_PRESETS",
+    "YUV420",
     "check_encoding",
     "encoded_size",
     "ffmpeg_exe",

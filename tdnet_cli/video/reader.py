@@ -1,7 +1,8 @@
 """Streaming frame sources: videos (anything ffmpeg opens, URLs included) and frame folders.
 
-Both yield uint8 RGB frames ``(H, W, 3)`` one at a time, so memory stays flat however
-long the input. Videos are decoded by the ffmpeg binary shipped with imageio-ffmpeg
+Both yield frames one at a time, so memory stays flat however long the input: uint8 RGB
+``(H, W, 3)``, or for videos opened with ``yuv=True`` the decoder's own YUV 4:2:0 planes
+(with RGB on demand). Videos are decoded by the ffmpeg binary shipped with imageio-ffmpeg
 through a rawvideo pipe; frame folders are read with OpenCV.
 """
 
@@ -14,12 +15,13 @@ from collections import deque
 from dataclasses import dataclass
 from fractions import Fraction
 from pathlib import Path
-from typing import Iterator, NamedTuple, Protocol
+from typing import Iterator, Protocol
 
 import cv2
 import numpy as np
 
 from tdnet_cli.errors import InputError
+from tdnet_cli.video.color import YUV420
 
 __all__ = [
     "Frame",
@@ -56,10 +58,44 @@ def natural_key(name: str) -> list:
     return [int(tok) if tok.isdigit() else tok.lower() for tok in re.split(r"(\d+)", name)]
 
 
-class Frame(NamedTuple):
-    index: int
-    name: str  # output stem: the frame file's stem (folders) or the zero-padded index (videos)
-    image: np.ndarray  # (H, W, 3) uint8 RGB, C-contiguous
+class Frame:
+    """One input frame: ``index``, ``name`` (output stem: the frame file's stem for folders,
+    the zero-padded index for videos) and its pixels, as RGB or as the decoder's YUV 4:2:0.
+
+    ``image`` is always (H, W, 3) uint8 RGB; for a YUV frame it is converted on first use,
+    so code that only needs the planes (blending, the model's small input) never pays for it.
+    """
+
+    __slots__ = ("index", "name", "yuv", "_rgb")
+
+    def __init__(self, index: int, name: str, image: np.ndarray | None = None, *, yuv: YUV420 | None = None) -> None:
+        if (image is None) == (yuv is None):
+            raise ValueError("a Frame takes RGB pixels or YUV planes, one of the two")
+        self.index, self.name, self.yuv, self._rgb = index, name, yuv, image
+
+    @property
+    def size(self) -> tuple[int, int]:
+        """(H, W)"""
+        return (self.yuv.height, self.yuv.width) if self.yuv is not None else self._rgb.shape[:2]
+
+    @property
+    def image(self) -> np.ndarray:
+        if self._rgb is None:
+            self._rgb = self.yuv.to_rgb()
+        return self._rgb
+
+    def rgb(self, size: tuple[int, int] | None = None) -> np.ndarray:
+        """RGB at ``size`` (H, W), default the frame's own; from YUV planes, resized before
+        conversion, so a small size is cheap."""
+        if size is None or tuple(size) == self.size:
+            return self.image
+        if self.yuv is not None and self._rgb is None:
+            return self.yuv.to_rgb(size)
+        return cv2.resize(self.image, (size[1], size[0]), interpolation=cv2.INTER_LINEAR)
+
+    def __repr__(self) -> str:
+        kind = f"yuv420 {self.yuv.matrix}" if self.yuv is not None else "rgb"
+        return f"Frame({self.index}, {self.name!r}, {self.size[1]}x{self.size[0]} {kind})"
 
 
 @dataclass(frozen=True)
@@ -72,6 +108,7 @@ class SourceInfo:
     frame_count: int | None  # exact for folders; an estimate (duration x fps) for videos
     has_audio: bool = False
     codec: str | None = None
+    matrix: str | None = None  # colour matrix of YUV frames ("bt601"/"bt709"); None: RGB frames
 
 
 class FrameSource(Protocol):
@@ -90,6 +127,8 @@ _SIZE_RE = re.compile(r", (\d{1,6})x(\d{1,6})[ ,\[]")
 _FPS_RE = re.compile(r", ([\d.]+)(k?) (fps|tbr)\b")
 _DURATION_RE = re.compile(r"Duration: (\d+):(\d\d):(\d\d(?:\.\d+)?)")
 _CODEC_RE = re.compile(r"Video: (\w+)")
+# the input's pixel format and its parenthesised details: "..., yuv420p(tv, bt709, progressive), 1920x1080"
+_PIX_FMT_RE = re.compile(r"Video: .*?, ([a-z0-9_]+)(?:\(([^)]*)\))?[,\s]")
 
 
 def _fps_fraction(text: str) -> Fraction:
@@ -102,7 +141,9 @@ def _fps_fraction(text: str) -> Fraction:
 
 
 class VideoReader:
-    """Decode a video (file path or URL) to RGB frames with an ffmpeg subprocess.
+    """Decode a video (file path or URL) to RGB frames with an ffmpeg subprocess; with
+    ``yuv=True`` to planar YUV 4:2:0 frames instead (see :class:`Frame`), which saves
+    ffmpeg's colour conversion and half the pipe's bytes.
 
     The constructor starts ffmpeg and waits for its header (size, rate, streams), so a
     path ffmpeg cannot open fails here with :class:`InputError`. Iterate for frames.
@@ -110,27 +151,38 @@ class VideoReader:
     the frames decoded so far are yielded and the errors collected in ``problems``.
     """
 
-    def __init__(self, uri: str, *, name_digits: int = 6) -> None:
+    def __init__(self, uri: str, *, name_digits: int = 6, yuv: bool = False) -> None:
         self.uri = uri
-        self.problems: list[str] = []
         self._name_digits = name_digits
+        self._start(yuv)
+        if yuv and not self._plain_yuv420:
+            # RGB, 4:2:2/4:4:4, 10-bit or full-range sources would lose detail in 8-bit
+            # limited-range 4:2:0: decode those to RGB, as before (one more ffmpeg start).
+            self.close()
+            self._start(False)
+
+    def _start(self, yuv: bool) -> None:
+        self.yuv = yuv
+        self.problems: list[str] = []
         self._stopped = False
         self._tail: deque[str] = deque(maxlen=40)
         self._header: list[str] = []
         self._header_done = threading.Event()
+        self._plain_yuv420 = False
         cmd = [
             ffmpeg_exe(), "-hide_banner", "-nostdin", "-loglevel", "level+info", "-nostats",
-            "-i", uri,
+            "-i", self.uri,
             # passthrough: every decoded frame exactly once (no duplication for variable frame rates)
             "-map", "0:v:0", "-fps_mode", "passthrough",
-            "-f", "rawvideo", "-pix_fmt", "rgb24", "-",
+            "-f", "rawvideo", "-pix_fmt", "yuv420p" if yuv else "rgb24", "-",
         ]  # fmt: skip
         # A new session keeps Ctrl-C away from ffmpeg: we decide when it stops, so a killed
         # decoder can never look like a clean end of file.
         self._proc = subprocess.Popen(
             cmd, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE, start_new_session=True
         )
-        self._stderr_thread = threading.Thread(target=self._drain_stderr, name="ffmpeg-stderr", daemon=True)
+        self._stderr_thread = threading.Thread(target=self._drain_stderr, args=(self._proc,), name="ffmpeg-stderr",
+                                               daemon=True)
         self._stderr_thread.start()
         try:
             while not self._header_done.wait(0.05):  # a short wait keeps Ctrl-C responsive
@@ -141,10 +193,20 @@ class VideoReader:
             raise
 
     # stderr is read continuously: a full pipe would stall ffmpeg
-    def _drain_stderr(self) -> None:
+    def _drain_stderr(self, proc: subprocess.Popen) -> None:
+        try:
+            self._read_stderr(proc)
+        except (OSError, ValueError):  # the stream was closed under us (close() or a restart)
+            pass
+        if proc is self._proc:
+            self._header_done.set()
+
+    def _read_stderr(self, proc: subprocess.Popen) -> None:
         in_output = False
-        assert self._proc.stderr is not None
-        for raw in iter(self._proc.stderr.readline, b""):
+        assert proc.stderr is not None
+        for raw in iter(proc.stderr.readline, b""):
+            if proc is not self._proc:
+                return  # a decoder we restarted: its messages are not ours
             line = raw.decode("utf-8", "replace").rstrip()
             self._tail.append(line)
             m = _LEVEL_RE.search(line)
@@ -157,15 +219,16 @@ class VideoReader:
                     self._header_done.set()
             if level in ("panic", "fatal", "error") and not self._stopped:
                 self.problems.append(text.strip())
-        self._header_done.set()
 
     def _parse_header(self) -> SourceInfo:
         inputs = [t for t in self._header if "Video:" in t and "Stream #0:" in t]
-        out_line = next((t for t in reversed(inputs) if "rawvideo (RGB" in t), None)
+        out_line = next((t for t in reversed(inputs) if "rawvideo (I420" in t or "rawvideo (RGB" in t), None)
         if out_line is None:
             self._proc.wait()
             raise InputError(f"{self.uri}: {self._open_error()}")
         in_line = inputs[0]
+        pix = _PIX_FMT_RE.search(in_line)
+        self._plain_yuv420 = bool(pix) and pix.group(1) == "yuv420p" and not (pix.group(2) or "").startswith("pc")
         size = _SIZE_RE.search(out_line)
         if size is None:
             raise InputError(f"{self.uri}: cannot read the frame size from ffmpeg's header")
@@ -188,6 +251,8 @@ class VideoReader:
         return SourceInfo(
             uri=self.uri, kind="video", width=width, height=height, fps=fps, frame_count=frames,
             has_audio=has_audio, codec=codec.group(1) if codec else None,
+            # ffmpeg prints the tagged matrix with the pixel format, e.g. "yuv420p(tv, bt709)"
+            matrix=("bt709" if "bt709" in in_line else "bt601") if self.yuv else None,
         )  # fmt: skip
 
     def _open_error(self) -> str:
@@ -213,12 +278,12 @@ class VideoReader:
 
     def __iter__(self) -> Iterator[Frame]:
         w, h = self.info.width, self.info.height
-        nbytes = w * h * 3
+        nbytes = YUV420.nbytes(h, w) if self.yuv else w * h * 3
         stdout = self._proc.stdout
         assert stdout is not None
         index = 0
         while True:
-            image = np.empty((h, w, 3), dtype=np.uint8)
+            image = np.empty(nbytes if self.yuv else (h, w, 3), dtype=np.uint8)
             view = memoryview(image.reshape(-1))
             got = 0
             while got < nbytes:
@@ -230,7 +295,11 @@ class VideoReader:
                 if got and not self._stopped:
                     self.problems.append(f"stream ended inside frame {index}")
                 break
-            yield Frame(index, f"{index:0{self._name_digits}d}", image)
+            name = f"{index:0{self._name_digits}d}"
+            if self.yuv:
+                yield Frame(index, name, yuv=YUV420(image, h, w, self.info.matrix or "bt601"))
+            else:
+                yield Frame(index, name, image)
             index += 1
         rc = self._proc.wait()
         self._stderr_thread.join(timeout=5)
@@ -350,14 +419,15 @@ class FrameFolderReader:
         self.close()
 
 
-def open_source(spec: str | Path) -> VideoReader | FrameFolderReader:
-    """Open an input: a URL or video file (via ffmpeg) or a folder of frames.
+def open_source(spec: str | Path, *, yuv: bool = False) -> VideoReader | FrameFolderReader:
+    """Open an input: a URL or video file (via ffmpeg) or a folder of frames. ``yuv``: videos
+    yield YUV 4:2:0 frames (folders always yield RGB).
 
     Raises InputError for a missing path, an empty folder, or anything ffmpeg cannot open.
     """
     text = str(spec)
     if is_url(text):
-        return VideoReader(text)
+        return VideoReader(text, yuv=yuv)
     path = Path(text)
     if path.is_dir():
         return FrameFolderReader(path)
@@ -365,4 +435,4 @@ def open_source(spec: str | Path) -> VideoReader | FrameFolderReader:
         raise InputError(f"{text}: no such file or folder")
     if not path.is_file():
         raise InputError(f"{text}: not a file or folder")
-    return VideoReader(text)
+    return VideoReader(text, yuv=yuv)

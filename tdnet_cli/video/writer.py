@@ -22,7 +22,14 @@ import cv2
 import numpy as np
 
 from tdnet_cli.errors import OutputExistsError, TdnetError, UsageError
+from tdnet_cli.video.color import MATRICES, rgb_to_i420
 from tdnet_cli.video.reader import ffmpeg_exe
+
+# ffmpeg's stream tags for each colour matrix we write
+_COLOR_TAGS = {
+    "bt601": ("-colorspace", "smpte170m"),
+    "bt709": ("-colorspace", "bt709", "-color_primaries", "bt709", "-color_trc", "bt709"),
+}
 
 __all__ = ["VideoWriter", "PngSequenceWriter", "partial_path", "VIDEO_SUFFIXES", "encoded_size"]
 
@@ -90,15 +97,17 @@ class VideoWriter:
     """RGB frames -> H.264 (libx264, yuv420p) video, optionally with another file's audio.
 
     - ``fps`` is the constant output rate (pass the input's for the same timing).
-    - Frames are converted to YUV 4:2:0 here with OpenCV (BT.601 limited range, tagged
-      so players decode it right): cheaper than ffmpeg's single-threaded scaler, which
-      capped 2048x1024 output near 60 fps, and half the bytes through the pipe.
+    - Frames are converted to YUV 4:2:0 here with OpenCV (limited range, in ``matrix``:
+      BT.601 by default, or BT.709, and tagged so players decode it right): cheaper than
+      ffmpeg's single-threaded scaler, which capped 2048x1024 output near 60 fps, and half
+      the bytes through the pipe. Frames already in YUV 4:2:0 (of ``matrix``) go straight
+      to :meth:`write_prepared`.
     - Odd sizes: 4:2:0 cannot store them, so the last column/row is repeated once; the
       file is then ``encoded_size(w, h)``. Frames are given at their true size.
     - ``audio_from``: a path/URL whose audio streams are copied into the result (as they
       are when the container allows, else re-encoded to AAC; if both fail the video is
       kept without audio and ``warnings`` says so).
-    - The container follows the suffix (.mp4/.mov/.m4v/.mkv); BT.709 colours are tagged.
+    - The container follows the suffix (.mp4/.mov/.m4v/.mkv).
     """
 
     def __init__(
@@ -112,8 +121,12 @@ class VideoWriter:
         overwrite: bool = False,
         preset: str = "veryfast",
         crf: int = 20,
+        matrix: str = "bt601",
     ) -> None:
         self.path = Path(path)
+        if matrix not in MATRICES:
+            raise ValueError(f"unknown colour matrix {matrix!r}")
+        self.matrix = matrix
         check_encoding(preset, crf)
         if self.path.suffix.lower() not in VIDEO_SUFFIXES:
             raise UsageError(f"{self.path}: a video output needs one of {', '.join(VIDEO_SUFFIXES)}")
@@ -130,10 +143,12 @@ class VideoWriter:
         self._enc_w, self._enc_h = encoded_size(width, height)
         cmd = [
             ffmpeg_exe(), "-hide_banner", "-nostdin", "-loglevel", "error", "-y",
+            # the input is declared in the output's colour matrix: ffmpeg must not convert it
             "-f", "rawvideo", "-pix_fmt", "yuv420p", "-s", f"{self._enc_w}x{self._enc_h}",
+            *_COLOR_TAGS[matrix], "-color_range", "tv",
             "-framerate", f"{fps.numerator}/{fps.denominator}", "-i", "-",
             "-c:v", "libx264", "-preset", preset, "-crf", str(crf), "-pix_fmt", "yuv420p",
-            "-colorspace", "smpte170m", "-color_range", "tv",  # what cv2's RGB2YUV_I420 produces
+            *_COLOR_TAGS[matrix], "-color_range", "tv",
         ]  # fmt: skip
         if self.path.suffix.lower() != ".mkv":
             cmd += ["-movflags", "+faststart"]
@@ -154,10 +169,19 @@ class VideoWriter:
         dh, dw = self._enc_h - self.height, self._enc_w - self.width
         if dh or dw:
             frame = cv2.copyMakeBorder(frame, 0, dh, 0, dw, cv2.BORDER_REPLICATE)
-        return cv2.cvtColor(frame, cv2.COLOR_RGB2YUV_I420)
+        if self.matrix == "bt601":
+            return cv2.cvtColor(frame, cv2.COLOR_RGB2YUV_I420)  # OpenCV's matrix: BT.601, limited range
+        return rgb_to_i420(frame, self.matrix)
+
+    @property
+    def frame_bytes(self) -> int:
+        """Bytes of one prepared frame (YUV 4:2:0 at the encoded size)."""
+        return self._enc_w * self._enc_h * 3 // 2
 
     def write_prepared(self, yuv: np.ndarray) -> None:
-        """Append a frame made by :meth:`prepare`."""
+        """Append a frame made by :meth:`prepare`, or any I420 buffer of the encoded size."""
+        if yuv.size != self.frame_bytes:
+            raise ValueError(f"{yuv.size} bytes is not one {self._enc_w}x{self._enc_h} YUV 4:2:0 frame")
         assert self._proc.stdin is not None
         try:
             self._proc.stdin.write(memoryview(yuv.reshape(-1)))
