@@ -372,27 +372,39 @@ class Predictor:
 
         return inductor_config.patch(freezing=True)
 
-    def logits(self, frames: np.ndarray, stream: Stream) -> torch.Tensor:
-        """Feature-size logits (B, C, h, w) for the next frame(s) of ``stream``."""
-        batch = _as_batch(frames)
-        return self.step(self.preprocess(batch), stream)
+    def prepare(self, frames: np.ndarray) -> torch.Tensor:
+        """:meth:`preprocess`, timed as the "preprocess" stage. Keeps no state, so a pipeline
+        can run it on its reader thread while the model works on the previous frame."""
+        t0 = time.perf_counter()
+        x = self.preprocess(_as_batch(frames))
+        self.stage_seconds["preprocess"] += self._mark() - t0
+        return x
+
+    def logits(self, frames: np.ndarray | torch.Tensor, stream: Stream) -> torch.Tensor:
+        """Feature-size logits (B, C, h, w) for the next frame(s) of ``stream``: uint8 RGB
+        frames, or a batch already made by :meth:`prepare`."""
+        x = frames if isinstance(frames, torch.Tensor) else self.prepare(frames)
+        t1 = time.perf_counter()
+        out = self.step(x, stream)
+        self.stage_seconds["model"] += self._mark() - t1
+        return out
+
+    def to_labels(self, logits: torch.Tensor, size: tuple[int, int]) -> np.ndarray:
+        """Train-id labels (B, H, W) uint8 of feature-size logits resized to ``size``.
+
+        Separate from :meth:`logits` so a pipeline can run it on another thread, beside the
+        next frame's model step (it keeps no state)."""
+        t0 = time.perf_counter()
+        with torch.inference_mode():
+            out = upsample_argmax(logits, size).cpu().numpy()
+        self.stage_seconds["postprocess"] += time.perf_counter() - t0
+        return out
 
     def segment(self, frames: np.ndarray, stream: Stream, *, size: tuple[int, int] | None = None) -> np.ndarray:
         """Train-id labels uint8 at the frame's own size (or ``size``); (H, W) or (B, H, W)."""
         single = frames.ndim == 3
         batch = _as_batch(frames)
-        t0 = time.perf_counter()
-        x = self.preprocess(batch)
-        t1 = self._mark()
-        logits = self.step(x, stream)
-        t2 = self._mark()
-        with torch.inference_mode():
-            out = upsample_argmax(logits, size or batch.shape[1:3]).cpu().numpy()
-        t3 = time.perf_counter()
-        st = self.stage_seconds
-        st["preprocess"] += t1 - t0
-        st["model"] += t2 - t1
-        st["postprocess"] += t3 - t2
+        out = self.to_labels(self.logits(batch, stream), size or batch.shape[1:3])
         return out[0] if single else out
 
     def _mark(self) -> float:

@@ -3,7 +3,11 @@
 Per input, three stages overlap so the end-to-end rate approaches the model's own:
 
     reader thread  --q(4)-->  model loop (caller's thread)  --q(4)-->  writer thread
-    decode + cut test         predictor.segment                        colourise, blend, encode/PNG
+    decode, cut test,         predictor.logits                         upsample + argmax,
+    model input                                                        colourise, blend, encode/PNG
+
+(A predictor with only ``segment`` — no ``prepare``/``logits``/``to_labels`` — runs all
+three model stages in the model loop.)
 
 Queues are bounded, so memory stays flat however long the video. Each input is its own
 stream (fresh predictor state), and a detected hard cut resets it mid-stream. A bad
@@ -24,7 +28,7 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from fractions import Fraction
 from pathlib import Path
-from typing import Any, Iterable, Mapping, Sequence
+from typing import Any, Callable, Iterable, Mapping, Sequence
 from urllib.parse import urlparse
 
 import cv2
@@ -602,11 +606,13 @@ def _put(q: queue.Queue, item: object, stop: threading.Event) -> bool:
     return False
 
 
-def _read_loop(source: FrameSource, q: queue.Queue, stop: threading.Event, cuts: CutDetector | None) -> None:
+def _read_loop(source: FrameSource, q: queue.Queue, stop: threading.Event, cuts: CutDetector | None,
+               prepare: Callable[[Frame], Any] | None = None) -> None:
+    """Decode, test for cuts and (with ``prepare``) make the model's input, ahead of the model."""
     try:
         for frame in source:
             is_cut = cuts(frame) if cuts is not None else False
-            if not _put(q, (frame, is_cut), stop):
+            if not _put(q, (frame, is_cut, prepare(frame) if prepare is not None else None), stop):
                 return
         _put(q, _END, stop)
     except BaseException as exc:  # handed to the model loop, which raises it there
@@ -614,9 +620,11 @@ def _read_loop(source: FrameSource, q: queue.Queue, stop: threading.Event, cuts:
 
 
 def _write_loop(
-    q: queue.Queue, render: Renderer, abort: threading.Event, failed: list[BaseException], workers: int = 0
+    q: queue.Queue, render: Renderer, abort: threading.Event, failed: list[BaseException], workers: int = 0,
+    to_labels: Callable[[Frame, Any], np.ndarray] | None = None,
 ) -> None:
-    """Render and write frames in order; with ``workers``, render up to that many frames at once."""
+    """Render and write frames in order; with ``workers``, render up to that many frames at once.
+    ``to_labels`` turns what the model loop queued (logits) into the frame's labels first."""
     pool = ThreadPoolExecutor(workers, thread_name_prefix="tdnet-render") if workers > 1 else None
     pending: deque[tuple[Frame, np.ndarray, Future]] = deque()
     try:
@@ -635,6 +643,8 @@ def _write_loop(
                     return
                 continue  # keep draining so the model loop never blocks on a full queue
             try:
+                if not end and to_labels is not None:
+                    item = (item[0], to_labels(*item))
                 if pool is None:
                     if not end:
                         render(*item)
@@ -674,16 +684,32 @@ def _run_stream(
     stats = _StreamStats()
     state = predictor.new_stream(batch=1)
     model_size = getattr(predictor, "input_size", None)
+    # A predictor that splits logits from labels gets its upsample + argmax run in the writer
+    # thread, beside the next frame's model step, instead of after it in this loop.
+    split = all(callable(getattr(predictor, name, None)) for name in ("prepare", "logits", "to_labels"))
+
+    def model_input(frame: Frame) -> np.ndarray:
+        # a YUV frame gives the model its small RGB input straight from the planes
+        return frame.rgb(model_size) if frame.yuv is not None and model_size is not None else frame.image
+
+    def prepare(frame: Frame) -> torch.Tensor:
+        return predictor.prepare(model_input(frame)[None])
+
+    def to_labels(frame: Frame, logits: torch.Tensor) -> np.ndarray:
+        labels = predictor.to_labels(logits, frame.size)[0]
+        _check_labels(labels, frame)
+        return labels
+
     q_in: queue.Queue = queue.Queue(queue_size)
     q_out: queue.Queue = queue.Queue(queue_size)
     stop, abort = threading.Event(), threading.Event()
     write_failed: list[BaseException] = []
     reader = threading.Thread(
-        target=_read_loop, args=(source, q_in, stop, CutDetector() if cut_detect else None),
+        target=_read_loop, args=(source, q_in, stop, CutDetector() if cut_detect else None, prepare if split else None),
         name="tdnet-reader", daemon=True,
     )  # fmt: skip
-    writer = threading.Thread(target=_write_loop, args=(q_out, render, abort, write_failed, _spare_workers()),
-                              name="tdnet-writer", daemon=True)
+    writer = threading.Thread(target=_write_loop, name="tdnet-writer", daemon=True,
+                              args=(q_out, render, abort, write_failed, _spare_workers(), to_labels if split else None))
     if tuner is not None:
         tuner.start()
     reader.start()
@@ -701,21 +727,20 @@ def _run_stream(
                 break
             if isinstance(item, _Failed):
                 raise item.exc
-            frame, is_cut = item
+            frame, is_cut, x = item
             if is_cut and stats.frames:
                 predictor.reset(state)  # TDNet's memory must not carry over a hard cut
                 stats.cuts += 1
             t0 = time.perf_counter()
-            if frame.yuv is not None and model_size is not None:
-                # the model's small RGB input straight from the planes (no full-size RGB frame)
-                labels = predictor.segment(frame.rgb(model_size), state, size=frame.size)
+            if split:
+                result = predictor.logits(x, state)
+                if result.device.type == "cuda":
+                    result = result.clone()  # the next step may reuse its output buffers (CUDA graphs)
             else:
-                labels = predictor.segment(frame.image, state)
+                result = predictor.segment(model_input(frame), state, size=frame.size)
+                _check_labels(result, frame)
             stats.model_seconds += time.perf_counter() - t0
-            if labels.shape != frame.size or labels.dtype != np.uint8:
-                raise TdnetError(f"the predictor returned {labels.dtype} {labels.shape} labels for a "
-                                 f"{frame.size} frame")
-            _put(q_out, (frame, labels), abort)  # the writer keeps draining even after a failure
+            _put(q_out, (frame, result), abort)  # the writer keeps draining even after a failure
             if write_failed:
                 raise write_failed[0]
             stats.frames += 1
@@ -735,6 +760,11 @@ def _run_stream(
         reader.join(timeout=10)
         writer.join(timeout=10)
     return stats
+
+
+def _check_labels(labels: np.ndarray, frame: Frame) -> None:
+    if labels.shape != frame.size or labels.dtype != np.uint8:
+        raise TdnetError(f"the predictor returned {labels.dtype} {labels.shape} labels for a {frame.size} frame")
 
 
 # --------------------------------------------------------------------------- the public entry point
