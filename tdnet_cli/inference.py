@@ -133,27 +133,8 @@ def upsample_argmax(logits: torch.Tensor, size: tuple[int, int]) -> torch.Tensor
         first = np.concatenate(([0], np.cumsum(ny)))[pr]
         t0, t1 = wy[first], wy[first + counts - 1]
         k0, k1 = (torch.lerp(top, bot, torch.from_numpy(t).unsqueeze(1)).max(1).indices for t in (t0, t1))
-        # Along a run the logits are linear in the row weight t: a class that wins at both ends
-        # wins all the way (ties too). Where the ends differ (k0 at t0, k1 at t1) and nothing
-        # beats both where their lines cross, at t*, the run is k0 before t* and k1 after it.
-        # Any run still in doubt is interpolated pixel by pixel.
-        cross = torch.full((len(pb),), np.inf)
-        sure = k0 == k1
-        split = (~sure).nonzero().squeeze(1)
-        if len(split):
-            ts, ks0, ks1 = top[split], k0[split], k1[split]
-            slope = bot[split] - ts
-
-            def pick(m: torch.Tensor, k: torch.Tensor) -> torch.Tensor:  # m[i, k[i]]
-                return m.gather(1, k[:, None])[:, 0]
-
-            t_star = (pick(ts, ks0) - pick(ts, ks1)) / (pick(slope, ks1) - pick(slope, ks0))
-            at = ts + slope * t_star.unsqueeze(1)
-            level = torch.maximum(pick(at, ks0), pick(at, ks1))
-            clear = torch.isfinite(t_star) & (at.max(1).values <= level + 1e-6 * level.abs().clamp(min=1.0))
-            cross[split[clear]] = t_star[clear]
-            sure[split[clear]] = True
-        k0, k1, cross, sure = k0.numpy(), k1.numpy(), cross.numpy(), sure.numpy()
+        cross, sure = _settle_runs(top, bot, k0, k1)
+        k0, k1 = k0.numpy(), k1.numpy()
         for runs in (sure, ~sure):
             sel = runs.nonzero()[0]
             if not len(sel):
@@ -173,6 +154,36 @@ def upsample_argmax(logits: torch.Tensor, size: tuple[int, int]) -> torch.Tensor
                 lab = vals.max(1).indices.numpy()
             labels.reshape(-1)[(pb[run] * out_h + yy) * out_w + px[run]] = lab
     return torch.from_numpy(labels)
+
+
+def _settle_runs(top: torch.Tensor, bot: torch.Tensor, k0: torch.Tensor, k1: torch.Tensor
+                 ) -> tuple[np.ndarray, np.ndarray]:
+    """Which class each run (a column of pixels down one cell, its logits ``top + t (bot - top)``)
+    takes, without interpolating its pixels: ``(cross, sure)``.
+
+    Along a run the logits are linear in the row weight t: a class that wins at both ends
+    (k0 at the first pixel, k1 at the last) wins all the way (ties too), so such runs are sure
+    with no crossing (inf). Where the ends differ and nothing beats both classes where their
+    lines cross, at t*, the run is k0 before t* and k1 after it (sure, cross = t*). Any run
+    still in doubt (not sure) is interpolated pixel by pixel by the caller.
+    """
+    cross = torch.full((len(k0),), np.inf)
+    sure = k0 == k1
+    split = (~sure).nonzero().squeeze(1)
+    if len(split):
+        ts, ks0, ks1 = top[split], k0[split], k1[split]
+        slope = bot[split] - ts
+
+        def pick(m: torch.Tensor, k: torch.Tensor) -> torch.Tensor:  # m[i, k[i]]
+            return m.gather(1, k[:, None])[:, 0]
+
+        t_star = (pick(ts, ks0) - pick(ts, ks1)) / (pick(slope, ks1) - pick(slope, ks0))
+        at = ts + slope * t_star.unsqueeze(1)
+        level = torch.maximum(pick(at, ks0), pick(at, ks1))
+        clear = torch.isfinite(t_star) & (at.max(1).values <= level + 1e-6 * level.abs().clamp(min=1.0))
+        cross[split[clear]] = t_star[clear]
+        sure[split[clear]] = True
+    return cross.numpy(), sure.numpy()
 
 
 def _subdivision(n: int, out: int) -> int:
