@@ -444,43 +444,32 @@ class Renderer:
             self._yuv_luts[matrix] = tuple(np.ascontiguousarray(yuv[:, c]) for c in range(3))
         return self._yuv_luts[matrix]
 
-    @staticmethod
-    def _planes(buf: np.ndarray, h: int, w: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        flat = buf.reshape(-1)
-        q = (h // 2) * (w // 2)
-        return (flat[: h * w].reshape(h, w), flat[h * w : h * w + q].reshape(h // 2, w // 2),
-                flat[h * w + q :].reshape(h // 2, w // 2))
-
     def _labels_yuv(self, labels: np.ndarray, matrix: str) -> np.ndarray:
-        h, w = labels.shape
         ly, lu, lv = self._luts_for(matrix)
-        out = np.empty(h * w * 3 // 2, np.uint8)
-        y, u, v = self._planes(out, h, w)
+        out = YUV420.empty(*labels.shape, matrix)
         sub = np.ascontiguousarray(labels[::2, ::2])
-        cv2.LUT(labels, ly, dst=y)
-        cv2.LUT(sub, lu, dst=u)
-        cv2.LUT(sub, lv, dst=v)
-        return out
+        cv2.LUT(labels, ly, dst=out.y)
+        cv2.LUT(sub, lu, dst=out.u)
+        cv2.LUT(sub, lv, dst=out.v)
+        return out.data
 
     def _overlay_yuv(self, frame: YUV420, labels: np.ndarray, matrix: str) -> np.ndarray:
-        h, w = labels.shape
         a = self.alpha
         ly, lu, lv = self._luts_for(matrix)
-        out = np.empty(h * w * 3 // 2, np.uint8)
-        y, u, v = self._planes(out, h, w)
+        out = YUV420.empty(*labels.shape, matrix)
         sub = np.ascontiguousarray(labels[::2, ::2])
-        cv2.addWeighted(frame.y, 1.0 - a, cv2.LUT(labels, ly), a, 0.0, dst=y)
-        cv2.addWeighted(frame.u, 1.0 - a, cv2.LUT(sub, lu), a, 0.0, dst=u)
-        cv2.addWeighted(frame.v, 1.0 - a, cv2.LUT(sub, lv), a, 0.0, dst=v)
+        cv2.addWeighted(frame.y, 1.0 - a, cv2.LUT(labels, ly), a, 0.0, dst=out.y)
+        cv2.addWeighted(frame.u, 1.0 - a, cv2.LUT(sub, lu), a, 0.0, dst=out.u)
+        cv2.addWeighted(frame.v, 1.0 - a, cv2.LUT(sub, lv), a, 0.0, dst=out.v)
         ignore = cv2.compare(labels, IGNORE_INDEX, cv2.CMP_EQ)
         if cv2.countNonZero(ignore):  # ignored pixels show the frame unblended
-            cv2.copyTo(frame.y, ignore, y)
+            cv2.copyTo(frame.y, ignore, out.y)
             ignore_sub = np.ascontiguousarray(ignore[::2, ::2])
-            cv2.copyTo(frame.u, ignore_sub, u)
-            cv2.copyTo(frame.v, ignore_sub, v)
+            cv2.copyTo(frame.u, ignore_sub, out.u)
+            cv2.copyTo(frame.v, ignore_sub, out.v)
         if self.legend:
-            self._draw_legend_yuv((y, u, v), labels, matrix)
-        return out
+            self._draw_legend_yuv(out, labels)
+        return out.data
 
     # -- legend ----------------------------------------------------------------------
     def _legend_layout(self, labels: np.ndarray, image_height: int):
@@ -510,20 +499,18 @@ class Renderer:
             cv2.putText(image, self.classes[i], (2 * pad + row, y + row - max(1, row // 6)),
                         cv2.FONT_HERSHEY_SIMPLEX, scale, (255, 255, 255), 1, cv2.LINE_AA)
 
-    def _draw_legend_yuv(self, planes, labels: np.ndarray, matrix: str) -> None:
+    def _draw_legend_yuv(self, frame: YUV420, labels: np.ndarray) -> None:
         """The legend on YUV planes: its corner is converted to RGB, drawn on, and converted back."""
-        y, u, v = planes
-        h, w = y.shape
-        layout = self._legend_layout(labels, h)
+        layout = self._legend_layout(labels, frame.height)
         if layout is None:
             return
-        bh, bw = min(h, layout[5] + (layout[5] & 1)), min(w, layout[4] + (layout[4] & 1))
-        patch = np.concatenate([y[:bh, :bw].ravel(), u[: bh // 2, : bw // 2].ravel(), v[: bh // 2, : bw // 2].ravel()])
-        rgb = YUV420(patch, bh, bw, matrix).to_rgb()
+        bh, bw = min(frame.height, layout[5] + (layout[5] & 1)), min(frame.width, layout[4] + (layout[4] & 1))
+        corner = (frame.y[:bh, :bw], frame.u[: bh // 2, : bw // 2], frame.v[: bh // 2, : bw // 2])
+        rgb = YUV420.from_planes(*corner, frame.matrix).to_rgb()
         self._draw_legend(rgb, labels, layout)
-        py, pu, pv = self._planes(rgb_to_i420(rgb, matrix), bh, bw)
-        y[:bh, :bw], u[: bh // 2, : bw // 2], v[: bh // 2, : bw // 2] = py, pu, pv
-
+        drawn = YUV420(rgb_to_i420(rgb, frame.matrix).reshape(-1), bh, bw, frame.matrix)
+        for plane, new in zip(corner, (drawn.y, drawn.u, drawn.v)):
+            plane[:] = new
 
 
 # --------------------------------------------------------------------------- CPU thread tuning

@@ -51,14 +51,9 @@ def rgb_to_i420(rgb: np.ndarray, matrix: str) -> np.ndarray:
     """(H, W, 3) uint8 RGB with even sides -> an I420 buffer ((H * 3 // 2, W), like OpenCV's)."""
     h, w = rgb.shape[:2]
     yuv = rgb_to_yuv(rgb, matrix)
-    out = np.empty((h * 3 // 2, w), np.uint8)
-    flat = out.reshape(-1)
-    flat[: h * w] = yuv[:, :, 0].reshape(-1)
-    q = (h // 2) * (w // 2)
-    for i in (1, 2):  # chroma: the mean of each 2x2 block
-        plane = cv2.resize(np.ascontiguousarray(yuv[:, :, i]), (w // 2, h // 2), interpolation=cv2.INTER_AREA)
-        flat[h * w + (i - 1) * q : h * w + i * q] = plane.reshape(-1)
-    return out
+    chroma = [cv2.resize(np.ascontiguousarray(yuv[:, :, i]), (w // 2, h // 2), interpolation=cv2.INTER_AREA)
+              for i in (1, 2)]  # the mean of each 2x2 block
+    return YUV420.from_planes(yuv[:, :, 0], *chroma, matrix).data.reshape(h * 3 // 2, w)
 
 
 @dataclass(frozen=True, eq=False)
@@ -74,6 +69,17 @@ class YUV420:
     @staticmethod
     def nbytes(height: int, width: int) -> int:
         return height * width + 2 * ((height + 1) // 2) * ((width + 1) // 2)
+
+    @classmethod
+    def empty(cls, height: int, width: int, matrix: str = "bt601") -> "YUV420":
+        return cls(np.empty(cls.nbytes(height, width), np.uint8), height, width, matrix)
+
+    @classmethod
+    def from_planes(cls, y: np.ndarray, u: np.ndarray, v: np.ndarray, matrix: str = "bt601") -> "YUV420":
+        """A frame holding copies of three planes (Y of H x W, U and V of the chroma size)."""
+        frame = cls.empty(*y.shape, matrix)
+        frame.y[:], frame.u[:], frame.v[:] = y, u, v
+        return frame
 
     @property
     def chroma_size(self) -> tuple[int, int]:

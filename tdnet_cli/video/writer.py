@@ -22,7 +22,7 @@ import cv2
 import numpy as np
 
 from tdnet_cli.errors import OutputExistsError, TdnetError, UsageError
-from tdnet_cli.video.color import MATRICES, rgb_to_i420
+from tdnet_cli.video.color import MATRICES, YUV420, rgb_to_i420
 from tdnet_cli.video.reader import ffmpeg_exe
 
 # ffmpeg's stream tags for each colour matrix we write
@@ -176,7 +176,7 @@ class VideoWriter:
     @property
     def frame_bytes(self) -> int:
         """Bytes of one prepared frame (YUV 4:2:0 at the encoded size)."""
-        return self._enc_w * self._enc_h * 3 // 2
+        return YUV420.nbytes(self._enc_h, self._enc_w)
 
     def write_prepared(self, yuv: np.ndarray) -> None:
         """Append a frame made by :meth:`prepare`, or any I420 buffer of the encoded size."""
