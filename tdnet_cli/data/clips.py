@@ -55,11 +55,24 @@ def check_dataset(root: str | Path, split: str, clip_len: int) -> list[FrameId]:
     return fids
 
 
-def _read_rgb(path: Path) -> np.ndarray:
+def _read_bgr(path: Path) -> np.ndarray:
     img = cv2.imread(str(path), cv2.IMREAD_COLOR)
     if img is None:
         raise DataError(f"cannot read {path}")
-    return cv2.cvtColor(img, cv2.COLOR_BGR2RGB)
+    return img
+
+
+def _jitter_matrix(bright: float, contrast: float, sat: float, mean: float) -> np.ndarray:
+    """The colour jitter as one (3, 4) affine map of BGR pixels to RGB.
+
+    Saturation blends each pixel with its grey (channel mean), contrast scales about the
+    image mean (which saturation leaves unchanged) and brightness scales the result; all
+    three are linear, so they compose into one matrix and the frame is touched once.
+    """
+    s = sat * np.eye(3) + (1.0 - sat) / 3.0
+    a = bright * contrast * s
+    offset = bright * mean * (1.0 - contrast)
+    return np.hstack([a[:, ::-1], np.full((3, 1), offset)]).astype(np.float32)  # [:, ::-1]: BGR in
 
 
 class ClipDataset(Dataset):
@@ -107,7 +120,7 @@ class ClipDataset(Dataset):
     def __getitem__(self, index: int) -> dict:
         rng = np.random.default_rng([self.seed, 11, index])
         fid = self._fid(index)
-        frames = [_read_rgb(sequence_path(self.root, self.split, fid.shifted(d - self.clip_len + 1)))
+        frames = [_read_bgr(sequence_path(self.root, self.split, fid.shifted(d - self.clip_len + 1)))
                   for d in range(self.clip_len)]
         label_ids = cv2.imread(str(gt_path(self.root, self.split, fid)), cv2.IMREAD_UNCHANGED)
         if label_ids is None:
@@ -117,21 +130,21 @@ class ClipDataset(Dataset):
         ch, cw = self.augment.crop
         bright, contrast, sat = self._jitter(rng)
         out = np.empty((self.clip_len, ch, cw, 3), dtype=np.float32)
-        fill = tuple(float(v) for v in MEAN * 255)
+        fill = tuple(float(v) for v in MEAN[::-1] * 255)  # frames stay BGR until the colour map
+        scale, shift = 1.0 / (255.0 * STD), MEAN / STD
         for i, frame in enumerate(frames):
             if frame.shape[:2] != (h, w):
                 raise DataError(f"{fid.stem}: frames and labels differ in size")
-            img = cv2.warpAffine(frame, m, (cw, ch), flags=cv2.INTER_LINEAR, borderValue=fill).astype(np.float32)
-            if (bright, contrast, sat) != (1.0, 1.0, 1.0):
-                grey = img.mean(axis=2, keepdims=True)
-                img = grey + (img - grey) * sat
-                img = (img - img.mean()) * contrast + img.mean()
-                img = np.clip(img * bright, 0, 255)
-            out[i] = (img / 255.0 - MEAN) / STD
+            img = cv2.warpAffine(frame, m, (cw, ch), flags=cv2.INTER_LINEAR, borderValue=fill)
+            mean = float(np.mean(cv2.mean(img)[:3]))
+            rgb = cv2.transform(img.astype(np.float32), _jitter_matrix(bright, contrast, sat, mean))
+            np.clip(rgb, 0.0, 255.0, out=rgb)
+            np.multiply(rgb, scale, out=rgb)
+            np.subtract(rgb, shift, out=out[i])
         train_ids = label_id_to_train_id(label_ids)
         label = cv2.warpAffine(train_ids, m, (cw, ch), flags=cv2.INTER_NEAREST, borderValue=IGNORE_INDEX)
         return {
-            "frames": torch.from_numpy(out).permute(0, 3, 1, 2).contiguous(),
+            "frames": torch.from_numpy(out).permute(0, 3, 1, 2),  # a view: collation copies it anyway
             "label": torch.from_numpy(label.astype(np.int64)),
             "index": index,
         }
