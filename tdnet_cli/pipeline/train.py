@@ -223,6 +223,13 @@ def train(
         for p in teacher.parameters():
             p.requires_grad_(False)
     model.to(device)
+    if device.type == "cpu":
+        # oneDNN convolves channels_last tensors without reordering them: a td4-mini training
+        # step took 1.7 s against 2.2 s in NCHW here. Activations follow the weights' layout.
+        # GPUs keep NCHW, which was the faster layout for inference on the H200 (inference.py).
+        model.to(memory_format=torch.channels_last)
+        if teacher is not None:
+            teacher.to(memory_format=torch.channels_last)
     if ddp.world > 1 and device.type == "cuda":
         model = nn.SyncBatchNorm.convert_sync_batchnorm(model)
     optimizer = torch.optim.SGD(model.parameters(), lr=o_cfg["lr"], momentum=o_cfg["momentum"],
