@@ -10,6 +10,7 @@ import socket
 import subprocess
 import sys
 
+import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
@@ -20,7 +21,8 @@ from tdnet_cli.config import DEFAULTS, apply_overrides, dump_toml, load_config
 from tdnet_cli.data.layout import list_annotated
 from tdnet_cli.data.synth import generate_dataset
 from tdnet_cli.errors import DataError, OutputExistsError, UsageError
-from tdnet_cli.losses import Criterion, kl_divergence, ohem_cross_entropy
+from tdnet_cli.data.clips import _jitter_matrix
+from tdnet_cli.losses import Criterion, _pixel_cross_entropy, cross_entropy, kl_divergence, ohem_cross_entropy
 from tdnet_cli.models import load_checkpoint, random_model, save_checkpoint
 from tdnet_cli.pipeline.train import get_lr, init_from_pspnet, scale_attention_logits, train
 
@@ -46,6 +48,44 @@ def test_ohem_keeps_hard_pixels_or_the_hardest_n():
     assert ohem_cross_entropy(logits, labels, 0.7, 1).item() == pytest.approx(losses[1:].mean().item(), rel=1e-5)
     # min_kept 3 > 2 hard pixels: the 3 hardest valid pixels are averaged.
     assert ohem_cross_entropy(logits, labels, 0.7, 3).item() == pytest.approx(losses.mean().item(), rel=1e-5)
+
+
+@pytest.mark.parametrize("shape,size", [((2, 19, 32, 64), (256, 512)), ((1, 3, 5, 7), (130, 9)), ((2, 4, 6, 6), (3, 4))])
+def test_upsampled_cross_entropy_matches_interpolate_then_cross_entropy(shape, size):
+    # The banded loss (two matmuls per band, its own backward) against torch's own ops, with
+    # ignored pixels, a label size that is not a multiple of the band and a downscale.
+    torch.manual_seed(0)
+    logits = torch.randn(shape).contiguous(memory_format=torch.channels_last).requires_grad_()
+    labels = torch.randint(0, shape[1], (shape[0], *size))
+    labels[0, 0, :3] = 255
+    ref_logits = logits.detach().clone().requires_grad_()
+    ref = F.cross_entropy(F.interpolate(ref_logits, size=size, mode="bilinear", align_corners=True), labels,
+                          ignore_index=255, reduction="none")
+    ours = _pixel_cross_entropy(logits, labels)
+    weights = torch.rand(ours.shape)
+    (ours * weights).sum().backward()
+    (ref * weights).sum().backward()
+    assert ours[0, 0, :3].abs().max() == 0
+    torch.testing.assert_close(ours, ref, rtol=1e-5, atol=2e-5)
+    torch.testing.assert_close(logits.grad, ref_logits.grad, rtol=1e-5, atol=1e-4)
+    assert cross_entropy(logits, labels).item() == pytest.approx(
+        F.cross_entropy(F.interpolate(logits.detach(), size=size, mode="bilinear", align_corners=True), labels,
+                        ignore_index=255).item(), rel=1e-5)
+
+
+def test_colour_jitter_matrix_equals_the_three_steps():
+    # One affine map of BGR pixels must equal saturation, contrast about the image mean and
+    # brightness applied one after the other to the RGB pixels.
+    rng = np.random.default_rng(0)
+    bgr = rng.uniform(0, 255, (50, 3)).astype(np.float64)
+    rgb = bgr[:, ::-1]
+    bright, contrast, sat = 1.2, 0.8, 1.25
+    grey = rgb.mean(1, keepdims=True)
+    x = grey + (rgb - grey) * sat
+    x = (x - x.mean()) * contrast + x.mean()
+    expected = x * bright
+    m = _jitter_matrix(bright, contrast, sat, float(bgr.mean())).astype(np.float64)
+    np.testing.assert_allclose(bgr @ m[:, :3].T + m[:, 3], expected, rtol=1e-5, atol=1e-3)
 
 
 def test_criterion_weights_each_term():
