@@ -172,6 +172,32 @@ def test_cpu_bf16_autocast_trains(data_root, tmp_path):
     assert sum(b[i] for i in (22, 23, 24)) < 0.85 * sum(b[i] for i in (1, 2, 3)), b
 
 
+def test_fp16_loss_scaling_trains_and_resumes(data_root, tmp_path, monkeypatch):
+    # The GradScaler path that CUDA takes in fp16, run with CPU fp16 autocast: the scaler is on,
+    # its state is checkpointed, and a resumed run continues exactly.
+    import tdnet_cli.pipeline.train as train_mod
+
+    monkeypatch.setattr(train_mod, "_autocast",
+                        lambda device, *a: (torch.autocast("cpu", dtype=torch.float16), torch.float16))
+    common = {"optim.iterations": "6"}
+    full = train(tiny_config(data_root, tmp_path, "full16", **common))
+    scaler = torch.load(tmp_path / "full16" / "last.pt", weights_only=True)["train_state"]["scaler"]
+    assert scaler["scale"] > 0 and scaler["_growth_tracker"] >= 0  # enabled: an empty dict otherwise
+
+    def interrupt(done, total, rec):
+        if done == 3:
+            raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        train(tiny_config(data_root, tmp_path, "cut16", **common), progress=interrupt)
+    from tdnet_cli.config import load_run_config
+
+    resumed = train(load_run_config(tmp_path / "cut16"), resume=str(tmp_path / "cut16"))
+    a, b = losses(full), losses(resumed)
+    assert all(math.isfinite(v) for v in a.values())
+    assert b[4] == pytest.approx(a[4], rel=1e-5, abs=1e-6) and b[6] == pytest.approx(a[6], rel=1e-4)
+
+
 def test_resume_gives_the_same_next_loss(data_root, tmp_path):
     full = train(tiny_config(data_root, tmp_path, "full", **{"optim.iterations": "6"}))
 

@@ -235,7 +235,8 @@ def train(
     optimizer = torch.optim.SGD(model.parameters(), lr=o_cfg["lr"], momentum=o_cfg["momentum"],
                                 weight_decay=o_cfg["weight_decay"])
     autocast, amp_dtype = _autocast(device, r_cfg["amp"], r_cfg["amp_cpu"])
-    scaler = torch.amp.GradScaler("cuda", enabled=amp_dtype == torch.float16)
+    # fp16 (CUDA without bf16) needs loss scaling; bf16 and fp32 do not.
+    scaler = torch.amp.GradScaler(device.type, enabled=amp_dtype == torch.float16)
 
     start, best_miou = 0, None
     if resume:
