@@ -11,6 +11,7 @@ from __future__ import annotations
 import contextlib
 import functools
 import os
+import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -20,12 +21,14 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from tdnet_cli.errors import UsageError
+from tdnet_cli.errors import TdnetError, UsageError
 from tdnet_cli.models.checkpoint import LoadedModel, load_checkpoint, random_model
 from tdnet_cli.models.fast import optimize_for_inference
-from tdnet_cli.models.tdnet import StreamState
+from tdnet_cli.models.attention import Memory
+from tdnet_cli.models.tdnet import StreamState, TDNet
 
 __all__ = [
+    "Encoded",
     "Predictor",
     "Stream",
     "resolve_device",
@@ -218,6 +221,18 @@ class Stream:
         self.resets += 1
 
 
+@dataclass(frozen=True)
+class Encoded:
+    """One frame batch's own features for a known path, made by :meth:`Predictor.encode`:
+    everything of a TDNet step that does not depend on the stream's memory."""
+
+    path: int
+    values: torch.Tensor
+    queries: torch.Tensor
+    memory: Memory
+    batch: int
+
+
 class Predictor:
     """A model ready to segment frames on a device at a precision."""
 
@@ -260,6 +275,8 @@ class Predictor:
         # `sync_stages` CUDA is synchronised between stages so the split is honest (slower).
         self.stage_seconds = {"preprocess": 0.0, "model": 0.0, "postprocess": 0.0}
         self.sync_stages = False
+        self._stage_lock = threading.Lock()  # encode() may run on several threads at once
+        self.encode_ahead = True  # let pipelines encode frames ahead where that applies (encodes_ahead)
 
     # -- construction ------------------------------------------------------------------
     @classmethod
@@ -399,6 +416,44 @@ class Predictor:
         out = self.step(x, stream)
         self.stage_seconds["model"] += self._mark() - t1
         return out
+
+    @property
+    def encodes_ahead(self) -> bool:
+        """Whether a pipeline may run :meth:`encode` for later frames on other threads while
+        :meth:`finish` completes earlier ones. TDNet on the CPU, eager only: a compiled step
+        is one graph, and on a GPU the frames would queue on one device anyway."""
+        return (self.encode_ahead and isinstance(self.model, TDNet) and self.device.type == "cpu"
+                and self._compiled is None)
+
+    def encode(self, x: torch.Tensor, path: int) -> Encoded:
+        """The state-free part of a step (the path's backbone, pyramid and projections) for a
+        batch made by :meth:`prepare`. It runs about 80% of a td4 step's work, and any
+        number of frames can be encoded at once, on any threads; :meth:`finish` then applies
+        the stream's memory in frame order. ``encode`` + ``finish`` = :meth:`step`."""
+        t0 = time.perf_counter()
+        with torch.inference_mode(), self._autocast():
+            values, queries, memory, _ = self.model.encode(x, path)
+        self._add_stage("model", self._mark() - t0)
+        return Encoded(path, values, queries, memory, x.shape[0])
+
+    def finish(self, encoded: Encoded, stream: Stream) -> torch.Tensor:
+        """Feature-size logits of an encoded frame: propagate ``stream``'s memory to it,
+        decode, and advance the stream. Frames must come in order."""
+        path = self.model.next_path(stream.state)
+        if encoded.path != path:
+            raise TdnetError(f"a frame encoded for path {encoded.path} reached a stream at path {path}")
+        t0 = time.perf_counter()
+        with torch.inference_mode(), self._autocast():
+            fused = self.model.fuse(encoded.values, encoded.queries, stream.state.memories, path)
+            logits = self.model.decode(fused, path)
+        stream.state = self.model.advance(stream.state, encoded.memory, encoded.batch)
+        stream.frames += 1
+        self._add_stage("model", self._mark() - t0)
+        return logits.float()
+
+    def _add_stage(self, name: str, seconds: float) -> None:
+        with self._stage_lock:
+            self.stage_seconds[name] += seconds
 
     def to_labels(self, logits: torch.Tensor, size: tuple[int, int]) -> np.ndarray:
         """Train-id labels (B, H, W) uint8 of feature-size logits resized to ``size``.

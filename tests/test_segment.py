@@ -5,6 +5,7 @@ from __future__ import annotations
 import importlib
 import json
 import subprocess
+import threading
 from fractions import Fraction
 from pathlib import Path
 
@@ -16,7 +17,7 @@ from typer.testing import CliRunner
 
 from tdnet_cli.cli.app import app
 from tdnet_cli.data.cityscapes import CLASSES, PALETTE, train_id_to_label_id
-from tdnet_cli.errors import UsageError
+from tdnet_cli.errors import TdnetError, UsageError
 from tdnet_cli.pipeline import (
     CutDetector,
     ProgressHook,
@@ -240,10 +241,51 @@ def test_folder_and_lossless_video_give_the_same_labels(tmp_path, tiny):
     assert probe(out_f / "seq.overlay.mp4")[:4] == (5, W, H, 17)  # folders default to 17 fps
 
 
+def test_cpu_tdnet_steps_are_encoded_ahead_on_a_pool(tmp_path, tiny, monkeypatch):
+    # The state-free part of each step runs on the encoder pool, two frames at once at most,
+    # and encode + finish equals step exactly.
+    assert tiny.encodes_ahead
+    seen, running, most = [], [0], [0]
+    real = tiny.encode
+
+    def encode(x, path):
+        running[0] += 1
+        most[0] = max(most[0], running[0])
+        seen.append((threading.current_thread().name, path))
+        try:
+            return real(x, path)
+        finally:
+            running[0] -= 1
+
+    monkeypatch.setattr(tiny, "encode", encode)
+    src = clip(tmp_path / "in.mp4", 9)
+    report = segment([src], predictor=tiny, save=["labels"], out_dir=tmp_path, cut_detect=False, threads=4)
+    assert report.ok
+    assert [p for _, p in seen] == [i % tiny.num_paths for i in range(9)]
+    assert all(name.startswith("tdnet-encode") for name, _ in seen) and most[0] <= 2
+    assert report.results[0].threads == 4  # --threads counts all the model's threads: 2 frames x 2
+    monkeypatch.undo()
+    x = tiny.prepare(next(iter(VideoReader(str(src)))).image[None])
+    a, b = tiny.new_stream(), tiny.new_stream()
+    for _ in range(6):  # past the warm-up, so the memory is used
+        assert torch.equal(tiny.finish(tiny.encode(x, tiny.model.next_path(a.state)), a), tiny.step(x, b))
+    with pytest.raises(TdnetError):
+        tiny.finish(tiny.encode(x, 3), a)  # a frame encoded for the wrong path is refused
+
+
 def test_scene_cut_resets_the_stream(tmp_path, tiny):
     spliced = encode_lossless(tmp_path / "spliced.mkv", scene(6, 0) + scene(6, 1))
     report = segment([spliced], predictor=tiny, save=["labels"], out_dir=tmp_path / "a")
     assert report.results[0].cuts == 1
+    # Frames are encoded ahead on other threads, each for the path it will meet: after the
+    # cut the second shot starts at path 0 with an empty memory, as a fresh stream would.
+    frames = list(VideoReader(str(spliced)))
+    expected = []
+    for shot in (frames[:6], frames[6:]):
+        stream = tiny.new_stream()
+        expected += [tiny.segment(f.image, stream) for f in shot]
+    got = list(read_pngs(tmp_path / "a" / "spliced.labels").values())
+    assert len(got) == 12 and all(np.array_equal(a, b) for a, b in zip(got, expected))
     fake = FakePredictor()
     segment([spliced], predictor=fake, save=["labels"], out_dir=tmp_path / "b")
     assert fake.streams[0].reset_at == [6]  # reset exactly before the first frame of the new shot
@@ -572,6 +614,7 @@ def test_thread_tuner_keeps_the_faster_count(monkeypatch, many_dt, few_dt, expec
     for _ in range(tuner.frames_needed + 2):
         clock[0] += few_dt if set_to[-1] == 3 else many_dt
         tuner.tick()
+        assert tuner.current == set_to[-1]  # what encoder pool threads apply to themselves
     assert tuner.choice == (3 if expect_few else 4) and set_to[-1] == tuner.choice
     if many_dt > 4 * few_dt:  # disastrous: the trial of all threads stopped after its first frame
         assert tuner.count == tuner.warmup + tuner.window + 1

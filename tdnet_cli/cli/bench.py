@@ -100,6 +100,10 @@ def render(report: BenchReport) -> None:
     if r.filling:
         console.print(f"queue filling (first {r.filling.frames} frames, not in the table): "
                       f"mean {r.filling.mean_ms:.1f} ms; steady-state median {r.steady.median_ms:.1f} ms")
+    if r.encode_ahead:
+        a = r.encode_ahead
+        console.print(f"encode-ahead (as segment runs it): {a['fps']:.2f} fps, {a['workers']} frames at once on "
+                      f"{a['threads_per_worker']} thread(s) each")
     console.print(f"cost: {r.gflops_per_frame:.1f} GFLOP per frame; peak RSS {r.peak_rss_mb:.0f} MB"
                   + (f"; peak CUDA {r.peak_cuda_mb:.0f} MB" if r.peak_cuda_mb is not None else ""))
     if report.ceiling:

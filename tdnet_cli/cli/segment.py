@@ -188,8 +188,9 @@ def segment_command(
     ] = None,
     threads: Annotated[
         Optional[int],
-        typer.Option("--threads", min=1, help="Torch CPU threads (default: time all cores against three quarters "
-                     "(1 of 2) on the first input and keep the faster).", show_default=False),
+        typer.Option("--threads", min=1, help="Torch CPU threads in all (default: time all cores against three quarters "
+                     "(1 of 2) on the first input and keep the faster). A TDNet on the CPU runs two "
+                     "frames at once, each on half of them.", show_default=False),
     ] = None,
     x264_preset: Annotated[
         str,

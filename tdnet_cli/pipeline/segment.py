@@ -71,6 +71,7 @@ __all__ = [
 SAVE_KINDS = ("overlay", "color", "labels", "labelids")
 DEFAULT_FOLDER_FPS = 17.0  # Cityscapes sequences were recorded at 17 Hz
 QUEUE_SIZE = 4
+ENCODE_WORKERS = 2  # frames encoded at once on the CPU (see _run_stream)
 
 
 # --------------------------------------------------------------------------- results
@@ -539,6 +540,13 @@ class _ThreadTuner:
     def frames_needed(self) -> int:
         return self.warmup + 2 * self.window + self.settle
 
+    @property
+    def current(self) -> int:
+        """The count the trial wants now (for threads that must apply it themselves)."""
+        if self.choice is not None:
+            return self.choice
+        return self.many if self.count >= self.warmup + self.window else self.few
+
     def start(self) -> None:
         torch.set_num_threads(self.few)
 
@@ -594,12 +602,13 @@ def _put(q: queue.Queue, item: object, stop: threading.Event) -> bool:
 
 
 def _read_loop(source: FrameSource, q: queue.Queue, stop: threading.Event, cuts: CutDetector | None,
-               prepare: Callable[[Frame], Any] | None = None) -> None:
-    """Decode, test for cuts and (with ``prepare``) make the model's input, ahead of the model."""
+               prepare: Callable[[Frame, bool], Any] | None = None) -> None:
+    """Decode, test for cuts and (with ``prepare(frame, is_cut)``) start the model's input,
+    ahead of the model."""
     try:
         for frame in source:
             is_cut = cuts(frame) if cuts is not None else False
-            if not _put(q, (frame, is_cut, prepare(frame) if prepare is not None else None), stop):
+            if not _put(q, (frame, is_cut, prepare(frame, is_cut) if prepare is not None else None), stop):
                 return
         _put(q, _END, stop)
     except BaseException as exc:  # handed to the model loop, which raises it there
@@ -679,8 +688,34 @@ def _run_stream(
         # a YUV frame gives the model its small RGB input straight from the planes
         return frame.rgb(model_size) if frame.yuv is not None and model_size is not None else frame.image
 
-    def prepare(frame: Frame) -> torch.Tensor:
-        return predictor.prepare(model_input(frame)[None])
+    # Encoding ahead: the state-free bulk of each TDNet step (Predictor.encode) runs on a small
+    # pool, several frames at once, while this loop applies the memory in frame order
+    # (Predictor.finish). On 2 cores a td4-mini step is ~30 ms encode + ~6 ms finish on one
+    # thread, and one thread per frame beats two threads on one frame (docs/benchmarks.md).
+    ahead = split and bool(getattr(predictor, "encodes_ahead", False))
+    encoder = ThreadPoolExecutor(ENCODE_WORKERS, thread_name_prefix="tdnet-encode") if ahead else None
+    since_reset = 0  # frames since the last reset, as the reader sees them: gives each frame's path
+
+    pool_threads = threading.local()
+
+    def encode(x: torch.Tensor, path: int):
+        # torch.set_num_threads reaches only the calling thread once that thread has run
+        # an op (measured: a pool thread kept 2 after the main thread set 1), so pool
+        # threads follow the tuner's trial themselves.
+        if tuner is not None and getattr(pool_threads, "n", None) != tuner.current:
+            pool_threads.n = tuner.current
+            torch.set_num_threads(pool_threads.n)
+        return predictor.encode(x, path)
+
+    def prepare(frame: Frame, is_cut: bool) -> torch.Tensor | Future:
+        nonlocal since_reset
+        x = predictor.prepare(model_input(frame)[None])
+        if encoder is None:
+            return x
+        if is_cut:  # the model loop resets the stream at this frame, so its path is 0
+            since_reset = 0
+        path, since_reset = since_reset % predictor.num_paths, since_reset + 1
+        return encoder.submit(encode, x, path)
 
     def to_labels(frame: Frame, logits: torch.Tensor) -> np.ndarray:
         labels = predictor.to_labels(logits, frame.size)[0]
@@ -719,7 +754,9 @@ def _run_stream(
                 predictor.reset(state)  # TDNet's memory must not carry over a hard cut
                 stats.cuts += 1
             t0 = time.perf_counter()
-            if split:
+            if isinstance(x, Future):
+                result = predictor.finish(x.result(), state)
+            elif split:
                 result = predictor.logits(x, state)
                 if result.device.type == "cuda":
                     result = result.clone()  # the next step may reuse its output buffers (CUDA graphs)
@@ -746,6 +783,8 @@ def _run_stream(
             source.close()  # kills the decoder, so the reader thread wakes up and leaves
         reader.join(timeout=10)
         writer.join(timeout=10)
+        if encoder is not None:
+            encoder.shutdown(wait=True, cancel_futures=True)
     return stats
 
 
@@ -823,8 +862,9 @@ def segment(
     """Segment every input (paths, globs, URLs, frame folders) with ``predictor``.
 
     ``save``: any of :data:`SAVE_KINDS`. ``fps``: output rate for frame-folder inputs
-    (default 17). ``threads``: torch CPU threads; None times three quarters of the default
-    count (1 of 2) against all of it on the first long input and keeps the faster (CPU only). ``shard``: ``(i, n)`` or
+    (default 17). ``threads``: torch CPU threads in all; None times three quarters of the
+    default count (1 of 2) against all of it on the first long input and keeps the faster
+    (CPU only). A CPU TDNet encodes two frames at once, each with half of them. ``shard``: ``(i, n)`` or
     ``"i/n"`` takes inputs ``i::n`` after glob expansion. ``x264_preset``/``crf``: how video
     outputs are encoded (faster presets trade file size for CPU time). ``decode_yuv=False``
     decodes videos to RGB instead of YUV 4:2:0 (the slower route; kept for comparisons).
@@ -859,10 +899,15 @@ def segment(
         _check_out_dir(Path(output).parent)
 
     on_cpu = getattr(getattr(predictor, "device", None), "type", "cpu") == "cpu"
+    # Encoding ahead runs ENCODE_WORKERS frames at once: the model's threads are shared out
+    # between them, so `threads` (and the tuner's counts) are per frame in flight.
+    workers = ENCODE_WORKERS if on_cpu and getattr(predictor, "encodes_ahead", False) else 1
     threads_before = torch.get_num_threads()
-    if on_cpu and threads is not None:
-        torch.set_num_threads(max(1, threads))
-    chosen_threads: int | None = threads if on_cpu else None
+    budget = max(1, (threads if threads is not None else threads_before) // workers)
+    chosen_threads: int | None = None
+    if on_cpu and (threads is not None or budget == 1):
+        chosen_threads = budget  # given, or nothing to choose between
+        torch.set_num_threads(budget)
 
     report = SegmentReport(shard=shard)
     claimed: dict[Path, str] = {}
@@ -873,9 +918,9 @@ def segment(
             t0 = time.perf_counter()
             try:
                 tuner = None
-                if on_cpu and chosen_threads is None and threads_before > 1:
+                if on_cpu and chosen_threads is None:
                     paths = max(1, int(getattr(predictor, "num_paths", 1)))
-                    tuner = _ThreadTuner(threads_before, window=max(4, paths), warmup=max(3, paths))
+                    tuner = _ThreadTuner(budget, window=max(4, paths), warmup=max(3, paths))
                 _process(spec, index, len(specs), result, predictor=predictor, save=save, out_dir=out_dir,
                          output=output, alpha=alpha, legend=legend, overwrite=overwrite,
                          skip_existing=skip_existing, cut_detect=cut_detect, fps=fps, hook=hook, tuner=tuner,
@@ -889,9 +934,9 @@ def segment(
             finally:
                 result.seconds = time.perf_counter() - t0
             if on_cpu:
-                result.threads = torch.get_num_threads()
+                result.threads = torch.get_num_threads() * workers
             if tuner is not None and tuner.choice is None and chosen_threads is None:
-                torch.set_num_threads(threads_before)  # a short input did not finish the test
+                torch.set_num_threads(budget)  # a short input did not finish the test
             report.results.append(result)
             hook.finish_input(result)
     finally:
