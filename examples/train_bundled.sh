@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# How weights/td4-mini-synth.pt is made (about 7 + 20 + 50-56 minutes on a quiet 2-core CPU; --set run.device="cuda" on a GPU).
+# How weights/td4-mini-synth.pt is made (51 minutes in all on a quiet 2-core CPU, data and evaluations included;
+# see weights/README.md; --set run.device="cuda" on a GPU).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 tdnet synth data/synth --split train --sequences 120 --size 512x1024 --frames 20 --seed 1 --quiet
