@@ -253,7 +253,7 @@ def bench_encode_ahead(pred: Predictor, *, frames: int = 20, warmup: int = 5,
     try:
         with ThreadPoolExecutor(workers, thread_name_prefix="tdnet-bench-encode") as pool:
             pending: deque = deque()
-            t0 = None
+            t0 = time.perf_counter()  # reset once the warm-up frames are finished
             for i in range(warm + frames):
                 pending.append(pool.submit(pred.encode, inputs[i % len(inputs)], i % pred.num_paths))
                 if len(pending) > workers:
