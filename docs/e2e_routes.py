@@ -8,26 +8,18 @@ Writes OUT_DIR/e2e_routes.json and prints a table.
 """
 import json
 import pathlib
-import subprocess
 import sys
 
 import torch
+from street_clips import street_clips  # docs/, beside this script
 
 from tdnet_cli.inference import Predictor
 from tdnet_cli.pipeline.bench import bench_end_to_end, bench_predictor, environment
-from tdnet_cli.video import ffmpeg_exe
 
 out = pathlib.Path(sys.argv[1])
 repeats = int(sys.argv[2]) if len(sys.argv) > 2 else 2
 out.mkdir(parents=True, exist_ok=True)
-clips = {}
-for size in ("1024x512", "2048x1024"):
-    path = out / f"clip_{size}.mp4"
-    if not path.exists():
-        subprocess.run([ffmpeg_exe(), "-v", "error", "-y", "-stream_loop", "1", "-i", "examples/street.mp4",
-                        "-frames:v", "60", "-vf", f"scale={size.replace('x', ':')}", "-c:v", "libx264",
-                        "-preset", "veryfast", "-crf", "18", str(path)], check=True)
-    clips[size] = str(path)
+clips = street_clips(out)
 
 pred = Predictor.create(device="cpu")
 model_only = bench_predictor(pred, frames=20, warmup=4).fps_per_stream

@@ -1,7 +1,7 @@
 """`segment` end to end on the CPU with and without encoding frames ahead, in one process.
 
 usage: python docs/encode_ahead.py OUT_DIR [REPEATS]
-Uses (or makes) the 60-frame street clips of docs/e2e_routes.py. Times the bundled model
+Uses (or makes) the 60-frame street clips of docs/street_clips.py. Times the bundled model
 alone, one step at a time (torch's default threads) and encoded ahead (2 frames at once,
 `bench_encode_ahead`); then per clip and x264 preset `bench_end_to_end` with
 ``Predictor.encode_ahead`` on and off, alternating (ABAB...) so machine noise hits both
@@ -9,26 +9,23 @@ alike. Writes OUT_DIR/encode_ahead.json and prints a table.
 """
 import json
 import pathlib
-import subprocess
 import sys
 
 import torch
+from street_clips import street_clips  # docs/, beside this script
 
 from tdnet_cli.inference import Predictor
-from tdnet_cli.pipeline.bench import bench_encode_ahead, bench_end_to_end, bench_predictor, environment
-from tdnet_cli.video import ffmpeg_exe
+from tdnet_cli.pipeline.bench import (
+    bench_encode_ahead,
+    bench_end_to_end,
+    bench_predictor,
+    environment,
+)
 
 out = pathlib.Path(sys.argv[1])
 repeats = int(sys.argv[2]) if len(sys.argv) > 2 else 2
 out.mkdir(parents=True, exist_ok=True)
-clips = {}
-for size in ("1024x512", "2048x1024"):
-    path = out / f"clip_{size}.mp4"
-    if not path.exists():
-        subprocess.run([ffmpeg_exe(), "-v", "error", "-y", "-stream_loop", "1", "-i", "examples/street.mp4",
-                        "-frames:v", "60", "-vf", f"scale={size.replace('x', ':')}", "-c:v", "libx264",
-                        "-preset", "veryfast", "-crf", "18", str(path)], check=True)
-    clips[size] = str(path)
+clips = street_clips(out)
 
 pred = Predictor.create(device="cpu")
 
