@@ -190,10 +190,7 @@ def bench_predictor(
         raise UsageError("--warmup must be >= 0 and --streams >= 1")
     dev = pred.device
     h, w = pred.input_size
-    gen = torch.Generator().manual_seed(0)
-    pool = [torch.rand(streams, 3, h, w, generator=gen) * 4 - 2 for _ in range(4)]
-    pool = [x.to(dev).contiguous(memory_format=torch.channels_last) if pred.channels_last else x.to(dev)
-            for x in pool]
+    pool = _synthetic_inputs(pred, streams)
     if dev.type == "cuda":
         torch.cuda.reset_peak_memory_stats(dev)
     stream = pred.new_stream(streams)
@@ -242,33 +239,41 @@ def bench_encode_ahead(pred: Predictor, *, frames: int = 20, warmup: int = 5,
         return None
     threads = torch.get_num_threads()
     per_worker = max(1, threads // workers)
-    gen = torch.Generator().manual_seed(0)
-    h, w = pred.input_size
-    inputs = [torch.rand(1, 3, h, w, generator=gen) * 4 - 2 for _ in range(4)]
-    if pred.channels_last:
-        inputs = [x.contiguous(memory_format=torch.channels_last) for x in inputs]
+    inputs = _synthetic_inputs(pred, 1)
     stream = pred.new_stream(1)
     warm = max(warmup, pred.num_paths - 1)  # never time the memory queue filling
+    pending: deque = deque()
+    t0 = time.perf_counter()  # reset once the warm-up frames are finished
+
+    def finish_next() -> None:
+        nonlocal t0
+        pred.finish(pending.popleft().result(), stream)
+        if stream.frames == warm:
+            t0 = time.perf_counter()
+
     torch.set_num_threads(per_worker)
     try:
         with ThreadPoolExecutor(workers, thread_name_prefix="tdnet-bench-encode") as pool:
-            pending: deque = deque()
-            t0 = time.perf_counter()  # reset once the warm-up frames are finished
             for i in range(warm + frames):
                 pending.append(pool.submit(pred.encode, inputs[i % len(inputs)], i % pred.num_paths))
                 if len(pending) > workers:
-                    pred.finish(pending.popleft().result(), stream)
-                    if stream.frames == warm:
-                        t0 = time.perf_counter()
+                    finish_next()
             while pending:
-                pred.finish(pending.popleft().result(), stream)
-                if stream.frames == warm:
-                    t0 = time.perf_counter()
+                finish_next()
             seconds = time.perf_counter() - t0
     finally:
         torch.set_num_threads(threads)
     return {"fps": frames / seconds, "frames": frames, "seconds": seconds, "workers": workers,
             "threads_per_worker": per_worker}
+
+
+def _synthetic_inputs(pred: Predictor, batch: int) -> list[torch.Tensor]:
+    """Four fixed random normalised frame batches at the model's input size, on its device
+    and in its layout (speed does not depend on the pixels)."""
+    h, w = pred.input_size
+    gen = torch.Generator().manual_seed(0)
+    pool = [(torch.rand(batch, 3, h, w, generator=gen) * 4 - 2).to(pred.device) for _ in range(4)]
+    return [x.contiguous(memory_format=torch.channels_last) for x in pool] if pred.channels_last else pool
 
 
 def _meta_copy(loaded: LoadedModel) -> nn.Module:
