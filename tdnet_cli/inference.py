@@ -275,7 +275,7 @@ class Predictor:
         # `sync_stages` CUDA is synchronised between stages so the split is honest (slower).
         self.stage_seconds = {"preprocess": 0.0, "model": 0.0, "postprocess": 0.0}
         self.sync_stages = False
-        self._stage_lock = threading.Lock()  # encode() may run on several threads at once
+        self._stage_lock = threading.Lock()  # stages run on the reader, model, encoder and writer threads
         self.encode_ahead = True  # let pipelines encode frames ahead where that applies (encodes_ahead)
 
     # -- construction ------------------------------------------------------------------
@@ -405,7 +405,7 @@ class Predictor:
         can run it on its reader thread while the model works on the previous frame."""
         t0 = time.perf_counter()
         x = self.preprocess(_as_batch(frames))
-        self.stage_seconds["preprocess"] += self._mark() - t0
+        self._add_stage("preprocess", self._mark() - t0)
         return x
 
     def logits(self, frames: np.ndarray | torch.Tensor, stream: Stream) -> torch.Tensor:
@@ -414,7 +414,7 @@ class Predictor:
         x = frames if isinstance(frames, torch.Tensor) else self.prepare(frames)
         t1 = time.perf_counter()
         out = self.step(x, stream)
-        self.stage_seconds["model"] += self._mark() - t1
+        self._add_stage("model", self._mark() - t1)
         return out
 
     @property
@@ -463,7 +463,7 @@ class Predictor:
         t0 = time.perf_counter()
         with torch.inference_mode():
             out = upsample_argmax(logits, size).cpu().numpy()
-        self.stage_seconds["postprocess"] += time.perf_counter() - t0
+        self._add_stage("postprocess", time.perf_counter() - t0)
         return out
 
     def segment(self, frames: np.ndarray, stream: Stream, *, size: tuple[int, int] | None = None) -> np.ndarray:
