@@ -13,7 +13,7 @@ import functools
 import os
 import threading
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import cv2
@@ -339,8 +339,12 @@ class Predictor:
         return self._compiled is not None
 
     # -- streams ---------------------------------------------------------------------------
-    def new_stream(self, batch: int = 1) -> Stream:
+    def new_stream(self, batch: int = 1, first_path: int = 0) -> Stream:
+        """A fresh stream whose first frame runs path ``first_path`` (TDNet runs path
+        ``(first_path + i) mod N`` on frame i), e.g. to score every path on one frame."""
         state = self.model.new_state(batch)
+        if first_path:
+            state = replace(state, frame_index=first_path % self.num_paths)
         return Stream(state=state, batch=batch, _initial=state)
 
     def reset(self, stream: Stream) -> None:

@@ -15,9 +15,9 @@ from typer.testing import CliRunner
 from official import official_scores
 from tdnet_cli.cli.app import app
 from tdnet_cli.data.cityscapes import CLASSES, label_id_to_train_id
-from tdnet_cli.data.layout import list_annotated
+from tdnet_cli.data.layout import gt_path, list_annotated
 from tdnet_cli.data.synth import generate_dataset
-from tdnet_cli.errors import DataError
+from tdnet_cli.errors import DataError, UsageError
 from tdnet_cli.inference import Predictor
 from tdnet_cli.metrics import ConfusionMatrix, InstanceStats, scores
 from tdnet_cli.models import random_model
@@ -193,3 +193,49 @@ def test_no_propagation_scores_the_sub_features_alone(dataset):
     assert predictor.model.use_memory is True  # restored afterwards
     assert ablation.scores.iou != full.scores.iou
     assert rec.calls[-1][1] == predictor.num_paths - 1  # the stream still runs every frame
+
+
+def test_all_paths_scores_the_frame_once_with_each_path(dataset, tmp_path):
+    # Attention made to matter (as above), so each path's prediction differs.
+    torch.manual_seed(0)
+    loaded = random_model("td4-tiny")
+    with torch.no_grad():
+        for name, param in loaded.model.named_parameters():
+            if ".w_qs.1.conv." in name or ".w_ks.1.conv." in name:
+                param.mul_(8.0)
+    predictor = Predictor(loaded, device="cpu")
+    n = predictor.num_paths
+    with Recorder(predictor) as rec:
+        report = evaluate(dataset, predictor=predictor, all_paths=True, limit=2)
+    assert report.evaluated == 2 and report.paths_scored == n and report.frames_run == 2 * n * n
+    # Per frame, N fresh streams of N frames each; their annotated frames run paths 0..N-1,
+    # every one after a full memory queue.
+    last = rec.calls[n - 1::n]
+    assert [idx % n for idx, _ in last] == list(range(n)) * 2
+    assert {mems for _, mems in last} == {n - 1}
+    # The same as scoring each path alone: --warmup w puts path (N-1+w) mod N on the
+    # annotated frame and the memory holds only the last N-1 frames, so the confusion
+    # matrices of the N single-path runs add up to the all-path one.
+    conf = ConfusionMatrix(len(CLASSES))
+    for w in range(n):
+        out = tmp_path / f"w{w}"
+        single = evaluate(dataset, predictor=predictor, warmup=w, limit=2, save_predictions=out)
+        assert single.paths_scored == 1 and single.path_miou is None
+        assert report.path_miou[(n - 1 + w) % n] == pytest.approx(single.scores.miou, abs=1e-12)
+        for fid in list_annotated(dataset, "val")[:2]:
+            pred = cv2.imread(str(out / fid.city / f"{fid.stem}_leftImg8bit.png"), cv2.IMREAD_UNCHANGED)
+            gt = cv2.imread(str(gt_path(dataset, "val", fid)), cv2.IMREAD_UNCHANGED)
+            conf.update(torch.from_numpy(label_id_to_train_id(pred)), torch.from_numpy(label_id_to_train_id(gt)))
+    assert report.scores.iou == pytest.approx(scores(conf).iou, abs=1e-12)
+    assert report.scores.pixel_accuracy == pytest.approx(scores(conf).pixel_accuracy, abs=1e-12)
+    assert report.scores.iou != evaluate(dataset, predictor=predictor, limit=2).scores.iou
+    with pytest.raises(UsageError, match="--save-predictions"):
+        evaluate(dataset, predictor=predictor, all_paths=True, save_predictions=tmp_path / "pred")
+
+
+def test_cli_all_paths_reports_each_path(dataset):
+    args = ["eval", str(dataset), "--model", "td4-tiny", "--device", "cpu", "--limit", "1", "--all-paths"]
+    data = json.loads(runner.invoke(app, args + ["--json", "-"]).stdout)
+    assert data["paths_scored"] == 4 and len(data["path_miou"]) == 4
+    table = runner.invoke(app, args)
+    assert table.exit_code == 0 and "mIoU by path:" in table.output and "all 4 paths" in table.output

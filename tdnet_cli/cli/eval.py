@@ -56,6 +56,8 @@ def eval_command(
     skip_missing: Annotated[bool, typer.Option("--skip-missing", help="Skip frames without images; report them.")] = False,
     no_propagation: Annotated[bool, typer.Option(
         "--no-propagation", help="TDNet ablation: score each frame's own sub-features, without the memory.")] = False,
+    all_paths: Annotated[bool, typer.Option(
+        "--all-paths", help="TDNet: score each annotated frame once per path, as a video runs them all (N x the work).")] = False,
     overwrite: Annotated[bool, typer.Option("--overwrite", help="Replace existing --json/--save-predictions output.")] = False,
     quiet: QuietOpt = False,
 ) -> None:
@@ -79,7 +81,7 @@ def eval_command(
                           use_sequence=False if no_sequence else None,
                           cities=[c for c in cities.split(",") if c] if cities else None, limit=limit, flip=flip,
                           save_predictions=save_predictions, overwrite=overwrite, skip_missing=skip_missing,
-                          propagation=not no_propagation, progress=progress)
+                          propagation=not no_propagation, all_paths=all_paths, progress=progress)
     if json_out is not None:
         text = json.dumps(report.to_dict(), indent=2)
         if str(json_out) == "-":
@@ -103,9 +105,12 @@ def render(report: EvalReport) -> None:
     console.print(table)
     proto = (f"{report.frames_per_sample} frames per sample from leftImg8bit_sequence" if report.protocol == "sequence"
              else f"annotated frame repeated {report.frames_per_sample} times (no sequence)")
-    extra = (", flip" if report.flip else "") + ("" if report.propagation else ", no propagation")
+    extra = (", flip" if report.flip else "") + ("" if report.propagation else ", no propagation") \
+        + (f", each frame scored on all {report.paths_scored} paths" if report.paths_scored > 1 else "")
     console.print(f"[bold]mIoU {_pct(s.miou)}[/]  iIoU {_pct(s.miiou)}  pixel acc {_pct(s.pixel_accuracy)}  "
                   f"({proto}{extra}; {report.fps:.2f} frames/s)")
+    if report.path_miou:
+        console.print("mIoU by path: " + " / ".join(_pct(m) for m in report.path_miou))
     if report.skipped:
         err_console.print(f"skipped {len(report.skipped)}: "
                           + ", ".join(f"{f} ({r})" for f, r in report.skipped[:3])

@@ -56,6 +56,8 @@ class EvalReport:
     predictions_dir: str | None = None
     notes: list[str] = field(default_factory=list)
     propagation: bool = True
+    paths_scored: int = 1  # predictions scored per annotated frame (N with all_paths)
+    path_miou: list[float] | None = None  # with all_paths: mIoU of each path's predictions alone
 
     @property
     def fps(self) -> float:
@@ -75,6 +77,8 @@ class EvalReport:
             "fps": self.fps,
             "predictions_dir": self.predictions_dir,
             "propagation": self.propagation,
+            "paths_scored": self.paths_scored,
+            "path_miou": self.path_miou,
             "notes": self.notes,
         }
 
@@ -175,20 +179,29 @@ def evaluate(
     overwrite: bool = False,
     skip_missing: bool = False,
     propagation: bool = True,
+    all_paths: bool = False,
     progress: ProgressFn | None = None,
 ) -> EvalReport:
     """Score ``predictor`` on ``root`` (Cityscapes layout); see the module docstring.
 
     ``propagation=False`` scores TDNet's sub-feature output alone (no memory), to show
-    what the temporal propagation adds.
+    what the temporal propagation adds. The annotated frame runs the path that follows
+    from the history (the last one without ``warmup``); ``all_paths`` scores it once with
+    each of TDNet's N paths, fresh stream each time (N x the work), as a video runs them
+    all: one path's score can be several points off the others'.
     """
     if warmup < 0:
         raise UsageError("--warmup must be >= 0")
+    if all_paths and save_predictions is not None:
+        raise UsageError("--all-paths predicts each frame several times; --save-predictions writes one",
+                         hint="drop one of the two options")
     if not propagation:
         if not hasattr(predictor.model, "use_memory"):
             raise UsageError("--no-propagation applies to TDNet models only")
         predictor.model.use_memory = False
     history = predictor.num_paths - 1 + warmup
+    # First paths of the fresh streams that put each path on the annotated frame in turn.
+    first_paths = [(p - history) % predictor.num_paths for p in range(predictor.num_paths)] if all_paths else [0]
     samples, protocol, skipped, notes = plan_samples(root, split, history=history, use_sequence=use_sequence,
                                                      cities=cities, limit=limit, skip_missing=skip_missing)
     save_dir = Path(save_predictions) if save_predictions is not None else None
@@ -196,6 +209,7 @@ def evaluate(
         raise OutputExistsError(f"{save_dir} is not empty", hint="choose another folder or pass --overwrite")
     dev = predictor.device
     conf = ConfusionMatrix(len(predictor.classes), device=dev)
+    path_confs = [ConfusionMatrix(len(predictor.classes), device=dev) for _ in first_paths]
     inst_stats = InstanceStats() if any(s.instances for s in samples) else None
     q: queue.Queue = queue.Queue(maxsize=2)
     stop = threading.Event()
@@ -230,21 +244,23 @@ def evaluate(
                 if progress:
                     progress(evaluated, len(samples), scores(conf).miou)
                 continue
-            stream = predictor.new_stream(2 if flip else 1)
-            for frame in frames:
-                batch = np.stack([frame, np.ascontiguousarray(frame[:, ::-1])]) if flip else frame[None]
-                logits = predictor.logits(batch, stream)
-                frames_run += 1
-            if flip:
-                # Flip commutes with align_corners=True resizing, so averaging at feature size is exact.
-                logits = (logits[:1] + logits[1:].flip(-1)) / 2
-            with torch.inference_mode():
-                labels = upsample_argmax(logits, gt.shape)[0]
-                gt_t = torch.from_numpy(label_id_to_train_id(gt)).to(dev)
-                conf.update(labels, gt_t)
-            labels_np = labels.cpu().numpy()
-            if inst_stats is not None and inst is not None:
-                inst_stats.update(labels_np, inst)
+            gt_t = torch.from_numpy(label_id_to_train_id(gt)).to(dev)
+            for path, first in enumerate(first_paths):
+                stream = predictor.new_stream(2 if flip else 1, first_path=first)
+                for frame in frames:
+                    batch = np.stack([frame, np.ascontiguousarray(frame[:, ::-1])]) if flip else frame[None]
+                    logits = predictor.logits(batch, stream)
+                    frames_run += 1
+                if flip:
+                    # Flip commutes with align_corners=True resizing, so averaging at feature size is exact.
+                    logits = (logits[:1] + logits[1:].flip(-1)) / 2
+                with torch.inference_mode():
+                    labels = upsample_argmax(logits, gt.shape)[0]
+                    conf.update(labels, gt_t)
+                    path_confs[path].update(labels, gt_t)
+                labels_np = labels.cpu().numpy()
+                if inst_stats is not None and inst is not None:
+                    inst_stats.update(labels_np, inst)
             if save_dir is not None:
                 write_png(save_dir / sample.fid.city / f"{sample.fid.stem}_leftImg8bit.png",
                            train_id_to_label_id(labels_np))
@@ -276,4 +292,6 @@ def evaluate(
         predictions_dir=str(save_dir) if save_dir is not None else None,
         notes=notes + list(predictor.notes),
         propagation=propagation,
+        paths_scored=len(first_paths),
+        path_miou=[scores(c).miou for c in path_confs] if all_paths else None,
     )
