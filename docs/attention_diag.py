@@ -16,12 +16,12 @@ import torch
 import torch.nn.functional as F
 
 from tdnet_cli.data.clips import AugmentConfig, ClipDataset
-from tdnet_cli.models.attention import MEMORY_STRIDE
 from tdnet_cli.models.checkpoint import load_checkpoint
 
 model = load_checkpoint(sys.argv[1]).model.eval()
 root = sys.argv[2] if len(sys.argv) > 2 else "data/synth"
 n = model.num_paths
+stride = model.config.memory_stride
 ds = ClipDataset(root, "val", clip_len=n, train=False,
                  augment=AugmentConfig(crop=tuple(model.input_size), scale=(1, 1), flip=False, rotate=0,
                                        color_jitter=0))
@@ -50,7 +50,7 @@ with torch.no_grad():
         spatial.append(((c - c.mean((2, 3), True)).norm() / (v - v.mean((2, 3), True)).norm()).item())
         h, w = v.shape[2:]
         tgt = F.interpolate(sample["label"][None, None].float(), (h, w), mode="nearest").flatten().long()
-        src = tgt.view(h, w)[::MEMORY_STRIDE, ::MEMORY_STRIDE].flatten()
+        src = tgt.view(h, w)[::stride, ::stride].flatten()
         match = (tgt[:, None] == src[None, :]).float()
         valid = tgt != 255
         same.append((a * match).sum(1)[valid].mean().item())

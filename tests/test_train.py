@@ -24,7 +24,7 @@ from tdnet_cli.errors import DataError, OutputExistsError, UsageError
 from tdnet_cli.data.clips import _jitter_matrix
 from tdnet_cli.losses import Criterion, _pixel_cross_entropy, cross_entropy, kl_divergence, ohem_cross_entropy
 from tdnet_cli.models import load_checkpoint, random_model, save_checkpoint
-from tdnet_cli.pipeline.train import get_lr, init_from_pspnet, scale_attention_logits, train
+from tdnet_cli.pipeline.train import get_lr, init_from_pspnet, path_for_step, scale_attention_logits, train
 
 runner = CliRunner()
 
@@ -113,6 +113,17 @@ def test_lr_schedule():
 
 
 # -- config ------------------------------------------------------------------------------------
+def test_paths_are_drawn_in_balanced_cycles():
+    steps = [path_for_step(0, s, 0, 4) for s in range(400)]
+    for c in range(0, 400, 4):  # each cycle of 4 steps runs every path once
+        assert sorted(steps[c:c + 4]) == [0, 1, 2, 3]
+    assert len({tuple(steps[c:c + 4]) for c in range(0, 400, 4)}) > 10  # in a drawn order
+    assert steps == [path_for_step(0, s, 0, 4) for s in range(400)]  # a function of the step: resumable
+    assert steps != [path_for_step(0, s, 1, 4) for s in range(400)]  # ranks draw their own
+    assert steps != [path_for_step(1, s, 0, 4) for s in range(400)]
+    assert {path_for_step(0, s, 0, 2) for s in range(10)} == {0, 1}
+
+
 def test_config_file_and_overrides(tmp_path):
     path = tmp_path / "run.toml"
     path.write_text('[optim]\nlr = 0.02\n[data]\nroot = "x"\nscale = [1, 2]\n')
@@ -288,6 +299,26 @@ def test_attention_logit_scale_multiplies_the_logits():
 
     with pytest.raises(UsageError, match="value_drop"):
         validate(load_config(None, ['data.root="x"', "model.value_drop=1.5"]))
+
+
+def test_memory_stride_is_trained_saved_and_loaded(data_root, tmp_path):
+    result = train(tiny_config(data_root, tmp_path, "stride2", **{"optim.iterations": "2", "model.memory_stride": "2"}))
+    loaded = load_checkpoint(result.run_dir / "model.pt")
+    assert loaded.model.config.memory_stride == 2
+    h, w = loaded.model.feature_size
+    state = loaded.model.eval().new_state(1)
+    with torch.no_grad():
+        _, state = loaded.model.step(torch.zeros(1, 3, *loaded.model.input_size), state)
+    # every 2nd row and column of the (h, w) feature map: 4x the default stride's positions
+    assert state.memories[0].k.shape[1] == ((h + 1) // 2) * ((w + 1) // 2)
+    assert random_model("td4-tiny").model.config.memory_stride == 4  # the released models' stride
+    from tdnet_cli.config import validate
+
+    with pytest.raises(UsageError, match="memory_stride"):
+        validate(load_config(None, ['data.root="x"', "model.memory_stride=-1"]))
+    with pytest.raises(UsageError, match="TDNet presets only"):
+        train(tiny_config(data_root, tmp_path, "psp", **{"optim.iterations": "1", "model.preset": '"psp-tiny"',
+                                                         "model.memory_stride": "2"}))
 
 
 def test_missing_or_corrupt_data_fails_before_work(tmp_path, data_root):

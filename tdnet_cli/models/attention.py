@@ -11,7 +11,7 @@ from torch import nn
 
 __all__ = ["ConvBNAct", "Conv", "Encoding", "AttentionPropagation", "Memory", "MEMORY_STRIDE"]
 
-MEMORY_STRIDE = 4  # the memory of a frame keeps every 4th row and column of its features
+MEMORY_STRIDE = 4  # the released models' memory keeps every 4th row and column of a frame's features
 
 
 class Conv(nn.Module):
@@ -57,13 +57,15 @@ def _flatten(x: torch.Tensor) -> torch.Tensor:
 class Encoding(nn.Module):
     """Encodes a path's pyramid features z into queries, keys (d_k) and values (d_v)."""
 
-    def __init__(self, in_channels: int, key_dim: int = 64, value_dim: int = 512) -> None:
+    def __init__(self, in_channels: int, key_dim: int = 64, value_dim: int = 512,
+                 memory_stride: int = MEMORY_STRIDE) -> None:
         super().__init__()
         self.w_qs = nn.Sequential(ConvBNAct(in_channels, key_dim), Conv(key_dim, key_dim))
         self.w_ks = nn.Sequential(ConvBNAct(in_channels, key_dim), Conv(key_dim, key_dim))
         self.w_vs = nn.Sequential(Conv(in_channels, value_dim))
         self.key_dim = key_dim
         self.value_dim = value_dim
+        self.memory_stride = memory_stride
 
     def forward(self, z: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, Memory]:
         """Returns (v_cur (B, Dv, h, w), q_cur (B, h*w, d_k), memory of this frame)."""
@@ -71,7 +73,7 @@ class Encoding(nn.Module):
         v = self.w_vs(z)
         # Every op before the subsampling is per-position, so subsampling q and v equals
         # encoding the subsampled z; only the keys are computed on the subsampled map alone.
-        s = MEMORY_STRIDE
+        s = self.memory_stride
         zs = z[:, :, ::s, ::s]
         memory = Memory(_flatten(q[:, :, ::s, ::s]), _flatten(self.w_ks(zs)), _flatten(v[:, :, ::s, ::s]))
         return v, _flatten(q), memory

@@ -38,6 +38,9 @@ class TDNetConfig:
     num_classes: int = 19
     input_size: tuple[int, int] = (769, 1537)
     aux: bool = False  # auxiliary FCN head on layer3 (training only; not in released checkpoints)
+    # The memory keeps every k-th row and column of a frame's features (4 in the released
+    # models; no parameter depends on it).
+    memory_stride: int = 4
 
 
 @dataclass(frozen=True)
@@ -75,7 +78,7 @@ class TDNet(nn.Module):
             self.add_module(f"psp{p + 1}", PyramidPooling(c, groups=cfg.groups, group=p % cfg.groups))
         d = 2 * c // cfg.groups
         for p in range(n):
-            self.add_module(f"enc{p + 1}", Encoding(d, cfg.key_dim, cfg.value_dim))
+            self.add_module(f"enc{p + 1}", Encoding(d, cfg.key_dim, cfg.value_dim, cfg.memory_stride))
         for p in range(n):  # sorted by target path, as in the released files
             for name in sorted((self._attention_name(p, i) for i in range(n - 1)), key=_natural):
                 self.add_module(name, AttentionPropagation(cfg.value_dim))
