@@ -66,11 +66,10 @@ def path_for_step(seed: int, step: int, rank: int, num_paths: int) -> int:
     """The path the annotated frame of micro-step ``step`` runs: every ``num_paths``
     consecutive steps run each path once, in an order drawn afresh per cycle.
 
-    Drawn independently per step instead, seed 0 made path 1 current in 225 of 1000 steps
-    and path 4 in 261, and in the four td4-mini runs with that draw path 1 scored 3.7-4.7
-    mIoU below path 4, so a video alternated between a weaker and a stronger model
-    (weights/README.md). A function of (seed, step, rank): a resumed run draws what an
-    uninterrupted one would have."""
+    Drawn independently per step instead, the shares are uneven (seed 0: path 1 current in
+    225 of 1000 steps, path 4 in 261), while each path's encoder, head and attention only
+    learn on the steps where it is current. A function of (seed, step, rank): a resumed run
+    draws what an uninterrupted one would have."""
     cycle, pos = divmod(step, num_paths)
     return int(np.random.default_rng([seed, 3, cycle, rank]).permutation(num_paths)[pos])
 
