@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
-# How weights/td4-mini-synth.pt is made (51 minutes in all on a quiet 2-core CPU, data and evaluations included;
-# see weights/README.md; --set run.device="cuda" on a GPU).
+# How weights/td4-mini-synth.pt is made: ~47 minutes of training on a quiet 2-core CPU, ~55
+# with data and evaluation (measured piece by piece, see weights/README.md); add
+# --set run.device="cuda" on a GPU.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 tdnet synth data/synth --split train --sequences 120 --size 512x1024 --frames 20 --seed 1 --quiet
@@ -9,9 +10,7 @@ tdnet train --config examples/train-psp-mini.toml "$@"
 tdnet train --config examples/train-gpsp-mini.toml "$@"
 tdnet train --config examples/train-td4-mini.toml "$@"
 cp runs/td4-mini/model.pt weights/td4-mini-synth.pt
-tdnet synth data/synth-test --split val --sequences 20 --size 512x1024 --frames 20 --seed 3 --quiet
-tdnet eval data/synth-test --weights weights/td4-mini-synth.pt --json runs/td4-mini/eval-test.json --overwrite
-tdnet eval data/synth-test --weights weights/td4-mini-synth.pt --no-propagation --json runs/td4-mini/eval-test-sub.json --overwrite
-tdnet synth data/synth-test2 --split val --sequences 20 --size 512x1024 --frames 20 --seed 4 --quiet
-tdnet eval data/synth-test2 --weights weights/td4-mini-synth.pt --json runs/td4-mini/eval-test2.json --overwrite
-tdnet eval data/synth-test2 --weights weights/td4-mini-synth.pt --no-propagation --json runs/td4-mini/eval-test2-sub.json --overwrite
+# 200 unseen annotated frames, each scored with all four paths, with and without the memory.
+tdnet synth data/synth-test3 --split val --sequences 200 --size 512x1024 --frames 20 --seed 5 --quiet
+tdnet eval data/synth-test3 --weights weights/td4-mini-synth.pt --all-paths --json runs/td4-mini/eval-test3.json --overwrite --quiet
+tdnet eval data/synth-test3 --weights weights/td4-mini-synth.pt --all-paths --no-propagation --json runs/td4-mini/eval-test3-sub.json --overwrite --quiet
