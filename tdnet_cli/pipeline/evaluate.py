@@ -209,7 +209,7 @@ def evaluate(
         raise OutputExistsError(f"{save_dir} is not empty", hint="choose another folder or pass --overwrite")
     dev = predictor.device
     conf = ConfusionMatrix(len(predictor.classes), device=dev)
-    path_confs = [ConfusionMatrix(len(predictor.classes), device=dev) for _ in first_paths]
+    path_confs = [ConfusionMatrix(len(predictor.classes), device=dev) for _ in first_paths] if all_paths else []
     inst_stats = InstanceStats() if any(s.instances for s in samples) else None
     q: queue.Queue = queue.Queue(maxsize=2)
     stop = threading.Event()
@@ -257,7 +257,8 @@ def evaluate(
                 with torch.inference_mode():
                     labels = upsample_argmax(logits, gt.shape)[0]
                     conf.update(labels, gt_t)
-                    path_confs[path].update(labels, gt_t)
+                    if path_confs:
+                        path_confs[path].update(labels, gt_t)
                 labels_np = labels.cpu().numpy()
                 if inst_stats is not None and inst is not None:
                     inst_stats.update(labels_np, inst)
@@ -293,5 +294,5 @@ def evaluate(
         notes=notes + list(predictor.notes),
         propagation=propagation,
         paths_scored=len(first_paths),
-        path_miou=[scores(c).miou for c in path_confs] if all_paths else None,
+        path_miou=[scores(c).miou for c in path_confs] or None,
     )
