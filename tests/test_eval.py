@@ -176,16 +176,21 @@ def test_cli_json_stdout_and_table(dataset):
     assert table.exit_code == 2 and "no city 'nowhere'" in table.output
 
 
-def test_no_propagation_scores_the_sub_features_alone(dataset):
-    # Random attention is near-uniform: what it propagates is then one vector per channel,
-    # which the spatial LayerNorm removes. Scaled-up queries and keys make it matter.
+def attentive_predictor() -> Predictor:
+    """td4-tiny with random weights whose attention matters. Random attention is
+    near-uniform: what it propagates is then one vector per channel, which the spatial
+    LayerNorm removes. Scaled-up queries and keys make it matter."""
     torch.manual_seed(0)
     loaded = random_model("td4-tiny")
     with torch.no_grad():
         for name, param in loaded.model.named_parameters():
             if ".w_qs.1.conv." in name or ".w_ks.1.conv." in name:
                 param.mul_(8.0)
-    predictor = Predictor(loaded, device="cpu")
+    return Predictor(loaded, device="cpu")
+
+
+def test_no_propagation_scores_the_sub_features_alone(dataset):
+    predictor = attentive_predictor()
     with Recorder(predictor) as rec:
         ablation = evaluate(dataset, predictor=predictor, propagation=False, limit=2)
     full = evaluate(dataset, predictor=predictor, limit=2)
@@ -196,14 +201,7 @@ def test_no_propagation_scores_the_sub_features_alone(dataset):
 
 
 def test_all_paths_scores_the_frame_once_with_each_path(dataset, tmp_path):
-    # Attention made to matter (as above), so each path's prediction differs.
-    torch.manual_seed(0)
-    loaded = random_model("td4-tiny")
-    with torch.no_grad():
-        for name, param in loaded.model.named_parameters():
-            if ".w_qs.1.conv." in name or ".w_ks.1.conv." in name:
-                param.mul_(8.0)
-    predictor = Predictor(loaded, device="cpu")
+    predictor = attentive_predictor()  # so each path's prediction differs
     n = predictor.num_paths
     with Recorder(predictor) as rec:
         report = evaluate(dataset, predictor=predictor, all_paths=True, limit=2)
