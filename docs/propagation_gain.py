@@ -26,16 +26,15 @@ import torch
 
 from tdnet_cli.data.cityscapes import label_id_to_train_id
 from tdnet_cli.inference import Predictor, upsample_argmax
-from tdnet_cli.metrics import ConfusionMatrix
+from tdnet_cli.metrics import ConfusionMatrix, scores
 from tdnet_cli.pipeline.evaluate import _load, plan_samples
 
 
 def miou(conf: np.ndarray) -> float:
-    """Mean IoU over classes present in prediction or ground truth (as metrics.scores)."""
-    tp = np.diag(conf).astype(np.float64)
-    union = conf.sum(0) + conf.sum(1) - tp
-    has = union > 0
-    return float((tp[has] / union[has]).mean())
+    """mIoU of a (C, C) count matrix, by the project's own metrics.scores."""
+    cm = ConfusionMatrix(len(conf))
+    cm.matrix = torch.from_numpy(np.ascontiguousarray(conf, dtype=np.int64).reshape(-1))
+    return scores(cm).miou
 
 
 def score_root(pred: Predictor, root: str) -> dict[str, np.ndarray]:
