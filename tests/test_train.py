@@ -321,6 +321,25 @@ def test_memory_stride_is_trained_saved_and_loaded(data_root, tmp_path):
                                                          "model.memory_stride": "2"}))
 
 
+def test_groups_are_trained_saved_and_loaded(data_root, tmp_path):
+    result = train(tiny_config(data_root, tmp_path, "g4", **{"optim.iterations": "2", "model.groups": "4"}))
+    model = load_checkpoint(result.run_dir / "model.pt").model
+    assert model.config.groups == 4
+    c = model.pretrained1.out_channels
+    # path p keeps channel group p of 4: a quarter of x and of every pooled branch
+    assert [model.path_modules(p)["psp"].group for p in range(4)] == [0, 1, 2, 3]
+    assert model.enc1.w_vs[0].conv.in_channels == 2 * c // 4
+    from tdnet_cli.config import validate
+
+    with pytest.raises(UsageError, match="groups"):
+        validate(load_config(None, ['data.root="x"', "model.groups=-1"]))
+    with pytest.raises(UsageError, match="cannot be built"):  # 64 channels are not 3 x 4 branches
+        train(tiny_config(data_root, tmp_path, "g3", **{"optim.iterations": "1", "model.groups": "3"}))
+    with pytest.raises(UsageError, match="TDNet presets only"):
+        train(tiny_config(data_root, tmp_path, "psp-g", **{"optim.iterations": "1", "model.preset": '"psp-tiny"',
+                                                           "model.groups": "2"}))
+
+
 def test_missing_or_corrupt_data_fails_before_work(tmp_path, data_root):
     with pytest.raises(DataError, match="not found"):
         train(tiny_config(tmp_path / "nowhere", tmp_path, "x", **{"optim.iterations": "1"}))
