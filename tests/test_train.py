@@ -230,6 +230,27 @@ def test_resume_gives_the_same_next_loss(data_root, tmp_path):
     assert b[6] == pytest.approx(a[6], rel=1e-4)
 
 
+def test_sigterm_saves_last_and_resumes(data_root, tmp_path):
+    """`kill`, `timeout` or a scheduler's SIGTERM stops like Ctrl-C: last.pt first, resumable."""
+    import os
+    import signal
+
+    before = signal.getsignal(signal.SIGTERM)
+
+    def terminate(done, total, rec):
+        if done == 2:
+            os.kill(os.getpid(), signal.SIGTERM)
+
+    with pytest.raises(KeyboardInterrupt):
+        train(tiny_config(data_root, tmp_path, "term", **{"optim.iterations": "4"}), progress=terminate)
+    assert torch.load(tmp_path / "term" / "last.pt", weights_only=True)["train_state"]["iteration"] == 2
+    assert signal.getsignal(signal.SIGTERM) is before  # the handler does not outlive training
+    from tdnet_cli.config import load_run_config
+
+    resumed = train(load_run_config(tmp_path / "term"), resume=str(tmp_path / "term"))
+    assert resumed.iterations == 4 and (tmp_path / "term" / "model.pt").is_file()
+
+
 def test_run_folder_is_not_overwritten(data_root, tmp_path):
     cfg = tiny_config(data_root, tmp_path, "once", **{"optim.iterations": "1"})
     train(cfg)

@@ -15,6 +15,8 @@ import hashlib
 import json
 import math
 import os
+import signal
+import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -184,6 +186,20 @@ def _loaded_for_save(model: nn.Module, preset: str, provenance: dict, keep_aux: 
     return LoadedModel(model=clean.eval(), preset=preset, provenance=provenance)
 
 
+def _interrupt_on_sigterm() -> Callable[[], None]:
+    """From now on SIGTERM (``kill``, ``timeout``, a batch scheduler's notice, torchrun stopping
+    its workers) ends training the way Ctrl-C does, so last.pt is saved first. Returns the
+    function that puts the previous handler back."""
+    if threading.current_thread() is not threading.main_thread():
+        return lambda: None  # handlers can only be set from the main thread
+
+    def handler(signum, frame):
+        raise KeyboardInterrupt
+
+    previous = signal.signal(signal.SIGTERM, handler)
+    return lambda: signal.signal(signal.SIGTERM, previous)
+
+
 def train(
     config: dict,
     *,
@@ -299,6 +315,7 @@ def train(
             with open(log_path, "a") as f:
                 f.write(json.dumps(record) + "\n")
 
+    restore_sigterm = _interrupt_on_sigterm()
     try:
         model.train()
         for it in range(start, iterations):
@@ -355,6 +372,8 @@ def train(
             say(f"interrupted after iteration {completed}: saved {run_dir / 'last.pt'}; "
                 f"continue with --resume {run_dir}")
         raise
+    finally:
+        restore_sigterm()
     if has_val and iterations > start:
         best_miou = _validate(core, preset.name, config, device, iterations, best_miou, run_dir, write_log, ddp)
     if ddp.world > 1:
