@@ -25,6 +25,7 @@ DEFAULTS: dict[str, dict[str, Any]] = {
         "attention_logit_scale": 1.0,  # TDNet: scale the initial query/key projections' logits by this
         "value_drop": 0.0,  # TDNet: chance per clip that a block of the current values is hidden from the full output
         "memory_stride": 0,  # TDNet: keep every k-th feature row/column in the memory (0 = the preset's)
+        "width": 0,  # channels of the backbone's first stage (64 for a standard ResNet; 0 = the preset's)
         "groups": 0,  # TDNet: channel groups of the pyramid features; path p keeps group p mod groups (0 = the preset's)
     },
     "data": {
@@ -180,6 +181,9 @@ def validate(config: dict) -> None:
     if not isinstance(m["memory_stride"], int) or m["memory_stride"] < 0:
         raise UsageError(f"model.memory_stride must be a whole number >= 0, got {m['memory_stride']}",
                          hint="use 0 for the preset's stride, or e.g. 2")
+    if not isinstance(m["width"], int) or m["width"] < 0 or m["width"] % 4:
+        raise UsageError(f"model.width must be a whole multiple of 4, got {m['width']}",
+                         hint="use 0 for the preset's width, or e.g. 8")
     if not isinstance(m["groups"], int) or m["groups"] < 0:
         raise UsageError(f"model.groups must be a whole number >= 0, got {m['groups']}",
                          hint="use 0 for the preset's groups, or e.g. 4")

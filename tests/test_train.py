@@ -361,6 +361,18 @@ def test_groups_are_trained_saved_and_loaded(data_root, tmp_path):
                                                            "model.groups": "2"}))
 
 
+def test_width_is_trained_saved_and_loaded(data_root, tmp_path):
+    """model.width narrows any preset (a thinner per-frame init for thinner TDNet paths)."""
+    result = train(tiny_config(data_root, tmp_path, "w4", **{"optim.iterations": "1", "model.preset": '"psp-tiny"',
+                                                             "model.width": "4"}))
+    model = load_checkpoint(result.run_dir / "model.pt").model
+    assert model.config.width == 4 and model.pretrained.out_channels == 8 * 4  # ResNet-18: 8x the width
+    from tdnet_cli.config import validate
+
+    with pytest.raises(UsageError, match="width"):
+        validate(load_config(None, ['data.root="x"', "model.width=6"]))
+
+
 def test_missing_or_corrupt_data_fails_before_work(tmp_path, data_root):
     with pytest.raises(DataError, match="not found"):
         train(tiny_config(tmp_path / "nowhere", tmp_path, "x", **{"optim.iterations": "1"}))

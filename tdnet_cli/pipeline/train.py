@@ -219,14 +219,14 @@ def train(
     # Data first: a missing or broken folder fails before any model work.
     preset = get_preset(m_cfg["preset"])
     torch.manual_seed(r_cfg["seed"])  # the same initial weights in every run and on every rank
-    overrides = {k: m_cfg[k] for k in ("memory_stride", "groups") if m_cfg[k]}
-    if overrides and preset.kind != "tdnet":
-        raise UsageError(f"model.{next(iter(overrides))} applies to TDNet presets only", hint="drop the key")
+    overrides = {k: m_cfg[k] for k in ("width", "memory_stride", "groups") if m_cfg[k]}
+    if preset.kind != "tdnet" and (tdnet_only := [k for k in overrides if k != "width"]):
+        raise UsageError(f"model.{tdnet_only[0]} applies to TDNet presets only", hint="drop the key")
     try:
         model = preset.build(aux=True, **overrides)
     except ValueError as exc:  # e.g. channels not divisible by the groups
         raise UsageError(f"{preset.name} cannot be built with {overrides}: {exc}",
-                         hint="choose model.groups that divides the backbone's channels / 4") from None
+                         hint="choose model.width and model.groups that split the channels evenly") from None
     clip_len = getattr(model, "num_paths", 1) if preset.kind == "tdnet" else 1
     augment = AugmentConfig(crop=tuple(model.input_size), scale=tuple(d_cfg["scale"]), flip=d_cfg["flip"],
                             rotate=d_cfg["rotate"], color_jitter=d_cfg["color_jitter"])
