@@ -1,6 +1,6 @@
 """What a TDNet checkpoint's temporal propagation adds, with a confidence interval.
 
-usage: python docs/propagation_gain.py CHECKPOINT ROOT [ROOT ...] [--boot 2000] [--json OUT]
+usage: python docs/propagation_gain.py CHECKPOINT ROOT [ROOT ...] [--boot 2000] [--json OUT] [--headroom]
 
 `tdnet eval` scores the annotated frame after three preceding frames, so it always runs
 the last path. Here every annotated frame is scored in all four phases of the stream
@@ -13,6 +13,13 @@ Reported per data root and over all roots together: mIoU of the full and sub-onl
 annotated frames (each resampled frame brings its four phases, full and sub together):
 the gain's 2.5/97.5 percentiles and the share of resamples where it is > 0. The phase
 that `tdnet eval` scores is reported alone too; it matches `tdnet eval` exactly.
+
+--headroom adds two bounds on what the other paths can add to a frame, from the same
+encodings: `ensemble`, each phase's sub output averaged (softmax) with the other three
+paths' sub outputs on the *same* frame (no motion, full resolution), and
+`ensemble_memory_grid`, the same with the other paths' outputs kept only on the memory's
+grid (every memory_stride-th row and column, upsampled bilinearly), which is all the
+resolution the propagation carries.
 """
 from __future__ import annotations
 
@@ -23,6 +30,7 @@ import time
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 
 from tdnet_cli.data.cityscapes import label_id_to_train_id
 from tdnet_cli.inference import Predictor, upsample_argmax
@@ -37,32 +45,43 @@ def miou(conf: np.ndarray) -> float:
     return scores(cm).miou
 
 
-def score_root(pred: Predictor, root: str) -> dict[str, np.ndarray]:
-    """Per annotated frame and phase, the confusion matrices of the full and sub outputs."""
+def score_root(pred: Predictor, root: str, headroom: bool = False) -> dict[str, np.ndarray]:
+    """Per annotated frame and phase, the confusion matrices of the full and sub outputs
+    (and with ``headroom`` of the two ensembles, see the module docstring)."""
     model = pred.model
     n = model.num_paths
     samples, *_ = plan_samples(root, "val", history=n - 1)
     c = len(pred.classes)
-    full = np.zeros((len(samples), n, c, c), np.int64)
-    sub = np.zeros_like(full)
+    names = ["full", "sub"] + (["ensemble", "ensemble_memory_grid"] if headroom else [])
+    cms = {name: np.zeros((len(samples), n, c, c), np.int64) for name in names}
+    stride = model.config.memory_stride
     for i, sample in enumerate(samples):
         frames, gt, _ = _load(sample)
         gt_t = torch.from_numpy(label_id_to_train_id(gt))
         with torch.inference_mode():
             x = pred.preprocess(np.stack(frames))
             enc = {(t, p): model.encode(x[t:t + 1], p) for t in range(n) for p in range(n)}
+            probs = [model.decode(enc[(n - 1, p)][0], p).float().softmax(1) for p in range(n)] if headroom else []
             for path in range(n):  # path of the annotated frame (the last of the n frames)
                 mems = tuple(enc[(t, (path - (n - 1) + t) % n)][2] for t in range(n - 1))
                 v, q, _, _ = enc[(n - 1, path)]
                 outs = {"full": model.decode(model.fuse(v, q, mems, path), path), "sub": model.decode(v, path)}
+                if headroom:
+                    others = [probs[p] for p in range(n) if p != path]
+                    size = probs[path].shape[-2:]
+                    grid = [F.interpolate(o[:, :, ::stride, ::stride], size, mode="bilinear", align_corners=True)
+                            for o in others]
+                    outs["ensemble"] = torch.stack([probs[path], *others]).mean(0)
+                    outs["ensemble_memory_grid"] = torch.stack([probs[path], *grid]).mean(0)
                 for name, logits in outs.items():
                     cm = ConfusionMatrix(c)
                     cm.update(upsample_argmax(logits.float(), gt.shape)[0], gt_t)
-                    (full if name == "full" else sub)[i, path] = cm.numpy()
-    return {"full": full, "sub": sub}
+                    cms[name][i, path] = cm.numpy()
+    return cms
 
 
-def summarise(full: np.ndarray, sub: np.ndarray, boot: int, rng: np.random.Generator) -> dict:
+def summarise(full: np.ndarray, sub: np.ndarray, boot: int, rng: np.random.Generator,
+              extra: dict[str, np.ndarray] | None = None) -> dict:
     n = full.shape[1]
     f_all, s_all = full.sum(1), sub.sum(1)  # (frames, C, C): all phases of each frame
     gains = []
@@ -80,6 +99,8 @@ def summarise(full: np.ndarray, sub: np.ndarray, boot: int, rng: np.random.Gener
                      for p in range(n)},
     }
     out["gain"] = round(out["full_miou"] - out["sub_miou"], 2)
+    for name, cm in (extra or {}).items():
+        out[f"{name}_miou"] = round(100 * miou(cm.sum((0, 1))), 2)
     return out
 
 
@@ -89,6 +110,7 @@ def main() -> None:
     ap.add_argument("roots", nargs="+")
     ap.add_argument("--boot", type=int, default=2000)
     ap.add_argument("--json", default=None)
+    ap.add_argument("--headroom", action="store_true", help="also score the two same-frame ensembles")
     args = ap.parse_args()
     torch.manual_seed(0)
     pred = Predictor.create(weights=args.checkpoint, device="cpu")
@@ -96,10 +118,11 @@ def main() -> None:
     result, fulls, subs = {"checkpoint": args.checkpoint, "roots": {}}, [], []
     for root in args.roots:
         t0 = time.perf_counter()
-        cms = score_root(pred, root)
+        cms = score_root(pred, root, args.headroom)
         fulls.append(cms["full"])
         subs.append(cms["sub"])
-        result["roots"][root] = summarise(cms["full"], cms["sub"], args.boot, rng)
+        extra = {k: v for k, v in cms.items() if k not in ("full", "sub")}
+        result["roots"][root] = summarise(cms["full"], cms["sub"], args.boot, rng, extra)
         result["roots"][root]["seconds"] = round(time.perf_counter() - t0, 1)
         print(root, json.dumps(result["roots"][root]), file=sys.stderr)
     if len(args.roots) > 1:
