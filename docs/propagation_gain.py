@@ -61,11 +61,13 @@ def score_root(pred: Predictor, root: str, headroom: bool = False) -> dict[str, 
         with torch.inference_mode():
             x = pred.preprocess(np.stack(frames))
             enc = {(t, p): model.encode(x[t:t + 1], p) for t in range(n) for p in range(n)}
-            probs = [model.decode(enc[(n - 1, p)][0], p).float().softmax(1) for p in range(n)] if headroom else []
+            # Each path's sub output on the annotated frame: scored below, and the ensembles' members.
+            subs = [model.decode(enc[(n - 1, p)][0], p) for p in range(n)]
+            probs = [s.float().softmax(1) for s in subs] if headroom else []
             for path in range(n):  # path of the annotated frame (the last of the n frames)
                 mems = tuple(enc[(t, (path - (n - 1) + t) % n)][2] for t in range(n - 1))
                 v, q, _, _ = enc[(n - 1, path)]
-                outs = {"full": model.decode(model.fuse(v, q, mems, path), path), "sub": model.decode(v, path)}
+                outs = {"full": model.decode(model.fuse(v, q, mems, path), path), "sub": subs[path]}
                 if headroom:
                     others = [probs[p] for p in range(n) if p != path]
                     size = probs[path].shape[-2:]
