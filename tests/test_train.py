@@ -385,6 +385,23 @@ def test_missing_or_corrupt_data_fails_before_work(tmp_path, data_root):
     assert not (tmp_path / "x").exists() and not (tmp_path / "y").exists()
 
 
+def test_cli_json_result_for_scripts(data_root, tmp_path):
+    sets = [f'data.root="{data_root}"', f'run.out="{tmp_path}"', 'run.name="js"', 'model.preset="psp-tiny"',
+            "data.batch_size=2", "data.workers=0", "optim.iterations=2", "optim.warmup_iters=0",
+            "run.val_every=1", "run.val_limit=1"]
+    result = runner.invoke(app, ["train", "--json", *[a for s in sets for a in ("--set", s)]])
+    assert result.exit_code == 0, result.output
+    out = json.loads(result.stdout)  # nothing but the JSON on stdout: no bar, no summary
+    run = tmp_path / "js"
+    assert out["run_dir"] == str(run) and out["iterations"] == 2 and not out["interrupted"]
+    assert out["weights"] == str(run / "model.pt") and (run / "model.pt").is_file()
+    assert out["best"] == str(run / "best.pt") and out["last"] == str(run / "last.pt")
+    logged = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+    vals = [r["val_miou"] for r in logged if "val_miou" in r]
+    assert len(vals) == 2 and out["final_val_miou"] == vals[-1] and out["best_val_miou"] == max(vals)
+    assert out["final_loss"] == [r["loss"] for r in logged if "loss" in r][-1]
+
+
 def test_cli_errors_are_one_line(tmp_path):
     result = runner.invoke(app, ["train", "--data", str(tmp_path / "none"), "--set", f'run.out="{tmp_path}"'])
     assert result.exit_code == 2 and "Traceback" not in result.output and "not found" in result.output

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 from pathlib import Path
 from typing import Annotated
@@ -10,7 +11,7 @@ import typer
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
 from tdnet_cli.cli.app import app
-from tdnet_cli.cli.common import QuietOpt, console, err_console, handle_errors
+from tdnet_cli.cli.common import JsonOpt, QuietOpt, console, err_console, handle_errors
 from tdnet_cli.config import load_config, load_run_config
 from tdnet_cli.pipeline.train import train
 
@@ -34,6 +35,7 @@ def train_command(
     resume: Annotated[Path | None, typer.Option("--resume", help="Continue a run folder exactly (runs/NAME).",
                                                 show_default=False)] = None,
     quiet: QuietOpt = False,
+    as_json: JsonOpt = False,
 ) -> None:
     """Train TDNet (or its PSPNet teacher) on a Cityscapes-layout folder; resumable.
 
@@ -46,7 +48,7 @@ def train_command(
             sets.append(f"{key}={value!r}".replace("'", '"'))
     cfg = load_run_config(resume, sets) if resume else load_config(config, sets)
     main = int(os.environ.get("RANK", "0")) == 0
-    show = main and not quiet
+    show = main and not quiet and not as_json
     with Progress(TextColumn("train"), BarColumn(), MofNCompleteColumn(), TextColumn("{task.fields[info]}"),
                   TimeElapsedColumn(), TimeRemainingColumn(), console=err_console, disable=not show) as bar:
         task = bar.add_task("train", total=cfg["optim"]["iterations"], info="")
@@ -56,7 +58,9 @@ def train_command(
 
         result = train(cfg, resume=str(resume) if resume else None, progress=progress,
                        log=(lambda s: err_console.print(f"[dim]{s}[/]")) if show else None)
-    if show:
+    if as_json and main:
+        typer.echo(json.dumps(result.to_dict()))
+    elif show:
         console.print(f"run: {result.run_dir}  final loss {result.final_loss:.4f}"
                       + (f"  best val mIoU {100 * result.best_miou:.2f}" if result.best_miou is not None else "")
                       + f"\nweights: {result.run_dir / 'model.pt'}  (resume state: {result.last})")

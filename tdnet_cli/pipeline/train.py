@@ -55,6 +55,22 @@ class TrainResult:
     interrupted: bool = False
     history: list[dict] = field(default_factory=list)
 
+    def to_dict(self) -> dict:
+        """What a script needs after a run (mIoU as a fraction, as in eval's JSON)."""
+        val = [r for r in self.history if "val_miou" in r]
+        return {
+            "run_dir": str(self.run_dir),
+            "iterations": self.iterations,
+            "weights": str(self.run_dir / "model.pt"),
+            "last": str(self.last),
+            "best": str(self.best) if self.best else None,
+            "best_val_miou": self.best_miou,
+            "final_val_miou": val[-1]["val_miou"] if val else None,
+            "final_loss": self.final_loss,
+            "metrics_log": str(self.log),
+            "interrupted": self.interrupted,
+        }
+
 
 def get_lr(it: int, o: dict) -> float:
     """Linear warm-up from warmup_ratio*lr, then poly decay to 0 at the last iteration."""
