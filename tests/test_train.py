@@ -124,6 +124,26 @@ def test_paths_are_drawn_in_balanced_cycles():
     assert {path_for_step(0, s, 0, 2) for s in range(10)} == {0, 1}
 
 
+def test_every_preset_has_a_loadable_example_config():
+    from pathlib import Path
+
+    from tdnet_cli.models.registry import PRESETS
+
+    examples = Path(__file__).resolve().parent.parent / "examples"
+    configs = {p.name: load_config(p) for p in sorted(examples.glob("train-*.toml"))}
+    by_run = {c["run"]["name"]: c for c in configs.values()}
+    assert {c["model"]["preset"] for c in configs.values()} == {n for n in PRESETS if not n.endswith("-tiny")}
+    for name, cfg in configs.items():
+        assert name == f"train-{cfg['run']['name']}.toml" and cfg["model"]["preset"] == cfg["run"]["name"]
+        # A student's --init and --teacher are the model.pt of another example's run, of the right kind.
+        for key, kind in (("init", "pspnet"), ("teacher", "gpspnet")):
+            ref = cfg["model"][key]
+            if ref:
+                src = by_run[Path(ref).parent.name]
+                assert ref == f"runs/{src['run']['name']}/model.pt"
+                assert PRESETS[src["model"]["preset"]].kind == kind, (name, key)
+
+
 def test_config_file_and_overrides(tmp_path):
     path = tmp_path / "run.toml"
     path.write_text('[optim]\nlr = 0.02\n[data]\nroot = "x"\nscale = [1, 2]\n')
