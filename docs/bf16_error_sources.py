@@ -38,21 +38,13 @@ def rounded(t):
     return t.to(BF).float()
 
 
-def conv(mod, x, w, out_dtype=None):
-    y = mod._conv_forward(x, w, None)
-    y = y.float() if out_dtype is None else y.to(out_dtype).float()
+def with_bias(mod, y):
     return y if mod.bias is None else y + mod.bias.view(1, -1, 1, 1)
 
 
-VARIANTS = {
-    "inputs+weights": lambda m, x: conv(m, rounded(x), rounded(m.weight)),
-    "weights": lambda m, x: conv(m, x, rounded(m.weight)),
-    "inputs": lambda m, x: conv(m, rounded(x), m.weight),
-    "outputs": lambda m, x: conv(m, x, m.weight, BF),
-    "bf16 kernels": lambda m, x: conv(m, x.to(BF), m.weight.to(BF)),
-    "bf16 layer2-4": lambda m, x: conv(m, x.to(BF), m.weight.to(BF)),
-    "3-term split": lambda m, x: conv3(m, x),
-}
+def conv(mod, x, w, out_dtype=None):
+    y = mod._conv_forward(x, w, None)
+    return with_bias(mod, y.float() if out_dtype is None else y.to(out_dtype).float())
 
 
 def conv3(mod, x):
@@ -60,8 +52,31 @@ def conv3(mod, x):
     wl = (mod.weight - wh.float()).to(BF)
     xh = x.to(BF)
     xl = (x - xh.float()).to(BF)
-    y = sum(mod._conv_forward(a, b, None).float() for a, b in ((xh, wh), (xl, wh), (xh, wl)))
-    return y if mod.bias is None else y + mod.bias.view(1, -1, 1, 1)
+    return with_bias(mod, sum(mod._conv_forward(a, b, None).float() for a, b in ((xh, wh), (xl, wh), (xh, wl))))
+
+
+def every_conv(name):
+    return True
+
+
+def layer2_to_4(name):
+    return any(f".layer{k}." in name for k in (2, 3, 4))
+
+
+def bf16_kernel(m, x):
+    return conv(m, x.to(BF), m.weight.to(BF))
+
+
+# name -> (the conv's replacement forward, which convs get it)
+VARIANTS = {
+    "inputs+weights": (lambda m, x: conv(m, rounded(x), rounded(m.weight)), every_conv),
+    "weights": (lambda m, x: conv(m, x, rounded(m.weight)), every_conv),
+    "inputs": (lambda m, x: conv(m, rounded(x), m.weight), every_conv),
+    "outputs": (lambda m, x: conv(m, x, m.weight, BF), every_conv),
+    "bf16 kernels": (bf16_kernel, every_conv),
+    "bf16 layer2-4": (bf16_kernel, layer2_to_4),
+    "3-term split": (conv3, every_conv),
+}
 
 
 def build(preset):
@@ -98,11 +113,10 @@ def main():
         print(f"{preset}: fp32 top-1 minus top-2 logit, quantiles {qs}; "
               f"bf16 autocast's per-pixel error (max over classes), median {err.median():.4f}")
         print(f"  autocast bf16 (--precision bf16): {disagreement(base, auto)}")
-        for name, fn in VARIANTS.items():
+        for name, (fn, selected) in VARIANTS.items():
             model = build(preset)
             for mod_name, mod in model.named_modules():
-                if isinstance(mod, nn.Conv2d) and (name != "bf16 layer2-4"
-                                                   or any(f".layer{k}." in mod_name for k in (2, 3, 4))):
+                if isinstance(mod, nn.Conv2d) and selected(mod_name):
                     mod.forward = (lambda mod: (lambda x: fn(mod, x)))(mod)
             print(f"  {name}: {disagreement(base, logits(model, ref))}")
 
