@@ -26,6 +26,7 @@ from tdnet_cli.models.checkpoint import LoadedModel, load_checkpoint, random_mod
 from tdnet_cli.models.fast import optimize_for_inference
 from tdnet_cli.models.attention import Memory
 from tdnet_cli.models.tdnet import StreamState, TDNet
+from tdnet_cli.upsample import upsample_argmax
 
 __all__ = [
     "Encoded",
@@ -84,125 +85,6 @@ def parse_size(text: str | None) -> tuple[int, int] | None:
     if h < 16 or w < 16:
         raise UsageError(f"size {text!r} is too small", hint="use at least 16x16")
     return h, w
-
-
-def upsample_argmax(logits: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
-    """Labels (B, H, W) uint8 of logits (B, C, h, w) resized bilinearly (align_corners=True).
-
-    Each output pixel is a convex combination of the logits at the four corners of its
-    low-resolution cell. Where all four corners have the same argmax k, k is also the argmax
-    of any convex combination (ties included: the lowest index wins in both), so on the CPU
-    only the pixels of cells whose corners disagree (class boundaries) are interpolated. The
-    cells are first split into 2-4 x 2-4 sub-cells by sampling the same bilinear surface at
-    their corners, which narrows the band of pixels to interpolate (the surface inside a
-    sub-cell is the bilinear interpolation of the sub-cell's corners: still exact). A GPU
-    interpolates every pixel in one pass.
-    """
-    logits = logits.float()
-    b, c, h, w = logits.shape
-    out_h, out_w = size
-    if (h, w) == (out_h, out_w):
-        return logits.argmax(1).to(torch.uint8)
-    if logits.device.type != "cpu":
-        return F.interpolate(logits, size=size, mode="bilinear", align_corners=True).argmax(1).to(torch.uint8)
-    sy, sx = _subdivision(h, out_h), _subdivision(w, out_w)
-    if sy > 1 or sx > 1:
-        logits = F.interpolate(logits, size=((h - 1) * sy + 1, (w - 1) * sx + 1), mode="bilinear", align_corners=True)
-        h, w = logits.shape[-2:]
-    _, wy, ny = _cells(h, out_h)  # output rows are reached through their cells' counts
-    cx, wx, nx = _cells(w, out_w)
-    hc, wc = len(ny), len(nx)
-    # argmax over classes as a max over the outer dim: vectorised across pixels
-    low = torch.stack([lg.max(0).indices for lg in logits]).to(torch.uint8).numpy()  # (B, h, w)
-    y1, x1 = np.minimum(np.arange(hc) + 1, h - 1), np.minimum(np.arange(wc) + 1, w - 1)
-    a = low[:, :hc, :wc]
-    mixed = (a != low[:, :hc][:, :, x1]) | (a != low[:, y1, :wc]) | (a != low[:, y1][:, :, x1])  # (B, hc, wc)
-    # Every pixel gets its cell's corner label (rows of cells repeat whole rows: fast copies).
-    labels = np.repeat(np.repeat(a, nx, axis=2), ny, axis=1)
-    # Pixels of mixed cells, as (image, cell row, output column) runs down each cell's rows.
-    pb, pr, px = (np.repeat(mixed, nx, axis=2) & (ny > 0)[None, :, None]).nonzero()
-    if len(pb):
-        table = logits.permute(0, 2, 3, 1).reshape(-1, c)  # (B*h*w, C): a pixel's classes side by side
-        q0, q1 = cx[px], x1[cx[px]]
-        wxs = torch.from_numpy(wx[px]).unsqueeze(1)
-
-        def row(yi: np.ndarray) -> torch.Tensor:  # (runs, C): row yi's logits at each run's column
-            base = (pb * h + yi) * w
-            left = table.index_select(0, torch.from_numpy(base + q0))
-            return torch.lerp(left, table.index_select(0, torch.from_numpy(base + q1)), wxs)
-
-        top, bot = row(pr), row(y1[pr])
-        counts = ny[pr]
-        first = np.concatenate(([0], np.cumsum(ny)))[pr]
-        t0, t1 = wy[first], wy[first + counts - 1]
-        k0, k1 = (torch.lerp(top, bot, torch.from_numpy(t).unsqueeze(1)).max(1).indices for t in (t0, t1))
-        cross, sure = _settle_runs(top, bot, k0, k1)
-        k0, k1 = k0.numpy(), k1.numpy()
-        for runs in (sure, ~sure):
-            sel = runs.nonzero()[0]
-            if not len(sel):
-                continue
-            n = counts[sel]
-            run = np.repeat(sel, n)
-            yy = np.repeat(first[sel] - np.cumsum(n) + n, n) + np.arange(n.sum())
-            if runs is sure:
-                t, tc = wy[yy], cross[run]
-                lab = np.where(t < tc, k0[run], k1[run])
-                tie = t == tc  # exactly on the crossing: the lower class index, as argmax picks
-                lab[tie] = np.minimum(k0[run][tie], k1[run][tie])
-            else:
-                run_t = torch.from_numpy(run)
-                vals = torch.lerp(top.index_select(0, run_t), bot.index_select(0, run_t),
-                                  torch.from_numpy(wy[yy]).unsqueeze(1))
-                lab = vals.max(1).indices.numpy()
-            labels.reshape(-1)[(pb[run] * out_h + yy) * out_w + px[run]] = lab
-    return torch.from_numpy(labels)
-
-
-def _settle_runs(top: torch.Tensor, bot: torch.Tensor, k0: torch.Tensor, k1: torch.Tensor
-                 ) -> tuple[np.ndarray, np.ndarray]:
-    """Which class each run (a column of pixels down one cell, its logits ``top + t (bot - top)``)
-    takes, without interpolating its pixels: ``(cross, sure)``.
-
-    Along a run the logits are linear in the row weight t: a class that wins at both ends
-    (k0 at the first pixel, k1 at the last) wins all the way (ties too), so such runs are sure
-    with no crossing (inf). Where the ends differ and nothing beats both classes where their
-    lines cross, at t*, the run is k0 before t* and k1 after it (sure, cross = t*). Any run
-    still in doubt (not sure) is interpolated pixel by pixel by the caller.
-    """
-    cross = torch.full((len(k0),), np.inf)
-    sure = k0 == k1
-    split = (~sure).nonzero().squeeze(1)
-    if len(split):
-        ts, ks0, ks1 = top[split], k0[split], k1[split]
-        slope = bot[split] - ts
-
-        def pick(m: torch.Tensor, k: torch.Tensor) -> torch.Tensor:  # m[i, k[i]]
-            return m.gather(1, k[:, None])[:, 0]
-
-        t_star = (pick(ts, ks0) - pick(ts, ks1)) / (pick(slope, ks1) - pick(slope, ks0))
-        at = ts + slope * t_star.unsqueeze(1)
-        level = torch.maximum(pick(at, ks0), pick(at, ks1))
-        clear = torch.isfinite(t_star) & (at.max(1).values <= level + 1e-6 * level.abs().clamp(min=1.0))
-        cross[split[clear]] = t_star[clear]
-        sure[split[clear]] = True
-    return cross.numpy(), sure.numpy()
-
-
-def _subdivision(n: int, out: int) -> int:
-    """Sub-cells per cell along one axis: 4 or 2 where cells span many output pixels."""
-    span = (out - 1) / max(n - 1, 1)
-    return 4 if n > 1 and span >= 16 else 2 if n > 1 and span >= 8 else 1
-
-
-def _cells(n: int, out: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """For ``out`` output positions (align_corners=True) over ``n`` inputs: each one's cell
-    (top/left corner, at most n-2), its weight towards the far corner, and how many output
-    positions each cell holds."""
-    pos = np.linspace(0, n - 1, out) if out > 1 else np.zeros(1)
-    cell = np.minimum(np.floor(pos).astype(np.int64), max(n - 2, 0))
-    counts = np.bincount(cell, minlength=max(n - 1, 1))
-    return cell, (pos - cell).astype(np.float32), counts
 
 
 @dataclass
@@ -270,6 +152,10 @@ class Predictor:
         self._compiled: dict[int, object] | None = {} if compile else None
         self._mean = torch.tensor(loaded.mean, device=self.device).view(1, 3, 1, 1) * 255.0
         self._std = torch.tensor(loaded.std, device=self.device).view(1, 3, 1, 1) * 255.0
+        # (1, 256, 3) float32: (v - mean) / std for each uint8 v and channel, computed as the
+        # GPU path computes it, so one cv2.LUT call normalises a CPU frame (~5x the torch ops)
+        levels = torch.arange(256, dtype=torch.float32).view(1, 1, 256, 1).expand(1, 3, 256, 1)
+        self._norm_table = ((levels - self._mean.cpu()) / self._std.cpu())[0, :, :, 0].T.contiguous().numpy()[None]
         self.notes: list[str] = []
         # Per-stage wall time (seconds), accumulated by `segment`; `bench` reads it. With
         # `sync_stages` CUDA is synchronised between stages so the split is honest (slower).
@@ -354,16 +240,19 @@ class Predictor:
     def preprocess(self, frames: np.ndarray) -> torch.Tensor:
         """(B, H, W, 3) uint8 RGB -> normalised (B, 3, h, w) float at the model input size."""
         h, w = self.input_size
-        if self.device.type == "cpu":
-            if frames.shape[1:3] != (h, w):
-                frames = np.stack([cv2.resize(f, (w, h), interpolation=cv2.INTER_LINEAR) for f in frames])
-            x = torch.from_numpy(np.ascontiguousarray(frames)).permute(0, 3, 1, 2).float()
-        else:
-            # Upload uint8 (a quarter of the bytes), resize and normalise on the device.
-            x = torch.from_numpy(np.ascontiguousarray(frames)).to(self.device, non_blocking=True)
-            x = x.permute(0, 3, 1, 2).float()
-            if tuple(x.shape[-2:]) != (h, w):
-                x = F.interpolate(x, size=(h, w), mode="bilinear", align_corners=False).clamp_(0, 255).round_()
+        if self.device.type == "cpu":  # resize, then one table lookup per frame
+            x = np.empty((len(frames), h, w, 3), np.float32)
+            for f, dst in zip(frames, x):
+                if f.shape[:2] != (h, w):
+                    f = cv2.resize(f, (w, h), interpolation=cv2.INTER_LINEAR)
+                cv2.LUT(np.ascontiguousarray(f), self._norm_table, dst=dst)
+            x = torch.from_numpy(x).permute(0, 3, 1, 2)  # (B, 3, h, w) with channels_last strides
+            return x if self.channels_last else x.contiguous()
+        # Upload uint8 (a quarter of the bytes), resize and normalise on the device.
+        x = torch.from_numpy(np.ascontiguousarray(frames)).to(self.device, non_blocking=True)
+        x = x.permute(0, 3, 1, 2).float()
+        if tuple(x.shape[-2:]) != (h, w):
+            x = F.interpolate(x, size=(h, w), mode="bilinear", align_corners=False).clamp_(0, 255).round_()
         x = (x - self._mean) / self._std
         if self.channels_last:
             x = x.contiguous(memory_format=torch.channels_last)

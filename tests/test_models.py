@@ -7,7 +7,8 @@ import pytest
 import torch
 
 from tdnet_cli.errors import UsageError
-from tdnet_cli.inference import Predictor, parse_size, resolve_device, upsample_argmax
+from tdnet_cli.inference import Predictor, parse_size, resolve_device
+from tdnet_cli.upsample import argmax_classes, upsample_argmax
 from tdnet_cli.models import create_model, list_models, optimize_for_inference, random_model
 from tdnet_cli.models.complexity import preset_complexity
 from tdnet_cli.models.resnet import feature_size
@@ -109,22 +110,36 @@ def test_fast_path_equals_plain_path_on_a_random_model():
             assert torch.allclose(a, b, atol=1e-4), (i, (a - b).abs().max())
 
 
-@pytest.mark.parametrize("size", [(64, 128), (100, 203), (257, 513), (1024, 2048), (5, 7), (1, 1)])
-@pytest.mark.parametrize("kind", ["noise", "smooth", "strip"])
+@pytest.mark.parametrize("size", [(64, 128), (100, 203), (257, 513), (512, 1024), (1024, 2048), (5, 7), (3, 300), (1, 1)])
+@pytest.mark.parametrize("kind", ["noise", "smooth", "strip", "column", "batch"])
 def test_upsample_argmax_equals_full_interpolation(size, kind):
     g = torch.Generator().manual_seed(0)
     if kind == "noise":  # a class boundary in almost every cell
         logits = torch.randn(2, 19, 9, 17, generator=g)
-    elif kind == "smooth":  # regions, as real segmentations have
+    elif kind == "smooth":  # regions, as real segmentations have (cells get subdivided)
         coarse = torch.randn(2, 19, 4, 8, generator=g) * 3
         logits = torch.nn.functional.interpolate(coarse, size=(32, 64), mode="bilinear", align_corners=True)
-    else:  # one row of features
+    elif kind == "strip":  # one row of features
         logits = torch.randn(1, 19, 1, 9, generator=g)
+    elif kind == "column":
+        logits = torch.randn(1, 19, 9, 1, generator=g)
+    else:  # several images, few classes, channels_last as the CPU model returns them
+        logits = torch.randn(3, 5, 6, 6, generator=g).contiguous(memory_format=torch.channels_last)
     ref = torch.nn.functional.interpolate(logits, size=size, mode="bilinear", align_corners=True).argmax(1)
     ours = upsample_argmax(logits, size)
     assert ours.dtype == torch.uint8 and ours.shape == ref.shape
     # Equal up to float rounding at near-ties (a handful of pixels in a million).
     assert (ours.long() != ref).sum().item() <= max(2, ref.numel() // 100_000)
+
+
+def test_argmax_classes_is_numpy_argmax_with_ties_to_the_lowest():
+    x = np.random.default_rng(0).standard_normal((19, 5000)).astype(np.float32)
+    x[4, :100] = x[11, :100] = 9.0  # ties: the lower index wins, as in np.argmax
+    x[:, 100:110] = 0.0
+    got = argmax_classes(x)
+    assert got.dtype == np.uint8
+    np.testing.assert_array_equal(got, x.argmax(0))
+    assert (got[:100] == 4).all() and (got[100:110] == 0).all()
 
 
 def test_upsample_argmax_ties_pick_the_lowest_class():

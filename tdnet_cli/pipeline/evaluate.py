@@ -25,7 +25,8 @@ from tdnet_cli.data.cityscapes import label_id_to_train_id, train_id_to_label_id
 from tdnet_cli.data.layout import FrameId, gt_path, image_path, list_annotated, sequence_path
 from tdnet_cli.errors import DataError, OutputExistsError, UsageError, few
 from tdnet_cli.fileio import write_png
-from tdnet_cli.inference import Predictor, upsample_argmax
+from tdnet_cli.inference import Predictor
+from tdnet_cli.upsample import upsample_argmax
 from tdnet_cli.metrics import ConfusionMatrix, InstanceStats, Scores, scores
 
 __all__ = ["EvalReport", "evaluate", "plan_samples", "Sample"]
