@@ -97,7 +97,12 @@ def test_end_to_end_mode_on_a_real_video(tmp_path):
     assert set(e["stage_ms_per_frame"]) == {"decode", "render", "encode", "preprocess", "model", "postprocess"}
     assert e["fps"] == pytest.approx(12 / e["wall_s"])
     assert e["stage_ms_per_frame"]["render"] > 0 and e["stage_ms_per_frame"]["decode"] > 0
-    assert 0 <= e["non_model_share"] <= 1
+    # CPU by thread (Linux): every group reported, the model's share consistent with them
+    cpu = e["cpu_ms_per_frame"]
+    assert set(cpu) == {"model", "read + preprocess", "postprocess + render + write", "helper threads", "ffmpeg"}
+    assert all(v >= 0 for v in cpu.values()) and cpu["model"] > 0 and cpu["ffmpeg"] > 0
+    assert e["cpu_outside_model_share"] == pytest.approx(1 - cpu["model"] / sum(cpu.values()))
+    assert e["cores_busy"] == pytest.approx(sum(cpu.values()) / 1000 * e["frames"] / e["wall_s"])
     # end to end is held to the faster model-only figure: stepping or encoding ahead
     best = max(report.result.fps_per_stream, report.result.encode_ahead["fps"])
     assert e["model_only_fps"] == pytest.approx(best)

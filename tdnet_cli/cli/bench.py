@@ -112,10 +112,16 @@ def render(report: BenchReport) -> None:
                       f"the whole model reaches {r.achieved_gflops / c['gflops']:.0%} of it")
     if report.end_to_end:
         e = report.end_to_end
-        stages = ", ".join(f"{k} {v:.1f}" for k, v in e["stage_ms_per_frame"].items())
+        ms = e["stage_ms_per_frame"]
+        alone = ", ".join(f"{k} {ms[k]:.1f}" for k in ("decode", "render", "encode"))
+        inside = ", ".join(f"{k} {ms[k]:.1f}" for k in ("preprocess", "model", "postprocess"))
         console.print(f"end to end ({e['input']}, {e['size'][0]}x{e['size'][1]}, {e['frames']} frames): "
                       f"[bold]{e['fps']:.2f} fps[/] = {e['fraction_of_model_only']:.0%} of model-only "
                       f"{e['model_only_fps']:.2f} fps")
-        console.print(f"stages alone, ms/frame: {stages}; outside the model: {e['non_model_share']:.0%}")
+        if e["cpu_ms_per_frame"] is not None:
+            cpu = ", ".join(f"{k} {v:.1f}" for k, v in e["cpu_ms_per_frame"].items())
+            console.print(f"CPU in the pipeline, ms/frame: {cpu}; {e['cpu_outside_model_share']:.0%} of it outside "
+                          f"the model; {e['cores_busy']:.2f} cores busy")
+        console.print(f"stages alone, ms/frame: {alone}; inside the pipeline (wall, summed over threads): {inside}")
     if report.speedup is not None:
         console.print(f"[bold]speed-up vs baseline: {report.speedup:.2f}x[/] (median time per frame)")

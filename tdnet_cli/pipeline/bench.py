@@ -8,10 +8,12 @@ counted; every measured step is timed alone, CUDA synchronised on both sides.
 
 from __future__ import annotations
 
+import os
 import platform
 import resource
 import statistics
 import sys
+import threading
 import time
 from collections import deque
 from concurrent.futures import ThreadPoolExecutor
@@ -37,6 +39,7 @@ __all__ = [
     "bench_predictor",
     "bench_encode_ahead",
     "conv_ceiling",
+    "CpuSampler",
     "run_bench",
     "environment",
 ]
@@ -391,6 +394,94 @@ def run_bench(
 
 
 
+# Which part of the pipeline each of segment's threads does (see pipeline/segment.py).
+CPU_GROUPS = ("model", "read + preprocess", "postprocess + render + write", "helper threads", "ffmpeg")
+
+
+def _cpu_group(name: str | None) -> str | None:
+    if name is None:
+        return "helper threads"  # no Python name: torch's and OpenCV's own worker pools
+    if name == "MainThread" or name.startswith("tdnet-encode"):
+        return "model"  # the model loop, and the encode-ahead pool
+    if name.startswith("tdnet-reader"):
+        return "read + preprocess"
+    if name.startswith(("tdnet-writer", "tdnet-render", "png")):
+        return "postprocess + render + write"
+    if name == "tdnet-cpu-sampler":
+        return None
+    return "helper threads"  # e.g. the decoder's stderr reader
+
+
+class CpuSampler:
+    """CPU seconds of this process's threads while a pipeline runs, grouped by what each
+    thread does (:data:`CPU_GROUPS`), plus the ffmpeg processes that ended meanwhile.
+
+    Linux only (thread clocks from /proc/self/task); elsewhere :meth:`groups` is None.
+    Threads come and go during a run, so they are sampled every ``interval`` seconds and
+    each one's last reading is kept: a thread's final few milliseconds may be missed.
+    """
+
+    def __init__(self, interval: float = 0.05) -> None:
+        self.interval = interval
+        self._tick = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
+        self._names: dict[int, str] = {}
+        self._start: dict[int, float] = {}
+        self._last: dict[int, float] = {}
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="tdnet-cpu-sampler", daemon=True)
+        self._children = 0.0
+        self.available = os.path.isdir("/proc/self/task")
+
+    def _read(self) -> dict[int, float]:
+        out = {}
+        for tid in os.listdir("/proc/self/task"):
+            try:
+                with open(f"/proc/self/task/{tid}/stat") as f:
+                    fields = f.read().rsplit(")", 1)[1].split()
+            except OSError:  # ended meanwhile
+                continue
+            out[int(tid)] = (int(fields[11]) + int(fields[12])) / self._tick  # utime + stime
+        return out
+
+    def _sample(self) -> None:
+        for t in threading.enumerate():
+            if t.native_id is not None:
+                self._names[t.native_id] = t.name
+        self._last.update(self._read())
+
+    def _run(self) -> None:
+        while not self._stop.wait(self.interval):
+            self._sample()
+
+    def __enter__(self) -> "CpuSampler":
+        kids = resource.getrusage(resource.RUSAGE_CHILDREN)
+        self._children = kids.ru_utime + kids.ru_stime
+        if self.available:
+            self._start = self._read()
+            self._thread.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        kids = resource.getrusage(resource.RUSAGE_CHILDREN)
+        self._children = kids.ru_utime + kids.ru_stime - self._children
+        if self.available:
+            self._stop.set()
+            self._thread.join()
+            self._sample()
+
+    def groups(self) -> dict[str, float] | None:
+        """CPU seconds per group (every group present, 0 if unused); None off Linux."""
+        if not self.available:
+            return None
+        out = dict.fromkeys(CPU_GROUPS, 0.0)
+        for tid, seconds in self._last.items():
+            group = _cpu_group(self._names.get(tid))
+            if group is not None:
+                out[group] += seconds - self._start.get(tid, 0.0)
+        out["ffmpeg"] = self._children
+        return out
+
+
 def bench_end_to_end(pred: Predictor, source: str, *, save: tuple[str, ...] = ("overlay",),
                      encoding: tuple[str, int] = ("veryfast", 20), progress: ProgressFn | None = None,
                      decode_yuv: bool = True) -> dict:
@@ -398,10 +489,12 @@ def bench_end_to_end(pred: Predictor, source: str, *, save: tuple[str, ...] = ("
 
     Three passes over the same input: decode alone; decode + render + encode alone (the
     overlay of a fixed label map colourised, blended and written, no model); then `segment`
-    itself, whose predictor times its preprocess / model / postprocess stages. Decode,
-    render and encode costs come from the first two passes, so the breakdown says what each
-    stage costs on its own, while the last pass says what the overlapped pipeline really
-    achieves. ``decode_yuv=False`` times the RGB route (see ``segment``) instead.
+    itself, whose predictor times its preprocess / model / postprocess stages (wall time
+    inside the pipeline, summed over the threads that run them, so waits for a busy core
+    count). Decode, render and encode costs come from the first two passes: what each costs
+    on its own. The last pass also reads every thread's CPU clock (``cpu_ms_per_frame``,
+    :class:`CpuSampler`): where the cores really went while the stages overlapped, and the
+    share of it outside the model. ``decode_yuv=False`` times the RGB route instead.
     """
     import tempfile
     from pathlib import Path
@@ -445,8 +538,9 @@ def bench_end_to_end(pred: Predictor, source: str, *, save: tuple[str, ...] = ("
         if progress:
             progress("encode", 2, 3)
         pred.stage_seconds = {k: 0.0 for k in pred.stage_seconds}
-        report = segment([source], predictor=pred, save=list(save), out_dir=tmp, overwrite=True,
-                         x264_preset=encoding[0], crf=encoding[1], decode_yuv=decode_yuv)
+        with CpuSampler() as cpu:
+            report = segment([source], predictor=pred, save=list(save), out_dir=tmp, overwrite=True,
+                             x264_preset=encoding[0], crf=encoding[1], decode_yuv=decode_yuv)
         if progress:
             progress("segment", 3, 3)
     result = report.results[0]
@@ -456,7 +550,9 @@ def bench_end_to_end(pred: Predictor, source: str, *, save: tuple[str, ...] = ("
     stages = {"decode": t_dec, "render": t_render, "encode": max(t_dec_enc - t_dec - t_render, 0.0),
               **pred.stage_seconds}
     per_frame_ms = {k: 1000.0 * v / max(frames, 1) for k, v in stages.items()}
-    non_model = sum(v for k, v in per_frame_ms.items() if k != "model")
+    cpu_s = cpu.groups()
+    cpu_ms = None if cpu_s is None else {k: 1000.0 * v / max(frames, 1) for k, v in cpu_s.items()}
+    cpu_total = sum(cpu_s.values()) if cpu_s else 0.0
     return {
         "input": source,
         "size": [info.height, info.width],
@@ -470,6 +566,9 @@ def bench_end_to_end(pred: Predictor, source: str, *, save: tuple[str, ...] = ("
         "fps": frames / result.seconds if result.seconds else 0.0,
         "model_stage_fps": frames / stages["model"] if stages["model"] else 0.0,
         "stage_ms_per_frame": per_frame_ms,
-        "non_model_share": non_model / (non_model + per_frame_ms["model"]) if frames else None,
+        # CPU time in the pipeline, by thread (None off Linux): what the cores really spent
+        "cpu_ms_per_frame": cpu_ms,
+        "cpu_outside_model_share": 1.0 - cpu_s["model"] / cpu_total if cpu_total > 0 else None,
+        "cores_busy": cpu_total / result.seconds if cpu_s and result.seconds else None,
         "threads": result.threads,
     }
