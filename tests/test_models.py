@@ -132,6 +132,22 @@ def test_upsample_argmax_equals_full_interpolation(size, kind):
     assert (ours.long() != ref).sum().item() <= max(2, ref.numel() // 100_000)
 
 
+def test_upsample_argmax_ties_inside_a_boundary_cell_pick_the_lowest_class():
+    # class 2 wins on the left, 5 on the right; in between 3 and 4 tie above both
+    logits = torch.full((1, 19, 2, 2), -5.0)
+    logits[0, 2, :, 0], logits[0, 5, :, 1] = 1.0, 1.0
+    logits[0, 2, :, 1] = logits[0, 5, :, 0] = 0.0
+    logits[0, 3:5] = 0.61
+    ref = torch.nn.functional.interpolate(logits, size=(8, 41), mode="bilinear", align_corners=True).argmax(1)
+    assert set(ref.unique().tolist()) == {2, 3, 5}
+    assert torch.equal(upsample_argmax(logits, (8, 41)).long(), ref)
+    # only 2 and 5 left (a two-class cell); they tie exactly on the middle column
+    logits[0, 3:5] = -5.0
+    ref = torch.nn.functional.interpolate(logits, size=(8, 41), mode="bilinear", align_corners=True).argmax(1)
+    assert (ref[0, :, 20] == 2).all() and (ref[0, :, 21] == 5).all()
+    assert torch.equal(upsample_argmax(logits, (8, 41)).long(), ref)
+
+
 def test_argmax_classes_is_numpy_argmax_with_ties_to_the_lowest():
     x = np.random.default_rng(0).standard_normal((19, 5000)).astype(np.float32)
     x[4, :100] = x[11, :100] = 9.0  # ties: the lower index wins, as in np.argmax
