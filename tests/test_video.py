@@ -338,6 +338,48 @@ def test_yuv_decoding_falls_back_to_rgb_where_420_would_lose_detail(tmp_path):
         assert next(iter(r)).yuv is None
 
 
+def test_a_restarted_decoders_late_stderr_thread_cannot_end_the_new_header(tmp_path, monkeypatch):
+    # The 4:4:4 clip opens as YUV, then restarts as RGB. Make the first decoder's stderr
+    # thread finish late, while the second decoder is still starting: it used to mark the
+    # new header as read, and the reader then waited forever on a decoder nobody read.
+    import threading
+    import time
+
+    import tdnet_cli.video.reader as reader
+
+    clip = make_clip(tmp_path / "444.mp4", 3, extra=("-pix_fmt", "yuv444p"))
+    started: list[int] = []
+    real_popen, real_read = reader.subprocess.Popen, reader.VideoReader._read_stderr
+
+    def popen(*args, **kwargs):
+        if started:
+            time.sleep(0.6)  # the second start: the first thread finishes meanwhile
+        proc = real_popen(*args, **kwargs)
+        started.append(proc.pid)
+        return proc
+
+    def read_stderr(self, proc, *args):
+        try:
+            real_read(self, proc, *args)
+        finally:
+            if proc.pid == started[0]:
+                time.sleep(0.3)
+
+    monkeypatch.setattr(reader.subprocess, "Popen", popen)
+    monkeypatch.setattr(reader.VideoReader, "_read_stderr", read_stderr)
+    result: list = []
+
+    def open_and_read():
+        with VideoReader(str(clip), yuv=True) as r:
+            result.append([f.image.shape for f in r])
+
+    worker = threading.Thread(target=open_and_read, daemon=True)
+    worker.start()
+    worker.join(timeout=30)
+    assert not worker.is_alive(), "the reader hung"
+    assert len(started) == 2 and result == [[(H, W, 3)] * 3]
+
+
 def test_color_conversions_against_opencv():
     from tdnet_cli.video.color import YUV420, rgb_to_i420, rgb_to_yuv
 

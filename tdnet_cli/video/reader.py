@@ -163,12 +163,17 @@ class VideoReader:
 
     def _start(self, yuv: bool) -> None:
         self.yuv = yuv
-        self.problems: list[str] = []
         self._stopped = False
-        self._tail: deque[str] = deque(maxlen=40)
-        self._header: list[str] = []
-        self._header_done = threading.Event()
         self._plain_yuv420 = False
+        # Each decoder start has its own header, tail and problem lists and its own "header
+        # read" event, handed to its stderr thread: a restarted decoder's old thread may
+        # still be finishing, and must not mark the new header as read (that once made a
+        # test wait forever on a decoder nobody read from).
+        header: list[str] = []
+        header_done = threading.Event()
+        tail: deque[str] = deque(maxlen=40)
+        problems: list[str] = []
+        self._header, self._header_done, self._tail, self.problems = header, header_done, tail, problems
         cmd = [
             ffmpeg_exe(), "-hide_banner", "-nostdin", "-loglevel", "level+info", "-nostats",
             "-i", self.uri,
@@ -181,11 +186,13 @@ class VideoReader:
         self._proc = subprocess.Popen(
             cmd, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE, start_new_session=True
         )
-        self._stderr_thread = threading.Thread(target=self._drain_stderr, args=(self._proc,), name="ffmpeg-stderr",
-                                               daemon=True)
+        self._stderr_thread = threading.Thread(
+            target=self._drain_stderr, args=(self._proc, header, header_done, tail, problems), name="ffmpeg-stderr",
+            daemon=True,
+        )
         self._stderr_thread.start()
         try:
-            while not self._header_done.wait(0.05):  # a short wait keeps Ctrl-C responsive
+            while not header_done.wait(0.05):  # a short wait keeps Ctrl-C responsive
                 pass
             self.info = self._parse_header()
         except BaseException:
@@ -193,38 +200,42 @@ class VideoReader:
             raise
 
     # stderr is read continuously: a full pipe would stall ffmpeg
-    def _drain_stderr(self, proc: subprocess.Popen) -> None:
+    def _drain_stderr(self, proc: subprocess.Popen, header: list[str], header_done: threading.Event,
+                      tail: deque[str], problems: list[str]) -> None:
         try:
-            self._read_stderr(proc)
+            self._read_stderr(proc, header, header_done, tail, problems)
         except (OSError, ValueError):  # the stream was closed under us (close() or a restart)
             pass
-        if proc is self._proc:
-            self._header_done.set()
+        header_done.set()  # ended before an output stream was announced: the header is all there is
 
-    def _read_stderr(self, proc: subprocess.Popen) -> None:
+    def _read_stderr(self, proc: subprocess.Popen, header: list[str], header_done: threading.Event,
+                     tail: deque[str], problems: list[str]) -> None:
         in_output = False
         assert proc.stderr is not None
         for raw in iter(proc.stderr.readline, b""):
-            if proc is not self._proc:
-                return  # a decoder we restarted: its messages are not ours
             line = raw.decode("utf-8", "replace").rstrip()
-            self._tail.append(line)
+            tail.append(line)
             m = _LEVEL_RE.search(line)
             level, text = (m.group(1), m.group(2)) if m else ("info", line)
-            if not self._header_done.is_set():
-                self._header.append(text)
+            if not header_done.is_set():
+                header.append(text)
                 if text.startswith("Output #0"):
                     in_output = True
                 elif in_output and "Video:" in text:
-                    self._header_done.set()
+                    header_done.set()
             if level in ("panic", "fatal", "error") and not self._stopped:
-                self.problems.append(text.strip())
+                problems.append(text.strip())
 
     def _parse_header(self) -> SourceInfo:
         inputs = [t for t in self._header if "Video:" in t and "Stream #0:" in t]
         out_line = next((t for t in reversed(inputs) if "rawvideo (I420" in t or "rawvideo (RGB" in t), None)
-        if out_line is None:
-            self._proc.wait()
+        if out_line is None:  # ffmpeg ended (or is ending) without an output stream
+            try:
+                self._proc.wait(timeout=5)
+            except subprocess.TimeoutExpired:  # still running: never wait on a decoder nobody reads
+                pass
+            self._stderr_thread.join(timeout=5)  # every message read, for the error below
+            self.close()
             raise InputError(f"{self.uri}: {self._open_error()}")
         in_line = inputs[0]
         pix = _PIX_FMT_RE.search(in_line)
