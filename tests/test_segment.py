@@ -241,6 +241,12 @@ def test_folder_and_lossless_video_give_the_same_labels(tmp_path, tiny):
     assert probe(out_f / "seq.overlay.mp4")[:4] == (5, W, H, 17)  # folders default to 17 fps
 
 
+def first_frame(path, **kwargs):
+    """The first frame of a video; the decoder is stopped, not left blocked on a full pipe."""
+    with VideoReader(str(path), **kwargs) as reader:
+        return next(iter(reader))
+
+
 def test_cpu_tdnet_steps_are_encoded_ahead_on_a_pool(tmp_path, tiny, monkeypatch):
     # The state-free part of each step runs on the encoder pool, two frames at once at most,
     # and encode + finish equals step exactly.
@@ -265,7 +271,7 @@ def test_cpu_tdnet_steps_are_encoded_ahead_on_a_pool(tmp_path, tiny, monkeypatch
     assert all(name.startswith("tdnet-encode") for name, _ in seen) and most[0] <= 2
     assert report.results[0].threads == 4  # --threads counts all the model's threads: 2 frames x 2
     monkeypatch.undo()
-    x = tiny.prepare(next(iter(VideoReader(str(src)))).image[None])
+    x = tiny.prepare(first_frame(src).image[None])
     a, b = tiny.new_stream(), tiny.new_stream()
     for _ in range(6):  # past the warm-up, so the memory is used
         assert torch.equal(tiny.finish(tiny.encode(x, tiny.model.next_path(a.state)), a), tiny.step(x, b))
@@ -295,7 +301,7 @@ def test_scene_cut_resets_the_stream(tmp_path, tiny):
     # the same shots as ordinary 4:2:0 video: the cut test reads the luma plane
     yuv = encode_lossless(tmp_path / "spliced.mp4", scene(6, 0) + scene(6, 1),
                           codec=("-c:v", "libx264", "-pix_fmt", "yuv420p", "-crf", "18"))
-    assert next(iter(VideoReader(str(yuv), yuv=True))).yuv is not None
+    assert first_frame(yuv, yuv=True).yuv is not None
     fake = FakePredictor()
     segment([yuv], predictor=fake, save=["labels"], out_dir=tmp_path / "d")
     assert fake.streams[0].reset_at == [6]
@@ -307,7 +313,7 @@ def test_yuv_rendering_matches_the_rgb_route(tmp_path):
 
     # a smooth in-gamut frame: RGB clipping of saturated test patterns would differ between routes
     src = encode_lossless(tmp_path / "in.mp4", scene(1, 0), codec=("-c:v", "libx264", "-pix_fmt", "yuv420p"))
-    frame = next(iter(VideoReader(str(src), yuv=True)))
+    frame = first_frame(src, yuv=True)
     assert frame.yuv is not None
     labels = np.ascontiguousarray(np.broadcast_to((np.arange(W) * 19 // W).astype(np.uint8), (H, W)))
     labels[40:, 90:] = 255  # ignored: shown unblended
