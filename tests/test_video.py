@@ -155,6 +155,18 @@ def test_close_mid_stream_stops_ffmpeg(tmp_path):
 # --------------------------------------------------------------------------- frame folders
 
 
+def test_an_unreachable_reader_stops_its_decoder(tmp_path):
+    import gc
+
+    reader = VideoReader(str(make_clip(tmp_path / "a.mp4", 40)))
+    assert next(iter(reader)).index == 0
+    proc = reader._proc
+    assert proc.poll() is None  # decoding ahead, blocked on the pipe
+    del reader
+    gc.collect()
+    assert proc.wait(timeout=5) is not None
+
+
 def test_folder_natural_order_and_names(tmp_path):
     for i in (10, 2, 1):
         cv2.imwrite(str(tmp_path / f"f{i}.png"), np.full((8, 16, 3), i, np.uint8))
@@ -349,7 +361,7 @@ def test_a_restarted_decoders_late_stderr_thread_cannot_end_the_new_header(tmp_p
 
     clip = make_clip(tmp_path / "444.mp4", 3, extra=("-pix_fmt", "yuv444p"))
     started: list[int] = []
-    real_popen, real_read = reader.subprocess.Popen, reader.VideoReader._read_stderr
+    real_popen, real_read = reader.subprocess.Popen, reader._read_stderr
 
     def popen(*args, **kwargs):
         if started:
@@ -358,15 +370,15 @@ def test_a_restarted_decoders_late_stderr_thread_cannot_end_the_new_header(tmp_p
         started.append(proc.pid)
         return proc
 
-    def read_stderr(self, proc, *args):
+    def read_stderr(proc, *args):
         try:
-            real_read(self, proc, *args)
+            real_read(proc, *args)
         finally:
             if proc.pid == started[0]:
                 time.sleep(0.3)
 
     monkeypatch.setattr(reader.subprocess, "Popen", popen)
-    monkeypatch.setattr(reader.VideoReader, "_read_stderr", read_stderr)
+    monkeypatch.setattr(reader, "_read_stderr", read_stderr)
     result: list = []
 
     def open_and_read():

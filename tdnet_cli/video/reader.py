@@ -140,6 +140,37 @@ def _fps_fraction(text: str) -> Fraction:
     return Fraction(value).limit_denominator(1001)
 
 
+# stderr is read continuously: a full pipe would stall ffmpeg
+def _drain_stderr(proc: subprocess.Popen, header: list[str], header_done: threading.Event, tail: deque[str],
+                  problems: list[str], stopped: threading.Event) -> None:
+    try:
+        _read_stderr(proc, header, header_done, tail, problems, stopped)
+    except (OSError, ValueError):  # the stream was closed under us (close() or a restart)
+        pass
+    header_done.set()  # ended before an output stream was announced: the header is all there is
+
+
+def _read_stderr(proc: subprocess.Popen, header: list[str], header_done: threading.Event, tail: deque[str],
+                 problems: list[str], stopped: threading.Event) -> None:
+    """ffmpeg's messages into ``tail``; the header (until the output stream is announced)
+    into ``header``; errors into ``problems``, unless they come after we stopped it."""
+    in_output = False
+    assert proc.stderr is not None
+    for raw in iter(proc.stderr.readline, b""):
+        line = raw.decode("utf-8", "replace").rstrip()
+        tail.append(line)
+        m = _LEVEL_RE.search(line)
+        level, text = (m.group(1), m.group(2)) if m else ("info", line)
+        if not header_done.is_set():
+            header.append(text)
+            if text.startswith("Output #0"):
+                in_output = True
+            elif in_output and "Video:" in text:
+                header_done.set()
+        if level in ("panic", "fatal", "error") and not stopped.is_set():
+            problems.append(text.strip())
+
+
 class VideoReader:
     """Decode a video (file path or URL) to RGB frames with an ffmpeg subprocess; with
     ``yuv=True`` to planar YUV 4:2:0 frames instead (see :class:`Frame`), which saves
@@ -163,12 +194,13 @@ class VideoReader:
 
     def _start(self, yuv: bool) -> None:
         self.yuv = yuv
-        self._stopped = False
+        self._stop = threading.Event()  # set by close(): errors after it are ours, not the file's
         self._plain_yuv420 = False
-        # Each decoder start has its own header, tail and problem lists and its own "header
-        # read" event, handed to its stderr thread: a restarted decoder's old thread may
-        # still be finishing, and must not mark the new header as read (that once made a
-        # test wait forever on a decoder nobody read from).
+        # Each decoder start has its own header, tail and problem lists and its own events,
+        # handed to its stderr thread (which holds no reference to the reader, so an
+        # unreachable reader is collected and stops its decoder): a restarted decoder's old
+        # thread may still be finishing, and must not mark the new header as read (that once
+        # made a test wait forever on a decoder nobody read from).
         header: list[str] = []
         header_done = threading.Event()
         tail: deque[str] = deque(maxlen=40)
@@ -187,8 +219,8 @@ class VideoReader:
             cmd, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE, start_new_session=True
         )
         self._stderr_thread = threading.Thread(
-            target=self._drain_stderr, args=(self._proc, header, header_done, tail, problems), name="ffmpeg-stderr",
-            daemon=True,
+            target=_drain_stderr, args=(self._proc, header, header_done, tail, problems, self._stop),
+            name="ffmpeg-stderr", daemon=True,
         )
         self._stderr_thread.start()
         try:
@@ -198,33 +230,6 @@ class VideoReader:
         except BaseException:
             self.close()
             raise
-
-    # stderr is read continuously: a full pipe would stall ffmpeg
-    def _drain_stderr(self, proc: subprocess.Popen, header: list[str], header_done: threading.Event,
-                      tail: deque[str], problems: list[str]) -> None:
-        try:
-            self._read_stderr(proc, header, header_done, tail, problems)
-        except (OSError, ValueError):  # the stream was closed under us (close() or a restart)
-            pass
-        header_done.set()  # ended before an output stream was announced: the header is all there is
-
-    def _read_stderr(self, proc: subprocess.Popen, header: list[str], header_done: threading.Event,
-                     tail: deque[str], problems: list[str]) -> None:
-        in_output = False
-        assert proc.stderr is not None
-        for raw in iter(proc.stderr.readline, b""):
-            line = raw.decode("utf-8", "replace").rstrip()
-            tail.append(line)
-            m = _LEVEL_RE.search(line)
-            level, text = (m.group(1), m.group(2)) if m else ("info", line)
-            if not header_done.is_set():
-                header.append(text)
-                if text.startswith("Output #0"):
-                    in_output = True
-                elif in_output and "Video:" in text:
-                    header_done.set()
-            if level in ("panic", "fatal", "error") and not self._stopped:
-                problems.append(text.strip())
 
     def _parse_header(self) -> SourceInfo:
         inputs = [t for t in self._header if "Video:" in t and "Stream #0:" in t]
@@ -303,7 +308,7 @@ class VideoReader:
                     break
                 got += n
             if got < nbytes:
-                if got and not self._stopped:
+                if got and not self._stop.is_set():
                     self.problems.append(f"stream ended inside frame {index}")
                 break
             name = f"{index:0{self._name_digits}d}"
@@ -314,13 +319,13 @@ class VideoReader:
             index += 1
         rc = self._proc.wait()
         self._stderr_thread.join(timeout=5)
-        if rc != 0 and not self._stopped and not self.problems:
+        if rc != 0 and not self._stop.is_set() and not self.problems:
             self.problems.append(f"ffmpeg exited with status {rc}")
 
     def close(self) -> None:
         """Stop decoding (safe to call twice, from any thread)."""
         if self._proc.poll() is None:
-            self._stopped = True
+            self._stop.set()
             self._proc.kill()
         for stream in (self._proc.stdout, self._proc.stderr):
             if stream is not None:
@@ -338,6 +343,16 @@ class VideoReader:
 
     def __exit__(self, *exc) -> None:
         self.close()
+
+    def __del__(self) -> None:
+        # A reader nobody can reach any more (e.g. only its first frame was taken) stops its
+        # decoder, which would otherwise block on a full pipe until the program ends.
+        proc = getattr(self, "_proc", None)
+        if proc is not None and proc.poll() is None:
+            try:
+                self.close()
+            except Exception:  # pragma: no cover - interpreter shutdown
+                pass
 
 
 # --------------------------------------------------------------------------- frame folders
