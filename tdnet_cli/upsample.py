@@ -86,14 +86,13 @@ def _subdivision(n: int, out: int) -> int:
     return 1 if n <= 1 or span < 16 else 2 if span < 32 else 4
 
 
-def _cells(n: int, out: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """For ``out`` output positions (align_corners=True) over ``n`` inputs: each one's cell
-    (top/left corner, at most n-2), its weight towards the far corner, and how many output
-    positions each cell holds."""
+def _cells(n: int, out: int) -> tuple[np.ndarray, np.ndarray]:
+    """For ``out`` output positions (align_corners=True) over ``n`` inputs: each one's weight
+    towards the far corner of its cell (cells are the top/left corners 0..n-2), and how many
+    output positions each cell holds."""
     pos = np.linspace(0, n - 1, out) if out > 1 else np.zeros(1)
     cell = np.minimum(np.floor(pos).astype(np.int64), max(n - 2, 0))
-    counts = np.bincount(cell, minlength=max(n - 1, 1))
-    return cell, (pos - cell).astype(np.float32), counts
+    return (pos - cell).astype(np.float32), np.bincount(cell, minlength=max(n - 1, 1))
 
 
 def _far(n: int) -> np.ndarray:
@@ -109,6 +108,8 @@ class _Plan:
     fine_w: int
     coarse_row: np.ndarray  # each fine row's / column's cell on the logits grid
     coarse_col: np.ndarray
+    coarse_far_row: np.ndarray  # far corner of each logits-grid cell row / column
+    coarse_far_col: np.ndarray
     wy: np.ndarray  # each output row's / column's weight towards the far side of its fine cell
     wx: np.ndarray
     ny: np.ndarray  # output rows per fine cell row, and the first of them
@@ -117,20 +118,26 @@ class _Plan:
     first_col: np.ndarray
     far_row: np.ndarray  # far corner of each fine cell row / column
     far_col: np.ndarray
+    has_pixels: np.ndarray  # (cells_y, cells_x): fine cells that hold output pixels
 
 
 @functools.lru_cache(maxsize=16)
 def _plan(h: int, w: int, out_h: int, out_w: int) -> _Plan:
     sy, sx = _subdivision(h, out_h), _subdivision(w, out_w)
     fh, fw = (h - 1) * sy + 1, (w - 1) * sx + 1
-    _, wy, ny = _cells(fh, out_h)
-    _, wx, nx = _cells(fw, out_w)
+    wy, ny = _cells(fh, out_h)
+    wx, nx = _cells(fw, out_w)
     return _Plan(
-        fh, fw,
-        np.minimum(np.arange(fh) // sy, max(h - 2, 0)), np.minimum(np.arange(fw) // sx, max(w - 2, 0)),
-        wy, wx, ny, np.concatenate(([0], np.cumsum(ny)[:-1])),
-        nx, np.concatenate(([0], np.cumsum(nx)[:-1])), _far(fh), _far(fw),
-    )  # fmt: skip
+        fine_h=fh, fine_w=fw,
+        coarse_row=np.minimum(np.arange(fh) // sy, max(h - 2, 0)),
+        coarse_col=np.minimum(np.arange(fw) // sx, max(w - 2, 0)),
+        coarse_far_row=_far(h), coarse_far_col=_far(w),
+        wy=wy, wx=wx,
+        ny=ny, first_row=np.concatenate(([0], np.cumsum(ny)[:-1])),
+        nx=nx, first_col=np.concatenate(([0], np.cumsum(nx)[:-1])),
+        far_row=_far(fh), far_col=_far(fw),
+        has_pixels=(ny > 0)[:, None] & (nx > 0)[None, :],
+    )
 
 
 def _mixed(labels: np.ndarray, far_row: np.ndarray, far_col: np.ndarray) -> np.ndarray:
@@ -149,7 +156,7 @@ def _fine_labels(coarse: np.ndarray, table: torch.Tensor, p: _Plan) -> np.ndarra
     h, w = coarse.shape
     if (p.fine_h, p.fine_w) == (h, w):
         return coarse
-    mixed = _mixed(coarse, _far(h), _far(w))
+    mixed = _mixed(coarse, p.coarse_far_row, p.coarse_far_col)
     labels = np.ascontiguousarray(coarse[p.coarse_row][:, p.coarse_col])  # each cell's top-left corner
     need = np.ascontiguousarray(mixed[p.coarse_row][:, p.coarse_col]).reshape(-1).nonzero()[0]
     if len(need):
@@ -182,7 +189,7 @@ def _fill(table: torch.Tensor, fine: np.ndarray, p: _Plan, out: np.ndarray) -> N
     (fine_h * fine_w, C) and labels ``fine``."""
     # Every pixel gets its cell's corner label (rows of cells repeat whole rows: fast copies).
     out[:] = np.repeat(np.repeat(fine[: len(p.ny), : len(p.nx)], p.nx, axis=1), p.ny, axis=0)
-    mixed = _mixed(fine, p.far_row, p.far_col) & (p.ny > 0)[:, None] & (p.nx > 0)[None, :]
+    mixed = _mixed(fine, p.far_row, p.far_col) & p.has_pixels
     cell_row, cell_col = mixed.nonzero()
     if not len(cell_row):
         return
