@@ -3,7 +3,7 @@
 usage: python docs/segment_ab.py OUT_DIR CHECKOUT_A CHECKOUT_B [REPEATS] [PRESETS]
 
 Each run is a fresh process importing `tdnet_cli` from one checkout, segmenting the street
-clip (docs/street_clips.py, looped to 240 frames) with the bundled model, overlay output.
+clip (docs/street_clips.py, 240 frames) with the bundled model, overlay output.
 Per run: end-to-end fps, the model stage's fps, and CPU seconds per frame of the process
 and of its ffmpeg children (getrusage), so a change that saves CPU shows even where the
 wall clock is noisy. Alternating puts machine noise on both alike. Writes
@@ -18,7 +18,6 @@ import sys
 
 from street_clips import street_clips  # docs/, beside this script
 
-from tdnet_cli.video import ffmpeg_exe
 
 FRAMES = 240
 RUN = r"""
@@ -40,20 +39,13 @@ print(json.dumps({"fps": r.frames / wall, "model_fps": r.model_fps, "frames": r.
 """
 
 
-def long_clip(src: str, out: pathlib.Path) -> str:
-    if not out.exists():
-        subprocess.run([ffmpeg_exe(), "-v", "error", "-y", "-stream_loop", "-1", "-i", src, "-frames:v", str(FRAMES),
-                        "-c:v", "libx264", "-preset", "veryfast", "-crf", "18", str(out)], check=True)
-    return str(out)
-
-
 def main() -> None:
     out = pathlib.Path(sys.argv[1])
     checkouts = {"A": sys.argv[2], "B": sys.argv[3]}
     repeats = int(sys.argv[4]) if len(sys.argv) > 4 else 3
     presets = sys.argv[5].split(",") if len(sys.argv) > 5 else ["ultrafast", "veryfast"]
     out.mkdir(parents=True, exist_ok=True)
-    clips = {size: long_clip(path, out / f"clip_{size}_{FRAMES}.mp4") for size, path in street_clips(out).items()}
+    clips = street_clips(out, FRAMES)
     runs = []
     for size, clip in clips.items():
         for preset in presets:
