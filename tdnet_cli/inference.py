@@ -126,6 +126,7 @@ class Predictor:
         precision: str = "fp32",
         optimize: bool = True,
         compile: bool | str = False,
+        winograd: bool | None = None,
     ) -> None:
         self.device = device if isinstance(device, torch.device) else resolve_device(device)
         if precision not in PRECISIONS:
@@ -142,7 +143,13 @@ class Predictor:
         # channels_last pays on the CPU (oneDNN); on an H200 the NCHW plain path ran td4-psp18 in
         # 6.3 ms against 16.1 ms for channels_last (docs/benchmarks.md), so GPUs keep NCHW.
         channels_last = self.device.type == "cpu"
-        model = optimize_for_inference(loaded.model, channels_last=channels_last) if optimize else loaded.model.eval()
+        # Winograd 3x3 convs (None = auto): CPU fp32 eager only. bf16 has oneDNN's AMX kernels,
+        # and compiled graphs have inductor's frozen, fused convolutions.
+        if winograd is None:
+            winograd = self.device.type == "cpu" and precision == "fp32" and not compile
+        self.winograd = bool(winograd and optimize)
+        model = (optimize_for_inference(loaded.model, channels_last=channels_last, winograd=self.winograd)
+                 if optimize else loaded.model.eval())
         self.model = model.to(self.device)
         self.channels_last = bool(getattr(model, "channels_last", False))
         # torch.compile: True = default mode; a string picks one, e.g. "reduce-overhead" (CUDA
@@ -177,6 +184,7 @@ class Predictor:
         input_size: tuple[int, int] | None = None,
         optimize: bool = True,
         compile: bool | str = False,
+        winograd: bool | None = None,
     ) -> "Predictor":
         """From ``--weights`` and/or ``--model``; neither means the bundled demo model."""
         notes = []
@@ -195,7 +203,7 @@ class Predictor:
                 loaded = random_model(DEFAULT_PRESET, input_size=input_size)
                 notes.append(f"no bundled weights found: {DEFAULT_PRESET} with random weights; "
                              "pass --weights FILE for real predictions")
-        pred = cls(loaded, device=device, precision=precision, optimize=optimize, compile=compile)
+        pred = cls(loaded, device=device, precision=precision, optimize=optimize, compile=compile, winograd=winograd)
         pred.notes = notes
         return pred
 

@@ -38,6 +38,23 @@ def test_model_only_report_is_consistent():
     assert r.peak_rss_mb > 0
 
 
+def test_ceiling_is_the_direct_conv_and_winograd_layers_are_reported_beside_it():
+    from tdnet_cli.inference import Predictor
+    from tdnet_cli.models.checkpoint import random_model
+    from tdnet_cli.pipeline.bench import conv_ceiling
+
+    loaded = random_model("td4-psp18", input_size=(65, 129))
+    wino, plain = (Predictor(loaded, device="cpu", winograd=w) for w in (True, False))
+    cw, cp = conv_ceiling(wino, repeats=1), conv_ceiling(plain, repeats=1)
+    assert cw["shape"] == cp["shape"] == "512->512 3x3 dilation 4 at 9x17"  # layer4 at stride 8
+    assert cw["gflop"] == cp["gflop"] and cw["gflops"] > 0
+    assert cw["layer_gflops"] > 0 and cp["layer_gflops"] is None
+    r = run_bench(model="td4-psp18", size=(65, 129), frames=1, warmup=0, device="cpu", ceiling=False)
+    assert r.result.winograd and r.to_dict()["result"]["winograd"] is True
+    assert not run_bench(model="td4-tiny", frames=1, warmup=0, device="cpu", ceiling=False,
+                         precision="bf16").result.winograd
+
+
 def test_encode_ahead_throughput_is_reported_for_one_cpu_stream(monkeypatch):
     import torch
 

@@ -11,6 +11,7 @@ from conformance import assert_conforms, check_frame, expected, key_listing, nor
 from tdnet_cli.inference import Predictor
 from tdnet_cli.models import LoadedModel, create_model, optimize_for_inference
 from tdnet_cli.models.tdnet import TDNet
+from tdnet_cli.models.winograd import WinogradConv2d
 
 PRESETS = ["td4-psp18", "td2-psp50"]
 
@@ -44,11 +45,15 @@ def test_reference_path_reproduces_authors_outputs(small_model):
         assert_conforms(check_frame(up[0], ref, i), i)
 
 
-def test_fast_path_reproduces_authors_outputs(small_model):
+@pytest.mark.parametrize("winograd", [False, True], ids=["direct", "winograd"])
+def test_fast_path_reproduces_authors_outputs(small_model, winograd):
     preset, model = small_model
     ref = expected(preset)
-    fast = optimize_for_inference(model)
+    # min_channels=0: every 3x3 stride-1 conv of the model runs as Winograd products
+    fast = optimize_for_inference(model, winograd=winograd, winograd_min_channels=0)
     assert not any(isinstance(m, torch.nn.BatchNorm2d) for m in fast.modules()), "BN left unfolded"
+    swapped = sum(isinstance(m, WinogradConv2d) for m in fast.modules())
+    assert (swapped >= 10) if winograd else swapped == 0
     outs = run_stream(fast, ref["inputs"], channels_last=True)
     for i, up in enumerate(outs):
         assert_conforms(check_frame(up[0], ref, i), i)
@@ -60,7 +65,7 @@ def test_two_streams_batched_in_lockstep(small_model):
     ref = expected(preset)
     frames = ref["inputs"]
     both = np.stack([frames, frames[::-1]])
-    outs = run_stream(optimize_for_inference(model), both, channels_last=True)
+    outs = run_stream(optimize_for_inference(model, winograd=True, winograd_min_channels=0), both, channels_last=True)
     alone = run_stream(model, np.ascontiguousarray(frames[::-1]))
     for i, up in enumerate(outs):
         assert_conforms(check_frame(up[0], ref, i), i)

@@ -12,6 +12,7 @@ from tdnet_cli.upsample import argmax_classes, upsample_argmax
 from tdnet_cli.models import create_model, list_models, optimize_for_inference, random_model
 from tdnet_cli.models.complexity import preset_complexity
 from tdnet_cli.models.resnet import feature_size
+from tdnet_cli.models.winograd import WinogradConv2d, use_winograd
 
 torch.manual_seed(0)
 
@@ -253,3 +254,65 @@ def test_spatial_layer_norm_channels_last_equals_layer_norm():
     xg = x.contiguous(memory_format=torch.channels_last).requires_grad_()
     ln(xg).sum().backward()  # the autograd branch (no in-place) works too
     assert xg.grad is not None and torch.isfinite(xg.grad).all()
+
+
+@pytest.mark.parametrize("cin, cout, dilation, size, batch, bias", [
+    (16, 24, 1, (13, 21), 1, True),   # several blocks, ragged edges
+    (8, 8, 2, (3, 5), 2, False),      # smaller than one block, batch of two, no bias
+    (12, 20, 4, (37, 50), 1, True),   # dilated as layer4, blocks d rows apart
+    (6, 10, 3, (1, 1), 1, True),      # a single pixel: every tap but the centre is padding
+])
+def test_winograd_conv_equals_the_direct_conv(cin, cout, dilation, size, batch, bias):
+    torch.manual_seed(0)
+    conv = torch.nn.Conv2d(cin, cout, 3, padding=dilation, dilation=dilation, bias=bias)
+    wino = WinogradConv2d.from_conv(conv)
+    x = torch.randn(batch, cin, *size)
+    with torch.inference_mode():
+        exact = torch.nn.functional.conv2d(x.double(), conv.weight.double(), None if conv.bias is None else
+                                           conv.bias.double(), padding=dilation, dilation=dilation)
+        for inp in (x, x.contiguous(memory_format=torch.channels_last)):
+            out = wino(inp)
+            assert out.shape == exact.shape and out.is_contiguous(memory_format=torch.channels_last)
+            assert (out.double() - exact).abs().max() <= 2e-5 * exact.abs().max()
+
+
+def test_winograd_conv_takes_the_direct_conv_outside_cpu_fp32_inference():
+    torch.manual_seed(0)
+    conv = torch.nn.Conv2d(8, 8, 3, padding=2, dilation=2)
+    wino = WinogradConv2d.from_conv(conv)
+    x = torch.randn(1, 8, 9, 11)
+    with torch.inference_mode(), torch.autocast("cpu", dtype=torch.bfloat16):
+        assert torch.equal(wino(x), conv(x))  # bf16 autocast: oneDNN's kernels, bit for bit
+    xg = x.clone().requires_grad_()
+    wino(xg).sum().backward()  # training: an ordinary, differentiable convolution
+    assert xg.grad is not None and xg.grad.abs().sum() > 0
+
+
+def test_use_winograd_accepts_only_wide_same_padded_3x3_convs():
+    c = torch.nn.Conv2d
+    assert use_winograd(c(256, 256, 3, padding=2, dilation=2))
+    assert not use_winograd(c(128, 256, 3, padding=1))                   # too narrow to pay
+    assert use_winograd(c(128, 256, 3, padding=1), min_channels=128)
+    assert not use_winograd(c(256, 256, 3, stride=2, padding=1))
+    assert not use_winograd(c(256, 256, 1))
+    assert not use_winograd(c(256, 256, 3, padding=1, groups=2))
+    assert not use_winograd(c(256, 256, 3, padding=1, dilation=2))      # not 'same' padding
+    assert not use_winograd(c(256, 256, 3, padding=1, padding_mode="reflect"))
+
+
+def test_predictor_uses_winograd_for_cpu_fp32_eager_only():
+    loaded = random_model("td4-psp18", input_size=(65, 129))
+
+    def swapped(pred):
+        return sum(isinstance(m, WinogradConv2d) for m in pred.model.modules())
+
+    eager = Predictor(loaded, device="cpu")
+    assert eager.winograd and swapped(eager) > 0
+    for kwargs in ({"precision": "bf16"}, {"compile": True}, {"winograd": False}, {"optimize": False}):
+        pred = Predictor(loaded, device="cpu", **kwargs)
+        assert not pred.winograd and swapped(pred) == 0, kwargs
+    plain = Predictor(loaded, device="cpu", winograd=False)
+    frames = np.random.default_rng(3).integers(0, 256, (3, 65, 129, 3), dtype=np.uint8)
+    s_w, s_p = eager.new_stream(), plain.new_stream()
+    for f in frames:
+        assert torch.allclose(eager.logits(f, s_w), plain.logits(f, s_p), atol=1e-4)

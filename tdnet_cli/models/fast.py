@@ -5,7 +5,9 @@
 - pyramid-pooling branches compute only the channel group their path keeps,
 - attention applies its output projection to the few source values instead of every
   target position, and uses ``scaled_dot_product_attention`` on CUDA,
-- activations are channels_last, which oneDNN and cuDNN run faster.
+- activations are channels_last, which oneDNN and cuDNN run faster,
+- optionally (CPU fp32), the wide 3x3 convolutions run as Winograd products
+  (:mod:`tdnet_cli.models.winograd`).
 Outputs stay within float rounding of the plain path (tests check the conformance
 tolerance on both).
 """
@@ -19,8 +21,9 @@ from torch import nn
 
 from tdnet_cli.models.attention import AttentionPropagation
 from tdnet_cli.models.pyramid import PyramidPooling
+from tdnet_cli.models.winograd import WinogradConv2d, use_winograd
 
-__all__ = ["fold_bn", "fold_all_bn", "optimize_for_inference"]
+__all__ = ["fold_bn", "fold_all_bn", "optimize_for_inference", "swap_winograd"]
 
 _PAIRS = (("conv", "bn"), ("conv1", "bn1"), ("conv2", "bn2"), ("conv3", "bn3"))
 
@@ -62,8 +65,23 @@ def fold_all_bn(model: nn.Module) -> int:
     return folded
 
 
-def optimize_for_inference(model: nn.Module, *, channels_last: bool = True) -> nn.Module:
-    """An inference-only copy of ``model`` (see module docstring). The original is untouched."""
+def swap_winograd(model: nn.Module, min_channels: int = 256) -> int:
+    """Replace every conv that :func:`use_winograd` accepts by a :class:`WinogradConv2d`, in
+    place (after BN folding, so the folded bias comes along); returns how many."""
+    swapped = 0
+    for module in list(model.modules()):
+        for name, child in list(module.named_children()):
+            if use_winograd(child, min_channels):
+                setattr(module, name, WinogradConv2d.from_conv(child))
+                swapped += 1
+    return swapped
+
+
+def optimize_for_inference(model: nn.Module, *, channels_last: bool = True, winograd: bool = False,
+                           winograd_min_channels: int = 256) -> nn.Module:
+    """An inference-only copy of ``model`` (see module docstring). The original is untouched.
+    ``winograd``: for the CPU in fp32 eager mode; elsewhere the swapped layers would only
+    fall back to ordinary convolutions."""
     fast = copy.deepcopy(model).eval()
     for module in fast.modules():
         if isinstance(module, PyramidPooling):
@@ -71,6 +89,8 @@ def optimize_for_inference(model: nn.Module, *, channels_last: bool = True) -> n
         if isinstance(module, AttentionPropagation):
             module.use_sdpa = True
     fold_all_bn(fast)
+    if winograd:
+        swap_winograd(fast, winograd_min_channels)
     if channels_last:
         fast = fast.to(memory_format=torch.channels_last)
     fast.channels_last = channels_last

@@ -22,12 +22,14 @@ from typing import Callable
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from tdnet_cli.errors import UsageError
 from tdnet_cli.inference import Predictor
 from tdnet_cli.models.checkpoint import LoadedModel, random_model
 from tdnet_cli.models.complexity import steady_gflops
+from tdnet_cli.models.winograd import WinogradConv2d
 from tdnet_cli.pipeline.segment import ENCODE_WORKERS
 from tdnet_cli.video import check_encoding
 
@@ -85,6 +87,8 @@ class BenchResult:
     peak_rss_mb: float
     peak_cuda_mb: float | None = None
     compiled: bool = False
+    # wide 3x3 convs as Winograd products: fewer multiplies than gflops_per_frame counts
+    winograd: bool = False
     # CPU TDNet: throughput with frames encoded ahead on a pool, as `segment` runs it
     encode_ahead: dict | None = None
 
@@ -229,6 +233,7 @@ def bench_predictor(
         peak_rss_mb=_peak_rss_mb(),
         peak_cuda_mb=torch.cuda.max_memory_allocated(dev) / 2**20 if dev.type == "cuda" else None,
         compiled=pred.compiled,
+        winograd=pred.winograd,
     )
 
 
@@ -309,8 +314,10 @@ def _heaviest_conv(model: nn.Module, x: torch.Tensor, stream_state) -> tuple[nn.
 def conv_ceiling(pred: Predictor, *, repeats: int = 5) -> dict:
     """GFLOP/s of the model's heaviest conv run alone, same device, layout and precision.
 
-    This is what the hardware + library reach on the model's own dominant shape: the
-    fraction of it the whole model achieves says how much time goes elsewhere.
+    This is what the hardware + library reach on the model's own dominant shape as a direct
+    convolution: the fraction of it the whole model achieves says how much time goes
+    elsewhere. Where the model runs that layer as Winograd products, ``layer_gflops`` is the
+    same layer as the model runs it, in the same direct-convolution FLOPs (so above the ceiling).
     """
     dev = pred.device
     h, w = pred.input_size
@@ -321,23 +328,35 @@ def conv_ceiling(pred: Predictor, *, repeats: int = 5) -> dict:
     inp = torch.randn(shape, device=dev)
     if pred.channels_last:
         inp = inp.contiguous(memory_format=torch.channels_last)
-    times = []
-    with torch.inference_mode(), pred._autocast():
-        for i in range(repeats + 1):
-            _sync(dev)
-            t0 = time.perf_counter()
-            out = conv(inp)
-            _sync(dev)
-            if i:
-                times.append(time.perf_counter() - t0)
+
+    def direct(t: torch.Tensor) -> torch.Tensor:
+        return F.conv2d(t, conv.weight, conv.bias, conv.stride, conv.padding, conv.dilation, conv.groups)
+
+    def median_seconds(fn) -> tuple[float, torch.Tensor]:
+        times = []
+        with torch.inference_mode(), pred._autocast():
+            for i in range(repeats + 1):
+                _sync(dev)
+                t0 = time.perf_counter()
+                out = fn(inp)
+                _sync(dev)
+                if i:
+                    times.append(time.perf_counter() - t0)
+        return statistics.median(times), out
+
+    seconds, out = median_seconds(direct)
     k = conv.weight.shape[1] * conv.weight.shape[2] * conv.weight.shape[3]
     gflop = 2.0 * out.numel() * k / 1e9
-    return {
-        "gflops": gflop / statistics.median(times),
+    result = {
+        "gflops": gflop / seconds,
         "shape": f"{conv.in_channels}->{conv.out_channels} {conv.kernel_size[0]}x{conv.kernel_size[1]} "
                  f"dilation {conv.dilation[0]} at {shape[2]}x{shape[3]}",
         "gflop": gflop,
+        "layer_gflops": None,
     }
+    if isinstance(conv, WinogradConv2d):
+        result["layer_gflops"] = gflop / median_seconds(conv)[0]
+    return result
 
 
 def run_bench(

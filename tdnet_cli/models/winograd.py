@@ -1,0 +1,137 @@
+"""3x3 convolutions as Winograd F(4x4, 3x3) products, for the CPU fp32 fast path.
+
+A stride-1 3x3 convolution computes each 4x4 block of outputs from a 6x6 block of inputs.
+Winograd's transform turns that into 36 independent channel products: per output block,
+``36 * C * K`` multiplies instead of ``144 * C * K``, so the wide dilated layers that hold
+most of a TDNet step's FLOPs need 2.25x fewer multiplies and run as 36 plain matrix products.
+A dilation d only spaces the taps: the block's rows and columns are d apart, so blocks are
+gathered from a (rows / d, d, cols / d, d) view of the padded input and everything else is
+unchanged.
+
+In fp32 the result differs from a direct convolution by ~1e-5 of the output's range (direct
+oneDNN: ~1e-6), well inside the conformance tolerance. Only the wide layers pay (the
+transforms are memory-bound), so ``optimize_for_inference`` swaps in :class:`WinogradConv2d`
+only where both channel counts reach ``min_channels``; measured on the 2-core CPU
+(docs/benchmarks.md): 512->512 dilation 4 at 97x193 310 -> 181 ms, 256->256 dilation 2
+69 -> 52 ms, 128->128 18.5 -> 20 ms (slower).
+"""
+
+from __future__ import annotations
+
+import threading
+
+import torch
+from torch import nn
+
+__all__ = ["WinogradConv2d", "winograd_weight", "use_winograd"]
+
+# Lavin & Gray's F(4, 3) with interpolation points 0, 1, -1, 2, -2 and infinity.
+_BT = torch.tensor([[4, 0, -5, 0, 1, 0], [0, -4, -4, 1, 1, 0], [0, 4, -4, -1, 1, 0],
+                    [0, -2, -1, 2, 1, 0], [0, 2, -1, -2, 1, 0], [0, 4, 0, -5, 0, 1]], dtype=torch.float64)
+_G = torch.tensor([[1 / 4, 0, 0], [-1 / 6, -1 / 6, -1 / 6], [-1 / 6, 1 / 6, -1 / 6],
+                   [1 / 24, 1 / 12, 1 / 6], [1 / 24, -1 / 12, 1 / 6], [0, 0, 1]], dtype=torch.float64)
+_AT = torch.tensor([[1, 1, 1, 1, 1, 0], [0, 1, -1, 2, -2, 0], [0, 1, 1, 4, 4, 0], [0, 1, -1, 8, -8, 1]],
+                   dtype=torch.float64)
+# Both sides of a 2-D block at once: (36, 36) for the input, (16, 36) for the output.
+_INPUT_T = torch.kron(_BT, _BT).float()
+_OUTPUT_T = torch.kron(_AT, _AT).float()
+
+# Scratch buffers, one set per thread (pipelines run paths on more than one thread); reused
+# across calls because freshly allocated blocks of this size cost page faults every call.
+_scratch = threading.local()
+
+
+def _buffer(slot: str, shape: tuple[int, ...]) -> torch.Tensor:
+    n = 1
+    for s in shape:
+        n *= s
+    buf = getattr(_scratch, slot, None)
+    if buf is None or buf.numel() < n:
+        buf = torch.empty(n)
+        setattr(_scratch, slot, buf)
+    return buf[:n].view(shape)
+
+
+def winograd_weight(weight: torch.Tensor) -> torch.Tensor:
+    """(K, C, 3, 3) kernel -> (36, C, K): G g G^T for each input/output channel pair."""
+    u = torch.einsum("ai,kcij,bj->abck", _G, weight.detach().double(), _G)
+    return u.reshape(36, weight.shape[1], weight.shape[0]).float().contiguous()
+
+
+def use_winograd(conv: nn.Module, min_channels: int = 256) -> bool:
+    """Whether ``conv`` is a 3x3, stride-1, 'same'-padded dense convolution wide enough to pay."""
+    return (type(conv) is nn.Conv2d and conv.kernel_size == (3, 3) and conv.stride == (1, 1)
+            and conv.groups == 1 and conv.padding_mode == "zeros"
+            and conv.dilation[0] == conv.dilation[1] == conv.padding[0] == conv.padding[1]
+            and min(conv.in_channels, conv.out_channels) >= min_channels)
+
+
+class WinogradConv2d(nn.Conv2d):
+    """An inference-only drop-in for a 3x3 stride-1 conv (see module docstring).
+
+    It keeps the original weight, so anything that reads ``weight`` (FLOP counts, the bench
+    ceiling) sees the same layer; inputs other than CPU float32 outside autocast take the
+    ordinary convolution.
+    """
+
+    @classmethod
+    def from_conv(cls, conv: nn.Conv2d) -> "WinogradConv2d":
+        if not use_winograd(conv, min_channels=0):
+            raise ValueError(f"not a 3x3 stride-1 same-padded conv: {conv}")
+        new = cls(conv.in_channels, conv.out_channels, 3, padding=conv.padding, dilation=conv.dilation,
+                  bias=conv.bias is not None, device=conv.weight.device, dtype=conv.weight.dtype)
+        with torch.no_grad():
+            new.weight.copy_(conv.weight)
+            if conv.bias is not None:
+                new.bias.copy_(conv.bias)
+        new.register_buffer("transformed", winograd_weight(new.weight), persistent=False)
+        return new
+
+    def _applies(self, x: torch.Tensor) -> bool:
+        return (x.device.type == "cpu" and x.dtype == torch.float32 and self.transformed.dtype == torch.float32
+                and not torch.is_autocast_enabled("cpu") and not (torch.is_grad_enabled() and x.requires_grad))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if not self._applies(x):
+            return super().forward(x)
+        out = x.new_empty(x.shape[0], x.shape[2], x.shape[3], self.out_channels)  # NHWC
+        for image, dst in zip(x.permute(0, 2, 3, 1), out):  # one image at a time bounds the scratch
+            _winograd_one(image, self.transformed, self.bias, self.dilation[0], dst)
+        return out.permute(0, 3, 1, 2)  # NCHW sizes, channels_last strides
+
+
+def _winograd_one(x: torch.Tensor, u: torch.Tensor, bias: torch.Tensor | None, d: int, out: torch.Tensor) -> None:
+    """One (H, W, C) image -> ``out`` (H, W, K), padding d, dilation d."""
+    h, w, c = x.shape
+    k = u.shape[2]
+    ty, tx = -(-h // (4 * d)), -(-w // (4 * d))  # output blocks of 4 rows (cols), d apart
+    hb, wb = 4 * ty + 2, 4 * tx + 2  # in units of d rows (cols), with the padding
+    tiles = ty * d * tx * d
+    padded = _buffer("padded", (hb * d, wb * d, c))
+    padded[:d].zero_()
+    padded[d + h:].zero_()
+    padded[:, :d].zero_()
+    padded[:, d + w:].zero_()
+    padded[d:d + h, d:d + w] = x
+    # Row r of the padded image is (r // d, r % d) here; block (t, i) starts at row d*4t + i.
+    grid = padded.view(hb, d, wb, d, c)
+    blocks = _buffer("blocks", (6, 6, ty, d, tx, d, c))
+    for i in range(6):
+        rows = grid[i:i + 4 * ty:4]
+        for j in range(6):
+            blocks[i, j].copy_(rows[:, :, j:j + 4 * tx:4])
+    transformed = _buffer("transformed", (36, tiles, c))
+    torch.mm(_INPUT_T, blocks.view(36, -1), out=transformed.view(36, -1))
+    products = _buffer("blocks", (36, tiles, k))  # the gathered blocks are no longer needed
+    for n in range(36):
+        torch.mm(transformed[n], u[n], out=products[n])
+    result = _buffer("result", (16, tiles * k))
+    torch.mm(_OUTPUT_T, products.view(36, -1), out=result)
+    # (a, b, block row, row offset, block col, col offset, K) -> image rows (block, a, offset)
+    blocks_out = result.view(4, 4, ty, d, tx, d, k).permute(2, 0, 3, 4, 1, 5, 6)
+    full = _buffer("full", (ty, 4, d, tx, 4, d, k))
+    if bias is None:
+        full.copy_(blocks_out)
+    else:
+        torch.add(blocks_out, bias, out=full)
+    out.copy_(full.view(ty * 4 * d, tx * 4 * d, k)[:h, :w])
