@@ -143,10 +143,10 @@ class Predictor:
         # channels_last pays on the CPU (oneDNN); on an H200 the NCHW plain path ran td4-psp18 in
         # 6.3 ms against 16.1 ms for channels_last (docs/benchmarks.md), so GPUs keep NCHW.
         channels_last = self.device.type == "cpu"
-        # Winograd 3x3 convs (None = auto): CPU fp32 eager only. bf16 has oneDNN's AMX kernels,
-        # and compiled graphs have inductor's frozen, fused convolutions.
+        # Winograd 3x3 convs (None = auto): CPU fp32 only (bf16 has oneDNN's AMX kernels); compiled
+        # graphs run those layers eagerly between them (td4-psp18: 1.35 s against 1.89 s without).
         if winograd is None:
-            winograd = self.device.type == "cpu" and precision == "fp32" and not compile
+            winograd = self.device.type == "cpu" and precision == "fp32"
         self.winograd = bool(winograd and optimize)
         model = (optimize_for_inference(loaded.model, channels_last=channels_last, winograd=self.winograd)
                  if optimize else loaded.model.eval())
@@ -298,9 +298,18 @@ class Predictor:
         """
         if self.device.type != "cpu":
             return contextlib.nullcontext()
+        import torch._dynamo.config as dynamo_config
         import torch._inductor.config as inductor_config
 
-        return inductor_config.patch(freezing=True)
+        stack = contextlib.ExitStack()
+        stack.enter_context(inductor_config.patch(freezing=True))
+        if self.winograd:
+            # Each Winograd layer breaks the graph, so every residual block between two of them
+            # is compiled on its own: more than dynamo's default 8 per function (then it would
+            # warn and run the rest eagerly).
+            limit = "recompile_limit" if hasattr(dynamo_config, "recompile_limit") else "cache_size_limit"
+            stack.enter_context(dynamo_config.patch(**{limit: 64}))
+        return stack
 
     def prepare(self, frames: np.ndarray) -> torch.Tensor:
         """:meth:`preprocess`, timed as the "preprocess" stage. Keeps no state, so a pipeline

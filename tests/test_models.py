@@ -300,19 +300,26 @@ def test_use_winograd_accepts_only_wide_same_padded_3x3_convs():
     assert not use_winograd(c(256, 256, 3, padding=1, padding_mode="reflect"))
 
 
-def test_predictor_uses_winograd_for_cpu_fp32_eager_only():
+def test_predictor_uses_winograd_for_cpu_fp32(monkeypatch):
+    """Eager and compiled (the Winograd layers run eagerly between compiled graphs; dynamo's
+    eager backend keeps the test fast), not for bf16, not on the reference path."""
+    import tdnet_cli.inference as inference
+
+    real_compile = torch.compile
+    monkeypatch.setattr(inference.torch, "compile", lambda fn, **kw: real_compile(fn, backend="eager", dynamic=False))
     loaded = random_model("td4-psp18", input_size=(65, 129))
 
     def swapped(pred):
         return sum(isinstance(m, WinogradConv2d) for m in pred.model.modules())
 
-    eager = Predictor(loaded, device="cpu")
-    assert eager.winograd and swapped(eager) > 0
-    for kwargs in ({"precision": "bf16"}, {"compile": True}, {"winograd": False}, {"optimize": False}):
+    eager, compiled = Predictor(loaded, device="cpu"), Predictor(loaded, device="cpu", compile=True)
+    assert eager.winograd and compiled.winograd and swapped(eager) == swapped(compiled) > 0
+    for kwargs in ({"precision": "bf16"}, {"winograd": False}, {"optimize": False}):
         pred = Predictor(loaded, device="cpu", **kwargs)
         assert not pred.winograd and swapped(pred) == 0, kwargs
     plain = Predictor(loaded, device="cpu", winograd=False)
-    frames = np.random.default_rng(3).integers(0, 256, (3, 65, 129, 3), dtype=np.uint8)
-    s_w, s_p = eager.new_stream(), plain.new_stream()
+    frames = np.random.default_rng(3).integers(0, 256, (5, 65, 129, 3), dtype=np.uint8)
+    streams = [p.new_stream() for p in (eager, compiled, plain)]
     for f in frames:
-        assert torch.allclose(eager.logits(f, s_w), plain.logits(f, s_p), atol=1e-4)
+        a, b, c = (p.logits(f, s) for p, s in zip((eager, compiled, plain), streams))
+        assert torch.allclose(a, c, atol=1e-4) and torch.allclose(a, b, atol=1e-5)

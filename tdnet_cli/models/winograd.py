@@ -91,6 +91,9 @@ class WinogradConv2d(nn.Conv2d):
         return (x.device.type == "cpu" and x.dtype == torch.float32 and self.transformed.dtype == torch.float32
                 and not torch.is_autocast_enabled("cpu") and not (torch.is_grad_enabled() and x.requires_grad))
 
+    # Traced, the 36 gathers and products per layer take inductor many minutes to compile
+    # (td4-psp18: over 20 min for one path); compiled graphs run this layer eagerly between them.
+    @torch.compiler.disable
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if not self._applies(x):
             return super().forward(x)
