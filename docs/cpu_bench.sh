@@ -19,5 +19,6 @@ for f in sorted(pathlib.Path(sys.argv[1]).glob("*.json")):
     print(f.name, r["model"], r["precision"], "compiled" if r["compiled"] else "eager", "ours %.0f ms" % r["steady"]["median_ms"],
           "reference %.0f ms" % b["steady"]["median_ms"], "speed-up %.2fx" % d["speedup_vs_baseline"],
           "GFLOP/s %.0f" % r["achieved_gflops"],
-          ("ceiling %.0f (%.0f%%)" % (d["ceiling"]["gflops"], 100 * d["fraction_of_ceiling"])) if d["ceiling"] else "")
+          ("ceiling %.0f (%.0f%%)" % (d["ceiling"]["gflops"], 100 * d["fraction_of_ceiling"])) if d["ceiling"] else "",
+          ("winograd layer %.0f" % d["ceiling"]["layer_gflops"]) if d["ceiling"] and d["ceiling"].get("layer_gflops") else "")
 PY

@@ -276,6 +276,20 @@ def test_winograd_conv_equals_the_direct_conv(cin, cout, dilation, size, batch, 
             assert (out.double() - exact).abs().max() <= 2e-5 * exact.abs().max()
 
 
+@pytest.mark.parametrize("chunk_values", [1, 36 * 4 * 4 * 6 * 2])  # 1 block row at a time; 2 rows
+def test_winograd_conv_in_chunks_of_block_rows_equals_the_direct_conv(monkeypatch, chunk_values):
+    import tdnet_cli.models.winograd as winograd
+
+    monkeypatch.setattr(winograd, "_CHUNK_VALUES", chunk_values)
+    torch.manual_seed(1)
+    conv = torch.nn.Conv2d(6, 5, 3, padding=2, dilation=2)
+    x = torch.randn(1, 6, 43, 29)  # 6 block rows of 8, the last one ragged
+    with torch.inference_mode():
+        exact = torch.nn.functional.conv2d(x.double(), conv.weight.double(), conv.bias.double(), padding=2, dilation=2)
+        out = WinogradConv2d.from_conv(conv)(x)
+    assert (out.double() - exact).abs().max() <= 2e-5 * exact.abs().max()
+
+
 def test_winograd_conv_takes_the_direct_conv_outside_cpu_fp32_inference():
     torch.manual_seed(0)
     conv = torch.nn.Conv2d(8, 8, 3, padding=2, dilation=2)
