@@ -51,6 +51,11 @@ def test_ceiling_is_the_direct_conv_and_winograd_layers_are_reported_beside_it()
     assert cw["layer_gflops"] > 0 and cp["layer_gflops"] is None
     r = run_bench(model="td4-psp18", size=(65, 129), frames=1, warmup=0, device="cpu", ceiling=False)
     assert r.result.winograd and r.to_dict()["result"]["winograd"] is True
+    off = runner.invoke(app, ["bench", "--model", "td4-psp18", "--size", "65x129", "--frames", "1", "--warmup", "0",
+                              "--device", "cpu", "--no-winograd", "--json"])
+    assert off.exit_code == 0, off.output
+    data = json.loads(off.stdout)
+    assert data["result"]["winograd"] is False and data["ceiling"]["layer_gflops"] is None
     assert not run_bench(model="td4-tiny", frames=1, warmup=0, device="cpu", ceiling=False,
                          precision="bf16").result.winograd
 

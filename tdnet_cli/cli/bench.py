@@ -38,6 +38,9 @@ def bench_command(
     precision: PrecisionOpt = "fp32",
     streams: Annotated[int, typer.Option("--streams", "-b", help="Streams batched in lockstep.")] = 1,
     compile: Annotated[bool, typer.Option("--compile", help="torch.compile the model step.")] = False,
+    no_winograd: Annotated[bool, typer.Option(
+        "--no-winograd", help="CPU fp32: run the wide 3x3 convs as direct convolutions (for comparison; "
+        "Winograd products are the default there).")] = False,
     baseline: Annotated[str | None, typer.Option(
         "--baseline", help="Also time a preset (e.g. psp101) or 'reference' (same weights, plain fp32 "
         "path mirroring the authors' code) in the same run, and print the ratio.", show_default=False)] = None,
@@ -66,6 +69,7 @@ def bench_command(
 
         report = run_bench(weights=weights, model=model, size=parse_size(size), frames=frames, warmup=warmup,
                            device=device, precision=precision, streams=streams, compile=compile,
+                           winograd=False if no_winograd else None,
                            baseline=baseline, ceiling=not no_ceiling, reference=reference, source=source,
                            encoding=(x264_preset, crf), progress=progress)
     if as_json:

@@ -370,6 +370,7 @@ def run_bench(
     precision: str = "fp32",
     streams: int = 1,
     compile: bool = False,
+    winograd: bool | None = None,
     baseline: str | None = None,
     ceiling: bool = True,
     reference: bool = False,
@@ -381,14 +382,15 @@ def run_bench(
 
     ``baseline`` is a preset name (its per-frame cost at the same size and precision) or
     ``"reference"``: the same weights on our plain path in fp32, which mirrors the
-    authors' code operation for operation. ``source`` (a video) adds the end-to-end
+    authors' code operation for operation. ``winograd``: None = the Predictor's choice (CPU
+    fp32), False = direct convolutions throughout. ``source`` (a video) adds the end-to-end
     `segment` run with its stage breakdown beside the model-only figures, its video encoded
     with ``encoding`` (x264 preset, CRF).
     """
     if source is not None:
         check_encoding(*encoding)  # before minutes of model timing, not after
     pred = Predictor.create(weights=weights, model=model, device=device, precision=precision,
-                            input_size=size, optimize=not reference, compile=compile)
+                            input_size=size, optimize=not reference, compile=compile, winograd=winograd)
     report = BenchReport(env=environment(pred.device), result=None, notes=list(pred.notes))  # type: ignore[arg-type]
     report.env.update(precision=precision, input_size=list(pred.input_size))
     report.result = bench_predictor(pred, frames=frames, warmup=warmup, streams=streams, progress=progress)
