@@ -337,3 +337,18 @@ def test_predictor_uses_winograd_for_cpu_fp32(monkeypatch):
     for f in frames:
         a, b, c = (p.logits(f, s) for p, s in zip((eager, compiled, plain), streams))
         assert torch.allclose(a, c, atol=1e-4) and torch.allclose(a, b, atol=1e-5)
+
+
+def test_winograd_frames_encoded_on_several_threads_at_once_equal_one_at_a_time():
+    """Pipelines encode frames ahead on a pool: each thread has its own Winograd scratch."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    pred = Predictor(random_model("td4-psp18", input_size=(97, 161)), device="cpu")
+    assert pred.winograd and pred.encodes_ahead
+    rng = np.random.default_rng(4)
+    xs = [pred.prepare(rng.integers(0, 256, (97, 161, 3), dtype=np.uint8)) for _ in range(8)]
+    alone = [pred.encode(x, i % 4).values for i, x in enumerate(xs)]
+    with ThreadPoolExecutor(2) as pool:
+        together = list(pool.map(lambda i: pred.encode(xs[i], i % 4).values, range(8)))
+    for a, b in zip(alone, together):
+        assert torch.allclose(a, b, atol=1e-5, rtol=0)
