@@ -144,7 +144,7 @@ class Predictor:
         # 6.3 ms against 16.1 ms for channels_last (docs/benchmarks.md), so GPUs keep NCHW.
         channels_last = self.device.type == "cpu"
         # Winograd 3x3 convs (None = auto): CPU fp32 only (bf16 has oneDNN's AMX kernels); compiled
-        # graphs run those layers eagerly between them (td4-psp18: 1.35 s against 1.89 s without).
+        # graphs run those layers eagerly between them (docs/benchmarks.md, third CPU run).
         if winograd is None:
             winograd = self.device.type == "cpu" and precision == "fp32"
         self.winograd = bool(winograd and optimize)
