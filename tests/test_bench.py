@@ -103,16 +103,11 @@ def test_cli_bad_options(args):
 
 
 def test_end_to_end_mode_on_a_real_video(tmp_path):
-    import imageio_ffmpeg
     import numpy as np
+    from media import encode_rgb
 
-    clip = tmp_path / "clip.mp4"
     frames = np.random.default_rng(0).integers(0, 255, (12, 64, 96, 3), dtype=np.uint8)
-    writer = imageio_ffmpeg.write_frames(str(clip), (96, 64), fps=10, macro_block_size=1, ffmpeg_log_level="error")
-    writer.send(None)
-    for f in frames:
-        writer.send(f)
-    writer.close()
+    clip = encode_rgb(tmp_path / "clip.mp4", list(frames), rate="10", codec=("-c:v", "libx264", "-pix_fmt", "yuv420p"))
     report = run_bench(model="td4-tiny", frames=2, warmup=0, device="cpu", ceiling=False, source=str(clip))
     e = report.end_to_end
     assert e["frames"] == 12 and e["decoded_frames"] == 12 and e["size"] == [64, 96]

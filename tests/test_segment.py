@@ -4,9 +4,7 @@ from __future__ import annotations
 
 import importlib
 import json
-import subprocess
 import threading
-from fractions import Fraction
 from pathlib import Path
 
 import cv2
@@ -15,6 +13,7 @@ import pytest
 import torch
 from typer.testing import CliRunner
 
+from media import H, W, encode_rgb, ffmpeg, make_clip, probe
 from tdnet_cli.cli.app import app
 from tdnet_cli.data.cityscapes import CLASSES, PALETTE, train_id_to_label_id
 from tdnet_cli.errors import TdnetError, UsageError
@@ -28,36 +27,12 @@ from tdnet_cli.pipeline import (
     segment,
     select_shard,
 )
-from tdnet_cli.video import PngSequenceWriter, VideoReader, ffmpeg_exe
+from tdnet_cli.video import PngSequenceWriter, VideoReader
 
-H, W = 64, 128
 runner = CliRunner()
 
 
 # --------------------------------------------------------------------------- helpers
-
-
-def ffmpeg(*args: str) -> None:
-    subprocess.run([ffmpeg_exe(), "-hide_banner", "-loglevel", "error", "-y", *args], check=True)
-
-
-def clip(path: Path, frames: int = 8, *, size: str = f"{W}x{H}", audio: bool = False) -> Path:
-    """A libx264 testsrc clip (optionally with an AAC sine track)."""
-    args = ["-f", "lavfi", "-i", f"testsrc=size={size}:rate=25"]
-    if audio:
-        args += ["-f", "lavfi", "-i", "sine=frequency=440:sample_rate=16000", "-c:a", "aac", "-shortest"]
-    ffmpeg(*args, "-frames:v", str(frames), "-c:v", "libx264", "-pix_fmt", "yuv420p", str(path))
-    return path
-
-
-def encode_lossless(path: Path, frames: list[np.ndarray], rate: str = "25",
-                    codec: tuple[str, ...] = ("-c:v", "libx264rgb", "-qp", "0", "-pix_fmt", "rgb24")) -> Path:
-    """Encode RGB frames, losslessly as RGB H.264 unless ``codec`` says otherwise."""
-    h, w = frames[0].shape[:2]
-    cmd = [ffmpeg_exe(), "-hide_banner", "-loglevel", "error", "-y", "-f", "rawvideo", "-pix_fmt", "rgb24",
-           "-s", f"{w}x{h}", "-framerate", rate, "-i", "-", *codec, str(path)]
-    subprocess.run(cmd, input=b"".join(f.tobytes() for f in frames), check=True)
-    return path
 
 
 def scene(n: int, kind: int, h: int = H, w: int = W) -> list[np.ndarray]:
@@ -73,12 +48,6 @@ def scene(n: int, kind: int, h: int = H, w: int = W) -> list[np.ndarray]:
             img = np.stack([g, 255 - g // 3, g], -1)
         out.append(np.ascontiguousarray(img.astype(np.uint8)))
     return out
-
-
-def probe(path: Path) -> tuple[int, int, int, Fraction | None, bool]:
-    with VideoReader(str(path)) as r:
-        n = sum(1 for _ in r)
-        return n, r.info.width, r.info.height, r.info.fps, r.info.has_audio
 
 
 def read_pngs(folder: Path) -> dict[str, np.ndarray]:
@@ -168,7 +137,7 @@ def names(folder: Path) -> list[str]:
 
 
 def test_overlay_matches_input_frames_fps_size_and_audio(tmp_path, tiny):
-    src = clip(tmp_path / "in.mp4", 10, audio=True)
+    src = make_clip(tmp_path / "in.mp4", 10, audio=True)
     report = segment([src], predictor=tiny, out_dir=tmp_path / "out", legend=True)
     assert report.ok and report.frames == 10
     out = tmp_path / "out" / "in.overlay.mp4"
@@ -178,7 +147,7 @@ def test_overlay_matches_input_frames_fps_size_and_audio(tmp_path, tiny):
 
 
 def test_encoding_options_reach_x264(tmp_path, tiny):
-    src = clip(tmp_path / "in.mp4", 6)
+    src = make_clip(tmp_path / "in.mp4", 6)
     segment([src], predictor=tiny, out_dir=tmp_path / "a", x264_preset="ultrafast", crf=40)
     segment([src], predictor=tiny, out_dir=tmp_path / "b")
     a, b = ((tmp_path / d / "in.overlay.mp4").read_bytes() for d in "ab")
@@ -191,7 +160,7 @@ def test_encoding_options_reach_x264(tmp_path, tiny):
 
 
 def test_label_pngs_equal_model_argmax(tmp_path, tiny):
-    src = clip(tmp_path / "in.mp4", 6)
+    src = make_clip(tmp_path / "in.mp4", 6)
     report = segment([src], predictor=tiny, save=["labels", "labelids", "color"], out_dir=tmp_path,
                      cut_detect=False)
     assert report.ok
@@ -228,7 +197,7 @@ def test_folder_and_lossless_video_give_the_same_labels(tmp_path, tiny):
     folder.mkdir()
     for i, f in enumerate(frames):
         cv2.imwrite(str(folder / f"seq_{i:06d}_leftImg8bit.png"), cv2.cvtColor(f, cv2.COLOR_RGB2BGR))
-    video = encode_lossless(tmp_path / "seq.mkv", frames)
+    video = encode_rgb(tmp_path / "seq.mkv", frames)
     out_f, out_v = tmp_path / "of", tmp_path / "ov"
     assert segment([folder], predictor=tiny, save=["labels", "color", "overlay"], out_dir=out_f).ok
     assert segment([video], predictor=tiny, save=["labels"], out_dir=out_v).ok
@@ -264,7 +233,7 @@ def test_cpu_tdnet_steps_are_encoded_ahead_on_a_pool(tmp_path, tiny, monkeypatch
             running[0] -= 1
 
     monkeypatch.setattr(tiny, "encode", encode)
-    src = clip(tmp_path / "in.mp4", 9)
+    src = make_clip(tmp_path / "in.mp4", 9)
     report = segment([src], predictor=tiny, save=["labels"], out_dir=tmp_path, cut_detect=False, threads=4)
     assert report.ok
     assert [p for _, p in seen] == [i % tiny.num_paths for i in range(9)]
@@ -280,7 +249,7 @@ def test_cpu_tdnet_steps_are_encoded_ahead_on_a_pool(tmp_path, tiny, monkeypatch
 
 
 def test_scene_cut_resets_the_stream(tmp_path, tiny):
-    spliced = encode_lossless(tmp_path / "spliced.mkv", scene(6, 0) + scene(6, 1))
+    spliced = encode_rgb(tmp_path / "spliced.mkv", scene(6, 0) + scene(6, 1))
     report = segment([spliced], predictor=tiny, save=["labels"], out_dir=tmp_path / "a")
     assert report.results[0].cuts == 1
     # Frames are encoded ahead on other threads, each for the path it will meet: after the
@@ -299,7 +268,7 @@ def test_scene_cut_resets_the_stream(tmp_path, tiny):
     segment([spliced], predictor=fake, save=["labels"], out_dir=tmp_path / "c", cut_detect=False)
     assert fake.streams[0].resets == 0
     # the same shots as ordinary 4:2:0 video: the cut test reads the luma plane
-    yuv = encode_lossless(tmp_path / "spliced.mp4", scene(6, 0) + scene(6, 1),
+    yuv = encode_rgb(tmp_path / "spliced.mp4", scene(6, 0) + scene(6, 1),
                           codec=("-c:v", "libx264", "-pix_fmt", "yuv420p", "-crf", "18"))
     assert first_frame(yuv, yuv=True).yuv is not None
     fake = FakePredictor()
@@ -312,7 +281,7 @@ def test_yuv_rendering_matches_the_rgb_route(tmp_path):
     from tdnet_cli.video import VideoWriter
 
     # a smooth in-gamut frame: RGB clipping of saturated test patterns would differ between routes
-    src = encode_lossless(tmp_path / "in.mp4", scene(1, 0), codec=("-c:v", "libx264", "-pix_fmt", "yuv420p"))
+    src = encode_rgb(tmp_path / "in.mp4", scene(1, 0), codec=("-c:v", "libx264", "-pix_fmt", "yuv420p"))
     frame = first_frame(src, yuv=True)
     assert frame.yuv is not None
     labels = np.ascontiguousarray(np.broadcast_to((np.arange(W) * 19 // W).astype(np.uint8), (H, W)))
@@ -352,7 +321,7 @@ def test_yuv_rendering_matches_the_rgb_route(tmp_path):
 
 
 def test_cli_end_to_end_with_a_preset(tmp_path):
-    src = clip(tmp_path / "in.mp4", 4)
+    src = make_clip(tmp_path / "in.mp4", 4)
     result = invoke(src, "--model", "td4-tiny", "--device", "cpu", "-s", "overlay", "-s", "labels", "--json")
     assert result.exit_code == 0, result.stderr
     summary = json.loads(result.stdout)
@@ -370,12 +339,12 @@ def test_cut_detector_ignores_motion_and_finds_cuts(tmp_path):
     assert not any(det(f) for f in scene(10, 1))
     assert det(scene(1, 0)[0])
     det.reset()
-    frames = [f.image for f in VideoReader(str(clip(tmp_path / "m.mp4", 25)))]
+    frames = [f.image for f in VideoReader(str(make_clip(tmp_path / "m.mp4", 25)))]
     assert not any(det(f) for f in frames)  # testsrc: moving gradient and counter, one shot
 
 
 def test_exception_mid_run_leaves_no_output(tmp_path):
-    src = clip(tmp_path / "in.mp4", 10)
+    src = make_clip(tmp_path / "in.mp4", 10)
     out = tmp_path / "out"
     report = segment([src], predictor=FakePredictor(fail_at=4), save=list(("overlay", "color", "labels")),
                      out_dir=out)
@@ -387,7 +356,7 @@ def test_exception_mid_run_leaves_no_output(tmp_path):
 
 
 def test_writer_thread_failure_fails_the_input_cleanly(tmp_path, monkeypatch):
-    src = clip(tmp_path / "in.mp4", 10)
+    src = make_clip(tmp_path / "in.mp4", 10)
     original = PngSequenceWriter.write
 
     def flaky(self, name, image, **kw):
@@ -402,7 +371,7 @@ def test_writer_thread_failure_fails_the_input_cleanly(tmp_path, monkeypatch):
 
 
 def test_batch_continues_past_bad_inputs(tmp_path):
-    good1, good2 = clip(tmp_path / "a.mp4", 3), clip(tmp_path / "c.mp4", 3)
+    good1, good2 = make_clip(tmp_path / "a.mp4", 3), make_clip(tmp_path / "c.mp4", 3)
     (tmp_path / "b.mp4").write_text("junk")
     seen = []
 
@@ -419,7 +388,7 @@ def test_batch_continues_past_bad_inputs(tmp_path):
 
 
 def test_skip_existing_and_overwrite(tmp_path):
-    src = clip(tmp_path / "in.mp4", 3)
+    src = make_clip(tmp_path / "in.mp4", 3)
     assert segment([src], predictor=FakePredictor(), save=["overlay"]).ok  # beside the input
     report = segment([src], predictor=FakePredictor(), save=["overlay", "labels"], skip_existing=True)
     assert report.ok and report.outputs == [str(tmp_path / "in.labels")]
@@ -431,7 +400,7 @@ def test_skip_existing_and_overwrite(tmp_path):
 
 
 def test_odd_frame_size_is_padded_for_h264(tmp_path):
-    src = encode_lossless(tmp_path / "odd.mkv", scene(3, 1, h=33, w=65))
+    src = encode_rgb(tmp_path / "odd.mkv", scene(3, 1, h=33, w=65))
     report = segment([src], predictor=FakePredictor(), save=["overlay", "labels"], out_dir=tmp_path / "o")
     assert report.ok
     assert probe(tmp_path / "o" / "odd.overlay.mp4")[:3] == (3, 66, 34)
@@ -468,7 +437,7 @@ def test_inputs_globs_and_shards(tmp_path):
 
 
 def test_cli_batch_with_one_bad_input(tmp_path, fake_cli):
-    a, c = clip(tmp_path / "a.mp4", 3), clip(tmp_path / "c.mp4", 3)
+    a, c = make_clip(tmp_path / "a.mp4", 3), make_clip(tmp_path / "c.mp4", 3)
     (tmp_path / "b.mp4").write_text("junk")
     result = invoke(a, tmp_path / "b.mp4", c, "--out-dir", tmp_path / "o")
     assert result.exit_code == 1
@@ -485,7 +454,7 @@ def _mixed(folder: Path) -> Path:
 
 
 def _truncated(p: Path) -> Path:
-    data = clip(p.with_name("full.mp4"), 50).read_bytes()
+    data = make_clip(p.with_name("full.mp4"), 50).read_bytes()
     ffmpeg("-i", str(p.with_name("full.mp4")), "-c", "copy", "-movflags", "+faststart", str(p))
     data = p.read_bytes()
     p.write_bytes(data[: len(data) * 4 // 5])
@@ -524,7 +493,7 @@ def test_cli_bad_input_is_one_line_and_nonzero(tmp_path, fake_cli, case):
 
 
 def test_cli_unwritable_out_dir_and_existing_output(tmp_path, fake_cli):
-    src = clip(tmp_path / "in.mp4", 2)
+    src = make_clip(tmp_path / "in.mp4", 2)
     (tmp_path / "file").write_text("x")
     result = invoke(src, "--out-dir", tmp_path / "file" / "sub")
     assert result.exit_code == 2 and len(error_lines(result)) == 1 and "output folder" in result.stderr
@@ -550,7 +519,7 @@ def test_cli_converts_grey_rgba_and_16bit_pngs(tmp_path, fake_cli):
 
 
 def test_cli_shard_list_and_stdin(tmp_path, fake_cli):
-    vids = [clip(tmp_path / f"v{i}.mp4", 2) for i in range(3)]
+    vids = [make_clip(tmp_path / f"v{i}.mp4", 2) for i in range(3)]
     listing = tmp_path / "list.txt"
     listing.write_text("# inputs\n" + "\n".join(map(str, vids)) + "\n\n")
     result = invoke("--list", listing, "--shard", "0/2", "-d", tmp_path / "s0", "--json")
@@ -566,7 +535,7 @@ def test_cli_shard_list_and_stdin(tmp_path, fake_cli):
 
 
 def test_cli_usage_errors(tmp_path, fake_cli):
-    src = clip(tmp_path / "in.mp4", 2)
+    src = make_clip(tmp_path / "in.mp4", 2)
     assert invoke().exit_code == 2
     result = invoke(src, src.with_name("other.mp4"), "-o", tmp_path / "x.mp4")
     assert result.exit_code == 2 and "single input" in result.stderr
@@ -588,7 +557,7 @@ def test_render_and_png_threads_keep_frame_order(tmp_path, monkeypatch):
     """Many-core hosts render and write PNGs on extra threads: same outputs, same order."""
     seg = importlib.import_module("tdnet_cli.pipeline.segment")  # the package's `segment` is the function
 
-    src = encode_lossless(tmp_path / "in.mkv", scene(9, 0) + scene(4, 1))
+    src = encode_rgb(tmp_path / "in.mkv", scene(9, 0) + scene(4, 1))
     save = ["overlay", "color", "labels", "labelids"]
     assert segment([src], predictor=FakePredictor(), save=save, out_dir=tmp_path / "a").ok
     monkeypatch.setattr(seg, "_spare_workers", lambda: 3)
