@@ -54,6 +54,13 @@ def _buffer(slot: str, shape: tuple[int, ...]) -> torch.Tensor:
     return buf[:n].view(shape)
 
 
+def _cpu_autocast() -> bool:
+    try:
+        return torch.is_autocast_enabled("cpu")
+    except TypeError:  # torch < 2.4 takes no device type
+        return torch.is_autocast_cpu_enabled()
+
+
 def winograd_weight(weight: torch.Tensor) -> torch.Tensor:
     """(K, C, 3, 3) kernel -> (36, C, K): G g G^T for each input/output channel pair."""
     u = torch.einsum("ai,kcij,bj->abck", _G, weight.detach().double(), _G)
@@ -91,7 +98,7 @@ class WinogradConv2d(nn.Conv2d):
 
     def _applies(self, x: torch.Tensor) -> bool:
         return (x.device.type == "cpu" and x.dtype == torch.float32 and self.transformed.dtype == torch.float32
-                and not torch.is_autocast_enabled("cpu") and not (torch.is_grad_enabled() and x.requires_grad))
+                and not _cpu_autocast() and not (torch.is_grad_enabled() and x.requires_grad))
 
     # Traced, the 36 gathers and products per layer take inductor many minutes to compile
     # (td4-psp18: over 20 min for one path); compiled graphs run this layer eagerly between them.
