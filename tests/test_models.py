@@ -332,10 +332,11 @@ def test_predictor_uses_winograd_for_cpu_fp32(monkeypatch):
 
     eager, compiled = Predictor(loaded, device="cpu"), Predictor(loaded, device="cpu", compile=True)
     assert eager.winograd and compiled.winograd and swapped(eager) == swapped(compiled) > 0
-    for kwargs in ({"precision": "bf16"}, {"winograd": False}, {"optimize": False}):
-        pred = Predictor(loaded, device="cpu", **kwargs)
-        assert not pred.winograd and swapped(pred) == 0, kwargs
-    plain = Predictor(loaded, device="cpu", winograd=False)
+    without = {name: Predictor(loaded, device="cpu", **kwargs) for name, kwargs in
+               (("bf16", {"precision": "bf16"}), ("off", {"winograd": False}), ("reference", {"optimize": False}))}
+    for name, pred in without.items():
+        assert not pred.winograd and swapped(pred) == 0, name
+    plain = without["off"]
     frames = np.random.default_rng(3).integers(0, 256, (5, 65, 129, 3), dtype=np.uint8)
     streams = [p.new_stream() for p in (eager, compiled, plain)]
     for f in frames:

@@ -20,6 +20,7 @@ thread keeps up to ~225 MB of scratch.
 
 from __future__ import annotations
 
+import math
 import threading
 
 import torch
@@ -44,9 +45,7 @@ _scratch = threading.local()
 
 
 def _buffer(slot: str, shape: tuple[int, ...]) -> torch.Tensor:
-    n = 1
-    for s in shape:
-        n *= s
+    n = math.prod(shape)
     buf = getattr(_scratch, slot, None)
     if buf is None or buf.numel() < n:
         buf = torch.empty(n)
