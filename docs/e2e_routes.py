@@ -14,6 +14,7 @@ import torch
 from street_clips import street_clips  # docs/, beside this script
 
 from tdnet_cli.inference import Predictor
+from tdnet_cli.video import Encoding
 from tdnet_cli.pipeline.bench import bench_end_to_end, bench_predictor, environment
 
 out = pathlib.Path(sys.argv[1])
@@ -28,7 +29,7 @@ for size, path in clips.items():
     for preset in ("veryfast", "ultrafast"):
         for rep in range(repeats):
             for yuv in (True, False):
-                e = bench_end_to_end(pred, path, encoding=(preset, 20), decode_yuv=yuv)
+                e = bench_end_to_end(pred, path, encoding=Encoding(preset, 20), decode_yuv=yuv)
                 rows.append({"clip": size, "x264_preset": preset, "repeat": rep, "route": e["decode"],
                              "fps": e["fps"], "model_stage_fps": e["model_stage_fps"],
                              "stage_ms_per_frame": e["stage_ms_per_frame"], "threads": e["threads"]})

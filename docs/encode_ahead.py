@@ -15,6 +15,7 @@ import torch
 from street_clips import street_clips  # docs/, beside this script
 
 from tdnet_cli.inference import Predictor
+from tdnet_cli.video import Encoding
 from tdnet_cli.pipeline.bench import (
     bench_encode_ahead,
     bench_end_to_end,
@@ -44,7 +45,7 @@ for size, path in clips.items():
         for rep in range(repeats):
             for ahead in (True, False):
                 pred.encode_ahead = ahead
-                e = bench_end_to_end(pred, path, encoding=(preset, 20))
+                e = bench_end_to_end(pred, path, encoding=Encoding(preset, 20))
                 rows.append({"clip": size, "x264_preset": preset, "repeat": rep, "encode_ahead": ahead,
                              "fps": e["fps"], "stage_ms_per_frame": e["stage_ms_per_frame"], "threads": e["threads"]})
                 ms = e["stage_ms_per_frame"]

@@ -87,11 +87,14 @@ ff = imageio_ffmpeg.get_ffmpeg_exe()
 clip = Path("/tmp/tdnet-clip2048.mp4")  # kept out of OUT_DIR: large
 subprocess.run([ff, "-y", "-loglevel", "error", "-f", "lavfi", "-i", "testsrc2=size=2048x1024:rate=17", "-t", "12",
                 "-c:v", "libx264", "-preset", "veryfast", "-pix_fmt", "yuv420p", str(clip)], check=True)
-for precision in ("fp16",):
-    for save_kind in ("overlay", "labels"):
+# the CPU route, then NVDEC decoding, then NVENC encoding too (data-centre GPUs such as the
+# H100/H200 have no NVENC: then the run records tdnet's one-line refusal)
+VIDEO_ROUTES = ([], ["--hw-decode"], ["--hw-decode", "--encoder", "nvenc"])
+for route in VIDEO_ROUTES:
+    for save_kind in ("overlay", "labels") if not route else ("overlay",):
         cmd = [sys.executable, "-m", "tdnet_cli", "segment", str(clip), "--model", "td4-psp18", "--device", "cuda",
-               "--precision", precision, "--save", save_kind, "--out-dir", "/tmp/tdnet-seg", "--overwrite",
-               "--json", "--quiet"]
+               "--precision", "fp16", "--save", save_kind, "--out-dir", "/tmp/tdnet-seg", "--overwrite",
+               "--json", "--quiet", *route]
         t0 = time.time()
         proc = subprocess.run(cmd, capture_output=True, text=True)
         row = {"cmd": " ".join(cmd[1:]), "rc": proc.returncode, "wall_s": time.time() - t0}

@@ -111,6 +111,7 @@ def test_end_to_end_mode_on_a_real_video(tmp_path):
     report = run_bench(model="td4-tiny", frames=2, warmup=0, device="cpu", ceiling=False, source=str(clip))
     e = report.end_to_end
     assert e["frames"] == 12 and e["decoded_frames"] == 12 and e["size"] == [64, 96]
+    assert (e["encoder"], e["x264_preset"], e["crf"], e["hw_decode"]) == ("x264", "veryfast", 20, False)
     assert set(e["stage_ms_per_frame"]) == {"decode", "render", "encode", "preprocess", "model", "postprocess"}
     assert e["fps"] == pytest.approx(12 / e["wall_s"])
     assert e["stage_ms_per_frame"]["render"] > 0 and e["stage_ms_per_frame"]["decode"] > 0

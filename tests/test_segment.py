@@ -159,6 +159,27 @@ def test_encoding_options_reach_x264(tmp_path, tiny):
             segment([src], predictor=tiny, out_dir=tmp_path / "c", **bad)
 
 
+def test_nvenc_and_nvdec_run_or_are_refused_up_front(tmp_path, tiny):
+    from tdnet_cli.video.hw import nvdec_problem, nvenc_problem
+
+    src = make_clip(tmp_path / "in.mp4", 6)
+    base = segment([src], predictor=tiny, save=["labels"], out_dir=tmp_path / "sw", cut_detect=False)
+    assert base.ok
+    for kwargs, problem, name in (({"encoder": "nvenc"}, nvenc_problem(), "NVENC"),
+                                  ({"hw_decode": True}, nvdec_problem(0), "NVDEC")):
+        out = tmp_path / name
+        if problem is None:  # a machine with the engine: the same clip comes out
+            report = segment([src], predictor=tiny, save=["overlay", "labels"], out_dir=out, cut_detect=False,
+                             **kwargs)
+            assert report.ok and probe(out / "in.overlay.mp4")[:3] == (6, W, H)
+            same, want = read_pngs(out / "in.labels"), read_pngs(tmp_path / "sw" / "in.labels")
+            assert same.keys() == want.keys() and all(np.array_equal(same[k], want[k]) for k in want)
+            continue
+        with pytest.raises(UsageError, match=name) as err:  # before any output folder or file is made
+            segment([src], predictor=tiny, out_dir=out, **kwargs)
+        assert problem in str(err.value) and not out.exists()
+
+
 def test_label_pngs_equal_model_argmax(tmp_path, tiny):
     src = make_clip(tmp_path / "in.mp4", 6)
     report = segment([src], predictor=tiny, save=["labels", "labelids", "color"], out_dir=tmp_path,
@@ -434,6 +455,19 @@ def test_inputs_globs_and_shards(tmp_path):
 
 
 # --------------------------------------------------------------------------- the command (fake model)
+
+
+def test_cli_gpu_video_engine_that_cannot_run_is_one_line_exit_2(tmp_path, fake_cli):
+    from tdnet_cli.video.hw import nvenc_problem
+
+    if nvenc_problem() is None:
+        pytest.skip("NVENC works on this machine")
+    src = make_clip(tmp_path / "in.mp4", 3)
+    result = invoke(src, "--encoder", "nvenc", "-d", tmp_path / "out")
+    assert result.exit_code == 2 and "Traceback" not in result.output
+    assert error_lines(result) == [f"error: NVENC (--encoder nvenc) does not work here: {nvenc_problem()} "
+                                   "(use --encoder x264, the CPU encoder)"]
+    assert not (tmp_path / "out").exists()
 
 
 def test_cli_batch_with_one_bad_input(tmp_path, fake_cli):

@@ -8,9 +8,11 @@ import cv2
 import numpy as np
 import pytest
 
-from tdnet_cli.errors import InputError, OutputExistsError, TdnetError
+from tdnet_cli.errors import InputError, OutputExistsError, TdnetError, UsageError
 from media import H, W, encode_rgb, ffmpeg, make_clip, probe
 from tdnet_cli.video import (
+    X264_PRESETS,
+    Encoding,
     FrameFolderReader,
     PngSequenceWriter,
     VideoReader,
@@ -20,6 +22,7 @@ from tdnet_cli.video import (
     natural_key,
     open_source,
 )
+from tdnet_cli.video.hw import gpu_error, nvdec_problem, nvenc_problem
 
 def random_frames(n: int, h: int = H, w: int = W, seed: int = 0) -> list[np.ndarray]:
     rng = np.random.default_rng(seed)
@@ -386,3 +389,56 @@ def test_video_writer_bt709_tags_and_colours(tmp_path):
         assert np.abs(back[H // 2, i * 32 + 16].astype(int) - c).max() <= 4
     with pytest.raises(ValueError):
         VideoWriter(tmp_path / "x.mp4", W, H, 25, matrix="bt2020")
+
+
+# --------------------------------------------------------------------------- NVIDIA video engines
+
+
+def test_encoding_arguments_for_x264_and_nvenc():
+    assert Encoding("ultrafast", 40).ffmpeg_args() == ["-c:v", "libx264", "-preset", "ultrafast", "-crf", "40"]
+    nv = [Encoding(p, 23, "nvenc").ffmpeg_args() for p in X264_PRESETS]
+    levels = [int(a[a.index("-preset") + 1][1:]) for a in nv]
+    assert levels[0] == 1 and levels[-1] == 7 and levels == sorted(levels)  # faster x264 names, faster NVENC
+    assert all(a[:2] == ["-c:v", "h264_nvenc"] and a[a.index("-cq") + 1] == "23" and "-gpu" not in a for a in nv)
+    one = Encoding("veryfast", 0, "nvenc", gpu=1).ffmpeg_args()
+    assert one[one.index("-cq") + 1] == "1" and one[-2:] == ["-gpu", "1"]  # NVENC reads cq 0 as "automatic"
+    with pytest.raises(UsageError, match="unknown encoder"):
+        Encoding(encoder="nvdec").check()
+
+
+def test_gpu_error_picks_the_cause_out_of_ffmpegs_log():
+    log = ("[h264_nvenc @ 0x55d1] Cannot load libcuda.so.1\n"
+           "[vost#0:0/h264_nvenc @ 0x55d2] [enc:h264_nvenc @ 0x55d3] Error while opening encoder\n"
+           "[out#0/mp4 @ 0x55d4] Nothing was written into output file\n")
+    assert gpu_error(log) == "Cannot load libcuda.so.1"
+    assert gpu_error("[mp4 @ 0x1] disk full\n") == "disk full"
+
+
+def test_nvenc_writer_encodes_or_fails_naming_the_cause(tmp_path):
+    out = tmp_path / "nv.mp4"
+    frames = random_frames(5)
+    problem = nvenc_problem()
+    w = VideoWriter(out, W, H, 25, encoding=Encoding(encoder="nvenc"))
+    if problem is None:  # a machine with NVENC
+        with w:
+            for f in frames:
+                w.write(f)
+        assert probe(out) == (5, W, H, 25, False) and b"x264" not in out.read_bytes()
+        return
+    with pytest.raises(TdnetError, match="encoder (stopped|failed)") as err:
+        with w:
+            for f in frames * 20:  # more than the pipe holds, so a dead encoder shows while writing
+                w.write(f)
+    assert problem in str(err.value)  # the cause, not the muxer's complaint that follows it
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_nvdec_reader_is_exact_or_fails_naming_nvdec(tmp_path):
+    src = make_clip(tmp_path / "in.mp4", 6)
+    if nvdec_problem(0) is None:  # a machine with NVDEC: H.264 decoding is bit-exact
+        soft = [f.yuv.data.copy() for f in VideoReader(str(src), yuv=True)]
+        hard = [f.yuv.data.copy() for f in VideoReader(str(src), yuv=True, hw_decode=0)]
+        assert len(hard) == 6 and all(np.array_equal(a, b) for a, b in zip(soft, hard))
+        return
+    with pytest.raises(InputError, match=r"NVDEC.*could not start"):
+        VideoReader(str(src), yuv=True, hw_decode=0)

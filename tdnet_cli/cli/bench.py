@@ -12,6 +12,8 @@ from rich.table import Table
 from tdnet_cli.cli.app import app
 from tdnet_cli.cli.common import (
     DeviceOpt,
+    EncoderOpt,
+    HwDecodeOpt,
     JsonOpt,
     ModelOpt,
     PrecisionOpt,
@@ -23,6 +25,7 @@ from tdnet_cli.cli.common import (
 )
 from tdnet_cli.inference import parse_size
 from tdnet_cli.pipeline.bench import BenchReport, BenchResult, run_bench
+from tdnet_cli.video import Encoding
 
 
 @app.command("bench")
@@ -51,6 +54,8 @@ def bench_command(
         "(decode, preprocess, model, postprocess, render, encode) beside the model-only fps.", show_default=False)] = None,
     x264_preset: Annotated[str, typer.Option("--x264-preset", help="With --input: the overlay's x264 preset.")] = "veryfast",
     crf: Annotated[int, typer.Option("--crf", help="With --input: the overlay's x264 CRF.")] = 20,
+    encoder: EncoderOpt = "x264",
+    hw_decode: HwDecodeOpt = False,
     as_json: JsonOpt = False,
     quiet: QuietOpt = False,
 ) -> None:
@@ -71,7 +76,7 @@ def bench_command(
                            device=device, precision=precision, streams=streams, compile=compile,
                            winograd=False if no_winograd else None,
                            baseline=baseline, ceiling=not no_ceiling, reference=reference, source=source,
-                           encoding=(x264_preset, crf), progress=progress)
+                           encoding=Encoding(x264_preset, crf, encoder), hw_decode=hw_decode, progress=progress)
     if as_json:
         print(json.dumps(report.to_dict(), indent=2))
         return
@@ -123,7 +128,8 @@ def render(report: BenchReport) -> None:
         ms = e["stage_ms_per_frame"]
         alone = ", ".join(f"{k} {ms[k]:.1f}" for k in ("decode", "render", "encode"))
         inside = ", ".join(f"{k} {ms[k]:.1f}" for k in ("preprocess", "model", "postprocess"))
-        console.print(f"end to end ({e['input']}, {e['size'][0]}x{e['size'][1]}, {e['frames']} frames): "
+        route = f"{e['encoder']} {e['x264_preset']} crf {e['crf']}{', NVDEC' if e['hw_decode'] else ''}"
+        console.print(f"end to end ({e['input']}, {e['size'][0]}x{e['size'][1]}, {e['frames']} frames, {route}): "
                       f"[bold]{e['fps']:.2f} fps[/] = {e['fraction_of_model_only']:.0%} of model-only "
                       f"{e['model_only_fps']:.2f} fps")
         if e["cpu_ms_per_frame"] is not None:

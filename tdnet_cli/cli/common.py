@@ -67,5 +67,14 @@ InputSizeOpt = Annotated[
         show_default=False,
     ),
 ]
+EncoderOpt = Annotated[
+    str,
+    typer.Option("--encoder", help="Video output encoder: x264 (CPU) or nvenc (NVIDIA GPU; --x264-preset maps to its "
+                 "p1-p7, --crf to its constant quality)."),
+]
+HwDecodeOpt = Annotated[
+    bool,
+    typer.Option("--hw-decode", help="Decode videos on the NVIDIA GPU (NVDEC; the model's GPU, else GPU 0)."),
+]
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print one machine-readable JSON result on stdout.")]
 QuietOpt = Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar or summary; errors only.")]

@@ -15,6 +15,8 @@ from rich.table import Table
 from tdnet_cli.cli.app import app
 from tdnet_cli.cli.common import (
     DeviceOpt,
+    EncoderOpt,
+    HwDecodeOpt,
     InputSizeOpt,
     JsonOpt,
     ModelOpt,
@@ -198,6 +200,8 @@ def segment_command(
                      "faster, fast, medium, slow, slower, veryslow (faster = bigger files, less CPU)."),
     ] = "veryfast",
     crf: Annotated[int, typer.Option("--crf", help="Video output quality, 0-51 (lower = better, bigger).")] = 20,
+    encoder: EncoderOpt = "x264",
+    hw_decode: HwDecodeOpt = False,
     as_json: JsonOpt = False,
     quiet: QuietOpt = False,
 ) -> None:
@@ -237,7 +241,7 @@ def segment_command(
         report = segment(specs, predictor=predictor, save=[s.value for s in save], out_dir=out_dir,
                          output=output, alpha=alpha, legend=legend, overwrite=overwrite,
                          skip_existing=skip_existing, cut_detect=cut_detect, progress=hook, fps=fps,
-                         threads=threads, x264_preset=x264_preset, crf=crf)
+                         threads=threads, x264_preset=x264_preset, crf=crf, encoder=encoder, hw_decode=hw_decode)
     report.shard = the_shard
     if as_json:
         print(json.dumps(report.to_dict()))

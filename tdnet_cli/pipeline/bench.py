@@ -30,8 +30,8 @@ from tdnet_cli.inference import Predictor
 from tdnet_cli.models.checkpoint import LoadedModel, random_model
 from tdnet_cli.models.complexity import steady_gflops
 from tdnet_cli.models.winograd import WinogradConv2d
-from tdnet_cli.pipeline.segment import ENCODE_WORKERS
-from tdnet_cli.video import check_encoding
+from tdnet_cli.pipeline.segment import ENCODE_WORKERS, hardware_video
+from tdnet_cli.video import Encoding
 
 __all__ = [
     "LatencyStats",
@@ -375,7 +375,8 @@ def run_bench(
     ceiling: bool = True,
     reference: bool = False,
     source: str | None = None,
-    encoding: tuple[str, int] = ("veryfast", 20),
+    encoding: Encoding = Encoding(),
+    hw_decode: bool = False,
     progress: ProgressFn | None = None,
 ) -> BenchReport:
     """Model-only benchmark, optionally against a baseline in the same process.
@@ -385,19 +386,22 @@ def run_bench(
     authors' code operation for operation. ``winograd``: None = the Predictor's choice (CPU
     fp32), False = direct convolutions throughout. ``source`` (a video) adds the end-to-end
     `segment` run with its stage breakdown beside the model-only figures, its video encoded
-    with ``encoding`` (x264 preset, CRF).
+    with ``encoding`` and decoded on the GPU with ``hw_decode``.
     """
     if source is not None:
-        check_encoding(*encoding)  # before minutes of model timing, not after
+        encoding.check()  # before minutes of model timing, not after
     pred = Predictor.create(weights=weights, model=model, device=device, precision=precision,
                             input_size=size, optimize=not reference, compile=compile, winograd=winograd)
+    if source is not None:
+        hardware_video(pred, encoding, hw_decode)  # NVENC/NVDEC tried before the timing too
     report = BenchReport(env=environment(pred.device), result=None, notes=list(pred.notes))  # type: ignore[arg-type]
     report.env.update(precision=precision, input_size=list(pred.input_size))
     report.result = bench_predictor(pred, frames=frames, warmup=warmup, streams=streams, progress=progress)
     if streams == 1:
         report.result.encode_ahead = bench_encode_ahead(pred, frames=frames, warmup=warmup)
     if source is not None:
-        report.end_to_end = bench_end_to_end(pred, source, encoding=encoding, progress=progress)
+        report.end_to_end = bench_end_to_end(pred, source, encoding=encoding, hw_decode=hw_decode,
+                                             progress=progress)
         best = report.result.best_fps_per_stream
         report.end_to_end["model_only_fps"] = best
         report.end_to_end["fraction_of_model_only"] = report.end_to_end["fps"] / best
@@ -504,8 +508,8 @@ class CpuSampler:
 
 
 def bench_end_to_end(pred: Predictor, source: str, *, save: tuple[str, ...] = ("overlay",),
-                     encoding: tuple[str, int] = ("veryfast", 20), progress: ProgressFn | None = None,
-                     decode_yuv: bool = True) -> dict:
+                     encoding: Encoding = Encoding(), hw_decode: bool = False,
+                     progress: ProgressFn | None = None, decode_yuv: bool = True) -> dict:
     """The real `segment` pipeline on ``source``, with a per-stage breakdown.
 
     Three passes over the same input: decode alone; decode + render + encode alone (the
@@ -515,7 +519,8 @@ def bench_end_to_end(pred: Predictor, source: str, *, save: tuple[str, ...] = ("
     count). Decode, render and encode costs come from the first two passes: what each costs
     on its own. The last pass also reads every thread's CPU clock (``cpu_ms_per_frame``,
     :class:`CpuSampler`): where the cores really went while the stages overlapped, and the
-    share of it outside the model. ``decode_yuv=False`` times the RGB route instead.
+    share of it outside the model. ``encoding``/``hw_decode``: as `segment` takes them
+    (NVENC, NVDEC). ``decode_yuv=False`` times the RGB route instead.
     """
     import tempfile
     from pathlib import Path
@@ -523,8 +528,10 @@ def bench_end_to_end(pred: Predictor, source: str, *, save: tuple[str, ...] = ("
     from tdnet_cli.pipeline.segment import Renderer, segment
     from tdnet_cli.video import VideoWriter, open_source
 
+    gpu_encoding, decode_gpu = hardware_video(pred, encoding, hw_decode)
+
     def decode_pass(render: Renderer | None = None) -> tuple[int, float, float]:
-        src = open_source(source, yuv=decode_yuv)
+        src = open_source(source, yuv=decode_yuv, hw_decode=decode_gpu)
         t0, n, t_render, labels = time.perf_counter(), 0, 0.0, None
         try:
             for frame in src:
@@ -553,7 +560,7 @@ def bench_end_to_end(pred: Predictor, source: str, *, save: tuple[str, ...] = ("
         info = src.info
         src.close()
         writer = VideoWriter(Path(tmp) / "encode.mp4", info.width, info.height, info.fps or 17,
-                             preset=encoding[0], crf=encoding[1], matrix=info.matrix or "bt601")
+                             encoding=gpu_encoding, matrix=info.matrix or "bt601")
         render = Renderer({"overlay": writer}, pred.palette, pred.classes, alpha=0.5, legend=False)
         _, t_dec_enc, t_render = decode_pass(render)
         if progress:
@@ -561,7 +568,8 @@ def bench_end_to_end(pred: Predictor, source: str, *, save: tuple[str, ...] = ("
         pred.stage_seconds = {k: 0.0 for k in pred.stage_seconds}
         with CpuSampler() as cpu:
             report = segment([source], predictor=pred, save=list(save), out_dir=tmp, overwrite=True,
-                             x264_preset=encoding[0], crf=encoding[1], decode_yuv=decode_yuv)
+                             x264_preset=encoding.preset, crf=encoding.crf, encoder=encoding.encoder,
+                             hw_decode=hw_decode, decode_yuv=decode_yuv)
         if progress:
             progress("segment", 3, 3)
     result = report.results[0]
@@ -580,9 +588,11 @@ def bench_end_to_end(pred: Predictor, source: str, *, save: tuple[str, ...] = ("
         "frames": frames,
         "decoded_frames": n_dec,
         "save": list(save),
-        "x264_preset": encoding[0],
-        "crf": encoding[1],
+        "encoder": encoding.encoder,
+        "x264_preset": encoding.preset,
+        "crf": encoding.crf,
         "decode": "yuv420p" if decode_yuv else "rgb24",
+        "hw_decode": hw_decode,
         "wall_s": result.seconds,
         "fps": frames / result.seconds if result.seconds else 0.0,
         "model_stage_fps": frames / stages["model"] if stages["model"] else 0.0,

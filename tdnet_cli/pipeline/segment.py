@@ -25,7 +25,7 @@ import threading
 import time
 from collections import deque
 from concurrent.futures import Future, ThreadPoolExecutor
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from fractions import Fraction
 from pathlib import Path
 from typing import Any, Callable, Iterable, Mapping, Sequence
@@ -39,16 +39,17 @@ from tdnet_cli.data.cityscapes import IGNORE_INDEX, palette_lut, train_id_to_lab
 from tdnet_cli.errors import InputError, OutputExistsError, TdnetError, UsageError
 from tdnet_cli.video import (
     VIDEO_SUFFIXES,
+    Encoding,
     Frame,
     FrameSource,
     PngSequenceWriter,
     VideoWriter,
-    check_encoding,
     is_url,
     natural_key,
     open_source,
 )
 from tdnet_cli.video.color import YUV420, rgb_to_i420, rgb_to_yuv
+from tdnet_cli.video.hw import require_nvdec, require_nvenc
 
 __all__ = [
     "SAVE_KINDS",
@@ -65,6 +66,7 @@ __all__ = [
     "resolve_shard",
     "select_shard",
     "device_for_rank",
+    "hardware_video",
     "plan_outputs",
 ]
 
@@ -798,7 +800,7 @@ def _check_labels(labels: np.ndarray, frame: Frame) -> None:
 
 def _open_writers(
     plans: dict[str, Path], source: FrameSource, *, fps: float | None, overwrite: bool,
-    encoding: tuple[str, int] = ("veryfast", 20),
+    encoding: Encoding = Encoding(),
 ) -> dict[str, VideoWriter | PngSequenceWriter]:
     info = source.info
     rate = info.fps if info.fps else Fraction(fps or DEFAULT_FOLDER_FPS).limit_denominator(1001)
@@ -809,7 +811,7 @@ def _open_writers(
                 audio = info.uri if (kind == "overlay" and info.has_audio) else None
                 # YUV frames keep their own colour matrix (blended in place); RGB ones get BT.601
                 writers[kind] = VideoWriter(path, info.width, info.height, rate, audio_from=audio, overwrite=overwrite,
-                                            preset=encoding[0], crf=encoding[1], matrix=info.matrix or "bt601")
+                                            encoding=encoding, matrix=info.matrix or "bt601")
             else:
                 writers[kind] = PngSequenceWriter(path, overwrite=overwrite, workers=_spare_workers())
     except BaseException:
@@ -857,6 +859,8 @@ def segment(
     threads: int | None = None,
     x264_preset: str = "veryfast",
     crf: int = 20,
+    encoder: str = "x264",
+    hw_decode: bool = False,
     decode_yuv: bool = True,
 ) -> SegmentReport:
     """Segment every input (paths, globs, URLs, frame folders) with ``predictor``.
@@ -866,8 +870,11 @@ def segment(
     default count (1 of 2) against all of it on the first long input and keeps the faster
     (CPU only). A CPU TDNet encodes two frames at once, each with half of them. ``shard``: ``(i, n)`` or
     ``"i/n"`` takes inputs ``i::n`` after glob expansion. ``x264_preset``/``crf``: how video
-    outputs are encoded (faster presets trade file size for CPU time). ``decode_yuv=False``
-    decodes videos to RGB instead of YUV 4:2:0 (the slower route; kept for comparisons).
+    outputs are encoded (faster presets trade file size for CPU time); ``encoder="nvenc"``
+    encodes them on the GPU instead (see :class:`Encoding`). ``hw_decode``: decode videos on
+    the GPU (NVDEC; the model's GPU, else GPU 0). Both are tried on a few frames first, and
+    a usage error says why when they cannot work here. ``decode_yuv=False`` decodes videos
+    to RGB instead of YUV 4:2:0 (the slower route; kept for comparisons).
 
     Raises TdnetError only for problems that concern every input (bad options, an
     unwritable ``out_dir``); a bad input is a failed :class:`InputResult`.
@@ -885,7 +892,7 @@ def segment(
         raise UsageError(f"--fps {fps} must be positive")
     if overwrite and skip_existing:
         raise UsageError("--overwrite and --skip-existing contradict each other")
-    check_encoding(x264_preset, crf)
+    encoding, decode_gpu = hardware_video(predictor, Encoding(x264_preset, crf, encoder).check(), hw_decode)
     if isinstance(shard, str):
         shard = parse_shard(shard)
     specs = select_shard(expand_inputs(inputs), shard)
@@ -924,7 +931,7 @@ def segment(
                 _process(spec, index, len(specs), result, predictor=predictor, save=save, out_dir=out_dir,
                          output=output, alpha=alpha, legend=legend, overwrite=overwrite,
                          skip_existing=skip_existing, cut_detect=cut_detect, fps=fps, hook=hook, tuner=tuner,
-                         claimed=claimed, encoding=(x264_preset, crf), decode_yuv=decode_yuv)
+                         claimed=claimed, encoding=encoding, decode_yuv=decode_yuv, hw_decode=decode_gpu)
                 if tuner is not None and tuner.choice is not None:
                     chosen_threads = tuner.choice  # measured once; later inputs reuse it
                     torch.set_num_threads(chosen_threads)
@@ -943,6 +950,22 @@ def segment(
         report.seconds = time.perf_counter() - started
         torch.set_num_threads(threads_before)
     return report
+
+
+def hardware_video(predictor: Any, encoding: Encoding, hw_decode: bool) -> tuple[Encoding, int | None]:
+    """Place NVENC/NVDEC on the predictor's GPU (GPU 0, or the driver's choice, when it runs on
+    the CPU) and try them: ``(encoding with its GPU, the GPU to decode on or None)``, or a
+    usage error naming why one cannot work here."""
+    device = getattr(predictor, "device", None)
+    gpu = None
+    if isinstance(device, torch.device) and device.type == "cuda":
+        gpu = device.index if device.index is not None else torch.cuda.current_device()
+    if encoding.encoder == "nvenc":
+        encoding = replace(encoding, gpu=gpu)
+        require_nvenc(gpu)
+    if hw_decode:
+        require_nvdec(gpu or 0)
+    return encoding, (gpu or 0) if hw_decode else None
 
 
 def _one_line(exc: BaseException) -> str:
@@ -974,8 +997,9 @@ def _process(
     hook: ProgressHook,
     tuner: _ThreadTuner | None,
     claimed: dict[Path, str],
-    encoding: tuple[str, int] = ("veryfast", 20),
+    encoding: Encoding = Encoding(),
     decode_yuv: bool = True,
+    hw_decode: int | None = None,
 ) -> None:
     """One input, start to finish; raises on failure (the caller records it)."""
     plans = plan_outputs(spec, save, out_dir=out_dir, output=output)
@@ -1001,7 +1025,7 @@ def _process(
             raise UsageError(f"{spec}: cannot write beside the input ({parent} is not writable)",
                              hint="use --out-dir")
 
-    source = open_source(spec, yuv=decode_yuv)  # videos as YUV 4:2:0: see Renderer
+    source = open_source(spec, yuv=decode_yuv, hw_decode=hw_decode)  # videos as YUV 4:2:0: see Renderer
     try:
         info = source.info
         hook.start_input(spec, index, count, info.frame_count)

@@ -15,8 +15,10 @@ from tdnet_cli.video.reader import (
     to_rgb8,
 )
 from tdnet_cli.video.writer import (
+    ENCODERS,
     VIDEO_SUFFIXES,
     X264_PRESETS,
+    Encoding,
     PngSequenceWriter,
     VideoWriter,
     check_encoding,
@@ -25,6 +27,8 @@ from tdnet_cli.video.writer import (
 )
 
 __all__ = [
+    "ENCODERS",
+    "Encoding",
     "IMAGE_EXTENSIONS",
     "VIDEO_SUFFIXES",
     "Frame",

@@ -180,10 +180,16 @@ class VideoReader:
     path ffmpeg cannot open fails here with :class:`InputError`. Iterate for frames.
     Decode errors that ffmpeg survives (a truncated or corrupt file) do not raise:
     the frames decoded so far are yielded and the errors collected in ``problems``.
+
+    ``hw_decode=N`` decodes on CUDA GPU N (NVDEC, ``-hwaccel cuda``); frames still arrive
+    in host memory, the same as software decoding gives. Check that NVDEC works first
+    (:func:`tdnet_cli.video.hw.require_nvdec`): ffmpeg fails rather than fall back when
+    it cannot open the GPU.
     """
 
-    def __init__(self, uri: str, *, name_digits: int = 6, yuv: bool = False) -> None:
+    def __init__(self, uri: str, *, name_digits: int = 6, yuv: bool = False, hw_decode: int | None = None) -> None:
         self.uri = uri
+        self.hw_decode = hw_decode
         self._name_digits = name_digits
         self._start(yuv)
         if yuv and not self._plain_yuv420:
@@ -208,6 +214,7 @@ class VideoReader:
         self._header, self._header_done, self._tail, self.problems = header, header_done, tail, problems
         cmd = [
             ffmpeg_exe(), "-hide_banner", "-nostdin", "-loglevel", "level+info", "-nostats",
+            *(["-hwaccel", "cuda", "-hwaccel_device", str(self.hw_decode)] if self.hw_decode is not None else []),
             "-i", self.uri,
             # passthrough: every decoded frame exactly once (no duplication for variable frame rates)
             "-map", "0:v:0", "-fps_mode", "passthrough",
@@ -274,6 +281,9 @@ class VideoReader:
     def _open_error(self) -> str:
         """Turn ffmpeg's complaint about an input it could not open into one phrase."""
         text = " ".join(self.problems)
+        cuda = next((p for p in self.problems if "cuda" in p.lower()), None)
+        if self.hw_decode is not None and cuda is not None:
+            return f"GPU decoding (NVDEC, -hwaccel cuda) could not start: {cuda}"
         if "misdetection possible" in " ".join(self._tail):  # ffmpeg guessed a format from noise
             return "not a video ffmpeg can read (invalid data)"
         if "matches no streams" in text:
@@ -445,15 +455,17 @@ class FrameFolderReader:
         self.close()
 
 
-def open_source(spec: str | Path, *, yuv: bool = False) -> VideoReader | FrameFolderReader:
+def open_source(
+    spec: str | Path, *, yuv: bool = False, hw_decode: int | None = None
+) -> VideoReader | FrameFolderReader:
     """Open an input: a URL or video file (via ffmpeg) or a folder of frames. ``yuv``: videos
-    yield YUV 4:2:0 frames (folders always yield RGB).
+    yield YUV 4:2:0 frames (folders always yield RGB). ``hw_decode``: see :class:`VideoReader`.
 
     Raises InputError for a missing path, an empty folder, or anything ffmpeg cannot open.
     """
     text = str(spec)
     if is_url(text):
-        return VideoReader(text, yuv=yuv)
+        return VideoReader(text, yuv=yuv, hw_decode=hw_decode)
     path = Path(text)
     if path.is_dir():
         return FrameFolderReader(path)
@@ -461,4 +473,4 @@ def open_source(spec: str | Path, *, yuv: bool = False) -> VideoReader | FrameFo
         raise InputError(f"{text}: no such file or folder")
     if not path.is_file():
         raise InputError(f"{text}: not a file or folder")
-    return VideoReader(text, yuv=yuv)
+    return VideoReader(text, yuv=yuv, hw_decode=hw_decode)

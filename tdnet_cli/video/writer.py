@@ -14,6 +14,7 @@ import shutil
 import subprocess
 import tempfile
 from collections import deque
+from dataclasses import dataclass
 from concurrent.futures import Future, ThreadPoolExecutor
 from fractions import Fraction
 from pathlib import Path
@@ -23,6 +24,7 @@ import numpy as np
 
 from tdnet_cli.errors import OutputExistsError, TdnetError, UsageError
 from tdnet_cli.video.color import MATRICES, YUV420, rgb_to_i420
+from tdnet_cli.video.hw import gpu_error
 from tdnet_cli.video.reader import ffmpeg_exe
 
 # ffmpeg's stream tags for each colour matrix we write
@@ -31,20 +33,53 @@ _COLOR_TAGS = {
     "bt709": ("-colorspace", "bt709", "-color_primaries", "bt709", "-color_trc", "bt709"),
 }
 
-__all__ = ["VideoWriter", "PngSequenceWriter", "partial_path", "VIDEO_SUFFIXES", "encoded_size"]
+__all__ = ["VideoWriter", "PngSequenceWriter", "Encoding", "partial_path", "VIDEO_SUFFIXES", "encoded_size"]
 
 VIDEO_SUFFIXES = (".mp4", ".mov", ".m4v", ".mkv")
 
 
 X264_PRESETS = ("ultrafast", "superfast", "veryfast", "faster", "fast", "medium", "slow", "slower", "veryslow")
+ENCODERS = ("x264", "nvenc")
+# NVENC's presets run from p1 (fastest) to p7 (best); x264's names map onto them in order
+_NVENC_PRESETS = dict(zip(X264_PRESETS, ("p1", "p2", "p3", "p4", "p4", "p5", "p6", "p7", "p7")))
 
 
-def check_encoding(preset: str, crf: int) -> None:
-    """A usage error for an x264 preset or CRF that ffmpeg would reject mid-run."""
+def check_encoding(preset: str, crf: int, encoder: str = "x264") -> None:
+    """A usage error for an encoder, x264 preset or CRF that ffmpeg would reject mid-run."""
+    if encoder not in ENCODERS:
+        raise UsageError(f"unknown encoder {encoder!r}", hint=f"choose one of {', '.join(ENCODERS)}")
     if preset not in X264_PRESETS:
         raise UsageError(f"unknown x264 preset {preset!r}", hint=f"choose one of {', '.join(X264_PRESETS)}")
     if not 0 <= crf <= 51:
         raise UsageError(f"--crf {crf} is outside 0..51", hint="lower is better quality; 18-28 is usual")
+
+
+@dataclass(frozen=True)
+class Encoding:
+    """How video outputs are encoded: H.264 by libx264 on the CPU, or by NVENC on an NVIDIA GPU.
+
+    ``preset`` is an x264 preset name; NVENC takes the same names, mapped in order onto its
+    p1 (fastest) .. p7 (best). ``crf`` is x264's constant rate factor, and NVENC's
+    constant-quality target (``-cq``, same 0-51 scale; 0, lossless for x264, becomes 1, as
+    NVENC reads 0 as "automatic"). ``gpu`` picks NVENC's GPU (None: the driver's choice).
+    """
+
+    preset: str = "veryfast"
+    crf: int = 20
+    encoder: str = "x264"
+    gpu: int | None = None
+
+    def check(self) -> "Encoding":
+        check_encoding(self.preset, self.crf, self.encoder)
+        return self
+
+    def ffmpeg_args(self) -> list[str]:
+        """The encoder's ffmpeg output options."""
+        if self.encoder == "nvenc":
+            args = ["-c:v", "h264_nvenc", "-preset", _NVENC_PRESETS[self.preset], "-tune", "hq",
+                    "-rc", "vbr", "-cq", str(max(self.crf, 1)), "-b:v", "0"]
+            return args + (["-gpu", str(self.gpu)] if self.gpu is not None else [])
+        return ["-c:v", "libx264", "-preset", self.preset, "-crf", str(self.crf)]
 
 
 def partial_path(final: Path, *, folder: bool = False) -> Path:
@@ -94,9 +129,10 @@ def _unlink(path: Path) -> None:
 
 
 class VideoWriter:
-    """RGB frames -> H.264 (libx264, yuv420p) video, optionally with another file's audio.
+    """RGB frames -> H.264 (yuv420p) video, optionally with another file's audio.
 
     - ``fps`` is the constant output rate (pass the input's for the same timing).
+    - ``preset``/``crf``: libx264's; or a whole :class:`Encoding` (e.g. NVENC) as ``encoding``.
     - Frames are converted to YUV 4:2:0 here with OpenCV (limited range, in ``matrix``:
       BT.601 by default, or BT.709, and tagged so players decode it right): cheaper than
       ffmpeg's single-threaded scaler, which capped 2048x1024 output near 60 fps, and half
@@ -122,12 +158,13 @@ class VideoWriter:
         preset: str = "veryfast",
         crf: int = 20,
         matrix: str = "bt601",
+        encoding: Encoding | None = None,
     ) -> None:
         self.path = Path(path)
         if matrix not in MATRICES:
             raise ValueError(f"unknown colour matrix {matrix!r}")
         self.matrix = matrix
-        check_encoding(preset, crf)
+        self.encoding = (encoding or Encoding(preset, crf)).check()
         if self.path.suffix.lower() not in VIDEO_SUFFIXES:
             raise UsageError(f"{self.path}: a video output needs one of {', '.join(VIDEO_SUFFIXES)}")
         _check_target(self.path, overwrite)
@@ -147,7 +184,7 @@ class VideoWriter:
             "-f", "rawvideo", "-pix_fmt", "yuv420p", "-s", f"{self._enc_w}x{self._enc_h}",
             *_COLOR_TAGS[matrix], "-color_range", "tv",
             "-framerate", f"{fps.numerator}/{fps.denominator}", "-i", "-",
-            "-c:v", "libx264", "-preset", preset, "-crf", str(crf), "-pix_fmt", "yuv420p",
+            *self.encoding.ffmpeg_args(), "-pix_fmt", "yuv420p",
             *_COLOR_TAGS[matrix], "-color_range", "tv",
         ]  # fmt: skip
         if self.path.suffix.lower() != ".mkv":
@@ -192,7 +229,10 @@ class VideoWriter:
 
     def _log_text(self) -> str:
         self._log.seek(0)
-        lines = self._log.read().decode("utf-8", "replace").strip().splitlines()
+        text = self._log.read().decode("utf-8", "replace")
+        if self.encoding.encoder == "nvenc":
+            return gpu_error(text)  # "Cannot load libcuda.so.1", not the muxer's complaint after it
+        lines = text.strip().splitlines()
         return lines[-1] if lines else ""
 
     def close(self) -> Path:
