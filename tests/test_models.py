@@ -5,6 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
+import torch.nn.functional as F
 
 from tdnet_cli.errors import UsageError
 from tdnet_cli.inference import Predictor, parse_size, resolve_device
@@ -176,7 +177,16 @@ def test_predictor_segments_uint8_frames_of_any_size():
     assert stream.state.frame_index == 0 and stream.resets == 1
     batch = pred.segment(np.stack([frame, frame]), pred.new_stream(2))
     assert batch.shape == (2, 90, 160)
-    assert np.array_equal(batch[0], labels) and np.array_equal(batch[1], labels)
+    # Each row of a batch is the single frame's result up to float rounding (oneDNN picks its
+    # kernels by batch size: ~1e-6 here), so the labels agree wherever the top two classes
+    # are further apart than that; a random model can leave a near-tie somewhere.
+    one = pred.logits(frame[None], pred.new_stream())
+    two = pred.logits(np.stack([frame, frame]), pred.new_stream(2))
+    torch.testing.assert_close(two, one.expand_as(two), atol=1e-5, rtol=0)
+    top = F.interpolate(one, size=(90, 160), mode="bilinear", align_corners=True).topk(2, dim=1).values[0]
+    clear = (top[0] - top[1] > 1e-4).numpy()
+    assert clear.mean() > 0.99
+    assert np.array_equal(batch[0][clear], labels[clear]) and np.array_equal(batch[1][clear], labels[clear])
 
 
 def test_predictor_bf16_agrees_with_fp32():
