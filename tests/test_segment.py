@@ -457,6 +457,26 @@ def test_inputs_globs_and_shards(tmp_path):
 # --------------------------------------------------------------------------- the command (fake model)
 
 
+def test_video_engines_follow_the_models_gpu(monkeypatch):
+    from tdnet_cli.video import Encoding
+
+    seg = importlib.import_module("tdnet_cli.pipeline.segment")  # the module, not the function it exports
+    tried = []
+    monkeypatch.setattr(seg, "require_nvenc", lambda gpu: tried.append(("nvenc", gpu)))
+    monkeypatch.setattr(seg, "require_nvdec", lambda gpu: tried.append(("nvdec", gpu)))
+    on = type("P", (), {})
+    on.device = torch.device("cuda", 1)
+    enc, dec = seg.hardware_video(on(), Encoding(encoder="nvenc"), True)
+    assert (enc.gpu, dec, tried) == (1, 1, [("nvenc", 1), ("nvdec", 1)])
+    on.device = torch.device("cpu")  # a CPU model: NVENC wherever the driver puts it, NVDEC on GPU 0
+    tried.clear()
+    enc, dec = seg.hardware_video(on(), Encoding(encoder="nvenc"), True)
+    assert (enc.gpu, dec, tried) == (None, 0, [("nvenc", None), ("nvdec", 0)])
+    tried.clear()
+    enc, dec = seg.hardware_video(on(), Encoding(), False)  # x264, software decoding: nothing tried
+    assert (enc, dec, tried) == (Encoding(), None, [])
+
+
 def test_cli_gpu_video_engine_that_cannot_run_is_one_line_exit_2(tmp_path, fake_cli):
     from tdnet_cli.video.hw import nvenc_problem
 
