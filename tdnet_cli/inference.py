@@ -38,11 +38,14 @@ __all__ = [
     "bundled_weights",
     "DEFAULT_PRESET",
     "PRECISIONS",
+    "COMPILE_MODES",
 ]
 
 DEFAULT_PRESET = "td4-mini"
 BUNDLED_WEIGHTS = "td4-mini-synth.pt"
 PRECISIONS = ("fp32", "bf16", "fp16")
+# torch.compile's modes; "reduce-overhead" replays CUDA graphs (one launch per step on a GPU)
+COMPILE_MODES = ("default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs")
 _DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}
 
 
@@ -155,7 +158,9 @@ class Predictor:
         # torch.compile: True = default mode; a string picks one, e.g. "reduce-overhead" (CUDA
         # graphs) or "max-autotune". Only the tensor work is compiled, one function per path,
         # so the frame counter in the stream state never triggers a recompile.
-        self._compile_mode = None if compile is True else (str(compile) if compile else None)
+        if compile and compile is not True and compile not in COMPILE_MODES:
+            raise UsageError(f"unknown compile mode {compile!r}", hint=f"choose one of {', '.join(COMPILE_MODES)}")
+        self._compile_mode = None if compile in (True, "default") else (str(compile) if compile else None)
         self._compiled: dict[int, object] | None = {} if compile else None
         self._mean = torch.tensor(loaded.mean, device=self.device).view(1, 3, 1, 1) * 255.0
         self._std = torch.tensor(loaded.std, device=self.device).view(1, 3, 1, 1) * 255.0
@@ -204,6 +209,9 @@ class Predictor:
                 notes.append(f"no bundled weights found: {DEFAULT_PRESET} with random weights; "
                              "pass --weights FILE for real predictions")
         pred = cls(loaded, device=device, precision=precision, optimize=optimize, compile=compile, winograd=winograd)
+        if compile:
+            notes.append(f"--compile: each of the model's {pred.num_paths} path(s) compiles on its first frame "
+                         "(tens of seconds each on a CPU) before running at full speed")
         pred.notes = notes
         return pred
 

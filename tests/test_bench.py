@@ -95,7 +95,8 @@ def test_cli_json_and_table():
 
 
 @pytest.mark.parametrize("args", [["--frames", "0"], ["--size", "big"], ["--model", "nope"], ["--precision", "fp16"],
-                                  ["--input", "x.mp4", "--x264-preset", "fastest"]])
+                                  ["--input", "x.mp4", "--x264-preset", "fastest"], ["--compile-mode", "fastest"],
+                                  ["--input", "x.mp4", "--encoder", "qsv"]])
 def test_cli_bad_options(args):
     result = runner.invoke(app, ["bench", "--model", "td4-tiny", "--device", "cpu", *args])
     assert result.exit_code == 2

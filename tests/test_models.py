@@ -232,6 +232,10 @@ def test_predictor_defaults_and_errors(monkeypatch, tmp_path):
         Predictor.create(model="td4-tiny", device="cpu", precision="fp16")
     with pytest.raises(UsageError, match="unknown precision"):
         Predictor.create(model="td4-tiny", device="cpu", precision="int3")
+    with pytest.raises(UsageError, match="unknown compile mode"):
+        Predictor.create(model="td4-tiny", device="cpu", compile="fastest")
+    compiled = Predictor.create(model="td4-tiny", device="cpu", compile="default")
+    assert compiled.compiled and "4 path(s) compiles on its first frame" in compiled.notes[-1]
 
 
 def test_device_and_size_parsing():

@@ -11,6 +11,8 @@ from rich.table import Table
 
 from tdnet_cli.cli.app import app
 from tdnet_cli.cli.common import (
+    CompileModeOpt,
+    CompileOpt,
     DeviceOpt,
     EncoderOpt,
     HwDecodeOpt,
@@ -21,6 +23,7 @@ from tdnet_cli.cli.common import (
     WeightsOpt,
     console,
     err_console,
+    compile_choice,
     handle_errors,
 )
 from tdnet_cli.inference import parse_size
@@ -40,7 +43,8 @@ def bench_command(
     device: DeviceOpt = "auto",
     precision: PrecisionOpt = "fp32",
     streams: Annotated[int, typer.Option("--streams", "-b", help="Streams batched in lockstep.")] = 1,
-    compile: Annotated[bool, typer.Option("--compile", help="torch.compile the model step.")] = False,
+    compile: CompileOpt = False,
+    compile_mode: CompileModeOpt = "default",
     no_winograd: Annotated[bool, typer.Option(
         "--no-winograd", help="CPU fp32: run the wide 3x3 convs as direct convolutions (for comparison; "
         "Winograd products are the default there).")] = False,
@@ -73,7 +77,8 @@ def bench_command(
             bar.update(task, description=phase, completed=done, total=total)
 
         report = run_bench(weights=weights, model=model, size=parse_size(size), frames=frames, warmup=warmup,
-                           device=device, precision=precision, streams=streams, compile=compile,
+                           device=device, precision=precision, streams=streams,
+                           compile=compile_choice(compile, compile_mode),
                            winograd=False if no_winograd else None,
                            baseline=baseline, ceiling=not no_ceiling, reference=reference, source=source,
                            encoding=Encoding(x264_preset, crf, encoder), hw_decode=hw_decode, progress=progress)

@@ -76,5 +76,17 @@ HwDecodeOpt = Annotated[
     bool,
     typer.Option("--hw-decode", help="Decode videos on the NVIDIA GPU (NVDEC; the model's GPU, else GPU 0)."),
 ]
+CompileOpt = Annotated[bool, typer.Option(
+    "--compile", help="torch.compile the model step (each path compiles on its first frame: a slow start).")]
+CompileModeOpt = Annotated[str, typer.Option(
+    "--compile-mode", help="With --compile (and implying it unless 'default'): default, reduce-overhead (CUDA graphs), "
+    "max-autotune or max-autotune-no-cudagraphs.")]
+
+
+def compile_choice(flag: bool, mode: str) -> bool | str:
+    """What Predictor(compile=...) takes for --compile / --compile-mode."""
+    return mode if mode != "default" else flag
+
+
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print one machine-readable JSON result on stdout.")]
 QuietOpt = Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar or summary; errors only.")]

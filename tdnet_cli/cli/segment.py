@@ -14,6 +14,8 @@ from rich.table import Table
 
 from tdnet_cli.cli.app import app
 from tdnet_cli.cli.common import (
+    CompileModeOpt,
+    CompileOpt,
     DeviceOpt,
     EncoderOpt,
     HwDecodeOpt,
@@ -25,6 +27,7 @@ from tdnet_cli.cli.common import (
     WeightsOpt,
     console,
     err_console,
+    compile_choice,
     handle_errors,
 )
 from tdnet_cli.errors import UsageError
@@ -202,6 +205,8 @@ def segment_command(
     crf: Annotated[int, typer.Option("--crf", help="Video output quality, 0-51 (lower = better, bigger).")] = 20,
     encoder: EncoderOpt = "x264",
     hw_decode: HwDecodeOpt = False,
+    compile: CompileOpt = False,
+    compile_mode: CompileModeOpt = "default",
     as_json: JsonOpt = False,
     quiet: QuietOpt = False,
 ) -> None:
@@ -233,7 +238,8 @@ def segment_command(
         raise UsageError("-o names the output of a single input", hint="use --out-dir for several inputs")
 
     predictor = Predictor.create(weights=weights, model=model, device=device_for_rank(device),
-                                 precision=precision, input_size=parse_size(input_size))
+                                 precision=precision, input_size=parse_size(input_size),
+                                 compile=compile_choice(compile, compile_mode))
     hook = _RichProgress(show_bars=not quiet and err_console.is_terminal, quiet=quiet)
     for note in getattr(predictor, "notes", []):
         hook.warn(note)

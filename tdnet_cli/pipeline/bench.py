@@ -369,7 +369,7 @@ def run_bench(
     device: str = "auto",
     precision: str = "fp32",
     streams: int = 1,
-    compile: bool = False,
+    compile: bool | str = False,
     winograd: bool | None = None,
     baseline: str | None = None,
     ceiling: bool = True,
