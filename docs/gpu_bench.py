@@ -88,8 +88,9 @@ clip = Path("/tmp/tdnet-clip2048.mp4")  # kept out of OUT_DIR: large
 subprocess.run([ff, "-y", "-loglevel", "error", "-f", "lavfi", "-i", "testsrc2=size=2048x1024:rate=17", "-t", "12",
                 "-c:v", "libx264", "-preset", "veryfast", "-pix_fmt", "yuv420p", str(clip)], check=True)
 # the CPU route, then NVDEC decoding, then NVENC encoding too (data-centre GPUs such as the
-# H100/H200 have no NVENC: then the run records tdnet's one-line refusal)
-VIDEO_ROUTES = ([], ["--hw-decode"], ["--hw-decode", "--encoder", "nvenc"])
+# H100/H200 have no NVENC: then the run records tdnet's one-line refusal), then CUDA graphs
+# (one launch per step, so the reader and writer threads cannot delay the model's launches)
+VIDEO_ROUTES = ([], ["--hw-decode"], ["--hw-decode", "--encoder", "nvenc"], ["--compile-mode", "reduce-overhead"])
 for route in VIDEO_ROUTES:
     for save_kind in ("overlay", "labels") if not route else ("overlay",):
         cmd = [sys.executable, "-m", "tdnet_cli", "segment", str(clip), "--model", "td4-psp18", "--device", "cuda",
