@@ -46,6 +46,7 @@ BUNDLED_WEIGHTS = "td4-mini-synth.pt"
 PRECISIONS = ("fp32", "bf16", "fp16")
 # torch.compile's modes; "reduce-overhead" replays CUDA graphs (one launch per step on a GPU)
 COMPILE_MODES = ("default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs")
+_CUDA_GRAPH_MODES = ("reduce-overhead", "max-autotune")  # the modes that replay CUDA graphs
 _DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}
 
 
@@ -293,6 +294,12 @@ class Predictor:
                         functools.partial(self.model.step_tensors, path=path), dynamic=False, mode=self._compile_mode)
                 with self._compile_config():
                     logits, memory = fn(x, stream.state.memories)
+                if self._compile_mode in _CUDA_GRAPH_MODES:
+                    # A CUDA graph's outputs live in a pool that the next replay of any path may
+                    # overwrite, but the stream holds this frame's memory for N-1 more steps and
+                    # the caller its logits: copy both out (small, against a whole step).
+                    logits = logits.clone()
+                    memory = None if memory is None else Memory(*(t.clone() for t in memory))  # per-frame models: None
                 stream.state = self.model.advance(stream.state, memory, x.shape[0])
         stream.frames += 1
         return logits.float()

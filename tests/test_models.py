@@ -222,6 +222,45 @@ def test_predictor_compile_traces_one_function_per_path(monkeypatch):
     assert made == [0, 1, 2, 3] and s_c.state.frame_index == 9
 
 
+@pytest.mark.parametrize("preset", ["td4-tiny", "psp-tiny"])
+def test_cuda_graph_modes_copy_what_the_stream_keeps(monkeypatch, preset):
+    """Under reduce-overhead, each replay writes its outputs into the same pooled buffers; the
+    stream keeps earlier frames' memories, so they must be copies. A fake compile that returns
+    one shared set of output buffers for every path (as a CUDA graph pool can) checks it."""
+    import tdnet_cli.inference as inference
+
+    pool: dict[int, torch.Tensor] = {}
+
+    def replayed(fn):
+        def run(x, memories):
+            logits, memory = fn(x, memories)
+            flat = [logits, *(memory if memory is not None else ())]
+            out = []
+            for i, t in enumerate(flat):  # the "graph's" static outputs, overwritten by every call
+                buf = pool.get(i)
+                if buf is None or buf.shape != t.shape:
+                    buf = pool[i] = torch.empty_like(t)
+                out.append(buf.copy_(t))
+            return out[0], (type(memory)(*out[1:]) if memory is not None else None)
+        return run
+
+    monkeypatch.setattr(inference.torch, "compile", lambda fn, **kw: replayed(fn))
+    loaded = random_model(preset)
+    frames = np.random.default_rng(3).integers(0, 256, (7, 64, 128, 3), dtype=np.uint8)
+    eager = Predictor(loaded, device="cpu")
+    graphed = Predictor(loaded, device="cpu", compile="reduce-overhead")
+    s_e, s_g = eager.new_stream(), graphed.new_stream()
+    kept = []
+    for f in frames:
+        a, b = eager.logits(f, s_e), graphed.logits(f, s_g)
+        kept.append(b)
+        torch.testing.assert_close(b, a, atol=1e-5, rtol=0)
+        for m_e, m_g in zip(s_e.state.memories, s_g.state.memories, strict=True):  # each earlier frame's own
+            for t_e, t_g in zip(m_e, m_g):
+                torch.testing.assert_close(t_g, t_e, atol=1e-5, rtol=0)
+    assert all(k.data_ptr() != pool[0].data_ptr() for k in kept)  # the caller's logits are copies too
+
+
 def test_predictor_defaults_and_errors(monkeypatch, tmp_path):
     monkeypatch.setenv("TDNET_WEIGHTS", str(tmp_path / "none.pt"))
     pred = Predictor.create(model="td4-tiny", device="cpu")

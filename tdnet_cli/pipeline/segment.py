@@ -760,8 +760,6 @@ def _run_stream(
                 result = predictor.finish(x.result(), state)
             elif split:
                 result = predictor.logits(x, state)
-                if result.device.type == "cuda":
-                    result = result.clone()  # the next step may reuse its output buffers (CUDA graphs)
             else:
                 result = predictor.segment(model_input(frame), state, size=frame.size)
                 _check_labels(result, frame)
