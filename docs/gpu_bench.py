@@ -1,6 +1,8 @@
 """GPU benchmark and conformance run, one process (what docs/benchmarks.md reports for GPUs).
 
 usage: python docs/gpu_bench.py OUT_DIR   (on a machine with CUDA; writes OUT_DIR/gpu_bench.json)
+       python docs/gpu_bench.py OUT_DIR --smoke   (the same steps on the CPU, tiny: checks the
+       script itself before a GPU's short lease is spent on it; its figures mean nothing)
 """
 
 from __future__ import annotations
@@ -24,7 +26,11 @@ from tdnet_cli.pipeline.bench import run_bench  # noqa: E402
 
 out_dir = Path(sys.argv[1])
 out_dir.mkdir(parents=True, exist_ok=True)
-results: dict = {"device": torch.cuda.get_device_name(0), "torch": torch.__version__, "runs": [], "conformance": []}
+SMOKE = "--smoke" in sys.argv[2:]
+DEVICE = "cpu" if SMOKE else "cuda"
+PRECISIONS = ("fp32", "bf16") if SMOKE else ("fp32", "fp16", "bf16")
+results: dict = {"device": "cpu (smoke)" if SMOKE else torch.cuda.get_device_name(0), "torch": torch.__version__,
+                 "runs": [], "conformance": []}
 
 
 def save() -> None:
@@ -36,8 +42,8 @@ for preset in ("td4-psp18", "td2-psp50"):
     ref = expected(preset)
     model = create_model(preset, input_size=(129, 257)).eval()
     model.load_state_dict(recipe_weights(key_listing(preset, small=True)))
-    for precision in ("fp32", "fp16", "bf16"):
-        pred = Predictor(LoadedModel(model=model, preset=preset), device="cuda", precision=precision)
+    for precision in PRECISIONS:
+        pred = Predictor(LoadedModel(model=model, preset=preset), device=DEVICE, precision=precision)
         stream = pred.new_stream()
         figs = []
         for i in range(len(ref["inputs"])):
@@ -63,10 +69,13 @@ RUNS = [
     dict(model="td2-psp50", precision="fp16", frames=60, warmup=10, streams=4),
     dict(model="psp101", precision="fp16", frames=100, warmup=10),
 ]
+if SMOKE:  # every mode once, tiny; compiling (minutes on a CPU) and fp16 (CUDA only) left out
+    RUNS = [dict(kw, frames=2, warmup=1, size=(65, 129), precision="fp32" if kw["precision"] == "fp16" else
+                 kw["precision"]) for kw in RUNS if not kw.get("compile")]
 for kw in RUNS:
     t0 = time.time()
     try:
-        rep = run_bench(device="cuda", **kw).to_dict()
+        rep = run_bench(device=DEVICE, **kw).to_dict()
         r = rep["result"]
         line = {k: kw.get(k) for k in ("model", "precision", "streams", "compile")}
         line.update(fps_total=r["fps_total"], median_ms=r["steady"]["median_ms"], p95_ms=r["steady"]["p95_ms"],
@@ -78,14 +87,16 @@ for kw in RUNS:
         results["runs"].append({"args": {k: str(v) for k, v in kw.items()}, "error": traceback.format_exc()[-2000:]})
         print("bench FAILED", kw, exc, flush=True)
     save()
-    torch.cuda.empty_cache()
+    if not SMOKE:
+        torch.cuda.empty_cache()
 
 # 3. End to end: a 2048x1024 H.264 clip through `tdnet segment` on the GPU.
 import imageio_ffmpeg  # noqa: E402
 
 ff = imageio_ffmpeg.get_ffmpeg_exe()
 clip = Path("/tmp/tdnet-clip2048.mp4")  # kept out of OUT_DIR: large
-subprocess.run([ff, "-y", "-loglevel", "error", "-f", "lavfi", "-i", "testsrc2=size=2048x1024:rate=17", "-t", "12",
+subprocess.run([ff, "-y", "-loglevel", "error", "-f", "lavfi", "-i",
+                f"testsrc2=size={'256x128' if SMOKE else '2048x1024'}:rate=17", "-t", "1" if SMOKE else "12",
                 "-c:v", "libx264", "-preset", "veryfast", "-pix_fmt", "yuv420p", str(clip)], check=True)
 # the CPU route, then NVDEC decoding, then NVENC encoding too (data-centre GPUs such as the
 # H100/H200 have no NVENC: then the run records tdnet's one-line refusal), then CUDA graphs
@@ -93,9 +104,11 @@ subprocess.run([ff, "-y", "-loglevel", "error", "-f", "lavfi", "-i", "testsrc2=s
 VIDEO_ROUTES = ([], ["--hw-decode"], ["--hw-decode", "--encoder", "nvenc"], ["--compile-mode", "reduce-overhead"])
 for route in VIDEO_ROUTES:
     for save_kind in ("overlay", "labels") if not route else ("overlay",):
-        cmd = [sys.executable, "-m", "tdnet_cli", "segment", str(clip), "--model", "td4-psp18", "--device", "cuda",
-               "--precision", "fp16", "--save", save_kind, "--out-dir", "/tmp/tdnet-seg", "--overwrite",
-               "--json", "--quiet", *route]
+        cmd = [sys.executable, "-m", "tdnet_cli", "segment", str(clip), "--model", "td4-psp18", "--device", DEVICE,
+               "--precision", "fp32" if SMOKE else "fp16", "--save", save_kind, "--out-dir", "/tmp/tdnet-seg",
+               "--overwrite", "--json", "--quiet", *route, *(["--input-size", "65x129"] if SMOKE else [])]
+        if SMOKE and "--compile-mode" in route:
+            continue
         t0 = time.time()
         proc = subprocess.run(cmd, capture_output=True, text=True)
         row = {"cmd": " ".join(cmd[1:]), "rc": proc.returncode, "wall_s": time.time() - t0}
