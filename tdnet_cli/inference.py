@@ -24,6 +24,7 @@ import torch.nn.functional as F
 from tdnet_cli.errors import TdnetError, UsageError
 from tdnet_cli.models.checkpoint import LoadedModel, load_checkpoint, random_model
 from tdnet_cli.models.fast import optimize_for_inference
+from tdnet_cli.models.winograd import keep_out_of_compiled_graphs
 from tdnet_cli.models.attention import Memory
 from tdnet_cli.models.tdnet import StreamState, TDNet
 from tdnet_cli.upsample import upsample_argmax
@@ -163,6 +164,8 @@ class Predictor:
             raise UsageError(f"unknown compile mode {compile!r}", hint=f"choose one of {', '.join(COMPILE_MODES)}")
         self._compile_mode = None if compile in (True, "default") else (str(compile) if compile else None)
         self._compiled: dict[int, object] | None = {} if compile else None
+        if compile and self.winograd:
+            keep_out_of_compiled_graphs()
         self._mean = torch.tensor(loaded.mean, device=self.device).view(1, 3, 1, 1) * 255.0
         self._std = torch.tensor(loaded.std, device=self.device).view(1, 3, 1, 1) * 255.0
         # (1, 256, 3) float32: (v - mean) / std for each uint8 v and channel, computed as the

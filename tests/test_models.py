@@ -261,6 +261,38 @@ def test_cuda_graph_modes_copy_what_the_stream_keeps(monkeypatch, preset):
     assert all(k.data_ptr() != pool[0].data_ptr() for k in kept)  # the caller's logits are copies too
 
 
+def test_compiled_graphs_run_winograd_layers_eagerly_between_them():
+    """keep_out_of_compiled_graphs (what a compiling Predictor calls; not done at import, where
+    it would load dynamo, ~1 s): dynamo breaks the graph at a Winograd layer instead of tracing
+    its gathers and products (which took inductor over 20 min for one td4-psp18 path)."""
+    from tdnet_cli.models.winograd import keep_out_of_compiled_graphs
+
+    conv = torch.nn.Conv2d(8, 8, 3, padding=2, dilation=2)
+
+    class Net(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.a, self.w, self.b = torch.nn.Conv2d(8, 8, 1), WinogradConv2d.from_conv(conv), torch.nn.Conv2d(8, 8, 1)
+
+        def forward(self, x):
+            return self.b(self.w(self.a(x).relu())).relu()
+
+    graphs = []
+
+    def backend(gm, example_inputs):
+        graphs.append(gm)
+        return gm.forward
+
+    keep_out_of_compiled_graphs()
+    keep_out_of_compiled_graphs()  # idempotent
+    net, x = Net().eval(), torch.randn(1, 8, 13, 21)
+    with torch.no_grad():
+        torch.testing.assert_close(torch.compile(net, backend=backend)(x), net(x), atol=1e-5, rtol=0)
+    traced = [str(n.target) for g in graphs for n in g.graph.nodes if n.op == "call_function"]
+    assert len(graphs) == 2 and sum("conv2d" in t for t in traced) == 2  # the 1x1 convs, either side
+    assert not any("mm" in t for t in traced)  # nothing of the Winograd layer
+
+
 def test_predictor_defaults_and_errors(monkeypatch, tmp_path):
     monkeypatch.setenv("TDNET_WEIGHTS", str(tmp_path / "none.pt"))
     pred = Predictor.create(model="td4-tiny", device="cpu")

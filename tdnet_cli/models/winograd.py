@@ -26,7 +26,7 @@ import threading
 import torch
 from torch import nn
 
-__all__ = ["WinogradConv2d", "winograd_weight", "use_winograd"]
+__all__ = ["WinogradConv2d", "winograd_weight", "use_winograd", "keep_out_of_compiled_graphs"]
 
 # Lavin & Gray's F(4, 3) with interpolation points 0, 1, -1, 2, -2 and infinity.
 _BT = torch.tensor([[4, 0, -5, 0, 1, 0], [0, -4, -4, 1, 1, 0], [0, 4, -4, -1, 1, 0],
@@ -107,9 +107,6 @@ class WinogradConv2d(nn.Conv2d):
         return (x.device.type == "cpu" and x.dtype == torch.float32 and self.transformed.dtype == torch.float32
                 and not _cpu_autocast() and not (torch.is_grad_enabled() and x.requires_grad))
 
-    # Traced, the 36 gathers and products per layer take inductor many minutes to compile
-    # (td4-psp18: over 20 min for one path); compiled graphs run this layer eagerly between them.
-    @torch.compiler.disable
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if not self._applies(x):
             return super().forward(x)
@@ -117,6 +114,19 @@ class WinogradConv2d(nn.Conv2d):
         for image, dst in zip(x.permute(0, 2, 3, 1), out):  # one image at a time bounds the scratch
             _winograd_one(image, self.transformed, self.bias, self.dilation[0], dst)
         return out.permute(0, 3, 1, 2)  # NCHW sizes, channels_last strides
+
+
+def keep_out_of_compiled_graphs() -> None:
+    """Make torch.compile run Winograd layers eagerly, between the graphs it compiles.
+
+    Traced, the 36 gathers and products per layer take inductor many minutes to compile
+    (td4-psp18: over 20 min for one path). Applied when a compile is asked for, not at import:
+    ``torch.compiler.disable`` imports dynamo, ~1 s of every command's start-up otherwise.
+    """
+    if not getattr(WinogradConv2d.forward, "_tdnet_untraced", False):
+        forward = torch.compiler.disable(WinogradConv2d.forward)
+        forward._tdnet_untraced = True
+        WinogradConv2d.forward = forward
 
 
 # Block rows are processed a few at a time so that each scratch buffer stays under this many
