@@ -19,6 +19,17 @@ def test_version():
     assert result.exit_code == 0 and result.output.strip() == f"tdnet {__version__}"
 
 
+def test_help_and_version_do_not_load_torch():
+    """Commands import torch (and the pipelines) when they run: `tdnet --help`, `--version` and
+    option errors answer in a fraction of a second instead of after torch's 1-2 s import."""
+    code = ("import sys; from tdnet_cli.cli.app import app; from typer.testing import CliRunner; "
+            "r = CliRunner().invoke(app, ['segment', '--help']); "
+            "print(r.exit_code, sorted(m for m in ('torch', 'tdnet_cli.inference', 'tdnet_cli.pipeline') "
+            "if m in sys.modules))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.split()
+    assert out == ["0", "[]"]
+
+
 def test_models_table_lists_every_preset():
     result = runner.invoke(app, ["models"], env={"COLUMNS": "160"})
     assert result.exit_code == 0

@@ -108,7 +108,7 @@ def tiny():
 @pytest.fixture
 def fake_cli(monkeypatch):
     """Make the command build a FakePredictor (fast, deterministic) instead of a model."""
-    import tdnet_cli.cli.segment as cli_segment
+    from tdnet_cli.inference import Predictor
 
     made: list[FakePredictor] = []
 
@@ -117,7 +117,7 @@ def fake_cli(monkeypatch):
         made[-1].kwargs = kwargs
         return made[-1]
 
-    monkeypatch.setattr(cli_segment.Predictor, "create", staticmethod(create))
+    monkeypatch.setattr(Predictor, "create", staticmethod(create))
     return made
 
 

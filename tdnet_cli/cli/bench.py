@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import json
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
@@ -26,9 +26,10 @@ from tdnet_cli.cli.common import (
     compile_choice,
     handle_errors,
 )
-from tdnet_cli.inference import parse_size
-from tdnet_cli.pipeline.bench import BenchReport, BenchResult, run_bench
 from tdnet_cli.video import Encoding
+
+if TYPE_CHECKING:
+    from tdnet_cli.pipeline.bench import BenchReport, BenchResult
 
 
 @app.command("bench")
@@ -68,6 +69,9 @@ def bench_command(
     Model-only: latency mean/median/p95/max and fps over steady-state frames, the
     queue-filling frames apart, achieved GFLOP/s against the measured ceiling of the
     model's own heaviest conv, peak memory; --baseline runs a comparison in the same process."""
+    from tdnet_cli.inference import parse_size  # torch: loaded by the command, not by `tdnet --help`
+    from tdnet_cli.pipeline.bench import run_bench
+
     show = not (as_json or quiet)
     with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(),
                   console=err_console, transient=True, disable=not show) as bar:

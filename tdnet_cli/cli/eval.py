@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import math
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
@@ -25,8 +25,9 @@ from tdnet_cli.cli.common import (
 )
 from tdnet_cli.errors import OutputExistsError
 from tdnet_cli.fileio import write_text
-from tdnet_cli.inference import Predictor, parse_size
-from tdnet_cli.pipeline.evaluate import EvalReport, evaluate
+
+if TYPE_CHECKING:
+    from tdnet_cli.pipeline.evaluate import EvalReport
 
 
 def _pct(v: float | None) -> str:
@@ -67,6 +68,9 @@ def eval_command(
     ground-truth resolution; the numbers equal the official cityscapesscripts evaluation."""
     if json_out is not None and str(json_out) != "-" and json_out.exists() and not overwrite:
         raise OutputExistsError(f"{json_out} exists", hint="pass --overwrite or another --json path")
+    from tdnet_cli.inference import Predictor, parse_size  # torch: loaded by the command, not by --help
+    from tdnet_cli.pipeline.evaluate import evaluate
+
     predictor = Predictor.create(weights=weights, model=model, device=device, precision=precision,
                                  input_size=parse_size(input_size))
     show = not quiet and str(json_out) != "-"

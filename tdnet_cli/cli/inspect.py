@@ -10,8 +10,6 @@ from rich.table import Table
 
 from tdnet_cli.cli.app import app
 from tdnet_cli.cli.common import InputSizeOpt, JsonOpt, ModelOpt, console, handle_errors
-from tdnet_cli.inference import parse_size
-from tdnet_cli.models.checkpoint import describe, load_checkpoint
 
 
 @app.command("inspect")
@@ -23,6 +21,9 @@ def inspect_command(
     as_json: JsonOpt = False,
 ) -> None:
     """Load a checkpoint and show its model, input size, classes and provenance."""
+    from tdnet_cli.inference import parse_size  # torch: loaded by the command, not by `tdnet --help`
+    from tdnet_cli.models.checkpoint import describe, load_checkpoint
+
     info = describe(load_checkpoint(weights, preset=model, input_size=parse_size(input_size)))
     if as_json:
         print(json.dumps(info, indent=2))

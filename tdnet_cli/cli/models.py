@@ -8,12 +8,13 @@ from rich.table import Table
 
 from tdnet_cli.cli.app import app
 from tdnet_cli.cli.common import JsonOpt, console, handle_errors
-from tdnet_cli.models.complexity import preset_complexity
-from tdnet_cli.models.registry import PRESETS
 
 
 def models_table() -> list[dict]:
     """One row per preset: what `tdnet models` shows (plain data, for --json and tests)."""
+    from tdnet_cli.models.complexity import preset_complexity  # torch: loaded by the command, not by --help
+    from tdnet_cli.models.registry import PRESETS
+
     rows = []
     for name, preset in PRESETS.items():
         params, gflops = preset_complexity(name)

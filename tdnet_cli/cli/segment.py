@@ -6,7 +6,7 @@ import json
 import time
 from enum import Enum
 from pathlib import Path
-from typing import Annotated, Optional
+from typing import TYPE_CHECKING, Annotated, Optional
 
 import typer
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TaskID, TextColumn, TimeRemainingColumn
@@ -31,17 +31,10 @@ from tdnet_cli.cli.common import (
     handle_errors,
 )
 from tdnet_cli.errors import UsageError
-from tdnet_cli.inference import Predictor, parse_size
-from tdnet_cli.pipeline import (
-    InputResult,
-    ProgressHook,
-    device_for_rank,
-    expand_inputs,
-    read_list,
-    resolve_shard,
-    segment,
-    select_shard,
-)
+from tdnet_cli.progress import ProgressHook
+
+if TYPE_CHECKING:
+    from tdnet_cli.pipeline import InputResult
 
 
 class SaveKind(str, Enum):
@@ -216,6 +209,10 @@ def segment_command(
     NAME.labels/, NAME.labelids/) and written under a temporary name until complete. A bad
     input is reported and skipped; the exit code is 1 if any input failed.
     """
+    # torch and the pipeline load here, when the command runs, not for `tdnet --help`
+    from tdnet_cli.inference import Predictor, parse_size
+    from tdnet_cli.pipeline import device_for_rank, expand_inputs, read_list, resolve_shard, segment, select_shard
+
     items = list(inputs or [])
     lists = [list_file] if list_file else []
     if "-" in items:

@@ -13,7 +13,6 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from tdnet_cli.cli.app import app
 from tdnet_cli.cli.common import JsonOpt, QuietOpt, console, err_console, handle_errors
 from tdnet_cli.config import load_config, load_run_config
-from tdnet_cli.pipeline.train import train
 
 
 @app.command("train")
@@ -46,6 +45,8 @@ def train_command(
                        ("model.init", init), ("run.name", name)):
         if value is not None:
             sets.append(f"{key}={value!r}".replace("'", '"'))
+    from tdnet_cli.pipeline.train import train  # torch: loaded by the command, not by `tdnet --help`
+
     cfg = load_run_config(resume, sets) if resume else load_config(config, sets)
     main = int(os.environ.get("RANK", "0")) == 0
     show = main and not quiet and not as_json

@@ -37,6 +37,7 @@ import torch
 
 from tdnet_cli.data.cityscapes import IGNORE_INDEX, palette_lut, train_id_to_label_id
 from tdnet_cli.errors import InputError, OutputExistsError, TdnetError, UsageError
+from tdnet_cli.progress import ProgressHook
 from tdnet_cli.video import (
     VIDEO_SUFFIXES,
     Encoding,
@@ -153,22 +154,6 @@ class SegmentReport:
             "outputs": self.outputs,
             "results": [r.to_dict() for r in self.results],
         }
-
-
-class ProgressHook:
-    """Callbacks `segment` makes from the caller's thread; override what you need."""
-
-    def start_input(self, spec: str, index: int, count: int, total_frames: int | None) -> None:
-        """Input ``index`` of ``count`` is open; ``total_frames`` may be an estimate or None."""
-
-    def advance(self, frames: int = 1) -> None:
-        """More frames went through the model."""
-
-    def finish_input(self, result: InputResult) -> None:
-        """The input is done (ok, failed or skipped)."""
-
-    def warn(self, message: str) -> None:
-        """A non-fatal problem worth telling the user."""
 
 
 # --------------------------------------------------------------------------- inputs and sharding
