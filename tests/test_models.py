@@ -261,6 +261,29 @@ def test_cuda_graph_modes_copy_what_the_stream_keeps(monkeypatch, preset):
     assert all(k.data_ptr() != pool[0].data_ptr() for k in kept)  # the caller's logits are copies too
 
 
+def test_winograd_scratch_serves_inference_mode_and_no_grad_alike():
+    """The per-thread scratch outlives the call that made it: made under inference_mode (as a
+    Predictor runs), it must still take writes under no_grad, and the other way round."""
+    import threading
+
+    conv = torch.nn.Conv2d(8, 8, 3, padding=1)
+    wino, x = WinogradConv2d.from_conv(conv).eval(), torch.randn(1, 8, 16, 24)
+    with torch.no_grad():
+        want = conv(x)
+    got = []
+
+    def run():  # a fresh thread: its scratch is made by the first call below
+        with torch.inference_mode():
+            got.append(wino(x).clone())
+        with torch.no_grad():
+            got.append(wino(x))
+
+    t = threading.Thread(target=run)
+    t.start()
+    t.join()
+    assert len(got) == 2 and all(torch.allclose(g, want, atol=1e-4) for g in got)
+
+
 def test_compiled_graphs_run_winograd_layers_eagerly_between_them():
     """keep_out_of_compiled_graphs (what a compiling Predictor calls; not done at import, where
     it would load dynamo, ~1 s): dynamo breaks the graph at a Winograd layer instead of tracing

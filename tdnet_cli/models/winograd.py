@@ -50,7 +50,10 @@ def _buffer(slot: str, shape: tuple[int, ...]) -> torch.Tensor:
     n = math.prod(shape)
     buf = getattr(_scratch, slot, None)
     if buf is None or buf.numel() < n:
-        buf = torch.empty(n)
+        # A normal tensor, even when first made under inference_mode: an inference tensor
+        # could not be written to by later calls outside it (no_grad, a library user's loop).
+        with torch.inference_mode(False):
+            buf = torch.empty(n)
         setattr(_scratch, slot, buf)
     return buf[:n].view(shape)
 
