@@ -24,7 +24,7 @@ import torch.nn.functional as F
 from tdnet_cli.errors import TdnetError, UsageError
 from tdnet_cli.models.checkpoint import LoadedModel, load_checkpoint, random_model
 from tdnet_cli.models.fast import optimize_for_inference
-from tdnet_cli.models.winograd import keep_out_of_compiled_graphs
+from tdnet_cli.models.winograd import WinogradConv2d, keep_out_of_compiled_graphs
 from tdnet_cli.models.attention import Memory
 from tdnet_cli.models.tdnet import StreamState, TDNet
 from tdnet_cli.upsample import upsample_argmax
@@ -152,10 +152,11 @@ class Predictor:
         # graphs run those layers eagerly between them (docs/benchmarks.md, third CPU run).
         if winograd is None:
             winograd = self.device.type == "cpu" and precision == "fp32"
-        self.winograd = bool(winograd and optimize)
-        model = (optimize_for_inference(loaded.model, channels_last=channels_last, winograd=self.winograd)
+        model = (optimize_for_inference(loaded.model, channels_last=channels_last, winograd=bool(winograd))
                  if optimize else loaded.model.eval())
         self.model = model.to(self.device)
+        # whether any layer runs as Winograd products (a narrow model has none wide enough)
+        self.winograd = any(isinstance(m, WinogradConv2d) for m in self.model.modules())
         self.channels_last = bool(getattr(model, "channels_last", False))
         # torch.compile: True = default mode; a string picks one, e.g. "reduce-overhead" (CUDA
         # graphs) or "max-autotune". Only the tensor work is compiled, one function per path,

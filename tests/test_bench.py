@@ -58,6 +58,8 @@ def test_ceiling_is_the_direct_conv_and_winograd_layers_are_reported_beside_it()
     assert data["result"]["winograd"] is False and data["ceiling"]["layer_gflops"] is None
     assert not run_bench(model="td4-tiny", frames=1, warmup=0, device="cpu", ceiling=False,
                          precision="bf16").result.winograd
+    # fp32, but no layer wide enough to swap: the report does not claim Winograd
+    assert not run_bench(model="td4-tiny", frames=1, warmup=0, device="cpu", ceiling=False).result.winograd
 
 
 def test_encode_ahead_throughput_is_reported_for_one_cpu_stream(monkeypatch):
