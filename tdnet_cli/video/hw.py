@@ -24,7 +24,7 @@ _TEST_SOURCE = ["-f", "lavfi", "-i", "testsrc2=size=256x128:rate=10", "-frames:v
 
 
 def _run(args: list[str]) -> str | None:
-    """None if ffmpeg succeeds, else its last error line."""
+    """None if ffmpeg succeeds, else the line of its log that says why (:func:`gpu_error`)."""
     cmd = [ffmpeg_exe(), "-hide_banner", "-nostdin", "-loglevel", "error", "-y", *args]
     try:
         proc = subprocess.run(cmd, stdin=subprocess.DEVNULL, capture_output=True, timeout=_PROBE_TIMEOUT_S)
