@@ -176,6 +176,29 @@ def test_cli_json_stdout_and_table(dataset):
     assert table.exit_code == 2 and "no city 'nowhere'" in table.output
 
 
+def test_compiled_predictor_scores_the_same(dataset, monkeypatch):
+    """eval --compile: the same scores, with and without propagation (the ablation flips a
+    model attribute between runs, which the compiled graphs must follow). Dynamo's eager
+    backend keeps it fast."""
+    import tdnet_cli.inference as inference
+
+    real_compile = torch.compile
+    monkeypatch.setattr(inference.torch, "compile", lambda fn, **kw: real_compile(fn, backend="eager", dynamic=False))
+    eager = attentive_predictor()
+    compiled = Predictor(eager.loaded, device="cpu", compile=True)
+    for propagation in (False, True):
+        a = evaluate(dataset, predictor=eager, propagation=propagation, limit=2).scores
+        b = evaluate(dataset, predictor=compiled, propagation=propagation, limit=2).scores
+        assert b.miou == pytest.approx(a.miou, abs=1e-6) and b.pixel_accuracy == pytest.approx(a.pixel_accuracy, abs=1e-6)
+    # and the command passes --compile / --compile-mode through
+    made = []
+    monkeypatch.setattr(Predictor, "create", staticmethod(lambda **kw: made.append(kw) or eager))
+    for args, want in (((), False), (("--compile",), True), (("--compile-mode", "reduce-overhead"), "reduce-overhead")):
+        result = runner.invoke(app, ["eval", str(dataset), "--limit", "1", "-q", *args])
+        assert result.exit_code == 0, result.output
+        assert made[-1]["compile"] == want
+
+
 def attentive_predictor() -> Predictor:
     """td4-tiny with random weights whose attention matters. Random attention is
     near-uniform: what it propagates is then one vector per channel, which the spatial

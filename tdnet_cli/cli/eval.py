@@ -13,12 +13,15 @@ from rich.table import Table
 
 from tdnet_cli.cli.app import app
 from tdnet_cli.cli.common import (
+    CompileModeOpt,
+    CompileOpt,
     DeviceOpt,
     InputSizeOpt,
     ModelOpt,
     PrecisionOpt,
     QuietOpt,
     WeightsOpt,
+    compile_choice,
     console,
     err_console,
     handle_errors,
@@ -60,6 +63,8 @@ def eval_command(
     all_paths: Annotated[bool, typer.Option(
         "--all-paths", help="TDNet: score each annotated frame once per path, as a video runs them all (N x the work).")] = False,
     overwrite: Annotated[bool, typer.Option("--overwrite", help="Replace existing --json/--save-predictions output.")] = False,
+    compile: CompileOpt = False,
+    compile_mode: CompileModeOpt = "default",
     quiet: QuietOpt = False,
 ) -> None:
     """Cityscapes mIoU / iIoU / pixel accuracy with TDNet's temporal protocol.
@@ -72,7 +77,7 @@ def eval_command(
     from tdnet_cli.pipeline.evaluate import evaluate
 
     predictor = Predictor.create(weights=weights, model=model, device=device, precision=precision,
-                                 input_size=parse_size(input_size))
+                                 input_size=parse_size(input_size), compile=compile_choice(compile, compile_mode))
     show = not quiet and str(json_out) != "-"
     with Progress(TextColumn("eval"), BarColumn(), MofNCompleteColumn(), TextColumn("mIoU {task.fields[miou]}"),
                   TimeRemainingColumn(), console=err_console, transient=True, disable=not show) as bar:

@@ -25,9 +25,9 @@ from tdnet_cli.cli.common import (
     PrecisionOpt,
     QuietOpt,
     WeightsOpt,
+    compile_choice,
     console,
     err_console,
-    compile_choice,
     handle_errors,
 )
 from tdnet_cli.errors import UsageError
