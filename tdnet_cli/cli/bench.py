@@ -26,7 +26,6 @@ from tdnet_cli.cli.common import (
     err_console,
     handle_errors,
 )
-from tdnet_cli.video import Encoding
 
 if TYPE_CHECKING:
     from tdnet_cli.pipeline.bench import BenchReport, BenchResult
@@ -71,6 +70,7 @@ def bench_command(
     model's own heaviest conv, peak memory; --baseline runs a comparison in the same process."""
     from tdnet_cli.inference import parse_size  # torch: loaded by the command, not by `tdnet --help`
     from tdnet_cli.pipeline.bench import run_bench
+    from tdnet_cli.video import Encoding
 
     show = not (as_json or quiet)
     with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(),

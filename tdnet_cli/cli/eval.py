@@ -27,7 +27,6 @@ from tdnet_cli.cli.common import (
     handle_errors,
 )
 from tdnet_cli.errors import OutputExistsError
-from tdnet_cli.fileio import write_text
 
 if TYPE_CHECKING:
     from tdnet_cli.pipeline.evaluate import EvalReport
@@ -73,6 +72,7 @@ def eval_command(
     ground-truth resolution; the numbers equal the official cityscapesscripts evaluation."""
     if json_out is not None and str(json_out) != "-" and json_out.exists() and not overwrite:
         raise OutputExistsError(f"{json_out} exists", hint="pass --overwrite or another --json path")
+    from tdnet_cli.fileio import write_text
     from tdnet_cli.inference import Predictor, parse_size  # torch: loaded by the command, not by --help
     from tdnet_cli.pipeline.evaluate import evaluate
 

@@ -13,7 +13,6 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from tdnet_cli.cli.app import app
 from tdnet_cli.cli.common import JsonOpt, QuietOpt, console, err_console, handle_errors
 from tdnet_cli.data import layout
-from tdnet_cli.data.synth import generate_dataset
 from tdnet_cli.errors import UsageError
 
 _SIZE_RE = re.compile(r"^([0-9]+)x([0-9]+)$")
@@ -47,6 +46,8 @@ def synth_command(
     Writes leftImg8bit_sequence/, leftImg8bit/ and gtFine/, ready for `tdnet eval` and `tdnet train`."""
     if split not in ("train", "val"):
         raise UsageError(f"bad --split {split!r}", hint="use train or val")
+    from tdnet_cli.data.synth import generate_dataset  # numpy, OpenCV: loaded by the command, not by --help
+
     hw = parse_hw(size)
     show = not quiet and not json_out
     if show:
