@@ -130,13 +130,7 @@ def test_end_to_end_mode_on_a_real_video(tmp_path):
     assert e["fraction_of_model_only"] == pytest.approx(e["fps"] / best)
 
 
-def test_compiled_runs_keep_every_graph_compile_out_of_the_timing(monkeypatch):
-    import torch
-
-    import tdnet_cli.inference as inference
-
-    real_compile = torch.compile
-    monkeypatch.setattr(inference.torch, "compile", lambda fn, **kw: real_compile(fn, backend="eager", dynamic=False))
+def test_compiled_runs_keep_every_graph_compile_out_of_the_timing(eager_compile):
     report = run_bench(model="td4-tiny", frames=2, warmup=0, device="cpu", compile=True, ceiling=False)
     r = report.result
     # 3 queue-filling frames, then the first steady frame of each of the 4 paths compiles.

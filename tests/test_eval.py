@@ -176,14 +176,10 @@ def test_cli_json_stdout_and_table(dataset):
     assert table.exit_code == 2 and "no city 'nowhere'" in table.output
 
 
-def test_compiled_predictor_scores_the_same(dataset, monkeypatch):
+def test_compiled_predictor_scores_the_same(dataset, eager_compile, monkeypatch):
     """eval --compile: the same scores, with and without propagation (the ablation flips a
     model attribute between runs, which the compiled graphs must follow). Dynamo's eager
     backend keeps it fast."""
-    import tdnet_cli.inference as inference
-
-    real_compile = torch.compile
-    monkeypatch.setattr(inference.torch, "compile", lambda fn, **kw: real_compile(fn, backend="eager", dynamic=False))
     eager = attentive_predictor()
     compiled = Predictor(eager.loaded, device="cpu", compile=True)
     for propagation in (False, True):

@@ -200,18 +200,9 @@ def test_predictor_bf16_agrees_with_fp32():
     assert (outs["fp32"] == outs["bf16"]).mean() > 0.8
 
 
-def test_predictor_compile_traces_one_function_per_path(monkeypatch):
+def test_predictor_compile_traces_one_function_per_path(eager_compile):
     """--compile: the tensor work of each path is compiled once (the stream's frame counter is
     no guard) and gives the eager outputs; dynamo's eager backend keeps the test fast."""
-    import tdnet_cli.inference as inference
-
-    made, real_compile = [], torch.compile
-
-    def fake_compile(fn, **kwargs):
-        made.append(fn.keywords["path"])
-        return real_compile(fn, backend="eager", dynamic=False)
-
-    monkeypatch.setattr(inference.torch, "compile", fake_compile)
     loaded = random_model("td4-tiny")
     frames = np.random.default_rng(2).integers(0, 256, (9, 64, 128, 3), dtype=np.uint8)
     eager, compiled = Predictor(loaded, device="cpu"), Predictor(loaded, device="cpu", compile=True)
@@ -219,7 +210,7 @@ def test_predictor_compile_traces_one_function_per_path(monkeypatch):
     for f in frames:
         a, b = eager.logits(f, s_e), compiled.logits(f, s_c)
         assert torch.allclose(a, b, atol=1e-5)
-    assert made == [0, 1, 2, 3] and s_c.state.frame_index == 9
+    assert eager_compile == [0, 1, 2, 3] and s_c.state.frame_index == 9
 
 
 @pytest.mark.parametrize("preset", ["td4-tiny", "psp-tiny"])
@@ -426,13 +417,9 @@ def test_use_winograd_accepts_only_wide_same_padded_3x3_convs():
     assert not use_winograd(c(256, 256, 3, padding=1, padding_mode="reflect"))
 
 
-def test_predictor_uses_winograd_for_cpu_fp32(monkeypatch):
+def test_predictor_uses_winograd_for_cpu_fp32(eager_compile):
     """Eager and compiled (the Winograd layers run eagerly between compiled graphs; dynamo's
     eager backend keeps the test fast), not for bf16, not on the reference path."""
-    import tdnet_cli.inference as inference
-
-    real_compile = torch.compile
-    monkeypatch.setattr(inference.torch, "compile", lambda fn, **kw: real_compile(fn, backend="eager", dynamic=False))
     loaded = random_model("td4-psp18", input_size=(65, 129))
 
     def swapped(pred):

@@ -477,20 +477,11 @@ def test_video_engines_follow_the_models_gpu(monkeypatch):
     assert (enc, dec, tried) == (Encoding(), None, [])
 
 
-def test_compiled_predictor_in_the_pipeline_gives_the_eager_labels(tmp_path, tiny, monkeypatch):
+def test_compiled_predictor_in_the_pipeline_gives_the_eager_labels(tmp_path, tiny, eager_compile):
     """segment --compile: the pipeline steps a compiled predictor (no encoding ahead) frame by
     frame; dynamo's eager backend keeps the test fast."""
-    import tdnet_cli.inference as inference
     from tdnet_cli.inference import Predictor
 
-    real_compile = torch.compile
-    paths = []
-
-    def fake_compile(fn, **kwargs):
-        paths.append(fn.keywords["path"])
-        return real_compile(fn, backend="eager", dynamic=False)
-
-    monkeypatch.setattr(inference.torch, "compile", fake_compile)
     compiled = Predictor(tiny.loaded, device="cpu", compile=True)
     assert not compiled.encodes_ahead
     src = make_clip(tmp_path / "in.mp4", 7)
@@ -498,7 +489,7 @@ def test_compiled_predictor_in_the_pipeline_gives_the_eager_labels(tmp_path, tin
         assert segment([src], predictor=pred, save=["labels"], out_dir=tmp_path / name, cut_detect=False).ok
     a, b = read_pngs(tmp_path / "eager" / "in.labels"), read_pngs(tmp_path / "compiled" / "in.labels")
     assert len(a) == 7 and all((a[k] == b[k]).mean() > 0.999 for k in a)
-    assert paths == [0, 1, 2, 3]  # one graph per path, each traced once
+    assert eager_compile == [0, 1, 2, 3]  # one graph per path, each traced once
 
 
 def test_cli_compile_options_reach_the_predictor(tmp_path, fake_cli):
