@@ -946,9 +946,10 @@ def hardware_video(predictor: Any, encoding: Encoding, hw_decode: bool) -> tuple
     if encoding.encoder == "nvenc":
         encoding = replace(encoding, gpu=gpu)
         require_nvenc(gpu)
-    if hw_decode:
-        require_nvdec(gpu or 0)
-    return encoding, (gpu or 0) if hw_decode else None
+    decode_gpu = (gpu or 0) if hw_decode else None
+    if decode_gpu is not None:
+        require_nvdec(decode_gpu)
+    return encoding, decode_gpu
 
 
 def _one_line(exc: BaseException) -> str:

@@ -17,7 +17,7 @@ from pathlib import Path
 from tdnet_cli.errors import UsageError
 from tdnet_cli.video.reader import ffmpeg_exe
 
-__all__ = ["gpu_error", "nvdec_problem", "nvenc_problem", "require_nvdec", "require_nvenc"]
+__all__ = ["gpu_error", "gpu_line", "nvdec_problem", "nvenc_problem", "require_nvdec", "require_nvenc"]
 
 _PROBE_TIMEOUT_S = 60  # a cold CUDA context can take seconds; a hang must not stall a run
 _TEST_SOURCE = ["-f", "lavfi", "-i", "testsrc2=size=256x128:rate=10", "-frames:v", "3"]
@@ -35,13 +35,17 @@ def _run(args: list[str]) -> str | None:
     return gpu_error(proc.stderr.decode("utf-8", "replace")) or f"ffmpeg exited with status {proc.returncode}"
 
 
+def gpu_line(lines: list[str]) -> str | None:
+    """The first of ffmpeg's messages about CUDA, NVENC or NVDEC (e.g. "Cannot load
+    libcuda.so.1": the lines after it are consequences), or None."""
+    return next((line for line in lines if any(k in line.lower() for k in ("cuda", "nvenc", "nvdec", "cuvid"))), None)
+
+
 def gpu_error(log: str) -> str:
-    """The line of an ffmpeg error log that says why a CUDA/NVENC/NVDEC job failed (its first
-    complaint about them, e.g. "Cannot load libcuda.so.1": later lines are consequences),
-    else the last line; without ffmpeg's "[component @ 0x...]" prefix."""
+    """The line of an ffmpeg error log that says why a GPU job failed (:func:`gpu_line`), else
+    the last line; without ffmpeg's "[component @ 0x...]" prefix."""
     lines = [line.strip() for line in log.splitlines() if line.strip()]
-    cause = next((line for line in lines if any(k in line.lower() for k in ("cuda", "nvenc", "nvdec", "cuvid"))),
-                 lines[-1] if lines else "")
+    cause = gpu_line(lines) or (lines[-1] if lines else "")
     return re.sub(r"^(\[[^\]]*@ 0x[0-9a-f]+\] ?)+", "", cause)
 
 

@@ -280,9 +280,11 @@ class VideoReader:
 
     def _open_error(self) -> str:
         """Turn ffmpeg's complaint about an input it could not open into one phrase."""
+        from tdnet_cli.video.hw import gpu_line  # here: hw imports this module (ffmpeg_exe)
+
         text = " ".join(self.problems)
-        cuda = next((p for p in self.problems if "cuda" in p.lower()), None)
-        if self.hw_decode is not None and cuda is not None:
+        cuda = gpu_line(self.problems) if self.hw_decode is not None else None
+        if cuda is not None:
             return f"GPU decoding (NVDEC, -hwaccel cuda) could not start: {cuda}"
         if "misdetection possible" in " ".join(self._tail):  # ffmpeg guessed a format from noise
             return "not a video ffmpeg can read (invalid data)"
