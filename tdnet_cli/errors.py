@@ -1,7 +1,7 @@
 """One exception family for everything a user can cause.
 
 The core raises these; the CLI turns them into a one-line message and an exit code
-in one place (``tdnet_cli.cli.app``). Nothing here imports typer or rich.
+in one place (``tdnet_cli.cli.common.handle_errors``). Nothing here imports typer or rich.
 """
 
 from __future__ import annotations
@@ -13,8 +13,22 @@ __all__ = [
     "CheckpointError",
     "DataError",
     "OutputExistsError",
+    "WriteError",
+    "Terminated",
+    "EXIT_OK",
+    "EXIT_FAILED",
+    "EXIT_USAGE",
+    "EXIT_INTERRUPTED",
+    "EXIT_TERMINATED",
     "few",
 ]
+
+# The exit codes of every command (README "Exit codes and safety" states the same rule).
+EXIT_OK = 0
+EXIT_FAILED = 1  # the work started and something failed: an input of a batch, a write, a full disk
+EXIT_USAGE = 2  # nothing was done: a bad option, a missing or wrong file named by the user
+EXIT_INTERRUPTED = 130  # Ctrl-C (SIGINT), after cleaning up
+EXIT_TERMINATED = 143  # SIGTERM (kill, timeout, Slurm, Kubernetes), after cleaning up
 
 
 def few(items: list[str], n: int = 3) -> str:
@@ -26,7 +40,7 @@ def few(items: list[str], n: int = 3) -> str:
 class TdnetError(Exception):
     """An error the user can fix. ``str(err)`` is one line naming the problem and the fix."""
 
-    exit_code = 2
+    exit_code = EXIT_USAGE
 
     def __init__(self, message: str, *, hint: str | None = None) -> None:
         super().__init__(message)
@@ -55,3 +69,17 @@ class DataError(TdnetError):
 
 class OutputExistsError(TdnetError):
     """An output would overwrite an existing file."""
+
+
+class WriteError(TdnetError):
+    """Writing an output failed part-way (disk full, folder removed, quota): nothing is left
+    under the final name. Exit 1: the work started and failed."""
+
+    exit_code = EXIT_FAILED
+
+
+class Terminated(KeyboardInterrupt):
+    """SIGTERM, raised in the main thread by the CLI's handler. A KeyboardInterrupt, so every
+    clean-up written for Ctrl-C (temporary outputs removed, last.pt saved) runs for it too."""
+
+    exit_code = EXIT_TERMINATED

@@ -20,3 +20,20 @@ def eager_compile(monkeypatch):
 
     monkeypatch.setattr(inference.torch, "compile", compile)
     return paths
+
+
+@pytest.fixture
+def small_disk(tmp_path):
+    """A folder on its own tiny filesystem (a 1 MiB tmpfs): writing past it fails with ENOSPC,
+    as a full disk does. Needs root (CI runs as root); skipped where mounting is refused."""
+    import subprocess
+
+    mount = tmp_path / "small-disk"
+    mount.mkdir()
+    done = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=1m", "tmpfs", str(mount)], capture_output=True)
+    if done.returncode != 0:
+        pytest.skip(f"cannot mount a small tmpfs here: {done.stderr.decode().strip()}")
+    try:
+        yield mount
+    finally:
+        subprocess.run(["umount", "-l", str(mount)], capture_output=True)

@@ -2,14 +2,25 @@
 
 from __future__ import annotations
 
+import contextlib
+import errno
 import functools
-import sys
-from typing import Annotated, Callable, TypeVar
+import signal
+import threading
+from typing import Annotated, Callable, Iterator, TypeVar
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 
-from tdnet_cli.errors import TdnetError
+from tdnet_cli.errors import (
+    EXIT_FAILED,
+    EXIT_INTERRUPTED,
+    EXIT_TERMINATED,
+    EXIT_USAGE,
+    TdnetError,
+    Terminated,
+)
 
 F = TypeVar("F", bound=Callable)
 
@@ -17,29 +28,62 @@ console = Console()
 err_console = Console(stderr=True)
 
 
-def fail(message: str, code: int = 2) -> typer.Exit:
-    """Print one styled error line to stderr and return the Exit to raise."""
-    err_console.print(f"[bold red]error:[/] {message}", highlight=False, soft_wrap=True)
+def fail(message: str, code: int = EXIT_USAGE) -> typer.Exit:
+    """Print one error line to stderr and return the Exit to raise. ``message`` is plain text:
+    brackets in it (file names such as ``clip[red].mp4``) are printed as they are."""
+    err_console.print(f"[bold red]error:[/] {escape(message)}", highlight=False, soft_wrap=True)
     return typer.Exit(code)
 
 
+def warn(message: str) -> None:
+    """One warning line on stderr (plain text, brackets kept)."""
+    err_console.print(f"[yellow]warning:[/] {escape(message)}", highlight=False, soft_wrap=True)
+
+
+def _raise_terminated(signum, frame) -> None:
+    raise Terminated()
+
+
+@contextlib.contextmanager
+def _sigterm_as_exception() -> Iterator[None]:
+    """While a command runs, SIGTERM raises :class:`Terminated` in the main thread, so the same
+    clean-up as Ctrl-C runs (temporary outputs removed) before the process exits 143."""
+    if threading.current_thread() is not threading.main_thread():
+        yield  # handlers can only be set from the main thread (e.g. a test runner's worker)
+        return
+    previous = signal.signal(signal.SIGTERM, _raise_terminated)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+def _os_error_line(exc: OSError) -> str:
+    where = f"{exc.filename}: " if exc.filename else ""
+    if exc.errno in (errno.ENOSPC, errno.EDQUOT):
+        return f"{where}the disk is full ({exc.strerror}); free some space or write elsewhere"
+    return f"{where}{exc.strerror or exc}"
+
+
 def handle_errors(func: F) -> F:
-    """Turn the core's TdnetError (and Ctrl-C) into one line and an exit code, no traceback."""
+    """Turn the core's TdnetError, an OSError from the system, Ctrl-C and SIGTERM into one
+    line and the documented exit code (tdnet_cli.errors: 2 usage, 1 failed, 130, 143)."""
 
     @functools.wraps(func)
     def wrapper(*args, **kwargs):
         try:
-            return func(*args, **kwargs)
+            with _sigterm_as_exception():
+                return func(*args, **kwargs)
         except TdnetError as exc:
             raise fail(str(exc), exc.exit_code) from None
+        except Terminated:
+            raise fail("terminated (SIGTERM)", EXIT_TERMINATED) from None
         except KeyboardInterrupt:
-            raise fail("interrupted", 130) from None
+            raise fail("interrupted", EXIT_INTERRUPTED) from None
+        except OSError as exc:  # the system refused (disk full, permissions, a vanished folder)
+            raise fail(_os_error_line(exc), EXIT_FAILED) from None
 
     return wrapper  # type: ignore[return-value]
-
-
-def stdout_is_tty() -> bool:
-    return sys.stdout.isatty()
 
 
 # Option aliases shared by several commands (one definition, many users).
