@@ -42,6 +42,13 @@ from tdnet_cli.cli import segment as _segment  # noqa: E402,F401
 from tdnet_cli.cli import synth as _synth  # noqa: E402,F401
 from tdnet_cli.cli import train as _train  # noqa: E402,F401
 
+EXIT_CODES_HELP = (
+    "Exit codes: 0 done; 1 the work started and something failed (a failed input, a write, a full disk); "
+    "2 nothing was done (a bad option or a wrong file named); 130/143 interrupted by Ctrl-C/SIGTERM."
+)
+for _info in app.registered_commands:  # one statement of the rule, shown by every command's --help
+    _info.epilog = EXIT_CODES_HELP
+
 
 def main() -> None:
     app(prog_name="tdnet")
