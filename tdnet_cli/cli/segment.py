@@ -3,14 +3,18 @@
 from __future__ import annotations
 
 import json
+import os
 import time
 from enum import Enum
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Optional
 
+import click
 import typer
+from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TaskID, TextColumn, TimeRemainingColumn
 from rich.table import Table
+from typer.core import TyperCommand
 
 from tdnet_cli.cli.app import app
 from tdnet_cli.cli.common import (
@@ -28,9 +32,10 @@ from tdnet_cli.cli.common import (
     compile_choice,
     console,
     err_console,
+    fail,
     handle_errors,
 )
-from tdnet_cli.errors import UsageError
+from tdnet_cli.errors import EXIT_USAGE, UsageError
 from tdnet_cli.progress import ProgressHook
 
 if TYPE_CHECKING:
@@ -72,7 +77,7 @@ class _RichProgress(ProgressHook):
     def start_input(self, spec: str, index: int, count: int, total_frames: int | None) -> None:
         label = spec if len(spec) <= 40 else "..." + spec[-37:]
         prefix = f"[{index + 1}/{count}] " if count > 1 else ""
-        self.task = self.bars.add_task(f"{prefix}{label}", total=total_frames or None, fps=0.0)
+        self.task = self.bars.add_task(f"{prefix}{escape(label)}", total=total_frames or None, fps=0.0)
         self.done, self.t0 = 0, time.perf_counter()
 
     def advance(self, frames: int = 1) -> None:
@@ -90,11 +95,12 @@ class _RichProgress(ProgressHook):
             self.bars.update(self.task, total=max(result.frames, 1), completed=result.frames, fps=result.fps)
             self.task = None
         if result.status == "failed" and result.error:
-            self.bars.console.print(f"[bold red]error:[/] {_with_input(result)}", highlight=False, soft_wrap=True)
+            self.bars.console.print(f"[bold red]error:[/] {escape(_with_input(result))}", highlight=False,
+                                    soft_wrap=True)
 
     def warn(self, message: str) -> None:
         if not self.quiet:
-            self.bars.console.print(f"[yellow]warning:[/] {message}", highlight=False, soft_wrap=True)
+            self.bars.console.print(f"[yellow]warning:[/] {escape(message)}", highlight=False, soft_wrap=True)
 
 
 def _with_input(result: InputResult) -> str:
@@ -109,10 +115,10 @@ def _summary(results: list[InputResult], seconds: float) -> None:
     if len(results) == 1:
         r = results[0]
         if r.status == "ok":
-            console.print(f"{r.input}: {r.frames} frames in {r.seconds:.1f} s ({r.fps:.1f} fps; model "
-                          f"{r.model_fps:.1f} fps) -> {', '.join(r.outputs)}", highlight=False, soft_wrap=True)
+            console.print(escape(f"{r.input}: {r.frames} frames in {r.seconds:.1f} s ({r.fps:.1f} fps; model "
+                                 f"{r.model_fps:.1f} fps) -> {', '.join(r.outputs)}"), highlight=False, soft_wrap=True)
         elif r.status == "skipped":
-            console.print(f"{r.input}: skipped (outputs exist)", highlight=False)
+            console.print(escape(f"{r.input}: skipped (outputs exist)"), highlight=False, soft_wrap=True)
         return
     table = Table(title="tdnet segment")
     for col, just in (("input", "left"), ("status", "left"), ("frames", "right"), ("fps", "right"),
@@ -120,15 +126,53 @@ def _summary(results: list[InputResult], seconds: float) -> None:
         table.add_column(col, justify=just)  # type: ignore[arg-type]
     style = {"ok": "green", "failed": "red", "skipped": "dim"}
     for r in results:
-        table.add_row(r.input, f"[{style[r.status]}]{r.status}[/]", str(r.frames), f"{r.fps:.1f}",
-                      f"{r.model_fps:.1f}", "\n".join(r.outputs))
+        table.add_row(escape(r.input), f"[{style[r.status]}]{r.status}[/]", str(r.frames), f"{r.fps:.1f}",
+                      f"{r.model_fps:.1f}", escape("\n".join(r.outputs)))
     console.print(table)
     fps = frames / seconds if seconds > 0 else 0.0
     console.print(f"{len(results)} inputs, {frames} frames, {fps:.1f} fps overall; "
                   f"{failed} failed", highlight=False)
 
 
-@app.command("segment")
+def option_like_file(command: click.Command, args: list[str]) -> str | None:
+    """The first argument that names an existing file but would be read as an option
+    (``-dash.mp4`` is ``-d ash.mp4``), or None. Values of options and what follows ``--``
+    are not looked at."""
+    names, takes_value = {"--help"}, set()
+    for param in command.params:
+        if isinstance(param, click.Option):
+            names.update(param.opts + param.secondary_opts)
+            if not param.is_flag and not param.count:
+                takes_value.update(param.opts)
+    i = 0
+    while i < len(args):
+        arg = args[i]
+        if arg == "--":
+            break
+        if arg in takes_value:
+            i += 2
+            continue
+        if arg.startswith("-") and arg != "-" and arg.split("=", 1)[0] not in names and os.path.lexists(arg):
+            return arg
+        i += 1
+    return None
+
+
+class _SegmentCommand(TyperCommand):
+    """Says how to pass an input whose name starts with '-' before click reads it as options."""
+
+    def parse_args(self, ctx: click.Context, args: list[str]) -> list[str]:
+        arg = option_like_file(self, args)
+        if arg is not None:
+            glued = arg[:2] if not arg.startswith("--") else arg.split("=", 1)[0]
+            read_as = f"{glued} {arg[len(glued):].lstrip('=')}".strip()
+            fail(f"{arg} names a file but reads as the option {read_as}: pass it as ./{arg}, or after -- "
+                 f"(tdnet segment [OPTIONS] -- {arg})", EXIT_USAGE)
+            ctx.exit(EXIT_USAGE)
+        return super().parse_args(ctx, args)
+
+
+@app.command("segment", cls=_SegmentCommand)
 @handle_errors
 def segment_command(
     inputs: Annotated[
@@ -164,7 +208,16 @@ def segment_command(
     device: DeviceOpt = "auto",
     precision: PrecisionOpt = "fp32",
     input_size: InputSizeOpt = None,
-    overwrite: Annotated[bool, typer.Option("--overwrite", help="Replace existing outputs.")] = False,
+    overwrite: Annotated[
+        bool, typer.Option("--overwrite", help="Replace existing outputs. A PNG folder is replaced only if tdnet wrote "
+                           "everything in it (its hidden .tdnet-output.json lists each file); one holding anything "
+                           "else, or written by a tdnet before that list existed, is refused: see --into-folder. An "
+                           "input is never written over.")
+    ] = False,
+    into_folder: Annotated[
+        bool, typer.Option("--into-folder", help="Write PNG outputs into existing folders: PNGs of the same name are "
+                           "replaced, every other file and folder in them is left alone.")
+    ] = False,
     skip_existing: Annotated[
         bool, typer.Option("--skip-existing", help="Leave existing outputs alone and write only the missing ones.")
     ] = False,
@@ -223,13 +276,19 @@ def segment_command(
     if not items:
         raise UsageError("no inputs", hint="pass videos, folders, URLs or globs, or --list FILE")
     the_shard = resolve_shard(shard)
-    specs = select_shard(expand_inputs(items), the_shard)
+    skipped: list[str] = []
+    specs = select_shard(expand_inputs(items, skipped), the_shard)
+    if skipped and not quiet and not as_json:
+        err_console.print(escape(f"note: left out {len(skipped)} of tdnet's own outputs that the patterns matched "
+                                 f"({', '.join(skipped[:3])}{', ...' if len(skipped) > 3 else ''}); name them "
+                                 "one by one to segment them"), highlight=False, soft_wrap=True)
     if not specs:
         if as_json:
             print(json.dumps({"ok": True, "inputs": 0, "shard": list(the_shard) if the_shard else None,
                               "frames": 0, "results": []}))
         elif not quiet:
-            err_console.print("nothing to do: this shard got no inputs", highlight=False)
+            why = "this shard got no inputs" if the_shard else "no inputs left"
+            err_console.print(f"nothing to do: {why}", highlight=False)
         return
     if output is not None and len(specs) > 1:
         raise UsageError("-o names the output of a single input", hint="use --out-dir for several inputs")
@@ -242,7 +301,7 @@ def segment_command(
         hook.warn(note)
     with hook:
         report = segment(specs, predictor=predictor, save=[s.value for s in save], out_dir=out_dir,
-                         output=output, alpha=alpha, legend=legend, overwrite=overwrite,
+                         output=output, alpha=alpha, legend=legend, overwrite=overwrite, into_folder=into_folder,
                          skip_existing=skip_existing, cut_detect=cut_detect, progress=hook, fps=fps,
                          threads=threads, x264_preset=x264_preset, crf=crf, encoder=encoder, hw_decode=hw_decode)
     report.shard = the_shard

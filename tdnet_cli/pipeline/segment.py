@@ -17,6 +17,7 @@ is reported through :class:`ProgressHook`, never printed.
 
 from __future__ import annotations
 
+import errno
 import glob
 import os
 import queue
@@ -51,6 +52,11 @@ from tdnet_cli.video import (
 )
 from tdnet_cli.video.color import YUV420, rgb_to_i420, rgb_to_yuv
 from tdnet_cli.video.hw import require_nvdec, require_nvenc
+from tdnet_cli.video.writer import (
+    is_partial_name,
+    refuse_foreign,
+    remove_stale_partials,
+)
 
 __all__ = [
     "SAVE_KINDS",
@@ -62,6 +68,7 @@ __all__ = [
     "CutDetector",
     "Renderer",
     "expand_inputs",
+    "is_tool_output",
     "read_list",
     "parse_shard",
     "resolve_shard",
@@ -168,10 +175,26 @@ def read_list(path: str | Path) -> list[str]:
     return [ln.strip() for ln in text.splitlines() if ln.strip() and not ln.lstrip().startswith("#")]
 
 
-def expand_inputs(items: Iterable[str | Path]) -> list[str]:
+def is_tool_output(path: str | Path) -> bool:
+    """Whether ``path`` is named like something ``segment`` writes: ``*.overlay.mp4``,
+    ``*.color.mp4`` (any video suffix), ``*.color/``, ``*.labels/``, ``*.labelids/``, or one
+    of our hidden temporaries."""
+    path = Path(path)
+    name = path.name.lower()
+    if is_partial_name(path.name) is not None:
+        return True
+    if path.is_dir():
+        return name.endswith((".color", ".labels", ".labelids"))
+    return name.endswith(tuple(f".{kind}{suffix}" for kind in ("overlay", "color") for suffix in VIDEO_SUFFIXES))
+
+
+def expand_inputs(items: Iterable[str | Path], skipped: list[str] | None = None) -> list[str]:
     """Expand globs (natural order), keep URLs and plain paths as given, drop repeats.
 
-    A pattern that matches nothing is kept, so that it is reported as a failed input.
+    A pattern that matches nothing is kept, so that it is reported as a failed input. What a
+    pattern matches that this tool wrote (:func:`is_tool_output`) is left out, so that a
+    second run over ``dir/*.mp4`` does not segment its own overlays; those are appended to
+    ``skipped``. A path named one by one is always kept.
     """
     out: list[str] = []
     seen: set[str] = set()
@@ -179,7 +202,10 @@ def expand_inputs(items: Iterable[str | Path]) -> list[str]:
         text = str(item)
         if not is_url(text) and not os.path.exists(text) and glob.has_magic(text):
             matches = sorted(glob.glob(text, recursive=True), key=natural_key)
-            expanded = matches or [text]
+            ours = [m for m in matches if is_tool_output(m)]
+            if skipped is not None:
+                skipped.extend(ours)
+            expanded = [m for m in matches if m not in ours] if matches else [text]
         else:
             expanded = [text]
         for spec in expanded:
@@ -783,20 +809,22 @@ def _check_labels(labels: np.ndarray, frame: Frame) -> None:
 
 def _open_writers(
     plans: dict[str, Path], source: FrameSource, *, fps: float | None, overwrite: bool,
-    encoding: Encoding = Encoding(),
+    encoding: Encoding = Encoding(), into: bool = False,
 ) -> dict[str, VideoWriter | PngSequenceWriter]:
     info = source.info
     rate = info.fps if info.fps else Fraction(fps or DEFAULT_FOLDER_FPS).limit_denominator(1001)
     writers: dict[str, VideoWriter | PngSequenceWriter] = {}
     try:
         for kind, path in plans.items():
-            if path.suffix.lower() in VIDEO_SUFFIXES and kind in ("overlay", "color"):
+            if _is_video(kind, path):
                 audio = info.uri if (kind == "overlay" and info.has_audio) else None
                 # YUV frames keep their own colour matrix (blended in place); RGB ones get BT.601
                 writers[kind] = VideoWriter(path, info.width, info.height, rate, audio_from=audio, overwrite=overwrite,
                                             encoding=encoding, matrix=info.matrix or "bt601")
             else:
-                writers[kind] = PngSequenceWriter(path, overwrite=overwrite, workers=_spare_workers())
+                # the manifest lets a later --overwrite tell this folder from one holding other files
+                writers[kind] = PngSequenceWriter(path, overwrite=overwrite, workers=_spare_workers(), manifest=True,
+                                                  into=into)
     except BaseException:
         for w in writers.values():
             w.abort()
@@ -814,14 +842,63 @@ def _spare_workers() -> int:
     return min(4, cores // 4)
 
 
-def _check_out_dir(out_dir: Path) -> None:
+def _check_out_dir(out_dir: Path, option: str = "--out-dir") -> None:
+    """``out_dir`` exists (made if needed) and is writable; ``option`` is what the user passed."""
     try:
         out_dir.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
-        raise UsageError(f"cannot create output folder {out_dir}: {exc.strerror or exc}",
-                         hint="choose another --out-dir") from None
+        raise UsageError(f"cannot create output folder {out_dir} (of {option}): {exc.strerror or exc}",
+                         hint=f"choose a writable {option}") from None
     if not os.access(out_dir, os.W_OK | os.X_OK):
-        raise UsageError(f"output folder {out_dir} is not writable", hint="choose another --out-dir")
+        raise UsageError(f"output folder {out_dir} (of {option}) is not writable", hint=f"choose a writable {option}")
+
+
+def _is_video(kind: str, path: Path) -> bool:
+    return kind in ("overlay", "color") and path.suffix.lower() in VIDEO_SUFFIXES
+
+
+def _check_plans(
+    specs: Sequence[str], save: Sequence[str], *, out_dir: str | Path | None, output: str | Path | None,
+    overwrite: bool, into_folder: bool,
+) -> set[Path]:
+    """Refuse, before anything is written, an output that is an input (same path, a symlink or
+    hard link to it, the input frame folder, or a PNG folder holding an input: a usage error
+    with or without --overwrite), and an --overwrite that would replace what tdnet did not
+    write. Returns the folders the outputs go to."""
+    inputs: dict[tuple[int, int], str] = {}
+    parents: dict[Path, str] = {}
+    for spec in specs:
+        if is_url(spec):
+            continue
+        try:
+            st = os.stat(spec)
+        except OSError:
+            continue  # a missing input fails on its own
+        inputs[(st.st_dev, st.st_ino)] = spec
+        parents[Path(spec).resolve().parent] = spec
+    folders: set[Path] = set()
+    for spec in specs:
+        for kind, path in plan_outputs(spec, save, out_dir=out_dir, output=output).items():
+            folders.add(path.parent)
+            try:
+                st = os.stat(path)
+            except OSError:
+                st = None
+            if st is not None and (st.st_dev, st.st_ino) in inputs:
+                raise UsageError(f"the {kind} output {path} is the input {inputs[(st.st_dev, st.st_ino)]}",
+                                 hint="choose another output: an input is never written over")
+            if _is_video(kind, path):
+                if overwrite and path.is_dir():
+                    raise OutputExistsError(f"{path} is a folder, not a video: --overwrite replaces only files",
+                                            hint="choose another output name")
+                continue
+            holder = parents.get(path.resolve())
+            if holder is not None:
+                raise UsageError(f"the {kind} folder {path} holds the input {holder}",
+                                 hint="write the PNGs to a folder of their own")
+            if overwrite and not into_folder and path.is_dir():
+                refuse_foreign(path)
+    return folders
 
 
 def segment(
@@ -835,6 +912,7 @@ def segment(
     legend: bool = False,
     overwrite: bool = False,
     skip_existing: bool = False,
+    into_folder: bool = False,
     cut_detect: bool = True,
     shard: tuple[int, int] | str | None = None,
     progress: ProgressHook | None = None,
@@ -859,8 +937,15 @@ def segment(
     a usage error says why when they cannot work here. ``decode_yuv=False`` decodes videos
     to RGB instead of YUV 4:2:0 (the slower route; kept for comparisons).
 
+    ``overwrite`` replaces existing outputs, but a PNG folder only when every entry in it is
+    a file an earlier run recorded writing there (its hidden ``.tdnet-output.json``); folders
+    from before that record, or holding anything else, need ``into_folder``: our PNGs go into
+    the existing folder, replacing same-named files and leaving every other entry alone. An
+    output that is an input is refused whatever the options.
+
     Raises TdnetError only for problems that concern every input (bad options, an
-    unwritable ``out_dir``); a bad input is a failed :class:`InputResult`.
+    unwritable ``out_dir``, an output that is an input or a folder not ours to replace),
+    before anything is written; a bad input is a failed :class:`InputResult`.
     """
     hook = progress or ProgressHook()
     save = list(dict.fromkeys(save))  # drop repeats, keep order
@@ -875,6 +960,8 @@ def segment(
         raise UsageError(f"--fps {fps} must be positive")
     if overwrite and skip_existing:
         raise UsageError("--overwrite and --skip-existing contradict each other")
+    if into_folder and skip_existing:
+        raise UsageError("--into-folder and --skip-existing contradict each other")
     encoding, decode_gpu = hardware_video(predictor, Encoding(x264_preset, crf, encoder).check(), hw_decode)
     if isinstance(shard, str):
         shard = parse_shard(shard)
@@ -886,7 +973,10 @@ def segment(
     if output is not None:
         if specs:
             plan_outputs(specs[0], save, output=output)  # a bad -o is a usage error, not a failed input
-        _check_out_dir(Path(output).parent)
+        _check_out_dir(Path(output).parent, "-o")
+    folders = _check_plans(specs, save, out_dir=out_dir, output=output, overwrite=overwrite, into_folder=into_folder)
+    for folder in sorted(folders):
+        remove_stale_partials(folder)  # left by a run killed with SIGKILL: its process is gone
 
     on_cpu = getattr(getattr(predictor, "device", None), "type", "cpu") == "cpu"
     # Encoding ahead runs ENCODE_WORKERS frames at once: the model's threads are shared out
@@ -912,7 +1002,7 @@ def segment(
                     paths = max(1, int(getattr(predictor, "num_paths", 1)))
                     tuner = _ThreadTuner(budget, window=max(4, paths), warmup=max(3, paths))
                 _process(spec, index, len(specs), result, predictor=predictor, save=save, out_dir=out_dir,
-                         output=output, alpha=alpha, legend=legend, overwrite=overwrite,
+                         output=output, alpha=alpha, legend=legend, overwrite=overwrite, into_folder=into_folder,
                          skip_existing=skip_existing, cut_detect=cut_detect, fps=fps, hook=hook, tuner=tuner,
                          claimed=claimed, encoding=encoding, decode_yuv=decode_yuv, hw_decode=decode_gpu)
                 if tuner is not None and tuner.choice is not None:
@@ -956,6 +1046,8 @@ def _one_line(exc: BaseException) -> str:
     if isinstance(exc, TdnetError):
         return str(exc)
     if isinstance(exc, OSError):
+        if exc.errno in (errno.ENOSPC, errno.EDQUOT):
+            return f"disk full writing {exc.filename or 'an output'} ({exc.strerror}); free some space or write elsewhere"
         where = f"{exc.filename}: " if exc.filename else ""
         return f"{where}{exc.strerror or exc}"
     text = str(exc).strip().splitlines()
@@ -979,6 +1071,7 @@ def _process(
     cut_detect: bool,
     fps: float | None,
     hook: ProgressHook,
+    into_folder: bool = False,
     tuner: _ThreadTuner | None,
     claimed: dict[Path, str],
     encoding: Encoding = Encoding(),
@@ -995,7 +1088,7 @@ def _process(
         if path.exists() or path.is_symlink():
             if skip_existing:
                 del plans[kind]
-            elif not overwrite:
+            elif not (overwrite or (into_folder and not _is_video(kind, path))):
                 raise OutputExistsError(f"{path} exists", hint="use --overwrite, or --skip-existing to keep it")
     for path in plans.values():
         claimed[path.resolve()] = spec
@@ -1015,7 +1108,7 @@ def _process(
         hook.start_input(spec, index, count, info.frame_count)
         if tuner is not None and info.frame_count is not None and info.frame_count < tuner.frames_needed + 8:
             tuner = None  # too short to measure; keep the current thread count
-        writers = _open_writers(plans, source, fps=fps, overwrite=overwrite, encoding=encoding)
+        writers = _open_writers(plans, source, fps=fps, overwrite=overwrite, encoding=encoding, into=into_folder)
         try:
             render = Renderer(writers, predictor.palette, predictor.classes, alpha, legend)
             stats = _run_stream(source, predictor, render, cut_detect=cut_detect, hook=hook, tuner=tuner)

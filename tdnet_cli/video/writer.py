@@ -3,16 +3,25 @@
 Every writer works under a temporary name in the destination folder
 (``.NAME.<pid>.partial.EXT`` for files, ``.NAME.<pid>.partial.d`` for PNG folders) and
 renames it to the final name only in :meth:`close`. :meth:`abort` (called by the
-context manager on any exception, Ctrl-C included) deletes the temporary. An existing
+context manager on any exception, Ctrl-C and SIGTERM included) deletes the temporary;
+after a SIGKILL, :func:`remove_stale_partials` lets a later run remove it. An existing
 final output is an :class:`OutputExistsError` unless ``overwrite=True``.
+
+A PNG folder written with ``manifest=True`` holds a hidden :data:`MANIFEST` naming the
+files written, so a later run can tell a folder of ours (safe to replace) from one holding
+anything else (:func:`foreign_entry`).
 """
 
 from __future__ import annotations
 
+import errno
+import json
 import os
+import re
 import shutil
 import subprocess
 import tempfile
+import time
 from collections import deque
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
@@ -22,7 +31,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from tdnet_cli.errors import OutputExistsError, TdnetError, UsageError
+from tdnet_cli.errors import OutputExistsError, TdnetError, UsageError, WriteError
 from tdnet_cli.video.color import MATRICES, YUV420, rgb_to_i420
 from tdnet_cli.video.hw import gpu_error
 from tdnet_cli.video.reader import ffmpeg_exe
@@ -33,7 +42,19 @@ _COLOR_TAGS = {
     "bt709": ("-colorspace", "bt709", "-color_primaries", "bt709", "-color_trc", "bt709"),
 }
 
-__all__ = ["VideoWriter", "PngSequenceWriter", "Encoding", "partial_path", "VIDEO_SUFFIXES", "encoded_size"]
+__all__ = [
+    "MANIFEST",
+    "VIDEO_SUFFIXES",
+    "Encoding",
+    "PngSequenceWriter",
+    "VideoWriter",
+    "encoded_size",
+    "foreign_entry",
+    "is_partial_name",
+    "partial_path",
+    "refuse_foreign",
+    "remove_stale_partials",
+]
 
 VIDEO_SUFFIXES = (".mp4", ".mov", ".m4v", ".mkv")
 
@@ -89,6 +110,143 @@ def partial_path(final: Path, *, folder: bool = False) -> Path:
     return final.with_name(f".{final.stem}.{os.getpid()}.partial{final.suffix}")
 
 
+# Our temporaries, exactly: ".NAME.PID.partial.d" (PNG folders), ".STEM.PID.partial.EXT" (videos)
+# and ".STEM.PID.partial-av.EXT" (a video while its audio is added).
+_PARTIAL = re.compile(r"^\.(?P<name>.+)\.(?P<pid>[0-9]+)\.(?:partial\.d|partial(?:-av)?\.(?:mp4|mov|m4v|mkv))$",
+                      re.IGNORECASE)
+# A temporary of a dead process is removed only once it has not changed for this long: the
+# pid of a writer on another host sharing the folder (NFS, --shard workers on several nodes)
+# looks dead here, but its temporary keeps changing while it works.
+STALE_AFTER_S = 600.0
+
+
+def is_partial_name(name: str) -> int | None:
+    """The pid in one of our temporary names, or None for any other name."""
+    match = _PARTIAL.match(name)
+    return int(match["pid"]) if match else None
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # alive, another user's
+        return True
+    except (OverflowError, ValueError):
+        return False
+    return True
+
+
+def remove_stale_partials(folder: str | Path, *, min_age: float = STALE_AFTER_S) -> list[Path]:
+    """Remove our temporaries in ``folder`` left by a process that is gone (SIGKILL, power loss).
+
+    Only names of our exact pattern, of a pid that is not running here, untouched for
+    ``min_age`` seconds; a ``.d`` one must be a folder and the others plain files. Anything
+    else is never touched. Returns what was removed (failures to remove are ignored).
+    """
+    removed: list[Path] = []
+    try:
+        entries = list(os.scandir(folder))
+    except OSError:
+        return removed
+    now = time.time()
+    for entry in entries:
+        pid = is_partial_name(entry.name)
+        if pid is None or pid == os.getpid() or _pid_alive(pid):
+            continue
+        try:
+            st = entry.stat(follow_symlinks=False)
+            is_dir = entry.is_dir(follow_symlinks=False)
+            if now - st.st_mtime < min_age or is_dir != entry.name.lower().endswith(".partial.d") or entry.is_symlink():
+                continue
+            if is_dir:
+                shutil.rmtree(entry.path)
+            else:
+                os.unlink(entry.path)
+            removed.append(Path(entry.path))
+        except OSError:
+            continue
+    return removed
+
+
+# The hidden list of the files a PNG folder of ours holds (see PngSequenceWriter(manifest=True)).
+MANIFEST = ".tdnet-output.json"
+_TOOL = "tdnet"
+
+
+def _read_manifest(folder: Path) -> set[str] | None:
+    """The file names our manifest in ``folder`` records, or None (no manifest, or not ours)."""
+    path = folder / MANIFEST
+    try:
+        if path.is_symlink() or not path.is_file() or path.stat().st_size > 64 << 20:
+            return None
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    if not isinstance(data, dict) or data.get("tool") != _TOOL or not isinstance(data.get("files"), list):
+        return None
+    return {f for f in data["files"] if isinstance(f, str) and "/" not in f and f not in ("", ".", "..")}
+
+
+def _write_manifest(folder: Path, names: set[str]) -> None:
+    text = json.dumps({"tool": _TOOL, "note": "files written here by tdnet segment", "files": sorted(names)})
+    tmp = folder / f"{MANIFEST}.{os.getpid()}.tmp"
+    try:
+        tmp.write_text(text + "\n", encoding="utf-8")
+        os.replace(tmp, folder / MANIFEST)
+    except OSError as exc:
+        _unlink(tmp)
+        raise _write_error(folder, exc) from None
+
+
+def foreign_entry(folder: str | Path) -> str | None:
+    """None when every entry of ``folder`` is a file our manifest there records (a folder
+    ``--overwrite`` may replace); else the name of one entry that is not (``name/`` for a folder)."""
+    folder = Path(folder)
+    ours = _read_manifest(folder)
+    for entry in sorted(os.scandir(folder), key=lambda e: e.name):
+        if entry.name == MANIFEST and ours is not None:
+            continue
+        if entry.is_dir(follow_symlinks=False):
+            return f"{entry.name}/"
+        if ours is None or entry.name not in ours or not entry.is_file(follow_symlinks=False):
+            return entry.name
+    return None
+
+
+def refuse_foreign(folder: str | Path) -> None:
+    """OutputExistsError (one line naming one foreign entry and the way on) unless
+    :func:`foreign_entry` finds the folder all ours."""
+    foreign = foreign_entry(folder)
+    if foreign is not None:
+        raise OutputExistsError(
+            f"{folder} holds {foreign}, which tdnet has no record of writing there: --overwrite replaces only "
+            f"folders of its own", hint="pass --into-folder to add the PNGs to it, replacing only same-named "
+            "files; or choose another output")  # fmt: skip
+
+
+def _write_error(where: Path, exc: OSError) -> WriteError:
+    """One line for a failed write: a full disk says so, and where."""
+    if exc.errno in (errno.ENOSPC, errno.EDQUOT):
+        return WriteError(f"disk full writing {where} ({exc.strerror})", hint="free some space or write elsewhere")
+    return WriteError(f"cannot write {where}: {exc.strerror or exc}")
+
+
+# ffmpeg reports a failed write with the system's own words (av_err2str is strerror)
+_WRITE_FAILURES = tuple(os.strerror(e) for e in (errno.ENOSPC, errno.EDQUOT, errno.EIO, errno.EROFS, errno.EFBIG,
+                                                  errno.EACCES, errno.ENOENT))
+
+
+def _disk_full(folder: Path) -> bool:
+    """Almost no space left in ``folder``'s filesystem (after ffmpeg gave up there)."""
+    try:
+        st = os.statvfs(folder)
+    except OSError:
+        return False
+    return st.f_bavail * st.f_frsize < 256 << 10
+
+
 def encoded_size(width: int, height: int) -> tuple[int, int]:
     """The size the H.264 stream gets: 4:2:0 chroma needs even sides, so odd ones grow by 1."""
     return width + (width & 1), height + (height & 1)
@@ -101,7 +259,7 @@ def _check_target(final: Path, overwrite: bool) -> None:
     if not parent.is_dir():
         raise UsageError(f"output folder {parent} does not exist")
     if not os.access(parent, os.W_OK | os.X_OK):
-        raise UsageError(f"output folder {parent} is not writable", hint="choose another --out-dir")
+        raise UsageError(f"output folder {parent} is not writable", hint="choose a writable output folder")
 
 
 def _commit(tmp: Path, final: Path, overwrite: bool) -> None:
@@ -224,8 +382,17 @@ class VideoWriter:
             self._proc.stdin.write(memoryview(yuv.reshape(-1)))
         except (BrokenPipeError, OSError):
             self._proc.wait()
-            raise TdnetError(f"{self.path}: the encoder stopped: {self._log_text() or 'no message'}") from None
+            raise self._failed("the encoder stopped", "no message") from None
         self.frames += 1
+
+    def _failed(self, what: str, default: str) -> TdnetError:
+        """The encoder's failure: a WriteError naming the full disk when that was why."""
+        log = self._log_text()
+        if any(m in log for m in _WRITE_FAILURES[:2]) or _disk_full(self._tmp.parent):
+            return _write_error(self.path.parent, OSError(errno.ENOSPC, os.strerror(errno.ENOSPC)))
+        if any(m in log for m in _WRITE_FAILURES):
+            return WriteError(f"{self.path}: {what}: {log}")
+        return TdnetError(f"{self.path}: {what}: {log or default}")
 
     def _log_text(self) -> str:
         self._log.seek(0)
@@ -247,7 +414,7 @@ class VideoWriter:
                 pass
             rc = self._proc.wait()
             if rc != 0:
-                raise TdnetError(f"{self.path}: the encoder failed: {self._log_text() or f'status {rc}'}")
+                raise self._failed("the encoder failed", f"status {rc}")
             if self.frames == 0:
                 raise TdnetError(f"{self.path}: no frames to write")
             if self.audio_from:
@@ -280,9 +447,17 @@ class VideoWriter:
             if proc.returncode == 0:
                 os.replace(muxed, self._tmp)
                 return
+            log = proc.stderr.decode("utf-8", "replace")
+            # measured before the half-written copy is deleted: it is what filled the disk
+            full = any(m in log for m in _WRITE_FAILURES[:2]) or _disk_full(muxed.parent)
             _unlink(muxed)
-            last = proc.stderr.decode("utf-8", "replace").strip().splitlines()[-1:] or [""]
-            last = last[0]
+            last = (log.strip().splitlines()[-1:] or [""])[0]
+            if full:  # a failed write is a failed output, not a video without its audio
+                raise WriteError(f"disk full writing {self.path.parent} (adding the audio to {self.path.name})",
+                                 hint="free some space or write elsewhere")
+            if any(m in log for m in _WRITE_FAILURES):
+                raise WriteError(f"{self.path}: adding the audio failed: {last}")
+        # every codec refused (the container cannot hold this audio): the video is still whole
         self.warnings.append(f"{self.path.name}: audio not copied ({last or 'ffmpeg failed'}); video kept")
 
     def abort(self) -> None:
@@ -312,30 +487,45 @@ class VideoWriter:
             self.abort()
 
 
-def _write_png(target: Path, image: np.ndarray, rgb: bool) -> None:
+def _write_png(target: Path, image: np.ndarray, rgb: bool, where: Path) -> None:
     if rgb:
         image = cv2.cvtColor(image, cv2.COLOR_RGB2BGR)
-    # imencode + tofile (not imwrite) so a failure says why, and non-ASCII paths work
+    # imencode + a plain write (not imwrite) so a failure says why, and non-ASCII paths work;
+    # not ndarray.tofile, whose failure is "6657 requested and 0 written", without the reason
     ok, data = cv2.imencode(".png", image)
     if not ok:
         raise TdnetError(f"{target}: PNG encoding failed")
-    data.tofile(str(target))
+    try:
+        with open(target, "wb") as f:
+            f.write(memoryview(data.reshape(-1)))
+    except OSError as exc:
+        raise _write_error(where, exc) from None
 
 
 class PngSequenceWriter:
     """One PNG per frame into a folder: 8-bit grey (label maps) or RGB (colour images).
 
     Files go to a temporary folder that is renamed to ``path`` by :meth:`close`.
+
+    ``manifest=True`` (what ``tdnet segment`` uses) records the files written in a hidden
+    :data:`MANIFEST`, and ``overwrite`` then replaces an existing folder only if every entry
+    in it is a file such a manifest records (:func:`foreign_entry`), deleting only those.
+    ``into=True`` writes into an existing folder instead: same-named files are replaced,
+    every other entry is left alone.
     """
 
-    def __init__(self, path: str | Path, *, overwrite: bool = False, workers: int = 0) -> None:
+    def __init__(self, path: str | Path, *, overwrite: bool = False, workers: int = 0, manifest: bool = False,
+                 into: bool = False) -> None:
         self.path = Path(path)
-        _check_target(self.path, overwrite)
+        _check_target(self.path, overwrite or into)
         if self.path.exists() and not self.path.is_dir():
             raise OutputExistsError(f"{self.path} exists and is not a folder")
-        self.overwrite = overwrite
+        self.overwrite, self.manifest, self.into = overwrite, manifest, into
+        if manifest and overwrite and not into and self.path.is_dir():
+            refuse_foreign(self.path)
         self.frames = 0
         self.warnings: list[str] = []
+        self._names: set[str] = set()
         self._tmp = partial_path(self.path, folder=True)
         self._closed = False
         if self._tmp.exists():  # left by an earlier process with our pid: ours to replace
@@ -354,13 +544,14 @@ class PngSequenceWriter:
         surface in a later ``write`` or in ``close``.
         """
         target = self._tmp / f"{name}.png"
+        self._names.add(target.name)
         self.frames += 1
         if self._pool is None:
-            _write_png(target, image, rgb)
+            _write_png(target, image, rgb, self.path)
             return
         while len(self._pending) >= self._backlog:
             self._pending.popleft().result()
-        self._pending.append(self._pool.submit(_write_png, target, image, rgb))
+        self._pending.append(self._pool.submit(_write_png, target, image, rgb, self.path))
 
     def _finish_pending(self) -> None:
         while self._pending:
@@ -369,26 +560,63 @@ class PngSequenceWriter:
             self._pool.shutdown()
 
     def close(self) -> Path:
-        """Move the finished folder to its final name."""
+        """Move the finished folder to its final name (or its files into it, with ``into``)."""
         if self._closed:
             return self.path
         try:
             self._finish_pending()
-            if self.path.exists():
+            if self.into and self.path.is_dir():
+                self._merge()
+            elif self.path.exists() or self.path.is_symlink():
                 if not self.overwrite:
                     raise OutputExistsError(f"{self.path} exists", hint="use --overwrite")
-                # move the old folder aside first: the window without any output is one rename
-                old = self.path.with_name(f".{self.path.name}.{os.getpid()}.old")
-                os.replace(self.path, old)
-                os.replace(self._tmp, self.path)
-                shutil.rmtree(old, ignore_errors=True)
+                self._replace()
             else:
+                if self.manifest:
+                    _write_manifest(self._tmp, self._names)
                 os.replace(self._tmp, self.path)
         except BaseException:
             self.abort()
             raise
         self._closed = True
         return self.path
+
+    def _replace(self) -> None:
+        """Swap the new folder in for the old one; the window without any output is one rename."""
+        if not self.manifest:
+            old = self.path.with_name(f".{self.path.name}.{os.getpid()}.old")
+            os.replace(self.path, old)
+            os.replace(self._tmp, self.path)
+            shutil.rmtree(old, ignore_errors=True)
+            return
+        refuse_foreign(self.path)  # again: something may have been added since the start
+        _write_manifest(self._tmp, self._names)
+        old = self.path.with_name(f".{self.path.name}.{os.getpid()}.old")
+        listed = _read_manifest(self.path) or set()
+        os.replace(self.path, old)
+        os.replace(self._tmp, self.path)
+        for name in listed | {MANIFEST}:  # delete only what our manifest named, then the empty folder
+            entry = old / name
+            if entry.is_file() and not entry.is_symlink():
+                _unlink(entry)
+        try:
+            old.rmdir()
+        except OSError:  # something appeared there meanwhile: keep it, and say where
+            self.warnings.append(f"{self.path.name}: files added to the old folder while it was replaced "
+                                 f"were kept in {old}")
+
+    def _merge(self) -> None:
+        """Move our files into the existing folder, replacing only same-named files."""
+        for name in sorted(self._names):
+            target = self.path / name
+            if target.is_dir() and not target.is_symlink():
+                raise OutputExistsError(f"{target} is a folder; the PNG of that frame cannot replace it")
+        ours = _read_manifest(self.path)
+        for name in sorted(self._names):
+            os.replace(self._tmp / name, self.path / name)
+        if ours is not None or not (self.path / MANIFEST).exists():
+            _write_manifest(self.path, (ours or set()) | self._names)  # never over a file of that name not ours
+        shutil.rmtree(self._tmp, ignore_errors=True)
 
     def abort(self) -> None:
         """Delete the temporary folder (idempotent)."""
