@@ -2,11 +2,20 @@
 
 from __future__ import annotations
 
+import os
+import sys
 from typing import Annotated
 
 import typer
 
+try:  # typer >= 0.22 carries its own copy of click
+    from typer._click import exceptions as click_errors
+except ImportError:  # older typer runs on click itself
+    from click import exceptions as click_errors
+
 from tdnet_cli import __version__
+from tdnet_cli.cli.common import fail
+from tdnet_cli.errors import EXIT_INTERRUPTED, EXIT_OK, EXIT_USAGE
 
 app = typer.Typer(
     name="tdnet",
@@ -50,5 +59,36 @@ for _info in app.registered_commands:  # one statement of the rule, shown by eve
     _info.epilog = EXIT_CODES_HELP
 
 
+def _usage_line(exc: click_errors.UsageError) -> str:
+    """A click usage error as one line: the problem, then where help is."""
+    message = exc.format_message()
+    if isinstance(exc, click_errors.NoSuchOption) and os.path.exists(exc.option_name):
+        # a file whose name starts with '-' is read as an option
+        name = exc.option_name
+        message = f"{name} is read as an option (to pass the file, write ./{name} or put it after --)"
+    command = exc.ctx.command_path if exc.ctx is not None else "tdnet"
+    return f"{message} (see '{command} --help')"
+
+
+def run(argv: list[str] | None = None) -> int:
+    """Run the CLI on ``argv`` and return the exit code. Usage errors found while parsing
+    (unknown option, bad value) are one line on stderr, like every other error."""
+    try:
+        code = app(args=argv, prog_name="tdnet", standalone_mode=False)
+    except click_errors.NoArgsIsHelpError as exc:
+        exc.show()  # `tdnet` alone: the help
+        return exc.exit_code
+    except click_errors.UsageError as exc:
+        fail(_usage_line(exc), EXIT_USAGE)
+        return EXIT_USAGE
+    except click_errors.Abort:
+        fail("interrupted", EXIT_INTERRUPTED)
+        return EXIT_INTERRUPTED
+    except click_errors.ClickException as exc:
+        fail(exc.format_message(), exc.exit_code)
+        return exc.exit_code
+    return code if isinstance(code, int) else EXIT_OK
+
+
 def main() -> None:
-    app(prog_name="tdnet")
+    sys.exit(run())
