@@ -7,6 +7,7 @@ same folder, so the final ``os.replace`` is atomic) and removes it on any failur
 from __future__ import annotations
 
 import contextlib
+import errno
 import os
 from collections.abc import Iterator
 from pathlib import Path
@@ -14,7 +15,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from tdnet_cli.errors import DataError
+from tdnet_cli.errors import DataError, WriteError
 
 __all__ = ["atomic_path", "write_text", "write_png"]
 
@@ -50,5 +51,8 @@ def write_png(path: str | os.PathLike, image: np.ndarray) -> None:
         with atomic_path(path, ".png") as tmp:
             tmp.write_bytes(buf.tobytes())
     except OSError as exc:
+        if exc.errno in (errno.ENOSPC, errno.EDQUOT):  # the work started and failed: exit 1, and say why
+            raise WriteError(f"disk full writing {path.parent} ({exc.strerror})",
+                             hint="free some space or write elsewhere") from None
         raise DataError(f"could not write {path}: {exc.strerror or exc}",
                         hint="check the folder is writable and has space") from None

@@ -174,6 +174,17 @@ def test_disk_full_while_adding_the_audio_fails_the_output(tmp_path, small_disk)
     assert snapshot(small_disk) == before  # nothing under the final name, no temporary
 
 
+def test_audio_that_cannot_be_added_still_keeps_the_video(tmp_path):
+    # not a write failure (the audio source is unreadable): the warning and the video stay
+    from tdnet_cli.video.writer import VideoWriter
+
+    (tmp_path / "junk.m4a").write_bytes(b"not audio" * 100)
+    with VideoWriter(tmp_path / "v.mp4", 64, 32, 25, audio_from=str(tmp_path / "junk.m4a")) as w:
+        w.write(np.zeros((32, 64, 3), np.uint8))
+    assert probe(tmp_path / "v.mp4")[0] == 1 and "audio not copied" in w.warnings[0]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["junk.m4a", "v.mp4"]
+
+
 def test_disk_full_writing_pngs_says_so_and_where(tmp_path, small_disk):
     clip = make_clip(tmp_path / "one.mp4", 5)
     _fill(small_disk, 0)
@@ -181,6 +192,17 @@ def test_disk_full_writing_pngs_says_so_and_where(tmp_path, small_disk):
     result = segment(clip, "-s", "labels", "-o", small_disk / "labels")
     line = assert_one_error(result, 1, "disk full", str(small_disk / "labels"))
     assert "requested" not in line
+    assert snapshot(small_disk) == before
+
+
+def test_fileio_png_on_a_full_disk_is_a_write_error(small_disk):
+    from tdnet_cli.errors import WriteError
+    from tdnet_cli.fileio import write_png
+
+    _fill(small_disk, 0)
+    before = snapshot(small_disk)
+    with pytest.raises(WriteError, match=f"disk full writing {small_disk}"):
+        write_png(small_disk / "x.png", np.random.default_rng(0).integers(0, 255, (64, 64), np.uint8))
     assert snapshot(small_disk) == before
 
 
@@ -274,3 +296,13 @@ def test_an_input_that_looks_like_an_option(tmp_path, monkeypatch):
     assert (tmp_path / "-dash.overlay.mp4").is_file()
     result = cli("segment", *MODEL, "-o", "o.mp4", "--", "-dash.mp4")
     assert result.exit_code == 0, result.stderr
+    # an option's value is never taken for such an input, nor is anything after --
+    import typer.main
+
+    from tdnet_cli.cli.app import app
+    from tdnet_cli.cli.segment import option_like_file
+
+    command = typer.main.get_command(app).commands["segment"]
+    assert option_like_file(command, ["-o", "-dash.mp4", "x.mp4"]) is None
+    assert option_like_file(command, ["--", "-dash.mp4"]) is None
+    assert option_like_file(command, ["-q", "-dash.mp4"]) == "-dash.mp4"

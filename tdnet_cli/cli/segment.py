@@ -9,7 +9,6 @@ from enum import Enum
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Optional
 
-import click
 import typer
 from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TaskID, TextColumn, TimeRemainingColumn
@@ -34,8 +33,9 @@ from tdnet_cli.cli.common import (
     err_console,
     fail,
     handle_errors,
+    warn,
 )
-from tdnet_cli.errors import EXIT_USAGE, UsageError
+from tdnet_cli.errors import EXIT_USAGE, UsageError, few
 from tdnet_cli.progress import ProgressHook
 
 if TYPE_CHECKING:
@@ -134,13 +134,13 @@ def _summary(results: list[InputResult], seconds: float) -> None:
                   f"{failed} failed", highlight=False)
 
 
-def option_like_file(command: click.Command, args: list[str]) -> str | None:
+def option_like_file(command: TyperCommand, args: list[str]) -> str | None:
     """The first argument that names an existing file but would be read as an option
     (``-dash.mp4`` is ``-d ash.mp4``), or None. Values of options and what follows ``--``
     are not looked at."""
     names, takes_value = {"--help"}, set()
     for param in command.params:
-        if isinstance(param, click.Option):
+        if param.param_type_name == "option":  # typer vendors its own click: no isinstance
             names.update(param.opts + param.secondary_opts)
             if not param.is_flag and not param.count:
                 takes_value.update(param.opts)
@@ -161,12 +161,14 @@ def option_like_file(command: click.Command, args: list[str]) -> str | None:
 class _SegmentCommand(TyperCommand):
     """Says how to pass an input whose name starts with '-' before click reads it as options."""
 
-    def parse_args(self, ctx: click.Context, args: list[str]) -> list[str]:
+    def parse_args(self, ctx: typer.Context, args: list[str]) -> list[str]:
         arg = option_like_file(self, args)
         if arg is not None:
-            glued = arg[:2] if not arg.startswith("--") else arg.split("=", 1)[0]
-            read_as = f"{glued} {arg[len(glued):].lstrip('=')}".strip()
-            fail(f"{arg} names a file but reads as the option {read_as}: pass it as ./{arg}, or after -- "
+            glued = arg[:2]
+            names = {n for p in self.params if p.param_type_name == "option" for n in p.opts}
+            how = f"reads as the option {glued} {arg[2:]}" if glued in names and not arg.startswith("--") \
+                else "looks like an option"
+            fail(f"{arg} names a file but {how}: pass it as ./{arg}, or after -- "
                  f"(tdnet segment [OPTIONS] -- {arg})", EXIT_USAGE)
             ctx.exit(EXIT_USAGE)
         return super().parse_args(ctx, args)
@@ -279,9 +281,8 @@ def segment_command(
     skipped: list[str] = []
     specs = select_shard(expand_inputs(items, skipped), the_shard)
     if skipped and not quiet and not as_json:
-        err_console.print(escape(f"note: left out {len(skipped)} of tdnet's own outputs that the patterns matched "
-                                 f"({', '.join(skipped[:3])}{', ...' if len(skipped) > 3 else ''}); name them "
-                                 "one by one to segment them"), highlight=False, soft_wrap=True)
+        warn(f"left out {len(skipped)} of tdnet's own outputs that the patterns matched ({few(skipped)}); "
+             "name them one by one to segment them")
     if not specs:
         if as_json:
             print(json.dumps({"ok": True, "inputs": 0, "shard": list(the_shard) if the_shard else None,

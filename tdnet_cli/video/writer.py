@@ -198,6 +198,9 @@ def _write_manifest(folder: Path, names: set[str]) -> None:
     except OSError as exc:
         _unlink(tmp)
         raise _write_error(folder, exc) from None
+    except BaseException:  # Ctrl-C, SIGTERM: no stray file left in the user's folder
+        _unlink(tmp)
+        raise
 
 
 def foreign_entry(folder: str | Path) -> str | None:
