@@ -3,7 +3,8 @@
 Both yield frames one at a time, so memory stays flat however long the input: uint8 RGB
 ``(H, W, 3)``, or for videos opened with ``yuv=True`` the decoder's own YUV 4:2:0 planes
 (with RGB on demand). Videos are decoded by the ffmpeg binary shipped with imageio-ffmpeg
-through a rawvideo pipe; frame folders are read with OpenCV.
+through a rawvideo pipe, resampled to a constant rate (see :class:`VideoReader`); frame
+folders are read with OpenCV.
 """
 
 from __future__ import annotations
@@ -125,16 +126,51 @@ class FrameSource(Protocol):
 _LEVEL_RE = re.compile(r"\[(panic|fatal|error|warning|info)\] ?(.*)$")
 _SIZE_RE = re.compile(r", (\d{1,6})x(\d{1,6})[ ,\[]")
 _FPS_RE = re.compile(r", ([\d.]+)(k?) (fps|tbr)\b")
+# Above this, a stream's guessed rate is taken for a time base (1k, 90k) when its average
+# rate is below it: the frame rate of real footage (slow motion included) stays under it.
+MAX_FRAME_RATE = 240
 _DURATION_RE = re.compile(r"Duration: (\d+):(\d\d):(\d\d(?:\.\d+)?)")
 _CODEC_RE = re.compile(r"Video: (\w+)")
 # the input's pixel format and its parenthesised details: "..., yuv420p(tv, bt709, progressive), 1920x1080"
 _PIX_FMT_RE = re.compile(r"Video: .*?, ([a-z0-9_]+)(?:\(([^)]*)\))?[,\s]")
 
 
+def _stream_rates(line: str) -> dict[str, Fraction]:
+    """The rates ffmpeg prints on a stream line: {"fps": average rate, "tbr": guessed rate}."""
+    rates: dict[str, Fraction] = {}
+    for m in _FPS_RE.finditer(line):
+        value = float(m.group(1)) * (1000 if m.group(2) else 1)
+        if value > 0:
+            rates.setdefault(m.group(3), _fps_fraction(str(value)))
+    return rates
+
+
+_STATS_RE = re.compile(r"frame=\s*(\d+)\b.*?time=(\d+):(\d\d):(\d\d(?:\.\d+)?)")
+
+
+def _measured_rate(uri: str, seconds: int = 10) -> Fraction | None:
+    """The average frame rate of the first ``seconds`` of a video, from its packets' timestamps
+    (no decoding: ffmpeg copies them to nowhere); None when that fails."""
+    cmd = [ffmpeg_exe(), "-hide_banner", "-nostdin", "-nostats", "-loglevel", "info", "-i", uri,
+           "-map", "0:v:0", "-t", str(seconds), "-c", "copy", "-f", "null", "-"]  # fmt: skip
+    try:
+        done = subprocess.run(cmd, stdin=subprocess.DEVNULL, capture_output=True, timeout=60, start_new_session=True)
+    except (OSError, subprocess.TimeoutExpired):
+        return None
+    stats = _STATS_RE.findall(done.stderr.decode("utf-8", "replace"))
+    if not stats:
+        return None
+    frames, h, m, sec = stats[-1]
+    span = int(h) * 3600 + int(m) * 60 + float(sec)  # first to last frame
+    if int(frames) < 2 or span <= 0:
+        return None
+    return _fps_fraction(f"{(int(frames) - 1) / span:.2f}")
+
+
 def _fps_fraction(text: str) -> Fraction:
     """ffmpeg prints rates rounded to 2 decimals; restore NTSC rates (30000/1001) exactly."""
     value = float(text)
-    for base in (24, 30, 48, 60, 120):
+    for base in (15, 24, 30, 48, 50, 60, 120, 240):
         if abs(value - base * 1000 / 1001) < 0.006:
             return Fraction(base * 1000, 1001)
     return Fraction(value).limit_denominator(1001)
@@ -181,6 +217,16 @@ class VideoReader:
     Decode errors that ffmpeg survives (a truncated or corrupt file) do not raise:
     the frames decoded so far are yielded and the errors collected in ``problems``.
 
+    Frames come at the constant rate ``info.fps``, the way ``ffmpeg -fps_mode cfr`` gives
+    them: a variable-frame-rate input (phones, screen recorders, concatenated parts) has its
+    frames repeated or dropped by presentation time, so frame ``i`` is the picture shown at
+    ``i / fps`` seconds (to within a frame: ffmpeg repeats the previous picture round(gap - 0.6)
+    times) and a video written at ``fps`` stays in sync with the input's audio.
+    A constant-rate input comes out frame for frame. The rate is ffmpeg's own guess (the
+    stream's ``r_frame_rate``, exact); one above :data:`MAX_FRAME_RATE` with a lower average
+    rate is a time base, not a rate, and the average is used instead (one or two more ffmpeg
+    starts, for such files only).
+
     ``hw_decode=N`` decodes on CUDA GPU N (NVDEC, ``-hwaccel cuda``); frames still arrive
     in host memory, the same as software decoding gives. Check that NVDEC works first
     (:func:`tdnet_cli.video.hw.require_nvdec`): ffmpeg fails rather than fall back when
@@ -191,15 +237,33 @@ class VideoReader:
         self.uri = uri
         self.hw_decode = hw_decode
         self._name_digits = name_digits
-        self._start(yuv)
-        if yuv and not self._plain_yuv420:
+        self._start(yuv, None)
+        rate = self._rate_override()
+        if (yuv and not self._plain_yuv420) or rate is not None:
             # RGB, 4:2:2/4:4:4, 10-bit or full-range sources would lose detail in 8-bit
-            # limited-range 4:2:0: decode those to RGB, as before (one more ffmpeg start).
+            # limited-range 4:2:0: decode those to RGB, as before (one more ffmpeg start);
+            # likewise a time base taken for the frame rate: restart at a believable one.
             self.close()
-            self._start(False)
+            self._start(yuv and self._plain_yuv420, rate)
 
-    def _start(self, yuv: bool) -> None:
+    def _rate_override(self) -> Fraction | None:
+        """The rate to resample at instead of ffmpeg's guess, when that guess is a time base
+        (a 1k or 90k "tbr" of a variable-rate file), else None: the stream's average rate, or
+        where the header has no believable one (browser-recorded webm: "1k tbr"), the average
+        of its first seconds measured from the packets."""
+        fps = self.info.fps
+        if fps is None or fps <= MAX_FRAME_RATE:
+            return None
+        avg = self._input_rates.get("fps")
+        if avg is None or avg > MAX_FRAME_RATE:
+            avg = _measured_rate(self.uri)
+        # a measured average above the bound is real high-speed footage: keep ffmpeg's rate
+        return avg if avg is not None and avg <= MAX_FRAME_RATE else None
+
+    def _start(self, yuv: bool, rate: Fraction | None) -> None:
+        """Start ffmpeg and read its header; ``rate``: resample at it (else at ffmpeg's guess)."""
         self.yuv = yuv
+        self._rate = rate
         self._stop = threading.Event()  # set by close(): errors after it are ours, not the file's
         self._plain_yuv420 = False
         # Each decoder start has its own header, tail and problem lists and its own events,
@@ -216,8 +280,10 @@ class VideoReader:
             ffmpeg_exe(), "-hide_banner", "-nostdin", "-loglevel", "level+info", "-nostats",
             *(["-hwaccel", "cuda", "-hwaccel_device", str(self.hw_decode)] if self.hw_decode is not None else []),
             "-i", self.uri,
-            # passthrough: every decoded frame exactly once (no duplication for variable frame rates)
-            "-map", "0:v:0", "-fps_mode", "passthrough",
+            # cfr: frames by presentation time at one rate (the writer's), repeated or dropped
+            # where the input's rate varies, so the result keeps time with the input's audio
+            "-map", "0:v:0", "-fps_mode", "cfr",
+            *(["-r", f"{rate.numerator}/{rate.denominator}"] if rate is not None else []),
             "-f", "rawvideo", "-pix_fmt", "yuv420p" if yuv else "rgb24", "-",
         ]  # fmt: skip
         # A new session keeps Ctrl-C away from ffmpeg: we decide when it stops, so a killed
@@ -256,12 +322,12 @@ class VideoReader:
         if size is None:
             raise InputError(f"{self.uri}: cannot read the frame size from ffmpeg's header")
         width, height = int(size.group(1)), int(size.group(2))
-        fps = None
-        for m in _FPS_RE.finditer(in_line):  # "fps" comes before "tbr" when both are printed
-            value = float(m.group(1)) * (1000 if m.group(2) else 1)
-            if value > 0:
-                fps = _fps_fraction(str(value))
-                break
+        self._input_rates = _stream_rates(in_line)
+        # the rate frames come out at: ours when given (exact), else the one ffmpeg announces
+        # for its output stream (what -fps_mode cfr resamples to)
+        fps = self._rate or _stream_rates(out_line).get("fps")
+        if fps is None:  # not announced: the input's average rate, else its guessed one
+            fps = self._input_rates.get("fps") or self._input_rates.get("tbr")
         duration = None
         for t in self._header:
             d = _DURATION_RE.search(t)
