@@ -282,6 +282,23 @@ def test_a_later_run_removes_what_sigkill_left(tmp_path):
     assert remove_stale_partials(out, min_age=0) == [fresh]
 
 
+def test_a_rerun_removes_its_own_leftover_at_once(tmp_path):
+    """Rerunning the command a SIGKILL stopped cleans up straight away: a temporary of a dead
+    process for an output this run writes goes now; one of another name waits STALE_AFTER_S."""
+    dead = subprocess.Popen([sys.executable, "-c", "pass"])
+    dead.wait()
+    out = tmp_path / "out"
+    leftover = out / f".long.labels.{dead.pid}.partial.d"
+    leftover.mkdir(parents=True)
+    (leftover / "000000.png").write_bytes(b"half")
+    other = out / f".other.overlay.{dead.pid}.partial.mp4"
+    other.write_bytes(b"maybe another host's")
+    result = segment(make_clip(tmp_path / "long.mp4", 2), "-d", out, "-s", "labels")
+    assert result.exit_code == 0, result.stderr
+    assert not leftover.exists() and other.exists()
+    assert (out / "long.labels" / "000000.png").is_file()
+
+
 # --------------------------------------------------------------------------- 20. an input named like an option
 
 

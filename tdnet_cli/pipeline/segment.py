@@ -860,11 +860,11 @@ def _is_video(kind: str, path: Path) -> bool:
 def _check_plans(
     specs: Sequence[str], save: Sequence[str], *, out_dir: str | Path | None, output: str | Path | None,
     overwrite: bool, into_folder: bool,
-) -> set[Path]:
+) -> dict[Path, set[str]]:
     """Refuse, before anything is written, an output that is an input (same path, a symlink or
     hard link to it, the input frame folder, or a PNG folder holding an input: a usage error
     with or without --overwrite), and an --overwrite that would replace what tdnet did not
-    write. Returns the folders the outputs go to."""
+    write. Returns the folders the outputs go to, with the output names in each."""
     inputs: dict[tuple[int, int], str] = {}
     parents: dict[Path, str] = {}
     for spec in specs:
@@ -876,10 +876,10 @@ def _check_plans(
             continue  # a missing input fails on its own
         inputs[(st.st_dev, st.st_ino)] = spec
         parents[Path(spec).resolve().parent] = spec
-    folders: set[Path] = set()
+    folders: dict[Path, set[str]] = {}
     for spec in specs:
         for kind, path in plan_outputs(spec, save, out_dir=out_dir, output=output).items():
-            folders.add(path.parent)
+            folders.setdefault(path.parent, set()).add(path.name)
             try:
                 st = os.stat(path)
             except OSError:
@@ -975,8 +975,8 @@ def segment(
             plan_outputs(specs[0], save, output=output)  # a bad -o is a usage error, not a failed input
         _check_out_dir(Path(output).parent, "-o")
     folders = _check_plans(specs, save, out_dir=out_dir, output=output, overwrite=overwrite, into_folder=into_folder)
-    for folder in sorted(folders):
-        remove_stale_partials(folder)  # left by a run killed with SIGKILL: its process is gone
+    for folder, names in sorted(folders.items()):
+        remove_stale_partials(folder, ours=names)  # left by a run killed with SIGKILL: its process is gone
 
     on_cpu = getattr(getattr(predictor, "device", None), "type", "cpu") == "cpu"
     # Encoding ahead runs ENCODE_WORKERS frames at once: the model's threads are shared out

@@ -138,13 +138,18 @@ def _pid_alive(pid: int) -> bool:
     return True
 
 
-def remove_stale_partials(folder: str | Path, *, min_age: float = STALE_AFTER_S) -> list[Path]:
+def remove_stale_partials(folder: str | Path, *, min_age: float = STALE_AFTER_S,
+                          ours: frozenset[str] | set[str] = frozenset()) -> list[Path]:
     """Remove our temporaries in ``folder`` left by a process that is gone (SIGKILL, power loss).
 
     Only names of our exact pattern, of a pid that is not running here, untouched for
     ``min_age`` seconds; a ``.d`` one must be a folder and the others plain files. Anything
-    else is never touched. Returns what was removed (failures to remove are ignored).
+    else is never touched. Temporaries of the outputs the caller is about to write (``ours``:
+    final names, e.g. ``a.overlay.mp4``, ``a.labels``) go at once: a writer elsewhere making
+    the same output would collide with this run anyway. Returns what was removed (failures
+    to remove are ignored).
     """
+    stems = {Path(name).stem for name in ours} | set(ours)
     removed: list[Path] = []
     try:
         entries = list(os.scandir(folder))
@@ -158,7 +163,8 @@ def remove_stale_partials(folder: str | Path, *, min_age: float = STALE_AFTER_S)
         try:
             st = entry.stat(follow_symlinks=False)
             is_dir = entry.is_dir(follow_symlinks=False)
-            if now - st.st_mtime < min_age or is_dir != entry.name.lower().endswith(".partial.d") or entry.is_symlink():
+            age = 0.0 if _PARTIAL.match(entry.name)["name"] in stems else min_age
+            if now - st.st_mtime < age or is_dir != entry.name.lower().endswith(".partial.d") or entry.is_symlink():
                 continue
             if is_dir:
                 shutil.rmtree(entry.path)
