@@ -22,7 +22,8 @@ from tdnet_cli.video import (
     natural_key,
     open_source,
 )
-from tdnet_cli.video.hw import gpu_error, nvdec_problem, nvenc_problem
+from tdnet_cli.video.ffmpeg import gpu_error
+from tdnet_cli.video.hw import nvdec_problem, nvenc_problem
 
 def random_frames(n: int, h: int = H, w: int = W, seed: int = 0) -> list[np.ndarray]:
     rng = np.random.default_rng(seed)

@@ -1,14 +1,16 @@
-"""Video and frame IO: streaming readers (ffmpeg, frame folders) and crash-safe writers."""
+"""Video and frame IO: streaming readers (ffmpeg, frame folders), scene cuts and crash-safe writers."""
 
 from tdnet_cli.video.color import YUV420
+from tdnet_cli.video.cuts import CutDetector
+from tdnet_cli.video.ffmpeg import ffmpeg_exe
 from tdnet_cli.video.reader import (
+    DEFAULT_FOLDER_FPS,
     IMAGE_EXTENSIONS,
     Frame,
     FrameFolderReader,
     FrameSource,
     SourceInfo,
     VideoReader,
-    ffmpeg_exe,
     is_url,
     natural_key,
     open_source,
@@ -27,6 +29,8 @@ from tdnet_cli.video.writer import (
 )
 
 __all__ = [
+    "CutDetector",
+    "DEFAULT_FOLDER_FPS",
     "ENCODERS",
     "Encoding",
     "IMAGE_EXTENSIONS",

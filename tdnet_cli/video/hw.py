@@ -1,4 +1,4 @@
-"""Whether ffmpeg's NVIDIA video engines work here: NVDEC decoding, NVENC encoding.
+"""Whether ffmpeg's NVIDIA video engines work here (NVDEC decoding, NVENC encoding), and where.
 
 The bundled ffmpeg is built with both, but they need an NVIDIA driver and a GPU that has
 the engine (data-centre GPUs such as the H100 have NVDEC but no NVENC). ffmpeg only
@@ -9,15 +9,16 @@ tried once per process on a few tiny frames before a run relies on it.
 from __future__ import annotations
 
 import functools
-import re
 import subprocess
 import tempfile
+from dataclasses import replace
 from pathlib import Path
 
 from tdnet_cli.errors import UsageError
-from tdnet_cli.video.reader import ffmpeg_exe
+from tdnet_cli.video.ffmpeg import ffmpeg_exe, gpu_error
+from tdnet_cli.video.writer import Encoding
 
-__all__ = ["gpu_error", "gpu_line", "nvdec_problem", "nvenc_problem", "require_nvdec", "require_nvenc"]
+__all__ = ["hardware_video", "nvdec_problem", "nvenc_problem", "require_nvdec", "require_nvenc"]
 
 _PROBE_TIMEOUT_S = 60  # a cold CUDA context can take seconds; a hang must not stall a run
 _TEST_SOURCE = ["-f", "lavfi", "-i", "testsrc2=size=256x128:rate=10", "-frames:v", "3"]
@@ -33,20 +34,6 @@ def _run(args: list[str]) -> str | None:
     if proc.returncode == 0:
         return None
     return gpu_error(proc.stderr.decode("utf-8", "replace")) or f"ffmpeg exited with status {proc.returncode}"
-
-
-def gpu_line(lines: list[str]) -> str | None:
-    """The first of ffmpeg's messages about CUDA, NVENC or NVDEC (e.g. "Cannot load
-    libcuda.so.1": the lines after it are consequences), or None."""
-    return next((line for line in lines if any(k in line.lower() for k in ("cuda", "nvenc", "nvdec", "cuvid"))), None)
-
-
-def gpu_error(log: str) -> str:
-    """The line of an ffmpeg error log that says why a GPU job failed (:func:`gpu_line`), else
-    the last line; without ffmpeg's "[component @ 0x...]" prefix."""
-    lines = [line.strip() for line in log.splitlines() if line.strip()]
-    cause = gpu_line(lines) or (lines[-1] if lines else "")
-    return re.sub(r"^(\[[^\]]*@ 0x[0-9a-f]+\] ?)+", "", cause)
 
 
 @functools.lru_cache(maxsize=8)
@@ -80,3 +67,16 @@ def require_nvdec(gpu: int = 0) -> None:
     problem = nvdec_problem(gpu)
     if problem is not None:
         raise UsageError(f"NVDEC (--hw-decode) does not work here: {problem}", hint="drop --hw-decode")
+
+
+def hardware_video(encoding: Encoding, *, hw_decode: bool, gpu: int | None) -> tuple[Encoding, int | None]:
+    """Place NVENC/NVDEC on ``gpu`` (the model's; None when it runs on the CPU: NVENC where
+    the driver chooses, NVDEC on GPU 0) and try them: ``(encoding with its GPU, the GPU to
+    decode on or None)``, or a usage error naming why one cannot work here."""
+    if encoding.encoder == "nvenc":
+        encoding = replace(encoding, gpu=gpu)
+        require_nvenc(gpu)
+    decode_gpu = (gpu or 0) if hw_decode else None
+    if decode_gpu is not None:
+        require_nvdec(decode_gpu)
+    return encoding, decode_gpu

@@ -23,6 +23,7 @@ import numpy as np
 
 from tdnet_cli.errors import InputError
 from tdnet_cli.video.color import YUV420
+from tdnet_cli.video.ffmpeg import ffmpeg_exe, gpu_line
 
 __all__ = [
     "Frame",
@@ -34,19 +35,15 @@ __all__ = [
     "is_url",
     "natural_key",
     "to_rgb8",
-    "ffmpeg_exe",
     "IMAGE_EXTENSIONS",
+    "DEFAULT_FOLDER_FPS",
 ]
 
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff")
+# A folder of frames has no rate of its own: videos made of one play at this unless told
+# otherwise (Cityscapes sequences were recorded at 17 Hz).
+DEFAULT_FOLDER_FPS = 17.0
 _URL_RE = re.compile(r"^[A-Za-z][A-Za-z0-9+.\-]*://")
-
-
-def ffmpeg_exe() -> str:
-    """Path of the ffmpeg binary bundled with imageio-ffmpeg (or IMAGEIO_FFMPEG_EXE)."""
-    import imageio_ffmpeg  # imported lazily: it probes the filesystem on first use
-
-    return imageio_ffmpeg.get_ffmpeg_exe()
 
 
 def is_url(spec: str) -> bool:
@@ -346,8 +343,6 @@ class VideoReader:
 
     def _open_error(self) -> str:
         """Turn ffmpeg's complaint about an input it could not open into one phrase."""
-        from tdnet_cli.video.hw import gpu_line  # here: hw imports this module (ffmpeg_exe)
-
         text = " ".join(self.problems)
         cuda = gpu_line(self.problems) if self.hw_decode is not None else None
         if cuda is not None:

@@ -33,8 +33,7 @@ import numpy as np
 
 from tdnet_cli.errors import OutputExistsError, TdnetError, UsageError, WriteError
 from tdnet_cli.video.color import MATRICES, YUV420, rgb_to_i420
-from tdnet_cli.video.hw import gpu_error
-from tdnet_cli.video.reader import ffmpeg_exe
+from tdnet_cli.video.ffmpeg import ffmpeg_exe, gpu_error
 
 # ffmpeg's stream tags for each colour matrix we write
 _COLOR_TAGS = {
