@@ -49,7 +49,8 @@ def synth_command(
     from tdnet_cli.data.synth import generate_dataset  # numpy, OpenCV: loaded by the command, not by --help
 
     hw = parse_hw(size)
-    show = not quiet and not json_out
+    # No bar where stderr is not a terminal: rich would leave a blank line there, before any error line.
+    show = not quiet and not json_out and err_console.is_terminal
     if show:
         progress = Progress(
             TextColumn("[bold]synth[/]"),

@@ -23,6 +23,7 @@ defined in metres, independent of the output size: a seed rendered at 128x256 an
 from __future__ import annotations
 
 import math
+import os
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -46,6 +47,7 @@ __all__ = [
     "sequence_seed",
     "generate_dataset",
     "label_color_lut",
+    "check_writable",
 ]
 
 FPS = 17.0  # Cityscapes snippets are recorded at 17 Hz
@@ -1562,6 +1564,25 @@ class SynthResult:
         }
 
 
+def check_writable(path: str | os.PathLike, what: str, *, hint: str) -> None:
+    """Raise UsageError unless ``path`` can be written: it, or the nearest folder above it that
+    exists, is a writable folder. Creates nothing, so a refusal leaves no trace. (``os.access``
+    reports a read-only file system even to root, who ignores permission bits.)"""
+    path = Path(path)
+    here = path if path.is_dir() else path.parent
+    while not here.exists() and not here.is_symlink() and here != here.parent:
+        here = here.parent
+    if not here.is_dir():
+        raise UsageError(f"cannot write {what} {path}: {here} is a file, not a folder", hint=hint)
+    if not os.access(here, os.W_OK | os.X_OK):
+        try:
+            readonly = bool(os.statvfs(here).f_flag & os.ST_RDONLY)
+        except OSError:
+            readonly = False
+        why = "is on a read-only file system" if readonly else "is not writable"
+        raise UsageError(f"cannot write {what} {path}: {here} {why}", hint=hint)
+
+
 def generate_dataset(
     out_dir: str | Path,
     *,
@@ -1598,6 +1619,7 @@ def generate_dataset(
         raise OutputExistsError(
             f"output folder {out} is not empty", hint="choose an empty folder, or pass --overwrite to write into it"
         )
+    check_writable(out, "output folder", hint="choose another output folder")  # before any file is made
     cities = _CITIES[split]
     lut = label_color_lut()
     total = sequences * frames_per_sequence
