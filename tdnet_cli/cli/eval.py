@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import errno
 import json
 import math
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated
 
 import typer
+from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 from rich.table import Table
 
@@ -25,8 +27,9 @@ from tdnet_cli.cli.common import (
     console,
     err_console,
     handle_errors,
+    warn,
 )
-from tdnet_cli.errors import OutputExistsError
+from tdnet_cli.errors import TdnetError, WriteError
 
 if TYPE_CHECKING:
     from tdnet_cli.pipeline.evaluate import EvalReport
@@ -69,18 +72,22 @@ def eval_command(
     """Cityscapes mIoU / iIoU / pixel accuracy with TDNet's temporal protocol.
 
     Each annotated frame is predicted by a fresh stream after the frames before it, at full
-    ground-truth resolution; the numbers equal the official cityscapesscripts evaluation."""
-    if json_out is not None and str(json_out) != "-" and json_out.exists() and not overwrite:
-        raise OutputExistsError(f"{json_out} exists", hint="pass --overwrite or another --json path")
-    from tdnet_cli.fileio import write_text
+    ground-truth resolution; the numbers equal the official cityscapesscripts evaluation.
+    --json and --save-predictions never replace a file without --overwrite, and never an input."""
     from tdnet_cli.inference import Predictor, parse_size  # torch: loaded by the command, not by --help
-    from tdnet_cli.pipeline.evaluate import evaluate
+    from tdnet_cli.pipeline.evaluate import check_options, check_outputs, evaluate
 
+    # Options and outputs are checked before the model loads: a refusal costs nothing, creates nothing.
+    city_list = check_options(split=split, warmup=warmup, limit=limit,
+                              cities=[c.strip() for c in cities.split(",") if c.strip()] if cities is not None else None)
+    check_outputs(root, json_path=json_out, save_predictions=save_predictions, weights=weights, overwrite=overwrite)
     predictor = Predictor.create(weights=weights, model=model, device=device, precision=precision,
                                  input_size=parse_size(input_size), compile=compile_choice(compile, compile_mode))
     show = not quiet and str(json_out) != "-"
+    # No bar where stderr is not a terminal: rich would leave a blank line there, before any error line.
     with Progress(TextColumn("eval"), BarColumn(), MofNCompleteColumn(), TextColumn("mIoU {task.fields[miou]}"),
-                  TimeRemainingColumn(), console=err_console, transient=True, disable=not show) as bar:
+                  TimeRemainingColumn(), console=err_console, transient=True,
+                  disable=not (show and err_console.is_terminal)) as bar:
         task = bar.add_task("eval", total=None, miou="-")
 
         def progress(done: int, total: int, miou: float) -> None:
@@ -88,24 +95,40 @@ def eval_command(
 
         report = evaluate(root, predictor=predictor, split=split, warmup=warmup,
                           use_sequence=False if no_sequence else None,
-                          cities=[c for c in cities.split(",") if c] if cities else None, limit=limit, flip=flip,
+                          cities=city_list, limit=limit, flip=flip,
                           save_predictions=save_predictions, overwrite=overwrite, skip_missing=skip_missing,
-                          propagation=not no_propagation, all_paths=all_paths, progress=progress)
+                          propagation=not no_propagation, all_paths=all_paths, progress=progress,
+                          warn=None if quiet else warn)
+    if show:
+        render(report)  # before the JSON file: a failure to write it loses no figure
     if json_out is not None:
         text = json.dumps(report.to_dict(), indent=2)
         if str(json_out) == "-":
             print(text)
         else:
-            write_text(json_out, text + "\n")
-    if show:
-        render(report)
+            _write_json(json_out, text)
+
+
+def _write_json(path: Path, text: str) -> None:
+    """Write the results atomically; if that fails, print them on stdout so the work is not lost."""
+    from tdnet_cli.fileio import write_text
+
+    try:
+        write_text(path, text + "\n")
+    except (OSError, TdnetError) as exc:
+        print(text)
+        full = getattr(exc, "errno", None) in (errno.ENOSPC, errno.EDQUOT)
+        reason = "the disk is full" if full else getattr(exc, "strerror", None) or str(exc)
+        raise WriteError(f"could not write --json {path}: {reason}",
+                         hint="the results are printed on stdout above") from None
 
 
 def render(report: EvalReport) -> None:
     for note in report.notes:
-        err_console.print(f"[dim]note: {note}[/]")
+        if note not in report.warnings:  # those were printed as warning lines already
+            err_console.print(f"[dim]note: {escape(note)}[/]", soft_wrap=True)
     s = report.scores
-    table = Table(title=f"{report.model} on {report.evaluated} frames")
+    table = Table(title=escape(f"{report.model} on {report.evaluated} frames"))
     table.add_column("class")
     table.add_column("IoU", justify="right")
     table.add_column("iIoU", justify="right")
@@ -121,8 +144,8 @@ def render(report: EvalReport) -> None:
     if report.path_miou:
         console.print("mIoU by path: " + " / ".join(_pct(m) for m in report.path_miou))
     if report.skipped:
-        err_console.print(f"skipped {len(report.skipped)}: "
-                          + ", ".join(f"{f} ({r})" for f, r in report.skipped[:3])
-                          + (" ..." if len(report.skipped) > 3 else ""))
+        err_console.print(escape(f"skipped {len(report.skipped)}: "
+                                 + ", ".join(f"{f} ({r})" for f, r in report.skipped[:3])
+                                 + (" ..." if len(report.skipped) > 3 else "")), soft_wrap=True)
     if report.predictions_dir:
-        console.print(f"predictions: {report.predictions_dir}")
+        console.print(f"predictions: {escape(report.predictions_dir)}", soft_wrap=True)

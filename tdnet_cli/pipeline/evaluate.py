@@ -22,16 +22,22 @@ import numpy as np
 import torch
 
 from tdnet_cli.data.cityscapes import label_id_to_train_id, train_id_to_label_id
-from tdnet_cli.data.layout import FrameId, gt_path, image_path, list_annotated, sequence_path
+from tdnet_cli.data.layout import SPLITS, FrameId, gt_path, image_path, list_annotated, sequence_path
+from tdnet_cli.data.synth import check_writable
 from tdnet_cli.errors import DataError, OutputExistsError, UsageError, few
 from tdnet_cli.fileio import write_png
 from tdnet_cli.inference import Predictor
 from tdnet_cli.upsample import upsample_argmax
 from tdnet_cli.metrics import ConfusionMatrix, InstanceStats, Scores, scores
 
-__all__ = ["EvalReport", "evaluate", "plan_samples", "Sample"]
+__all__ = ["EvalReport", "evaluate", "plan_samples", "Sample", "check_options", "check_outputs"]
 
 ProgressFn = Callable[[int, int, float], None]  # (done, total, running mIoU)
+WarnFn = Callable[[str], None]
+
+# The dataset's input folders: nothing of eval's is ever written inside them.
+DATA_FOLDERS = ("leftImg8bit_sequence", "leftImg8bit", "gtFine")
+_PREDICTION_SUFFIX = "_leftImg8bit.png"
 
 
 @dataclass
@@ -59,6 +65,7 @@ class EvalReport:
     propagation: bool = True
     paths_scored: int = 1  # predictions scored per annotated frame (N with all_paths)
     path_miou: list[float] | None = None  # with all_paths: mIoU of each path's predictions alone
+    warnings: list[str] = field(default_factory=list)  # also printed as `warning:` lines by the CLI
 
     @property
     def fps(self) -> float:
@@ -81,6 +88,7 @@ class EvalReport:
             "paths_scored": self.paths_scored,
             "path_miou": self.path_miou,
             "notes": self.notes,
+            "warnings": self.warnings,
         }
 
 
@@ -108,8 +116,9 @@ def plan_samples(
     if use_sequence is None:
         use_sequence = has_seq
         if not has_seq:
-            notes.append(f"no leftImg8bit_sequence/{split}: each annotated frame is repeated as its own history "
-                         "(TDNet's memory then sees no motion; scores differ from the temporal protocol)")
+            notes.append(f"no leftImg8bit_sequence/{split} in {root}: per-frame protocol, each annotated frame "
+                         "repeated as its own history (TDNet's memory sees no motion, so scores differ from the "
+                         "temporal protocol; --no-sequence chooses this explicitly)")
     elif use_sequence and not has_seq:
         raise DataError(f"{root / 'leftImg8bit_sequence' / split} not found",
                         hint="add the sequence frames, or pass --no-sequence")
@@ -138,6 +147,132 @@ def plan_samples(
     return samples, "sequence" if use_sequence else "repeat", skipped, notes
 
 
+def _data_folder_of(path: Path, root: Path) -> Path | None:
+    """The dataset input folder (``DATA_FOLDERS``) that ``path`` is or lies in, if any."""
+    p, r = path.resolve(), root.resolve()
+    for name in DATA_FOLDERS:
+        if p == r / name or r / name in p.parents:
+            return root / name
+    return None
+
+
+def _same_file(a: Path, b: str | os.PathLike) -> bool:
+    try:
+        return os.path.samefile(a, b)
+    except OSError:
+        return False
+
+
+def _check_json(path: Path, root: Path, weights: str | None, overwrite: bool) -> None:
+    if path.is_dir():
+        raise UsageError(f"--json {path} is a folder", hint=f"name a file, e.g. {path / 'eval.json'}")
+    if (folder := _data_folder_of(path, root)) is not None:
+        raise UsageError(f"--json {path} is inside the dataset's input folder {folder}", hint="name a file elsewhere")
+    if path.exists() or path.is_symlink():
+        if not overwrite:
+            raise OutputExistsError(f"--json {path} exists", hint="pass --overwrite to replace it, or name another file")
+        if weights and _same_file(path, weights):
+            raise UsageError(f"--json {path} is the --weights file; --overwrite never replaces an input",
+                             hint="name another file")
+    check_writable(path, "--json", hint="name a --json file in a writable folder")
+
+
+def _foreign_entries(folder: Path) -> list[str]:
+    """What in ``folder`` eval's --save-predictions would not have written: anything but city
+    folders of ``*_leftImg8bit.png`` files (and fileio's hidden temporaries). Links count as foreign."""
+    foreign = []
+    for entry in sorted(folder.iterdir()):
+        if entry.is_symlink() or not entry.is_dir():
+            foreign.append(entry.name)
+            continue
+        for f in sorted(entry.iterdir()):
+            ours = f.name.endswith(_PREDICTION_SUFFIX) or (f.name.startswith(".") and ".partial" in f.name)
+            if not ours or f.is_symlink() or not f.is_file():
+                foreign.append(f"{entry.name}/{f.name}")
+    return foreign
+
+
+def _check_predictions(save_dir: Path, root: Path, overwrite: bool) -> None:
+    if (folder := _data_folder_of(save_dir, root)) is not None:
+        raise UsageError(f"--save-predictions {save_dir} is inside the dataset's input folder {folder}",
+                         hint="choose a folder outside the dataset's leftImg8bit*/ and gtFine/")
+    if save_dir.is_symlink() and not save_dir.exists() or save_dir.exists() and not save_dir.is_dir():
+        raise UsageError(f"--save-predictions {save_dir} is a file, not a folder",
+                         hint="name a folder; it is created if missing")
+    if save_dir.is_dir() and any(save_dir.iterdir()):
+        if not overwrite:
+            raise OutputExistsError(f"--save-predictions {save_dir} is not empty",
+                                    hint="choose another folder or pass --overwrite")
+        if foreign := _foreign_entries(save_dir):
+            raise OutputExistsError(
+                f"--save-predictions {save_dir} holds files eval does not write ({few(foreign)}); --overwrite "
+                "replaces only prediction PNGs", hint="choose an empty or new folder")
+    check_writable(save_dir, "--save-predictions", hint="choose a writable folder")
+
+
+def check_options(*, split: str, warmup: int, limit: int | None,
+                  cities: Iterable[str] | None) -> list[str] | None:
+    """Refuse bad options before any work; returns ``cities`` as a list (None: all)."""
+    if split not in SPLITS:
+        raise UsageError(f"unknown split {split!r}", hint=f"use one of {', '.join(SPLITS)}")
+    if warmup < 0:
+        raise UsageError(f"--warmup must be >= 0, got {warmup}")
+    if limit is not None and limit < 1:
+        raise UsageError(f"--limit must be at least 1, got {limit}")
+    if cities is not None:
+        cities = list(cities)
+        if not cities:
+            raise UsageError("--cities names no city", hint="e.g. --cities frankfurt,lindau")
+    return cities
+
+
+def check_outputs(
+    root: str | os.PathLike,
+    *,
+    json_path: str | os.PathLike | None = None,
+    save_predictions: str | os.PathLike | None = None,
+    weights: str | None = None,
+    overwrite: bool = False,
+) -> None:
+    """Refuse, before any work and creating nothing, outputs that cannot be written or would
+    replace something: an existing file without ``overwrite``, a folder as --json, a file as
+    --save-predictions, anything inside the dataset's input folders or the weights file, a
+    predictions folder holding files eval does not write, an unwritable place."""
+    root = Path(root)
+    if json_path is not None and str(json_path) != "-":
+        _check_json(Path(json_path), root, weights, overwrite)
+        if save_predictions is not None and Path(json_path).resolve() == Path(save_predictions).resolve():
+            raise UsageError("--json and --save-predictions name the same path", hint="give each its own")
+    if save_predictions is not None:
+        _check_predictions(Path(save_predictions), root, overwrite)
+
+
+def _prediction_path(save_dir: Path, fid: FrameId) -> Path:
+    return save_dir / fid.city / f"{fid.stem}{_PREDICTION_SUFFIX}"
+
+
+def _check_not_inputs(save_dir: Path, samples: list[Sample]) -> list[str]:
+    """Refuse predictions that would land on an input file (through a link); return the names of
+    prediction PNGs already in ``save_dir`` that this run leaves as they are (another run's)."""
+    def key(p: Path) -> tuple[int, int] | None:
+        try:
+            st = os.stat(p)
+        except OSError:
+            return None
+        return st.st_dev, st.st_ino
+
+    inputs = {key(p) for s in samples for p in {*s.frames, s.gt, *([s.instances] if s.instances else [])}}
+    ours = set()
+    for s in samples:
+        out = _prediction_path(save_dir, s.fid)
+        ours.add(out)
+        if (k := key(out)) is not None and k in inputs:
+            raise UsageError(f"--save-predictions would replace the input {out}", hint="choose another folder")
+    if not save_dir.is_dir():
+        return []
+    return sorted(str(p.relative_to(save_dir)) for p in save_dir.glob(f"*/*{_PREDICTION_SUFFIX}") if p not in ours)
+
+
 def _read_rgb(path: Path) -> np.ndarray:
     img = cv2.imread(str(path), cv2.IMREAD_COLOR)
     if img is None:
@@ -145,12 +280,15 @@ def _read_rgb(path: Path) -> np.ndarray:
     return cv2.cvtColor(img, cv2.COLOR_BGR2RGB)
 
 
-def _read_label(path: Path) -> np.ndarray:
+def _read_label(path: Path, *, ids: bool = False) -> np.ndarray:
+    """A single-channel label image; ``ids``: Cityscapes label ids, which must fit in 8 bits."""
     img = cv2.imread(str(path), cv2.IMREAD_UNCHANGED)
     if img is None:
         raise DataError(f"cannot read label image {path}", hint="is the file complete?")
     if img.ndim != 2:
         raise DataError(f"{path} is not a single-channel label image")
+    if ids and img.dtype != np.uint8 and img.size and (img.min() < 0 or img.max() > 255):
+        raise DataError(f"{path} holds label ids outside 0..255", hint="labelIds images hold Cityscapes label ids")
     return img
 
 
@@ -161,7 +299,7 @@ def _load(sample: Sample):
         if p not in cache:
             cache[p] = _read_rgb(p)
         frames.append(cache[p])
-    gt = _read_label(sample.gt)
+    gt = _read_label(sample.gt, ids=True)
     inst = _read_label(sample.instances) if sample.instances is not None else None
     return frames, gt, inst
 
@@ -182,6 +320,7 @@ def evaluate(
     propagation: bool = True,
     all_paths: bool = False,
     progress: ProgressFn | None = None,
+    warn: WarnFn | None = None,
 ) -> EvalReport:
     """Score ``predictor`` on ``root`` (Cityscapes layout); see the module docstring.
 
@@ -190,12 +329,17 @@ def evaluate(
     from the history (the last one without ``warmup``); ``all_paths`` scores it once with
     each of TDNet's N paths, fresh stream each time (N x the work), as a video runs them
     all: one path's score can be several points off the others'.
+
+    ``save_predictions`` is checked as :func:`check_outputs` does before any work. ``warn`` is
+    called with each warning (also in ``report.warnings``) as soon as it is known.
     """
-    if warmup < 0:
-        raise UsageError("--warmup must be >= 0")
+    cities = check_options(split=split, warmup=warmup, limit=limit, cities=cities)
     if all_paths and save_predictions is not None:
         raise UsageError("--all-paths predicts each frame several times; --save-predictions writes one",
                          hint="drop one of the two options")
+    save_dir = Path(save_predictions) if save_predictions is not None else None
+    if save_dir is not None:
+        _check_predictions(save_dir, Path(root), overwrite)
     if not propagation:
         if not hasattr(predictor.model, "use_memory"):
             raise UsageError("--no-propagation applies to TDNet models only")
@@ -205,9 +349,14 @@ def evaluate(
     first_paths = [(p - history) % predictor.num_paths for p in range(predictor.num_paths)] if all_paths else [0]
     samples, protocol, skipped, notes = plan_samples(root, split, history=history, use_sequence=use_sequence,
                                                      cities=cities, limit=limit, skip_missing=skip_missing)
-    save_dir = Path(save_predictions) if save_predictions is not None else None
-    if save_dir is not None and save_dir.exists() and any(save_dir.iterdir()) and not overwrite:
-        raise OutputExistsError(f"{save_dir} is not empty", hint="choose another folder or pass --overwrite")
+    # plan_samples' only note is the fallback to the per-frame protocol: a warning, not a footnote.
+    warnings = list(notes)
+    if save_dir is not None and (others := _check_not_inputs(save_dir, samples)):
+        warnings.append(f"{save_dir} keeps {len(others)} prediction PNGs this run does not write ({few(others, 2)}); "
+                        "cityscapesscripts would score them too")
+    for w in warnings:
+        if warn is not None:
+            warn(w)
     dev = predictor.device
     conf = ConfusionMatrix(len(predictor.classes), device=dev)
     path_confs = [ConfusionMatrix(len(predictor.classes), device=dev) for _ in first_paths] if all_paths else []
@@ -236,8 +385,9 @@ def evaluate(
             if isinstance(loaded, Exception):
                 raise loaded
             frames, gt, inst = loaded
-            if frames[-1].shape[:2] != gt.shape:
-                reason = f"image {frames[-1].shape[1]}x{frames[-1].shape[0]} vs ground truth {gt.shape[1]}x{gt.shape[0]}"
+            if frames[-1].shape[:2] != gt.shape or (inst is not None and inst.shape != gt.shape):
+                other, what = (frames[-1], "image") if frames[-1].shape[:2] != gt.shape else (inst, "instanceIds")
+                reason = f"{what} {other.shape[1]}x{other.shape[0]} vs ground truth {gt.shape[1]}x{gt.shape[0]}"
                 if not skip_missing:
                     raise DataError(f"{sample.fid.stem}: unexpected image size ({reason})",
                                     hint="pass --skip-missing to evaluate the others")
@@ -296,4 +446,5 @@ def evaluate(
         propagation=propagation,
         paths_scored=len(first_paths),
         path_miou=[scores(c).miou for c in path_confs] or None,
+        warnings=warnings,
     )
