@@ -6,6 +6,7 @@ import json
 from typing import TYPE_CHECKING, Annotated
 
 import typer
+from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 from rich.table import Table
 
@@ -73,12 +74,13 @@ def bench_command(
     from tdnet_cli.video import Encoding
 
     show = not (as_json or quiet)
+    # No bar where stderr is not a terminal: rich would leave a blank line there, before any error line.
     with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(),
-                  console=err_console, transient=True, disable=not show) as bar:
+                  console=err_console, transient=True, disable=not (show and err_console.is_terminal)) as bar:
         task = bar.add_task("bench", total=None)
 
         def progress(phase: str, done: int, total: int) -> None:
-            bar.update(task, description=phase, completed=done, total=total)
+            bar.update(task, description=escape(phase), completed=done, total=total)
 
         report = run_bench(weights=weights, model=model, size=parse_size(size), frames=frames, warmup=warmup,
                            device=device, precision=precision, streams=streams,
@@ -96,15 +98,15 @@ def bench_command(
 def _row(table: Table, label: str, r: BenchResult) -> None:
     s = r.steady
     path = f"{r.path}{' winograd' if r.winograd else ''}{' compiled' if r.compiled else ''}"
-    table.add_row(label, r.model, f"{path} {r.precision}", str(r.streams), f"{s.mean_ms:.1f}", f"{s.median_ms:.1f}",
+    table.add_row(label, escape(r.model), escape(f"{path} {r.precision}"), str(r.streams), f"{s.mean_ms:.1f}", f"{s.median_ms:.1f}",
                   f"{s.p95_ms:.1f}", f"{s.max_ms:.1f}", f"{r.fps_total:.2f}", f"{r.achieved_gflops:.0f}")
 
 
 def render(report: BenchReport) -> None:
     for note in report.notes:
-        err_console.print(f"[dim]note: {note}[/]")
+        err_console.print(f"[dim]note: {escape(note)}[/]", soft_wrap=True)
     env = report.env
-    console.print(f"[bold]{env['device_name']}[/] ({env['device']}), torch {env['torch']}, "
+    console.print(f"[bold]{escape(env['device_name'])}[/] ({escape(env['device'])}), torch {env['torch']}, "
                   f"{env['threads']} threads, {env['precision']}, input {env['input_size'][0]}x{env['input_size'][1]}")
     table = Table(title="model-only: ms per step (B streams per step), fps = frames/s over all streams")
     for col in ("", "model", "path", "B", "mean", "median", "p95", "max", "fps", "GFLOP/s"):
@@ -127,7 +129,7 @@ def render(report: BenchReport) -> None:
                   + (f"; peak CUDA {r.peak_cuda_mb:.0f} MB" if r.peak_cuda_mb is not None else ""))
     if report.ceiling:
         c = report.ceiling
-        console.print(f"ceiling: {c['gflops']:.0f} GFLOP/s on its heaviest conv alone ({c['shape']}, direct); "
+        console.print(f"ceiling: {c['gflops']:.0f} GFLOP/s on its heaviest conv alone ({escape(str(c['shape']))}, direct); "
                       f"the whole model reaches {r.achieved_gflops / c['gflops']:.0%} of it")
         if c.get("layer_gflops"):
             console.print(f"  the model runs that layer as Winograd products: {c['layer_gflops']:.0f} GFLOP/s in "
@@ -137,8 +139,8 @@ def render(report: BenchReport) -> None:
         ms = e["stage_ms_per_frame"]
         alone = ", ".join(f"{k} {ms[k]:.1f}" for k in ("decode", "render", "encode"))
         inside = ", ".join(f"{k} {ms[k]:.1f}" for k in ("preprocess", "model", "postprocess"))
-        route = f"{e['encoder']} {e['x264_preset']} crf {e['crf']}{', NVDEC' if e['hw_decode'] else ''}"
-        console.print(f"end to end ({e['input']}, {e['size'][0]}x{e['size'][1]}, {e['frames']} frames, {route}): "
+        route = escape(f"{e['encoder']} {e['x264_preset']} crf {e['crf']}{', NVDEC' if e['hw_decode'] else ''}")
+        console.print(f"end to end ({escape(str(e['input']))}, {e['size'][0]}x{e['size'][1]}, {e['frames']} frames, {route}): "
                       f"[bold]{e['fps']:.2f} fps[/] = {e['fraction_of_model_only']:.0%} of model-only "
                       f"{e['model_only_fps']:.2f} fps")
         if e["cpu_ms_per_frame"] is not None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 
+from rich.markup import escape
 from rich.table import Table
 
 from tdnet_cli.cli.app import app
@@ -48,6 +49,7 @@ def models_command(as_json: JsonOpt = False) -> None:
                     ("weights", {})):
         table.add_column(col, **kw)
     for r in rows:
-        table.add_row(r["name"], str(r["paths"]), r["backbone"], "x".join(map(str, r["input_size"])),
-                      f"{r['parameters'] / 1e6:.1f}M", f"{r['gflops_per_frame']:.1f}" if r['gflops_per_frame'] >= 1 else f"{r['gflops_per_frame']:.2f}", r["weights"])
+        # names and sources are shown literally (rich would read "[...]" in them as markup)
+        table.add_row(escape(r["name"]), str(r["paths"]), escape(r["backbone"]), "x".join(map(str, r["input_size"])),
+                      f"{r['parameters'] / 1e6:.1f}M", f"{r['gflops_per_frame']:.1f}" if r['gflops_per_frame'] >= 1 else f"{r['gflops_per_frame']:.2f}", escape(r["weights"]))
     console.print(table)
