@@ -25,10 +25,20 @@ import json, resource, sys, time
 import tdnet_cli
 from tdnet_cli.inference import Predictor
 from tdnet_cli.pipeline.segment import segment
+
+try:  # checkouts since segment() takes its options as one object
+    from tdnet_cli.pipeline import SegmentOptions
+    from tdnet_cli.video import Encoding
+except ImportError:
+    SegmentOptions = None
 clip, out, preset = sys.argv[1:4]
 pred = Predictor.create(device="cpu")
 t0 = time.perf_counter()
-r = segment([clip], predictor=pred, save=["overlay"], out_dir=out, overwrite=True, x264_preset=preset).results[0]
+if SegmentOptions is None:
+    r = segment([clip], predictor=pred, save=["overlay"], out_dir=out, overwrite=True, x264_preset=preset).results[0]
+else:
+    options = SegmentOptions(save=("overlay",), out_dir=out, overwrite=True, encoding=Encoding(preset))
+    r = segment([clip], predictor=pred, options=options).results[0]
 wall = time.perf_counter() - t0
 me, kids = resource.getrusage(resource.RUSAGE_SELF), resource.getrusage(resource.RUSAGE_CHILDREN)
 assert r.status == "ok", r.error

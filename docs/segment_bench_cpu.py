@@ -5,7 +5,7 @@ usage: python docs/segment_bench_cpu.py WxH FRAMES REPS [model]
 import json, subprocess, sys, time, statistics as st
 import torch
 from tdnet_cli.inference import Predictor
-from tdnet_cli.pipeline import segment
+from tdnet_cli.pipeline import SegmentOptions, segment
 from tdnet_cli.video import VideoReader, ffmpeg_exe
 
 size, n, reps = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
@@ -31,8 +31,8 @@ def model_only(threads):
     return (len(frames) - 6) / (time.perf_counter() - t)
 
 def e2e(threads):
-    r = segment([clip], predictor=pred, save=["overlay"], out_dir="/tmp/seg4_bench_out", overwrite=True,
-                threads=threads).results[0]
+    options = SegmentOptions(save=("overlay",), out_dir="/tmp/seg4_bench_out", overwrite=True, threads=threads)
+    r = segment([clip], predictor=pred, options=options).results[0]
     assert r.status == "ok", r.error
     return r.fps
 

@@ -2,7 +2,7 @@
 import json, subprocess, sys, time
 import numpy as np, torch
 from tdnet_cli.inference import Predictor
-from tdnet_cli.pipeline import segment
+from tdnet_cli.pipeline import SegmentOptions, segment
 from tdnet_cli.video import VideoReader, ffmpeg_exe
 
 device = sys.argv[1]
@@ -12,12 +12,18 @@ configs = [c.split(":") for c in sys.argv[4].split(",")]   # model:precision
 out = sys.argv[5]
 
 class NullPredictor:
-    """IO ceiling: the pipeline with a model that costs nothing."""
-    device = torch.device("cpu"); num_paths = 1
-    def __init__(self, p): self.classes, self.palette = p.classes, p.palette
+    """IO ceiling: the pipeline with a model that costs nothing (a StreamPredictor)."""
+    device = torch.device("cpu"); num_paths = 1; encodes_ahead = False; notes = []
+    def __init__(self, p): self.classes, self.palette, self.input_size = p.classes, p.palette, p.input_size
     def new_stream(self, batch=1): return None
     def reset(self, s): pass
-    def segment(self, f, s): return np.zeros(f.shape[:2], np.uint8) + (f[..., 0] >> 4)
+    def prepare(self, f): return torch.from_numpy(f)
+    def logits(self, x, s): return x[..., 0] >> 4
+    def encode(self, x, path): raise NotImplementedError
+    def finish(self, e, s): raise NotImplementedError
+    def to_labels(self, x, size):
+        import cv2
+        return np.stack([cv2.resize(a, (size[1], size[0]), interpolation=cv2.INTER_NEAREST) for a in x.numpy()])
 
 rows = []
 for size in sizes:
@@ -38,7 +44,7 @@ for size in sizes:
         model_fps = k / (time.perf_counter() - t)
         res = {}
         for save in (["overlay"], ["overlay", "labels"]):
-            r = segment([clip], predictor=pred, save=save, out_dir=f"{out}/o", overwrite=True).results[0]
+            r = segment([clip], predictor=pred, options=SegmentOptions(save=tuple(save), out_dir=f"{out}/o", overwrite=True)).results[0]
             assert r.status == "ok", r.error
             res["+".join(save)] = (round(r.fps, 1), round(r.model_fps, 1))
         row = dict(size=size, model=model, precision=prec, device=str(pred.device), input=pred.input_size,
@@ -46,5 +52,5 @@ for size in sizes:
         print(json.dumps(row), flush=True); rows.append(row)
     null = NullPredictor(pred)
     for save in (["overlay"], ["overlay", "labels"]):
-        r = segment([clip], predictor=null, save=save, out_dir=f"{out}/o", overwrite=True).results[0]
+        r = segment([clip], predictor=null, options=SegmentOptions(save=tuple(save), out_dir=f"{out}/o", overwrite=True)).results[0]
         print(json.dumps(dict(size=size, save=save, io_only_fps=round(r.fps, 1))), flush=True)

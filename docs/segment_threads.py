@@ -7,7 +7,8 @@ import sys
 import tempfile
 
 from tdnet_cli.inference import Predictor
-from tdnet_cli.pipeline import segment
+from tdnet_cli.pipeline import SegmentOptions, segment
+from tdnet_cli.video import Encoding
 
 pred = Predictor.create(device="cpu")
 for clip in sys.argv[1:]:
@@ -15,6 +16,7 @@ for clip in sys.argv[1:]:
     for _ in range(3):
         for threads in (1, 2):
             with tempfile.TemporaryDirectory() as out:
-                r = segment([clip], predictor=pred, out_dir=out, x264_preset="ultrafast", threads=threads).results[0]
+                options = SegmentOptions(out_dir=out, encoding=Encoding("ultrafast"), threads=threads)
+                r = segment([clip], predictor=pred, options=options).results[0]
             fps[threads].append(round(r.frames / r.seconds, 2))
     print(clip, "fps with 1 thread:", fps[1], "with 2:", fps[2], flush=True)

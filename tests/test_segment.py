@@ -11,15 +11,16 @@ import cv2
 import numpy as np
 import pytest
 import torch
+from media import H, W, encode_rgb, ffmpeg, make_clip, probe
 from typer.testing import CliRunner
 
-from media import H, W, encode_rgb, ffmpeg, make_clip, probe
 from tdnet_cli.cli.app import app
 from tdnet_cli.data.cityscapes import CLASSES, PALETTE, train_id_to_label_id
 from tdnet_cli.errors import TdnetError, UsageError
 from tdnet_cli.pipeline import (
-    CutDetector,
     ProgressHook,
+    SegmentOptions,
+    StreamPredictor,
     device_for_rank,
     expand_inputs,
     plan_outputs,
@@ -27,7 +28,7 @@ from tdnet_cli.pipeline import (
     segment,
     select_shard,
 )
-from tdnet_cli.video import PngSequenceWriter, VideoReader
+from tdnet_cli.video import CutDetector, Encoding, PngSequenceWriter, VideoReader
 
 runner = CliRunner()
 
@@ -62,38 +63,63 @@ class FakeStream:
 
 
 class FakePredictor:
-    """The Predictor interface with a fixed per-pixel rule: train id = red // 14 (0..18)."""
+    """A :class:`StreamPredictor` with a fixed per-pixel rule: train id = red // 14 (0..18).
+
+    Its "logits" are those labels at the model input size; ``fail_at`` raises a GPU
+    out-of-memory error (a failed input), ``bug_at`` a plain RuntimeError (a bug, which
+    must propagate) and ``interrupt_at`` Ctrl-C, at that model step."""
 
     device = torch.device("cpu")
     num_paths = 2
     classes = CLASSES
     palette = PALETTE
     input_size = (H, W)
+    encodes_ahead = False
 
-    def __init__(self, fail_at: int | None = None, interrupt_at: int | None = None) -> None:
-        self.fail_at, self.interrupt_at = fail_at, interrupt_at
+    def __init__(self, fail_at: int | None = None, interrupt_at: int | None = None, bug_at: int | None = None) -> None:
+        self.fail_at, self.interrupt_at, self.bug_at = fail_at, interrupt_at, bug_at
         self.calls = 0
         self.streams: list[FakeStream] = []
+        self.notes: list[str] = []
 
     def new_stream(self, batch: int = 1) -> FakeStream:
         self.streams.append(FakeStream())
         return self.streams[-1]
 
-    def reset(self, state: FakeStream) -> None:
-        state.resets += 1
-        state.reset_at.append(state.frames)
+    def reset(self, stream: FakeStream) -> None:
+        stream.resets += 1
+        stream.reset_at.append(stream.frames)
 
-    def segment(self, frames: np.ndarray, state: FakeStream, *, size: tuple[int, int] | None = None) -> np.ndarray:
+    def prepare(self, frames: np.ndarray) -> torch.Tensor:
+        return torch.from_numpy(np.ascontiguousarray(frames))
+
+    def logits(self, x: torch.Tensor, stream: FakeStream) -> torch.Tensor:
         if self.calls == self.fail_at:
-            raise RuntimeError("model exploded")
+            raise torch.OutOfMemoryError("model exploded")
+        if self.calls == self.bug_at:
+            raise RuntimeError("a bug")
         if self.calls == self.interrupt_at:
             raise KeyboardInterrupt
         self.calls += 1
-        state.frames += 1
-        labels = (frames[..., 0] // 14).astype(np.uint8)
-        if size is not None and labels.shape != tuple(size):
-            labels = cv2.resize(labels, (size[1], size[0]), interpolation=cv2.INTER_NEAREST)
+        stream.frames += 1
+        return x[..., 0] // 14
+
+    def encode(self, x: torch.Tensor, path: int) -> torch.Tensor:
+        raise AssertionError("the pipeline encodes ahead only where encodes_ahead says so")
+
+    def finish(self, encoded: torch.Tensor, stream: FakeStream) -> torch.Tensor:
+        raise AssertionError("the pipeline encodes ahead only where encodes_ahead says so")
+
+    def to_labels(self, logits: torch.Tensor, size: tuple[int, int]) -> np.ndarray:
+        labels = logits.numpy().astype(np.uint8)
+        if labels.shape[1:] != tuple(size):
+            labels = np.stack([cv2.resize(a, (size[1], size[0]), interpolation=cv2.INTER_NEAREST) for a in labels])
         return labels
+
+
+def run(inputs, *, predictor, progress=None, **options):
+    """:func:`segment` with its :class:`SegmentOptions` given as keywords."""
+    return segment(inputs, predictor=predictor, options=SegmentOptions(**options), progress=progress)
 
 
 @pytest.fixture(scope="module")
@@ -138,7 +164,7 @@ def names(folder: Path) -> list[str]:
 
 def test_overlay_matches_input_frames_fps_size_and_audio(tmp_path, tiny):
     src = make_clip(tmp_path / "in.mp4", 10, audio=True)
-    report = segment([src], predictor=tiny, out_dir=tmp_path / "out", legend=True)
+    report = run([src], predictor=tiny, out_dir=tmp_path / "out", legend=True)
     assert report.ok and report.frames == 10
     out = tmp_path / "out" / "in.overlay.mp4"
     assert report.outputs == [str(out)]
@@ -148,41 +174,41 @@ def test_overlay_matches_input_frames_fps_size_and_audio(tmp_path, tiny):
 
 def test_encoding_options_reach_x264(tmp_path, tiny):
     src = make_clip(tmp_path / "in.mp4", 6)
-    segment([src], predictor=tiny, out_dir=tmp_path / "a", x264_preset="ultrafast", crf=40)
-    segment([src], predictor=tiny, out_dir=tmp_path / "b")
+    run([src], predictor=tiny, out_dir=tmp_path / "a", encoding=Encoding("ultrafast", 40))
+    run([src], predictor=tiny, out_dir=tmp_path / "b")
     a, b = ((tmp_path / d / "in.overlay.mp4").read_bytes() for d in "ab")
     # x264 writes its settings into the stream: the options we passed, and no others.
     assert b"crf=40.0" in a and b"crf=20.0" in b
     assert b"subme=0" in a and b"subme=0" not in b  # ultrafast turns sub-pixel refinement off
-    for bad in ({"x264_preset": "fastest"}, {"crf": 52}):
+    for bad in ({"preset": "fastest"}, {"crf": 52}, {"encoder": "h265"}):
         with pytest.raises(UsageError):
-            segment([src], predictor=tiny, out_dir=tmp_path / "c", **bad)
+            SegmentOptions(encoding=Encoding(**bad))
 
 
 def test_nvenc_and_nvdec_run_or_are_refused_up_front(tmp_path, tiny):
     from tdnet_cli.video.hw import nvdec_problem, nvenc_problem
 
     src = make_clip(tmp_path / "in.mp4", 6)
-    base = segment([src], predictor=tiny, save=["labels"], out_dir=tmp_path / "sw", cut_detect=False)
+    base = run([src], predictor=tiny, save=["labels"], out_dir=tmp_path / "sw", cut_detect=False)
     assert base.ok
-    for kwargs, problem, name in (({"encoder": "nvenc"}, nvenc_problem(), "NVENC"),
+    for kwargs, problem, name in (({"encoding": Encoding(encoder="nvenc")}, nvenc_problem(), "NVENC"),
                                   ({"hw_decode": True}, nvdec_problem(0), "NVDEC")):
         out = tmp_path / name
         if problem is None:  # a machine with the engine: the same clip comes out
-            report = segment([src], predictor=tiny, save=["overlay", "labels"], out_dir=out, cut_detect=False,
+            report = run([src], predictor=tiny, save=["overlay", "labels"], out_dir=out, cut_detect=False,
                              **kwargs)
             assert report.ok and probe(out / "in.overlay.mp4")[:3] == (6, W, H)
             same, want = read_pngs(out / "in.labels"), read_pngs(tmp_path / "sw" / "in.labels")
             assert same.keys() == want.keys() and all(np.array_equal(same[k], want[k]) for k in want)
             continue
         with pytest.raises(UsageError, match=name) as err:  # before any output folder or file is made
-            segment([src], predictor=tiny, out_dir=out, **kwargs)
+            run([src], predictor=tiny, out_dir=out, **kwargs)
         assert problem in str(err.value) and not out.exists()
 
 
 def test_label_pngs_equal_model_argmax(tmp_path, tiny):
     src = make_clip(tmp_path / "in.mp4", 6)
-    report = segment([src], predictor=tiny, save=["labels", "labelids", "color"], out_dir=tmp_path,
+    report = run([src], predictor=tiny, save=["labels", "labelids", "color"], out_dir=tmp_path,
                      cut_detect=False)
     assert report.ok
     # Videos are decoded to YUV 4:2:0 and the model's input is converted from the planes
@@ -199,7 +225,7 @@ def test_label_pngs_equal_model_argmax(tmp_path, tiny):
         assert np.array_equal(ids[name], train_id_to_label_id(want))
     assert probe(tmp_path / "in.color.mp4")[:3] == (6, W, H)
     # The RGB route (decode_yuv=False) gives the predictor ffmpeg's RGB frames unchanged.
-    report = segment([src], predictor=tiny, save=["labels"], out_dir=tmp_path / "rgb", cut_detect=False,
+    report = run([src], predictor=tiny, save=["labels"], out_dir=tmp_path / "rgb", cut_detect=False,
                      decode_yuv=False)
     stream = tiny.new_stream()
     rgb_labels = read_pngs(tmp_path / "rgb" / "in.labels")
@@ -220,8 +246,8 @@ def test_folder_and_lossless_video_give_the_same_labels(tmp_path, tiny):
         cv2.imwrite(str(folder / f"seq_{i:06d}_leftImg8bit.png"), cv2.cvtColor(f, cv2.COLOR_RGB2BGR))
     video = encode_rgb(tmp_path / "seq.mkv", frames)
     out_f, out_v = tmp_path / "of", tmp_path / "ov"
-    assert segment([folder], predictor=tiny, save=["labels", "color", "overlay"], out_dir=out_f).ok
-    assert segment([video], predictor=tiny, save=["labels"], out_dir=out_v).ok
+    assert run([folder], predictor=tiny, save=["labels", "color", "overlay"], out_dir=out_f).ok
+    assert run([video], predictor=tiny, save=["labels"], out_dir=out_v).ok
     from_folder, from_video = read_pngs(out_f / "seq.labels"), read_pngs(out_v / "seq.labels")
     assert list(from_folder) == [f"seq_{i:06d}_leftImg8bit" for i in range(5)]  # names follow the frames
     assert len(from_video) == 5
@@ -255,7 +281,7 @@ def test_cpu_tdnet_steps_are_encoded_ahead_on_a_pool(tmp_path, tiny, monkeypatch
 
     monkeypatch.setattr(tiny, "encode", encode)
     src = make_clip(tmp_path / "in.mp4", 9)
-    report = segment([src], predictor=tiny, save=["labels"], out_dir=tmp_path, cut_detect=False, threads=4)
+    report = run([src], predictor=tiny, save=["labels"], out_dir=tmp_path, cut_detect=False, threads=4)
     assert report.ok
     assert [p for _, p in seen] == [i % tiny.num_paths for i in range(9)]
     assert all(name.startswith("tdnet-encode") for name, _ in seen) and most[0] <= 2
@@ -271,7 +297,7 @@ def test_cpu_tdnet_steps_are_encoded_ahead_on_a_pool(tmp_path, tiny, monkeypatch
 
 def test_scene_cut_resets_the_stream(tmp_path, tiny):
     spliced = encode_rgb(tmp_path / "spliced.mkv", scene(6, 0) + scene(6, 1))
-    report = segment([spliced], predictor=tiny, save=["labels"], out_dir=tmp_path / "a")
+    report = run([spliced], predictor=tiny, save=["labels"], out_dir=tmp_path / "a")
     assert report.results[0].cuts == 1
     # Frames are encoded ahead on other threads, each for the path it will meet: after the
     # cut the second shot starts at path 0 with an empty memory, as a fresh stream would.
@@ -283,22 +309,22 @@ def test_scene_cut_resets_the_stream(tmp_path, tiny):
     got = list(read_pngs(tmp_path / "a" / "spliced.labels").values())
     assert len(got) == 12 and all(np.array_equal(a, b) for a, b in zip(got, expected))
     fake = FakePredictor()
-    segment([spliced], predictor=fake, save=["labels"], out_dir=tmp_path / "b")
+    run([spliced], predictor=fake, save=["labels"], out_dir=tmp_path / "b")
     assert fake.streams[0].reset_at == [6]  # reset exactly before the first frame of the new shot
     fake = FakePredictor()
-    segment([spliced], predictor=fake, save=["labels"], out_dir=tmp_path / "c", cut_detect=False)
+    run([spliced], predictor=fake, save=["labels"], out_dir=tmp_path / "c", cut_detect=False)
     assert fake.streams[0].resets == 0
     # the same shots as ordinary 4:2:0 video: the cut test reads the luma plane
     yuv = encode_rgb(tmp_path / "spliced.mp4", scene(6, 0) + scene(6, 1),
                           codec=("-c:v", "libx264", "-pix_fmt", "yuv420p", "-crf", "18"))
     assert first_frame(yuv, yuv=True).yuv is not None
     fake = FakePredictor()
-    segment([yuv], predictor=fake, save=["labels"], out_dir=tmp_path / "d")
+    run([yuv], predictor=fake, save=["labels"], out_dir=tmp_path / "d")
     assert fake.streams[0].reset_at == [6]
 
 
 def test_yuv_rendering_matches_the_rgb_route(tmp_path):
-    from tdnet_cli.pipeline import Renderer
+    from tdnet_cli.render import Renderer
     from tdnet_cli.video import VideoWriter
 
     # a smooth in-gamut frame: RGB clipping of saturated test patterns would differ between routes
@@ -367,13 +393,20 @@ def test_cut_detector_ignores_motion_and_finds_cuts(tmp_path):
 def test_exception_mid_run_leaves_no_output(tmp_path):
     src = make_clip(tmp_path / "in.mp4", 10)
     out = tmp_path / "out"
-    report = segment([src], predictor=FakePredictor(fail_at=4), save=list(("overlay", "color", "labels")),
+    report = run([src], predictor=FakePredictor(fail_at=4), save=list(("overlay", "color", "labels")),
                      out_dir=out)
     assert not report.ok and "model exploded" in report.failures[0].error
     assert names(out) == []
     with pytest.raises(KeyboardInterrupt):  # Ctrl-C: propagates, after cleaning up
-        segment([src], predictor=FakePredictor(interrupt_at=3), save=["overlay", "labels"], out_dir=out)
+        run([src], predictor=FakePredictor(interrupt_at=3), save=["overlay", "labels"], out_dir=out)
     assert names(out) == []
+    with pytest.raises(RuntimeError, match="a bug"):  # a bug is not a bad input: it propagates, cleaned up
+        run([src], predictor=FakePredictor(bug_at=2), save=["overlay", "labels"], out_dir=out)
+    assert names(out) == []
+
+
+def test_predictors_implement_the_pipelines_protocol(tiny):
+    assert isinstance(FakePredictor(), StreamPredictor) and isinstance(tiny, StreamPredictor)
 
 
 def test_writer_thread_failure_fails_the_input_cleanly(tmp_path, monkeypatch):
@@ -386,7 +419,7 @@ def test_writer_thread_failure_fails_the_input_cleanly(tmp_path, monkeypatch):
         original(self, name, image, **kw)
 
     monkeypatch.setattr(PngSequenceWriter, "write", flaky)
-    report = segment([src], predictor=FakePredictor(), save=["overlay", "labels"], out_dir=tmp_path / "o")
+    report = run([src], predictor=FakePredictor(), save=["overlay", "labels"], out_dir=tmp_path / "o")
     assert report.failures and "No space left" in report.failures[0].error
     assert names(tmp_path / "o") == []
 
@@ -400,7 +433,7 @@ def test_batch_continues_past_bad_inputs(tmp_path):
         def finish_input(self, result):
             seen.append((result.input, result.status))
 
-    report = segment([good1, tmp_path / "b.mp4", good2], predictor=FakePredictor(), out_dir=tmp_path / "o",
+    report = run([good1, tmp_path / "b.mp4", good2], predictor=FakePredictor(), out_dir=tmp_path / "o",
                      progress=Hook())
     assert [s for _, s in seen] == ["ok", "failed", "ok"]
     assert names(tmp_path / "o") == ["a.overlay.mp4", "c.overlay.mp4"]
@@ -410,19 +443,19 @@ def test_batch_continues_past_bad_inputs(tmp_path):
 
 def test_skip_existing_and_overwrite(tmp_path):
     src = make_clip(tmp_path / "in.mp4", 3)
-    assert segment([src], predictor=FakePredictor(), save=["overlay"]).ok  # beside the input
-    report = segment([src], predictor=FakePredictor(), save=["overlay", "labels"], skip_existing=True)
+    assert run([src], predictor=FakePredictor(), save=["overlay"]).ok  # beside the input
+    report = run([src], predictor=FakePredictor(), save=["overlay", "labels"], skip_existing=True)
     assert report.ok and report.outputs == [str(tmp_path / "in.labels")]
-    report = segment([src], predictor=FakePredictor(), save=["overlay", "labels"], skip_existing=True)
+    report = run([src], predictor=FakePredictor(), save=["overlay", "labels"], skip_existing=True)
     assert report.results[0].status == "skipped" and report.frames == 0
-    report = segment([src], predictor=FakePredictor(), save=["labels"])
+    report = run([src], predictor=FakePredictor(), save=["labels"])
     assert not report.ok and "exists" in report.failures[0].error
-    assert segment([src], predictor=FakePredictor(), save=["labels"], overwrite=True).ok
+    assert run([src], predictor=FakePredictor(), save=["labels"], overwrite=True).ok
 
 
 def test_odd_frame_size_is_padded_for_h264(tmp_path):
     src = encode_rgb(tmp_path / "odd.mkv", scene(3, 1, h=33, w=65))
-    report = segment([src], predictor=FakePredictor(), save=["overlay", "labels"], out_dir=tmp_path / "o")
+    report = run([src], predictor=FakePredictor(), save=["overlay", "labels"], out_dir=tmp_path / "o")
     assert report.ok
     assert probe(tmp_path / "o" / "odd.overlay.mp4")[:3] == (3, 66, 34)
     assert next(iter(read_pngs(tmp_path / "o" / "odd.labels").values())).shape == (33, 65)
@@ -458,22 +491,21 @@ def test_inputs_globs_and_shards(tmp_path):
 
 
 def test_video_engines_follow_the_models_gpu(monkeypatch):
-    from tdnet_cli.video import Encoding
+    from tdnet_cli.pipeline.stream import model_gpu
+    from tdnet_cli.video import hw
 
-    seg = importlib.import_module("tdnet_cli.pipeline.segment")  # the module, not the function it exports
     tried = []
-    monkeypatch.setattr(seg, "require_nvenc", lambda gpu: tried.append(("nvenc", gpu)))
-    monkeypatch.setattr(seg, "require_nvdec", lambda gpu: tried.append(("nvdec", gpu)))
-    on = type("P", (), {})
-    on.device = torch.device("cuda", 1)
-    enc, dec = seg.hardware_video(on(), Encoding(encoder="nvenc"), True)
+    monkeypatch.setattr(hw, "require_nvenc", lambda gpu: tried.append(("nvenc", gpu)))
+    monkeypatch.setattr(hw, "require_nvdec", lambda gpu: tried.append(("nvdec", gpu)))
+    gpu = model_gpu(torch.device("cuda", 1))
+    enc, dec = hw.hardware_video(Encoding(encoder="nvenc"), hw_decode=True, gpu=gpu)
     assert (enc.gpu, dec, tried) == (1, 1, [("nvenc", 1), ("nvdec", 1)])
-    on.device = torch.device("cpu")  # a CPU model: NVENC wherever the driver puts it, NVDEC on GPU 0
+    gpu = model_gpu(torch.device("cpu"))  # a CPU model: NVENC wherever the driver puts it, NVDEC on GPU 0
     tried.clear()
-    enc, dec = seg.hardware_video(on(), Encoding(encoder="nvenc"), True)
+    enc, dec = hw.hardware_video(Encoding(encoder="nvenc"), hw_decode=True, gpu=gpu)
     assert (enc.gpu, dec, tried) == (None, 0, [("nvenc", None), ("nvdec", 0)])
     tried.clear()
-    enc, dec = seg.hardware_video(on(), Encoding(), False)  # x264, software decoding: nothing tried
+    enc, dec = hw.hardware_video(Encoding(), hw_decode=False, gpu=gpu)  # x264, software decoding: nothing tried
     assert (enc, dec, tried) == (Encoding(), None, [])
 
 
@@ -486,7 +518,7 @@ def test_compiled_predictor_in_the_pipeline_gives_the_eager_labels(tmp_path, tin
     assert not compiled.encodes_ahead
     src = make_clip(tmp_path / "in.mp4", 7)
     for name, pred in (("eager", tiny), ("compiled", compiled)):
-        assert segment([src], predictor=pred, save=["labels"], out_dir=tmp_path / name, cut_detect=False).ok
+        assert run([src], predictor=pred, save=["labels"], out_dir=tmp_path / name, cut_detect=False).ok
     a, b = read_pngs(tmp_path / "eager" / "in.labels"), read_pngs(tmp_path / "compiled" / "in.labels")
     assert len(a) == 7 and all((a[k] == b[k]).mean() > 0.999 for k in a)
     assert eager_compile == [0, 1, 2, 3]  # one graph per path, each traced once
@@ -633,12 +665,11 @@ def test_help_mentions_urls():
 def test_render_and_png_threads_keep_frame_order(tmp_path, monkeypatch):
     """Many-core hosts render and write PNGs on extra threads: same outputs, same order."""
     seg = importlib.import_module("tdnet_cli.pipeline.segment")  # the package's `segment` is the function
-
     src = encode_rgb(tmp_path / "in.mkv", scene(9, 0) + scene(4, 1))
     save = ["overlay", "color", "labels", "labelids"]
-    assert segment([src], predictor=FakePredictor(), save=save, out_dir=tmp_path / "a").ok
-    monkeypatch.setattr(seg, "_spare_workers", lambda: 3)
-    assert segment([src], predictor=FakePredictor(), save=save, out_dir=tmp_path / "b").ok
+    assert run([src], predictor=FakePredictor(), save=save, out_dir=tmp_path / "a").ok
+    monkeypatch.setattr(seg, "spare_workers", lambda: 3)
+    assert run([src], predictor=FakePredictor(), save=save, out_dir=tmp_path / "b").ok
     for kind in ("labels", "labelids"):
         a, b = read_pngs(tmp_path / "a" / f"in.{kind}"), read_pngs(tmp_path / "b" / f"in.{kind}")
         assert list(a) == list(b) and all(np.array_equal(a[k], b[k]) for k in a)
@@ -646,7 +677,7 @@ def test_render_and_png_threads_keep_frame_order(tmp_path, monkeypatch):
         va = [f.image for f in VideoReader(str(tmp_path / "a" / f"in.{kind}.mp4"))]
         vb = [f.image for f in VideoReader(str(tmp_path / "b" / f"in.{kind}.mp4"))]
         assert len(va) == len(vb) == 13 and all(np.array_equal(x, y) for x, y in zip(va, vb))
-    report = segment([src], predictor=FakePredictor(fail_at=5), save=save, out_dir=tmp_path / "c")
+    report = run([src], predictor=FakePredictor(fail_at=5), save=save, out_dir=tmp_path / "c")
     assert not report.ok and names(tmp_path / "c") == []
 
 
@@ -654,13 +685,14 @@ def test_render_and_png_threads_keep_frame_order(tmp_path, monkeypatch):
                                                        (0.010, 0.030, False), (0.060, 0.030, True),
                                                        (0.300, 0.030, True)])
 def test_thread_tuner_keeps_the_faster_count(monkeypatch, many_dt, few_dt, expect_few):
-    seg = importlib.import_module("tdnet_cli.pipeline.segment")
+    from tdnet_cli.pipeline import stream
+
     before = torch.get_num_threads()
     clock = [0.0]
-    monkeypatch.setattr(seg.time, "perf_counter", lambda: clock[0])
+    monkeypatch.setattr(stream.time, "perf_counter", lambda: clock[0])
     set_to = []
-    monkeypatch.setattr(seg.torch, "set_num_threads", set_to.append)
-    tuner = seg._ThreadTuner(many=4, window=4, warmup=3)
+    monkeypatch.setattr(stream.torch, "set_num_threads", set_to.append)
+    tuner = stream.ThreadTuner(many=4, window=4, warmup=3)
     assert tuner.few == 3
     tuner.start()
     for _ in range(tuner.frames_needed + 2):

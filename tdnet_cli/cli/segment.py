@@ -11,7 +11,14 @@ from typing import TYPE_CHECKING, Annotated, Optional
 
 import typer
 from rich.markup import escape
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TaskID, TextColumn, TimeRemainingColumn
+from rich.progress import (
+    BarColumn,
+    MofNCompleteColumn,
+    Progress,
+    TaskID,
+    TextColumn,
+    TimeRemainingColumn,
+)
 from rich.table import Table
 from typer.core import TyperCommand
 
@@ -36,10 +43,9 @@ from tdnet_cli.cli.common import (
     warn,
 )
 from tdnet_cli.errors import EXIT_USAGE, UsageError, few
-from tdnet_cli.progress import ProgressHook
 
 if TYPE_CHECKING:
-    from tdnet_cli.pipeline import InputResult
+    from tdnet_cli.pipeline import InputResult, InputSet
 
 
 class SaveKind(str, Enum):
@@ -49,8 +55,10 @@ class SaveKind(str, Enum):
     labelids = "labelids"
 
 
-class _RichProgress(ProgressHook):
-    """One progress bar per input on stderr; errors always, warnings unless quiet."""
+class _RichProgress:
+    """One progress bar per input on stderr; errors always, warnings unless quiet. A
+    :class:`~tdnet_cli.pipeline.ProgressHook` by its methods: the pipeline (and torch) load
+    when the command runs, not when `tdnet --help` imports this module."""
 
     def __init__(self, *, show_bars: bool, quiet: bool) -> None:
         self.quiet = quiet
@@ -266,9 +274,51 @@ def segment_command(
     """
     # torch and the pipeline load here, when the command runs, not for `tdnet --help`
     from tdnet_cli.inference import Predictor, parse_size
-    from tdnet_cli.pipeline import device_for_rank, expand_inputs, read_list, resolve_shard, segment, select_shard
+    from tdnet_cli.pipeline import (
+        SegmentOptions,
+        SegmentReport,
+        device_for_rank,
+        segment,
+    )
+    from tdnet_cli.video import Encoding
 
-    items = list(inputs or [])
+    inputs = _gather(inputs or [], list_file, shard, quiet=quiet or as_json)
+    # bad or contradicting options are refused here, before the model loads
+    options = SegmentOptions(
+        save=tuple(s.value for s in save), out_dir=out_dir, output=output, alpha=alpha, legend=legend,
+        overwrite=overwrite, skip_existing=skip_existing, into_folder=into_folder, cut_detect=cut_detect,
+        fps=fps, threads=threads, encoding=Encoding(x264_preset, crf, encoder), hw_decode=hw_decode,
+    )  # fmt: skip
+    if not inputs.specs:
+        if as_json:
+            print(json.dumps(SegmentReport(shard=inputs.shard).to_dict()))
+        elif not quiet:
+            why = "this shard got no inputs" if inputs.shard else "no inputs left"
+            err_console.print(f"nothing to do: {why}", highlight=False)
+        return
+
+    predictor = Predictor.create(weights=weights, model=model, device=device_for_rank(device),
+                                 precision=precision, input_size=parse_size(input_size),
+                                 compile=compile_choice(compile, compile_mode))
+    hook = _RichProgress(show_bars=not quiet and err_console.is_terminal, quiet=quiet)
+    for note in predictor.notes:
+        hook.warn(note)
+    with hook:
+        report = segment(inputs, predictor=predictor, options=options, progress=hook)
+    if as_json:
+        print(json.dumps(report.to_dict()))
+    elif not quiet:
+        _summary(report.results, report.seconds)
+    if report.failures:
+        raise typer.Exit(1)
+
+
+def _gather(items: list[str], list_file: str | None, shard: str | None, *, quiet: bool) -> InputSet:
+    """The command's inputs: arguments, ``--list`` and ``-`` (stdin), expanded and sharded
+    (``--shard``, else torchrun's RANK/WORLD_SIZE) once."""
+    from tdnet_cli.pipeline import gather_inputs, read_list, resolve_shard
+
+    items = list(items)
     lists = [list_file] if list_file else []
     if "-" in items:
         items.remove("-")
@@ -277,38 +327,8 @@ def segment_command(
         items.extend(read_list(source))
     if not items:
         raise UsageError("no inputs", hint="pass videos, folders, URLs or globs, or --list FILE")
-    the_shard = resolve_shard(shard)
-    skipped: list[str] = []
-    specs = select_shard(expand_inputs(items, skipped), the_shard)
-    if skipped and not quiet and not as_json:
-        warn(f"left out {len(skipped)} of tdnet's own outputs that the patterns matched ({few(skipped)}); "
-             "name them one by one to segment them")
-    if not specs:
-        if as_json:
-            print(json.dumps({"ok": True, "inputs": 0, "shard": list(the_shard) if the_shard else None,
-                              "frames": 0, "results": []}))
-        elif not quiet:
-            why = "this shard got no inputs" if the_shard else "no inputs left"
-            err_console.print(f"nothing to do: {why}", highlight=False)
-        return
-    if output is not None and len(specs) > 1:
-        raise UsageError("-o names the output of a single input", hint="use --out-dir for several inputs")
-
-    predictor = Predictor.create(weights=weights, model=model, device=device_for_rank(device),
-                                 precision=precision, input_size=parse_size(input_size),
-                                 compile=compile_choice(compile, compile_mode))
-    hook = _RichProgress(show_bars=not quiet and err_console.is_terminal, quiet=quiet)
-    for note in getattr(predictor, "notes", []):
-        hook.warn(note)
-    with hook:
-        report = segment(specs, predictor=predictor, save=[s.value for s in save], out_dir=out_dir,
-                         output=output, alpha=alpha, legend=legend, overwrite=overwrite, into_folder=into_folder,
-                         skip_existing=skip_existing, cut_detect=cut_detect, progress=hook, fps=fps,
-                         threads=threads, x264_preset=x264_preset, crf=crf, encoder=encoder, hw_decode=hw_decode)
-    report.shard = the_shard
-    if as_json:
-        print(json.dumps(report.to_dict()))
-    elif not quiet:
-        _summary(report.results, report.seconds)
-    if report.failures:
-        raise typer.Exit(1)
+    inputs = gather_inputs(items, shard=resolve_shard(shard))
+    if inputs.skipped and not quiet:
+        warn(f"left out {len(inputs.skipped)} of tdnet's own outputs that the patterns matched "
+             f"({few(list(inputs.skipped))}); name them one by one to segment them")
+    return inputs
