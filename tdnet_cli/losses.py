@@ -9,7 +9,7 @@ import torch.nn.functional as F
 
 from tdnet_cli.data.cityscapes import IGNORE_INDEX
 
-__all__ = ["cross_entropy", "ohem_cross_entropy", "kl_divergence", "Criterion"]
+__all__ = ["cross_entropy", "ohem_cross_entropy", "kl_divergence", "distillation_kl", "Criterion"]
 
 
 def _resize(logits: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
@@ -123,24 +123,41 @@ def ohem_cross_entropy(logits: torch.Tensor, labels: torch.Tensor, thresh: float
 
 
 def kl_divergence(p_logits: torch.Tensor, q_logits: torch.Tensor) -> torch.Tensor:
-    """KL(P || Q) = sum_c P log(P / Q) per pixel, averaged over pixels (softmax, T = 1).
-
-    SPEC: "KL(full output || teacher full output)": P is the student's, Q the teacher's.
-    Both are at feature resolution (stride 8); the teacher is resized if it differs.
-    """
+    """KL(P || Q) = sum_c P log(P / Q) per pixel, averaged over pixels (softmax, T = 1), with
+    P from the first logits and Q from the second (resized to the first's size if needed)."""
     q_logits = _resize(q_logits.float(), p_logits.shape[-2:])
     log_p = F.log_softmax(p_logits.float(), dim=1)
     log_q = F.log_softmax(q_logits.float(), dim=1)
     return (log_p.exp() * (log_p - log_q)).sum(1).mean()
 
 
+KD_EPS = 1e-8  # added to both distributions, as the authors' training code does
+
+
+def distillation_kl(student_logits: torch.Tensor, teacher_logits: torch.Tensor) -> torch.Tensor:
+    """TDNet's distillation term KL(teacher || student): the mean over pixels of
+    sum_c P log(P / Q), P = softmax(teacher) + 1e-8, Q = softmax(student) + 1e-8, T = 1.
+
+    Both are logits at feature resolution; the teacher is resized to the student's size if
+    it differs, and never receives a gradient. The teacher's distribution weighs the
+    log-ratio, so the student is pushed hardest where the teacher is confident.
+    """
+    teacher_logits = _resize(teacher_logits.detach().float(), student_logits.shape[-2:])
+    p = F.softmax(teacher_logits, dim=1) + KD_EPS
+    q = F.softmax(student_logits.float(), dim=1) + KD_EPS
+    return (p * (p.log() - q.log())).sum(1).mean()
+
+
 class Criterion:
     """Combines the loss terms for whichever model kind is being trained.
 
     TDNet:   CE(out) + sub_weight CE(sub) + aux_weight CE(aux)
-             [+ kd_weight KL(out || teacher out) + kd_group_weight KL(sub || teacher group p)]
+             [+ kd_weight KL(teacher out || out) + kd_group_weight KL(teacher group p || sub)]
     PSPNet:  CE(out) + aux_weight CE(aux)
     Grouped teacher: CE(out) + group_weight mean_g CE(group g) + aux_weight CE(aux)
+
+    ``teacher["groups"]`` is in student-path order (``Teacher`` returns it so): path p
+    learns from ``teacher["groups"][p]``.
     """
 
     def __init__(self, cfg: dict) -> None:
@@ -163,8 +180,8 @@ class Criterion:
         if "groups" in out:
             terms["groups"] = c["group_weight"] * torch.stack([self.ce(g, labels) for g in out["groups"]]).mean()
         if teacher is not None:
-            terms["kd"] = c["kd_weight"] * kl_divergence(out["out"], teacher["out"])
+            terms["kd"] = c["kd_weight"] * distillation_kl(out["out"], teacher["out"])
             if "sub" in out and path is not None:
-                terms["kd_group"] = c["kd_group_weight"] * kl_divergence(out["sub"], teacher["groups"][path])
+                terms["kd_group"] = c["kd_group_weight"] * distillation_kl(out["sub"], teacher["groups"][path])
         total = torch.stack(list(terms.values())).sum()
         return total, {k: float(v.detach()) for k, v in terms.items()}

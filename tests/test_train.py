@@ -22,7 +22,14 @@ from tdnet_cli.data.layout import list_annotated
 from tdnet_cli.data.synth import generate_dataset
 from tdnet_cli.errors import DataError, OutputExistsError, UsageError
 from tdnet_cli.data.clips import _jitter_matrix
-from tdnet_cli.losses import Criterion, _pixel_cross_entropy, cross_entropy, kl_divergence, ohem_cross_entropy
+from tdnet_cli.losses import (
+    Criterion,
+    _pixel_cross_entropy,
+    cross_entropy,
+    distillation_kl,
+    kl_divergence,
+    ohem_cross_entropy,
+)
 from tdnet_cli.models import load_checkpoint, random_model, save_checkpoint
 from tdnet_cli.pipeline.train import get_lr, init_from_pspnet, path_for_step, scale_attention_logits, train
 
@@ -99,8 +106,9 @@ def test_criterion_weights_each_term():
     assert terms["ce"] == pytest.approx(ce(out["out"]), rel=1e-5)
     assert terms["sub"] == pytest.approx(0.5 * ce(out["sub"]), rel=1e-5)
     assert terms["aux"] == pytest.approx(0.1 * ce(out["aux"]), rel=1e-5)
-    assert terms["kd"] == pytest.approx(kl_divergence(out["out"], teacher["out"]).item(), rel=1e-5)
-    assert terms["kd_group"] == pytest.approx(0.5 * kl_divergence(out["sub"], teacher["groups"][1]).item(), rel=1e-5)
+    # KL(teacher || student), as the authors train (issue 20 item 3; tests/test_losses_kd.py)
+    assert terms["kd"] == pytest.approx(distillation_kl(out["out"], teacher["out"]).item(), rel=1e-5)
+    assert terms["kd_group"] == pytest.approx(0.5 * distillation_kl(out["sub"], teacher["groups"][1]).item(), rel=1e-5)
     assert total.item() == pytest.approx(sum(terms.values()), rel=1e-5)
 
 

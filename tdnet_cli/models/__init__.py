@@ -2,9 +2,11 @@
 
 from tdnet_cli.models.checkpoint import LoadedModel, load_checkpoint, random_model, save_checkpoint
 from tdnet_cli.models.fast import optimize_for_inference
+from tdnet_cli.models.init import InitReport, init_from_imagenet, init_tdnet_from_pspnet, kaiming_init_
 from tdnet_cli.models.pspnet import PSPNet, PSPNetConfig
 from tdnet_cli.models.registry import PRESETS, Preset, create_model, get_preset, list_models
 from tdnet_cli.models.tdnet import StreamState, TDNet, TDNetConfig
+from tdnet_cli.models.teacher import Teacher, load_teacher
 
 __all__ = [
     "TDNet",
@@ -22,4 +24,10 @@ __all__ = [
     "save_checkpoint",
     "random_model",
     "optimize_for_inference",
+    "Teacher",
+    "load_teacher",
+    "InitReport",
+    "init_from_imagenet",
+    "init_tdnet_from_pspnet",
+    "kaiming_init_",
 ]
