@@ -13,11 +13,12 @@ from pathlib import Path
 import cv2
 import numpy as np
 import pytest
-
 from faults import REPO, assert_one_error, cli, final_names, snapshot
 from media import ffmpeg, make_clip, probe
+
 from tdnet_cli.errors import OutputExistsError
-from tdnet_cli.video.writer import MANIFEST, STALE_AFTER_S, PngSequenceWriter, remove_stale_partials
+from tdnet_cli.fileio import STALE_AFTER_S, remove_stale_partials
+from tdnet_cli.video.writer import MANIFEST, PngSequenceWriter
 
 MODEL = ("-w", str(REPO / "weights" / "td4-mini-synth.pt"), "--device", "cpu", "--threads", "1")
 

@@ -6,7 +6,7 @@ import cv2
 import numpy as np
 import pytest
 
-from tdnet_cli.errors import DataError
+from tdnet_cli.errors import WriteError
 from tdnet_cli.fileio import atomic_path, write_png, write_text
 
 
@@ -35,5 +35,5 @@ def test_write_png_round_trips_and_creates_folders(tmp_path):
 def test_write_png_reports_an_unwritable_place(tmp_path):
     blocker = tmp_path / "file"
     blocker.write_text("x")
-    with pytest.raises(DataError, match="could not write"):
+    with pytest.raises(WriteError, match="cannot write"):  # the work started and failed: exit 1
         write_png(blocker / "x.png", np.zeros((2, 2), np.uint8))

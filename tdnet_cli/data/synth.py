@@ -23,7 +23,6 @@ defined in metres, independent of the output size: a seed rendered at 128x256 an
 from __future__ import annotations
 
 import math
-import os
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -35,7 +34,7 @@ import numpy as np
 from tdnet_cli.data import layout
 from tdnet_cli.data.cityscapes import LABELS
 from tdnet_cli.errors import OutputExistsError, UsageError
-from tdnet_cli.fileio import write_png
+from tdnet_cli.fileio import check_writable, write_png
 
 __all__ = [
     "FPS",
@@ -47,7 +46,6 @@ __all__ = [
     "sequence_seed",
     "generate_dataset",
     "label_color_lut",
-    "check_writable",
 ]
 
 FPS = 17.0  # Cityscapes snippets are recorded at 17 Hz
@@ -1562,25 +1560,6 @@ class SynthResult:
             "seconds": round(self.seconds, 3),
             "fps": round(self.fps, 2),
         }
-
-
-def check_writable(path: str | os.PathLike, what: str, *, hint: str) -> None:
-    """Raise UsageError unless ``path`` can be written: it, or the nearest folder above it that
-    exists, is a writable folder. Creates nothing, so a refusal leaves no trace. (``os.access``
-    reports a read-only file system even to root, who ignores permission bits.)"""
-    path = Path(path)
-    here = path if path.is_dir() else path.parent
-    while not here.exists() and not here.is_symlink() and here != here.parent:
-        here = here.parent
-    if not here.is_dir():
-        raise UsageError(f"cannot write {what} {path}: {here} is a file, not a folder", hint=hint)
-    if not os.access(here, os.W_OK | os.X_OK):
-        try:
-            readonly = bool(os.statvfs(here).f_flag & os.ST_RDONLY)
-        except OSError:
-            readonly = False
-        why = "is on a read-only file system" if readonly else "is not writable"
-        raise UsageError(f"cannot write {what} {path}: {here} {why}", hint=hint)
 
 
 def generate_dataset(

@@ -22,13 +22,19 @@ import numpy as np
 import torch
 
 from tdnet_cli.data.cityscapes import label_id_to_train_id, train_id_to_label_id
-from tdnet_cli.data.layout import SPLITS, FrameId, gt_path, image_path, list_annotated, sequence_path
-from tdnet_cli.data.synth import check_writable
+from tdnet_cli.data.layout import (
+    SPLITS,
+    FrameId,
+    gt_path,
+    image_path,
+    list_annotated,
+    sequence_path,
+)
 from tdnet_cli.errors import DataError, OutputExistsError, UsageError, few
-from tdnet_cli.fileio import write_png
+from tdnet_cli.fileio import check_writable, write_png
 from tdnet_cli.inference import Predictor
-from tdnet_cli.upsample import upsample_argmax
 from tdnet_cli.metrics import ConfusionMatrix, InstanceStats, Scores, scores
+from tdnet_cli.upsample import upsample_argmax
 
 __all__ = ["EvalReport", "evaluate", "plan_samples", "Sample", "check_options", "check_outputs"]
 

@@ -18,13 +18,10 @@ from urllib.parse import urlparse
 import torch
 
 from tdnet_cli.errors import OutputExistsError, UsageError
+from tdnet_cli.fileio import is_partial_name, remove_stale_partials
 from tdnet_cli.pipeline.options import SegmentOptions
 from tdnet_cli.video import VIDEO_SUFFIXES, is_url, natural_key
-from tdnet_cli.video.writer import (
-    is_partial_name,
-    refuse_foreign,
-    remove_stale_partials,
-)
+from tdnet_cli.video.writer import refuse_foreign
 
 __all__ = [
     "InputSet",

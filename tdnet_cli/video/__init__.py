@@ -25,7 +25,6 @@ from tdnet_cli.video.writer import (
     VideoWriter,
     check_encoding,
     encoded_size,
-    partial_path,
 )
 
 __all__ = [
@@ -50,6 +49,5 @@ __all__ = [
     "is_url",
     "natural_key",
     "open_source",
-    "partial_path",
     "to_rgb8",
 ]

@@ -4,7 +4,7 @@ Every writer works under a temporary name in the destination folder
 (``.NAME.<pid>.partial.EXT`` for files, ``.NAME.<pid>.partial.d`` for PNG folders) and
 renames it to the final name only in :meth:`close`. :meth:`abort` (called by the
 context manager on any exception, Ctrl-C and SIGTERM included) deletes the temporary;
-after a SIGKILL, :func:`remove_stale_partials` lets a later run remove it. An existing
+after a SIGKILL, :func:`tdnet_cli.fileio.remove_stale_partials` lets a later run remove it. An existing
 final output is an :class:`OutputExistsError` unless ``overwrite=True``.
 
 A PNG folder written with ``manifest=True`` holds a hidden :data:`MANIFEST` naming the
@@ -17,11 +17,9 @@ from __future__ import annotations
 import errno
 import json
 import os
-import re
 import shutil
 import subprocess
 import tempfile
-import time
 from collections import deque
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
@@ -32,6 +30,7 @@ import cv2
 import numpy as np
 
 from tdnet_cli.errors import OutputExistsError, TdnetError, UsageError, WriteError
+from tdnet_cli.fileio import commit_file, partial_path, write_error, write_png
 from tdnet_cli.video.color import MATRICES, YUV420, rgb_to_i420
 from tdnet_cli.video.ffmpeg import ffmpeg_exe, gpu_error
 
@@ -49,10 +48,7 @@ __all__ = [
     "VideoWriter",
     "encoded_size",
     "foreign_entry",
-    "is_partial_name",
-    "partial_path",
     "refuse_foreign",
-    "remove_stale_partials",
 ]
 
 VIDEO_SUFFIXES = (".mp4", ".mov", ".m4v", ".mkv")
@@ -102,79 +98,6 @@ class Encoding:
         return ["-c:v", "libx264", "-preset", self.preset, "-crf", str(self.crf)]
 
 
-def partial_path(final: Path, *, folder: bool = False) -> Path:
-    """The temporary name a writer uses for ``final`` (hidden, same folder, pid-unique)."""
-    if folder:
-        return final.with_name(f".{final.name}.{os.getpid()}.partial.d")
-    return final.with_name(f".{final.stem}.{os.getpid()}.partial{final.suffix}")
-
-
-# Our temporaries, exactly: ".NAME.PID.partial.d" (PNG folders), ".STEM.PID.partial.EXT" (videos)
-# and ".STEM.PID.partial-av.EXT" (a video while its audio is added).
-_PARTIAL = re.compile(r"^\.(?P<name>.+)\.(?P<pid>[0-9]+)\.(?:partial\.d|partial(?:-av)?\.(?:mp4|mov|m4v|mkv))$",
-                      re.IGNORECASE)
-# A temporary of a dead process is removed only once it has not changed for this long: the
-# pid of a writer on another host sharing the folder (NFS, --shard workers on several nodes)
-# looks dead here, but its temporary keeps changing while it works.
-STALE_AFTER_S = 600.0
-
-
-def is_partial_name(name: str) -> int | None:
-    """The pid in one of our temporary names, or None for any other name."""
-    match = _PARTIAL.match(name)
-    return int(match["pid"]) if match else None
-
-
-def _pid_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:  # alive, another user's
-        return True
-    except (OverflowError, ValueError):
-        return False
-    return True
-
-
-def remove_stale_partials(folder: str | Path, *, min_age: float = STALE_AFTER_S,
-                          ours: frozenset[str] | set[str] = frozenset()) -> list[Path]:
-    """Remove our temporaries in ``folder`` left by a process that is gone (SIGKILL, power loss).
-
-    Only names of our exact pattern, of a pid that is not running here, untouched for
-    ``min_age`` seconds; a ``.d`` one must be a folder and the others plain files. Anything
-    else is never touched. Temporaries of the outputs the caller is about to write (``ours``:
-    final names, e.g. ``a.overlay.mp4``, ``a.labels``) go at once: a writer elsewhere making
-    the same output would collide with this run anyway. Returns what was removed (failures
-    to remove are ignored).
-    """
-    stems = {Path(name).stem for name in ours} | set(ours)
-    removed: list[Path] = []
-    try:
-        entries = list(os.scandir(folder))
-    except OSError:
-        return removed
-    now = time.time()
-    for entry in entries:
-        pid = is_partial_name(entry.name)
-        if pid is None or pid == os.getpid() or _pid_alive(pid):
-            continue
-        try:
-            st = entry.stat(follow_symlinks=False)
-            is_dir = entry.is_dir(follow_symlinks=False)
-            age = 0.0 if _PARTIAL.match(entry.name)["name"] in stems else min_age
-            if now - st.st_mtime < age or is_dir != entry.name.lower().endswith(".partial.d") or entry.is_symlink():
-                continue
-            if is_dir:
-                shutil.rmtree(entry.path)
-            else:
-                os.unlink(entry.path)
-            removed.append(Path(entry.path))
-        except OSError:
-            continue
-    return removed
-
-
 # The hidden list of the files a PNG folder of ours holds (see PngSequenceWriter(manifest=True)).
 MANIFEST = ".tdnet-output.json"
 _TOOL = "tdnet"
@@ -202,7 +125,7 @@ def _write_manifest(folder: Path, names: set[str]) -> None:
         os.replace(tmp, folder / MANIFEST)
     except OSError as exc:
         _unlink(tmp)
-        raise _write_error(folder, exc) from None
+        raise write_error(folder, exc) from None
     except BaseException:  # Ctrl-C, SIGTERM: no stray file left in the user's folder
         _unlink(tmp)
         raise
@@ -234,13 +157,6 @@ def refuse_foreign(folder: str | Path) -> None:
             "files; or choose another output")  # fmt: skip
 
 
-def _write_error(where: Path, exc: OSError) -> WriteError:
-    """One line for a failed write: a full disk says so, and where."""
-    if exc.errno in (errno.ENOSPC, errno.EDQUOT):
-        return WriteError(f"disk full writing {where} ({exc.strerror})", hint="free some space or write elsewhere")
-    return WriteError(f"cannot write {where}: {exc.strerror or exc}")
-
-
 # ffmpeg reports a failed write with the system's own words (av_err2str is strerror)
 _WRITE_FAILURES = tuple(os.strerror(e) for e in (errno.ENOSPC, errno.EDQUOT, errno.EIO, errno.EROFS, errno.EFBIG,
                                                   errno.EACCES, errno.ENOENT))
@@ -268,23 +184,6 @@ def _check_target(final: Path, overwrite: bool) -> None:
         raise UsageError(f"output folder {parent} does not exist")
     if not os.access(parent, os.W_OK | os.X_OK):
         raise UsageError(f"output folder {parent} is not writable", hint="choose a writable output folder")
-
-
-def _commit(tmp: Path, final: Path, overwrite: bool) -> None:
-    """Move a finished temporary file into place; without overwrite never clobber."""
-    if overwrite:
-        os.replace(tmp, final)
-        return
-    try:
-        os.link(tmp, final)  # fails if final appeared meanwhile: no clobbering race
-    except FileExistsError:
-        raise OutputExistsError(f"{final} exists", hint="use --overwrite") from None
-    except OSError:  # a filesystem without hard links
-        if final.exists():
-            raise OutputExistsError(f"{final} exists", hint="use --overwrite") from None
-        os.replace(tmp, final)
-        return
-    tmp.unlink()
 
 
 def _unlink(path: Path) -> None:
@@ -397,7 +296,7 @@ class VideoWriter:
         """The encoder's failure: a WriteError naming the full disk when that was why."""
         log = self._log_text()
         if any(m in log for m in _WRITE_FAILURES[:2]) or _disk_full(self._tmp.parent):
-            return _write_error(self.path.parent, OSError(errno.ENOSPC, os.strerror(errno.ENOSPC)))
+            return write_error(self.path.parent, OSError(errno.ENOSPC, os.strerror(errno.ENOSPC)))
         if any(m in log for m in _WRITE_FAILURES):
             return WriteError(f"{self.path}: {what}: {log}")
         return TdnetError(f"{self.path}: {what}: {log or default}")
@@ -427,7 +326,7 @@ class VideoWriter:
                 raise TdnetError(f"{self.path}: no frames to write")
             if self.audio_from:
                 self._mux_audio()
-            _commit(self._tmp, self.path, self.overwrite)
+            commit_file(self._tmp, self.path, self.overwrite)
         except BaseException:
             self.abort()
             raise
@@ -495,19 +394,9 @@ class VideoWriter:
             self.abort()
 
 
-def _write_png(target: Path, image: np.ndarray, rgb: bool, where: Path) -> None:
-    if rgb:
-        image = cv2.cvtColor(image, cv2.COLOR_RGB2BGR)
-    # imencode + a plain write (not imwrite) so a failure says why, and non-ASCII paths work;
-    # not ndarray.tofile, whose failure is "6657 requested and 0 written", without the reason
-    ok, data = cv2.imencode(".png", image)
-    if not ok:
-        raise TdnetError(f"{target}: PNG encoding failed")
-    try:
-        with open(target, "wb") as f:
-            f.write(memoryview(data.reshape(-1)))
-    except OSError as exc:
-        raise _write_error(where, exc) from None
+def _write_frame_png(target: Path, image: np.ndarray, rgb: bool, where: Path) -> None:
+    """One frame's PNG inside the writer's temporary folder (which is the atomic part)."""
+    write_png(target, cv2.cvtColor(image, cv2.COLOR_RGB2BGR) if rgb else image, where=where, atomic=False)
 
 
 class PngSequenceWriter:
@@ -555,11 +444,11 @@ class PngSequenceWriter:
         self._names.add(target.name)
         self.frames += 1
         if self._pool is None:
-            _write_png(target, image, rgb, self.path)
+            _write_frame_png(target, image, rgb, self.path)
             return
         while len(self._pending) >= self._backlog:
             self._pending.popleft().result()
-        self._pending.append(self._pool.submit(_write_png, target, image, rgb, self.path))
+        self._pending.append(self._pool.submit(_write_frame_png, target, image, rgb, self.path))
 
     def _finish_pending(self) -> None:
         while self._pending:
