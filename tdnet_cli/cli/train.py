@@ -8,11 +8,18 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
+from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
 from tdnet_cli.cli.app import app
-from tdnet_cli.cli.common import JsonOpt, QuietOpt, console, err_console, handle_errors
-from tdnet_cli.config import load_config, load_run_config
+from tdnet_cli.cli.common import JsonOpt, QuietOpt, console, err_console, fail, handle_errors
+from tdnet_cli.config import load_config, load_run_config, toml_string
+from tdnet_cli.errors import EXIT_INTERRUPTED, EXIT_TERMINATED, Terminated
+
+
+def _note(text: str) -> None:
+    """A progress note from training (resumed, initialised): one line, the text as it is."""
+    err_console.print(f"[dim]{escape(text)}[/]", highlight=False, soft_wrap=True)
 
 
 @app.command("train")
@@ -44,24 +51,35 @@ def train_command(
     for key, value in (("data.root", data), ("model.preset", preset), ("model.teacher", teacher),
                        ("model.init", init), ("run.name", name)):
         if value is not None:
-            sets.append(f"{key}={value!r}".replace("'", '"'))
+            sets.append(f"{key}={toml_string(value)}")  # a TOML string: quotes and backslashes kept
     from tdnet_cli.pipeline.train import train  # torch: loaded by the command, not by `tdnet --help`
 
     cfg = load_run_config(resume, sets) if resume else load_config(config, sets)
     main = int(os.environ.get("RANK", "0")) == 0
     show = main and not quiet and not as_json
-    with Progress(TextColumn("train"), BarColumn(), MofNCompleteColumn(), TextColumn("{task.fields[info]}"),
-                  TimeElapsedColumn(), TimeRemainingColumn(), console=err_console, disable=not show) as bar:
-        task = bar.add_task("train", total=cfg["optim"]["iterations"], info="")
+    try:
+        with Progress(TextColumn("train"), BarColumn(), MofNCompleteColumn(), TextColumn("{task.fields[info]}"),
+                      TimeElapsedColumn(), TimeRemainingColumn(), console=err_console, disable=not show) as bar:
+            task = bar.add_task("train", total=cfg["optim"]["iterations"], info="")
 
-        def progress(done: int, total: int, rec: dict) -> None:
-            bar.update(task, completed=done, info=f"loss {rec['loss']:.3f} lr {rec['lr']:.2e} {rec['it_s']:.2f} it/s")
+            def progress(done: int, total: int, rec: dict) -> None:
+                bar.update(task, completed=done,
+                           info=f"loss {rec['loss']:.3f} lr {rec['lr']:.2e} {rec['it_s']:.2f} it/s")
 
-        result = train(cfg, resume=str(resume) if resume else None, progress=progress,
-                       log=(lambda s: err_console.print(f"[dim]{s}[/]")) if show else None)
+            try:
+                result = train(cfg, resume=str(resume) if resume else None, progress=progress,
+                               log=_note if show else None)
+            except BaseException:
+                bar.update(task, visible=False)  # a failure ends in its one error line, not a last bar
+                raise
+    except KeyboardInterrupt as exc:
+        # One line: how it stopped and, from train's note, where last.pt is and how to go on.
+        code = EXIT_TERMINATED if isinstance(exc, Terminated) else EXIT_INTERRUPTED
+        what = "terminated (SIGTERM)" if code == EXIT_TERMINATED else "interrupted"
+        raise fail(" ".join([what, *getattr(exc, "__notes__", [])]), code) from None
     if as_json and main:
         typer.echo(json.dumps(result.to_dict()))
     elif show:
-        console.print(f"run: {result.run_dir}  final loss {result.final_loss:.4f}"
+        console.print(f"run: {escape(str(result.run_dir))}  final loss {result.final_loss:.4f}"
                       + (f"  best val mIoU {100 * result.best_miou:.2f}" if result.best_miou is not None else "")
-                      + f"\nweights: {result.run_dir / 'model.pt'}  (resume state: {result.last})")
+                      + f"\nweights: {escape(str(result.run_dir / 'model.pt'))}  (resume state: {escape(str(result.last))})")

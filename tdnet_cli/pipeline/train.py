@@ -9,18 +9,21 @@ rank 0 logs and writes checkpoints.
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import datetime as _dt
+import errno
 import hashlib
 import json
 import math
 import os
+import shutil
 import signal
 import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable
+from typing import Callable, Self
 
 import numpy as np
 import torch
@@ -30,11 +33,28 @@ from torch.utils.data import DataLoader
 
 from tdnet_cli.config import dump_toml, validate
 from tdnet_cli.data.clips import AugmentConfig, ClipDataset, IterationSampler
-from tdnet_cli.errors import CheckpointError, DataError, OutputExistsError, UsageError
+from tdnet_cli.errors import (
+    CheckpointError,
+    DataError,
+    OutputExistsError,
+    TdnetError,
+    Terminated,
+    UsageError,
+    WriteError,
+    few,
+)
 from tdnet_cli.fileio import write_text
 from tdnet_cli.inference import Predictor, resolve_device
 from tdnet_cli.losses import Criterion
-from tdnet_cli.models.checkpoint import LoadedModel, load_checkpoint, read_state_dict, save_checkpoint
+from tdnet_cli.models.checkpoint import FORMAT as CHECKPOINT_FORMAT
+from tdnet_cli.models.checkpoint import (
+    LoadedModel,
+    _torch_load,  # the guarded reader: weights only, every failure one CheckpointError
+    load_checkpoint,
+    load_state_dict_strict,
+    read_state_dict,
+    save_checkpoint,
+)
 from tdnet_cli.models.registry import get_preset
 from tdnet_cli.models.tdnet import TDNet
 
@@ -168,6 +188,7 @@ def _weights_digest(model: nn.Module) -> str:
 
 # -- the run -------------------------------------------------------------------------------------
 def _run_dir(config: dict, resume: str | None) -> Path:
+    """The run folder: an existing one to resume, or a new (or empty) one that can be made."""
     if resume:
         run = Path(resume)
         if not (run / "last.pt").is_file():
@@ -176,9 +197,22 @@ def _run_dir(config: dict, resume: str | None) -> Path:
     r = config["run"]
     name = r["name"] or f"{config['model']['preset']}-{_dt.datetime.now().strftime('%Y%m%d-%H%M%S')}"
     run = Path(r["out"]) / name
+    _check_out(run, r["out"])
     if run.exists() and any(run.iterdir()):
         raise OutputExistsError(f"run folder {run} exists", hint=f"continue it with --resume {run}, or pick a --name")
     return run
+
+
+def _has_validation(root: Path, split: str, val_every: int) -> bool:
+    """Whether to validate: the split's ground truth is there. A split with frames but no
+    ground truth is refused when validation is asked for; a split that is not there at all
+    (a training-only folder) just skips validation."""
+    if not (root / "gtFine" / split).is_dir():
+        if val_every and any((root / top / split).is_dir() for top in ("leftImg8bit", "leftImg8bit_sequence")):
+            raise DataError(f"data.val_split {split!r} has frames but no ground truth under {root / 'gtFine'}",
+                            hint="validate on a split with gtFine labels, or set run.val_every=0")
+        return False
+    return True
 
 
 def _autocast(device: torch.device, cuda_amp: bool, cpu_amp: bool = False):
@@ -202,18 +236,217 @@ def _loaded_for_save(model: nn.Module, preset: str, provenance: dict, keep_aux: 
     return LoadedModel(model=clean.eval(), preset=preset, provenance=provenance)
 
 
-def _interrupt_on_sigterm() -> Callable[[], None]:
-    """From now on SIGTERM (``kill``, ``timeout``, a batch scheduler's notice, torchrun stopping
-    its workers) ends training the way Ctrl-C does, so last.pt is saved first. Returns the
-    function that puts the previous handler back."""
-    if threading.current_thread() is not threading.main_thread():
-        return lambda: None  # handlers can only be set from the main thread
+def _interruption(signum: int) -> KeyboardInterrupt:
+    """What a signal raises: SIGTERM ends with exit 143, Ctrl-C with 130 (tdnet_cli.errors)."""
+    return Terminated() if signum == signal.SIGTERM else KeyboardInterrupt()
 
-    def handler(signum, frame):
-        raise KeyboardInterrupt
 
-    previous = signal.signal(signal.SIGTERM, handler)
-    return lambda: signal.signal(signal.SIGTERM, previous)
+class _StopAtBoundary:
+    """Ctrl-C and SIGTERM while training. Inside an iteration the first one is held until the
+    iteration ends: its forward pass has already moved BatchNorm's running statistics, so
+    stopping there would save a state no uninterrupted run ever has. A second one stops at once
+    (``hold``), except inside the optimiser step (``critical``), which is never cut. Outside
+    iterations (validation, final weights) they stop at once. Handlers can only be set in the
+    main thread; elsewhere (a test runner's worker) nothing changes."""
+
+    def __init__(self) -> None:
+        self.pending: int | None = None
+        self.hold = False
+        self.critical = False
+        self._previous: dict[int, object] = {}
+
+    def __enter__(self) -> Self:
+        if threading.current_thread() is threading.main_thread():
+            for signum in (signal.SIGINT, signal.SIGTERM):
+                if signal.getsignal(signum) is not signal.SIG_IGN:  # `nohup`, `cmd &`: stays ignored
+                    self._previous[signum] = signal.signal(signum, self._handle)
+        return self
+
+    def __exit__(self, *exc) -> None:
+        for signum, previous in self._previous.items():
+            signal.signal(signum, previous if previous is not None else signal.SIG_DFL)
+
+    def _handle(self, signum, frame) -> None:
+        if self.critical or (self.hold and self.pending is None):
+            self.pending = self.pending or signum
+            return
+        raise _interruption(signum)
+
+    def check(self) -> None:
+        """At an iteration boundary: stop now if a signal came during the iteration."""
+        if self.pending is not None:
+            signum, self.pending = self.pending, None
+            raise _interruption(signum)
+
+
+def _ignore_stop_signals(worker_id: int) -> None:
+    """DataLoader workers leave SIGINT and SIGTERM to the training process: a terminal's Ctrl-C
+    and ``kill -TERM -PGID`` (Slurm, Kubernetes, ``timeout``) reach the whole process group,
+    and a worker killed by them made the main process fail instead of saving last.pt. The main
+    process shuts its workers down when it stops; they also leave if it dies."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+
+
+class _Buffers:
+    """The model's buffers (BatchNorm running statistics and counts) as they were when the
+    current iteration began: put back when a second signal cuts the iteration short."""
+
+    def __init__(self, model: nn.Module) -> None:
+        self.live = list(model.buffers())
+        self.saved = [b.detach().clone() for b in self.live]
+
+    def take(self) -> None:
+        with torch.no_grad():
+            for saved, live in zip(self.saved, self.live):
+                saved.copy_(live)
+
+    def restore(self) -> None:
+        with torch.no_grad():
+            for saved, live in zip(self.saved, self.live):
+                live.copy_(saved)
+
+
+def _next_batch(batches) -> dict:
+    """The next batch; an error a DataLoader worker raised (e.g. an unreadable frame) comes back
+    as "Caught DataError in DataLoader worker process 0. Original Traceback ...": keep its line."""
+    try:
+        return next(batches)
+    except TdnetError as exc:
+        text = str(exc).strip()
+        if "\n" not in text:
+            raise
+        last = text.splitlines()[-1]
+        raise type(exc)(last.split(": ", 1)[-1]) from None
+
+
+def _short(exc: BaseException) -> str:
+    text = str(exc).strip()
+    return (text.splitlines()[0] if text else type(exc).__name__)[:160]
+
+
+def _nbytes(obj) -> int:
+    """Bytes of the tensors in a (nested) checkpoint payload."""
+    if isinstance(obj, torch.Tensor):
+        return obj.numel() * obj.element_size()
+    if isinstance(obj, dict):
+        return sum(_nbytes(v) for v in obj.values())
+    if isinstance(obj, (list, tuple)):
+        return sum(_nbytes(v) for v in obj)
+    return 0
+
+
+def _save(path: Path, loaded: LoadedModel, extra: dict | None = None) -> Path:
+    """save_checkpoint (atomic: the previous file stays until the new one is whole), with a failed
+    write as one WriteError line. torch reports a full disk as RuntimeError "[enforce fail ...]
+    unexpected pos", without errno: it is called a full disk when the free space is short of
+    the payload."""
+    try:
+        return save_checkpoint(path, loaded, extra=extra)
+    except (OSError, RuntimeError) as exc:
+        need = _nbytes(loaded.model.state_dict()) + _nbytes(extra)
+        try:
+            free = shutil.disk_usage(path.parent).free
+        except OSError:
+            free = None
+        if getattr(exc, "errno", None) in (errno.ENOSPC, errno.EDQUOT) or (free is not None and free < need):
+            room = f"{free / 2**20:.1f} MiB free, about {need / 2**20:.1f} MiB needed" if free is not None else "full"
+            raise WriteError(f"disk full writing {path} ({room})",
+                             hint="free some space or set run.out to another disk") from None
+        raise WriteError(f"could not write {path}: {_short(exc)}", hint="check the folder is writable") from None
+
+
+def _check_out(run: Path, out: str) -> None:
+    """The run folder can be made: its first existing ancestor is a folder we may write in."""
+    p = run
+    while not p.exists() and not p.is_symlink() and p.parent != p:
+        p = p.parent
+    if not p.is_dir():
+        raise UsageError(f"run.out {out}: {p} is a file, not a folder", hint="set run.out to a folder")
+    if not os.access(p, os.W_OK | os.X_OK):
+        raise UsageError(f"run.out {out}: cannot write in {p}", hint="set run.out to a folder you can write in")
+
+
+def _load_matching(model: nn.Module, path: str, preset_name: str) -> None:
+    """model.resume_weights: every tensor of the file whose name the model has (fine-tuning may
+    drop a head); one of another shape is a CheckpointError, not a traceback."""
+    src, own = read_state_dict(path), model.state_dict()
+    shapes = [f"{k} {tuple(v.shape)} vs {tuple(own[k].shape)}" for k, v in src.items()
+              if k in own and tuple(v.shape) != tuple(own[k].shape)]
+    if shapes or not any(k in own for k in src):
+        detail = f"shape mismatch (file vs model): {few(shapes)}" if shapes else "no tensor names in common"
+        raise CheckpointError(f"model.resume_weights {path} does not fit {preset_name}: {detail}",
+                              hint="pass weights of the same preset, or --init for a per-frame PSPNet")
+    model.load_state_dict({k: v for k, v in src.items() if k in own}, strict=False)
+
+
+def _load_train_state(run_dir: Path, model: nn.Module, optimizer, scaler, iterations: int) -> tuple[int, float | None]:
+    """Model, optimiser and scaler from run_dir/last.pt, through the guarded loader (weights
+    only, never unpickling code). A truncated, foreign or damaged file is one CheckpointError."""
+    path = run_dir / "last.pt"
+    fix = "restore a good copy of last.pt, or start anew with another --name"
+    try:
+        state = _torch_load(path)
+    except CheckpointError as exc:
+        raise CheckpointError(exc.message, hint=fix) from None
+    if not isinstance(state, dict) or state.get("format") != CHECKPOINT_FORMAT:
+        raise CheckpointError(f"{path} is not a training state saved by tdnet train", hint=fix)
+    ts, sd = state.get("train_state"), state.get("state_dict")
+    if not isinstance(ts, dict) or not isinstance(sd, dict):
+        raise CheckpointError(f"{path} holds weights but no training state", hint=fix)
+    try:
+        load_state_dict_strict(model, sd, str(path), f"the model of {run_dir / 'config.toml'}")
+    except CheckpointError as exc:
+        raise CheckpointError(exc.message, hint=fix) from None
+    try:
+        iteration, best = ts["iteration"], ts.get("best_miou")
+        if not isinstance(iteration, int) or iteration < 0 or not (best is None or isinstance(best, float)):
+            raise ValueError(f"iteration {iteration!r}, best_miou {best!r}")
+        optimizer.load_state_dict(ts["optimizer"])
+        for group in optimizer.param_groups:
+            for p in group["params"]:
+                buf = optimizer.state.get(p, {}).get("momentum_buffer")
+                if buf is not None and (not isinstance(buf, torch.Tensor) or buf.shape != p.shape):
+                    raise ValueError("a momentum buffer does not fit its parameter")
+        if ts["scaler"] or not scaler.is_enabled():  # a run begun without loss scaling starts a fresh scaler
+            scaler.load_state_dict(ts["scaler"])
+    except (KeyError, TypeError, ValueError, RuntimeError, IndexError, AttributeError) as exc:
+        raise CheckpointError(f"{path} holds a damaged training state ({_short(exc)})", hint=fix) from None
+    if iteration > iterations:
+        raise UsageError(f"{path} is at iteration {iteration}, past optim.iterations={iterations}",
+                         hint=f"resume with --set optim.iterations=N, N >= {iteration}")
+    return iteration, best
+
+
+def _truncate_log(log_path: Path, iteration: int) -> None:
+    """Keep the records up to ``iteration``: a run killed (``kill -9``) after its last save had
+    logged later ones, which the resumed run logs again. A torn last line goes too. Atomic."""
+    if not log_path.is_file():
+        return
+    text = log_path.read_text(errors="replace")
+    keep = []
+    for line in text.splitlines():
+        try:
+            rec = json.loads(line)
+        except ValueError:
+            continue
+        if isinstance(rec, dict) and isinstance(rec.get("iteration"), int) and rec["iteration"] <= iteration:
+            keep.append(line + "\n")
+    if "".join(keep) != text:
+        write_text(log_path, "".join(keep))
+
+
+def _remove_unfinished(run_dir: Path, made: bool) -> None:
+    """A new run that failed before it saved last.pt cannot be resumed: remove the files it wrote
+    (nothing else), and the folder if this run made it and it is empty, so the name is free."""
+    if (run_dir / "last.pt").exists():
+        return
+    for name in ("config.toml", "metrics.jsonl"):
+        with contextlib.suppress(OSError):
+            (run_dir / name).unlink(missing_ok=True)
+    if made:
+        with contextlib.suppress(OSError):
+            run_dir.rmdir()  # only if empty
 
 
 def train(
@@ -248,8 +481,7 @@ def train(
                             rotate=d_cfg["rotate"], color_jitter=d_cfg["color_jitter"])
     dataset = ClipDataset(d_cfg["root"], d_cfg["train_split"], clip_len=clip_len, augment=augment,
                           seed=r_cfg["seed"])
-    val_root = Path(d_cfg["root"])
-    has_val = (val_root / "gtFine" / d_cfg["val_split"]).is_dir()
+    has_val = _has_validation(Path(d_cfg["root"]), d_cfg["val_split"], r_cfg["val_every"])
 
     if m_cfg["init"]:
         say(f"initialised {init_from_pspnet(model, m_cfg['init'])} tensors from {m_cfg['init']}")
@@ -260,8 +492,7 @@ def train(
     elif m_cfg["value_drop"] or m_cfg["attention_logit_scale"] != 1.0:
         raise UsageError("model.value_drop and model.attention_logit_scale apply to TDNet presets only")
     if m_cfg["resume_weights"]:
-        src = read_state_dict(m_cfg["resume_weights"])
-        model.load_state_dict({k: v for k, v in src.items() if k in model.state_dict()}, strict=False)
+        _load_matching(model, m_cfg["resume_weights"], preset.name)
     teacher = None
     if m_cfg["teacher"]:
         if preset.kind != "tdnet":
@@ -291,39 +522,34 @@ def train(
 
     start, best_miou = 0, None
     if resume:
-        state = torch.load(run_dir / "last.pt", map_location="cpu", weights_only=True)
-        model.load_state_dict(state["state_dict"])
-        ts = state["train_state"]
-        optimizer.load_state_dict(ts["optimizer"])
-        scaler.load_state_dict(ts["scaler"])
-        start, best_miou = int(ts["iteration"]), ts.get("best_miou")
+        start, best_miou = _load_train_state(run_dir, model, optimizer, scaler, o_cfg["iterations"])
         say(f"resumed {run_dir} at iteration {start}")
     core = model
     if ddp.world > 1:
         model = nn.parallel.DistributedDataParallel(
             model, device_ids=[device.index] if device.type == "cuda" else None, find_unused_parameters=True)
 
-    if ddp.is_main:
-        run_dir.mkdir(parents=True, exist_ok=True)
-        write_text(run_dir / "config.toml", dump_toml(config))
     log_path = run_dir / "metrics.jsonl"
     iterations, accum = o_cfg["iterations"], o_cfg["accumulate"]
     sampler = IterationSampler(start * accum, iterations * accum, d_cfg["batch_size"], ddp.rank, ddp.world)
-    loader = DataLoader(dataset, batch_size=d_cfg["batch_size"], sampler=sampler, num_workers=d_cfg["workers"],
+    workers = d_cfg["workers"]
+    loader = DataLoader(dataset, batch_size=d_cfg["batch_size"], sampler=sampler, num_workers=workers,
                         pin_memory=device.type == "cuda", persistent_workers=False,
-                        multiprocessing_context="spawn" if d_cfg["workers"] > 0 and device.type == "cuda" else None)
-    batches = iter(loader)
+                        worker_init_fn=_ignore_stop_signals if workers > 0 else None,
+                        multiprocessing_context="spawn" if workers > 0 and device.type == "cuda" else None)
     criterion = Criterion(config["loss"])
     history: list[dict] = []
     last_loss, interrupted = None, False
     t_log, completed, logged = time.perf_counter(), start, start
+    buffers = _Buffers(core)
+    mid_iteration = False  # the model's buffers have moved past `completed` (a forward pass ran)
 
     def save_last(iteration: int) -> Path:
         provenance = {"config": config, "iteration": iteration, "preset": preset.name}
         payload = {"iteration": iteration, "optimizer": optimizer.state_dict(), "scaler": scaler.state_dict(),
                    "best_miou": best_miou}
-        return save_checkpoint(run_dir / "last.pt", _loaded_for_save(core, preset.name, provenance, keep_aux=True),
-                               extra={"train_state": payload})
+        return _save(run_dir / "last.pt", _loaded_for_save(core, preset.name, provenance, keep_aux=True),
+                     extra={"train_state": payload})
 
     def write_log(record: dict) -> None:
         history.append(record)
@@ -331,80 +557,113 @@ def train(
             with open(log_path, "a") as f:
                 f.write(json.dumps(record) + "\n")
 
-    restore_sigterm = _interrupt_on_sigterm()
+    batches, made = None, ddp.is_main and not resume and not run_dir.exists()
     try:
-        model.train()
-        for it in range(start, iterations):
-            # Dropout and friends draw from a generator seeded by (seed, iteration, rank), so a
-            # resumed run repeats exactly what an uninterrupted one would have drawn.
-            torch.manual_seed((r_cfg["seed"] * 1_000_003 + it) * 1009 + ddp.rank)
-            lr = get_lr(it, o_cfg)
-            for group in optimizer.param_groups:
-                group["lr"] = lr
-            terms_sum: dict[str, float] = {}
-            loss_sum = 0.0
-            for micro in range(accum):
-                batch = next(batches)
-                frames = batch["frames"].to(device, non_blocking=True)
-                labels = batch["label"].to(device, non_blocking=True)
-                step_id = it * accum + micro
-                path = path_for_step(r_cfg["seed"], step_id, ddp.rank, clip_len) if preset.kind == "tdnet" else None
-                with autocast:
-                    out = model(frames, path) if preset.kind == "tdnet" else model(frames[:, -1])
-                    t_out = None
-                    if teacher is not None:
-                        with torch.no_grad():
-                            t_out = teacher(frames[:, -1])
-                    loss, terms = criterion(out, labels, t_out, path)
-                scaler.scale(loss / accum).backward()
-                loss_sum += float(loss.detach()) / accum
-                for k, v in terms.items():
-                    terms_sum[k] = terms_sum.get(k, 0.0) + v / accum
-            scaler.step(optimizer)
-            scaler.update()
-            optimizer.zero_grad(set_to_none=True)
-            completed = it + 1
-            if not math.isfinite(loss_sum):
-                raise UsageError(f"the loss became {loss_sum} at iteration {it}", hint="lower optim.lr")
-            last_loss = loss_sum
-            done = it + 1
-            if done % r_cfg["log_every"] == 0 or done == iterations or done == start + 1:
-                now = time.perf_counter()
-                record = {"iteration": done, "loss": loss_sum, **terms_sum, "lr": lr,
-                          "it_s": (done - logged) / max(now - t_log, 1e-9), "time": time.time()}
-                t_log, logged = now, done
-                write_log(record)
-                if progress and ddp.is_main:
-                    progress(done, iterations, record)
-            if ddp.is_main and (done % r_cfg["save_every"] == 0):
-                save_last(done)
-            if has_val and r_cfg["val_every"] and done % r_cfg["val_every"] == 0 and done != iterations:
-                best_miou = _validate(core, preset.name, config, device, done, best_miou, run_dir, write_log, ddp)
+        with _StopAtBoundary() as stop:
+            try:
+                if ddp.is_main:
+                    run_dir.mkdir(parents=True, exist_ok=True)
+                    write_text(run_dir / "config.toml", dump_toml(config))
+                    if resume:
+                        _truncate_log(log_path, start)
+                batches = iter(loader)
                 model.train()
-    except KeyboardInterrupt:
-        interrupted = True
-        if ddp.is_main:
-            save_last(completed)
-            say(f"interrupted after iteration {completed}: saved {run_dir / 'last.pt'}; "
-                f"continue with --resume {run_dir}")
+                for it in range(start, iterations):
+                    stop.hold = True
+                    buffers.take()
+                    mid_iteration = True
+                    # Dropout and friends draw from a generator seeded by (seed, iteration, rank), so a
+                    # resumed run repeats exactly what an uninterrupted one would have drawn.
+                    torch.manual_seed((r_cfg["seed"] * 1_000_003 + it) * 1009 + ddp.rank)
+                    lr = get_lr(it, o_cfg)
+                    for group in optimizer.param_groups:
+                        group["lr"] = lr
+                    terms_sum: dict[str, float] = {}
+                    loss_sum = 0.0
+                    for micro in range(accum):
+                        batch = _next_batch(batches)
+                        frames = batch["frames"].to(device, non_blocking=True)
+                        labels = batch["label"].to(device, non_blocking=True)
+                        step_id = it * accum + micro
+                        path = path_for_step(r_cfg["seed"], step_id, ddp.rank, clip_len) if preset.kind == "tdnet" else None
+                        with autocast:
+                            out = model(frames, path) if preset.kind == "tdnet" else model(frames[:, -1])
+                            t_out = None
+                            if teacher is not None:
+                                with torch.no_grad():
+                                    t_out = teacher(frames[:, -1])
+                            loss, terms = criterion(out, labels, t_out, path)
+                        scaler.scale(loss / accum).backward()
+                        loss_sum += float(loss.detach()) / accum
+                        for k, v in terms.items():
+                            terms_sum[k] = terms_sum.get(k, 0.0) + v / accum
+                    stop.critical = True  # the step is never cut: parameters and momenta move together
+                    scaler.step(optimizer)
+                    scaler.update()
+                    optimizer.zero_grad(set_to_none=True)
+                    completed, mid_iteration = it + 1, False
+                    stop.critical = False
+                    if not math.isfinite(loss_sum):
+                        raise UsageError(f"the loss became {loss_sum} at iteration {it}", hint="lower optim.lr")
+                    last_loss = loss_sum
+                    done = it + 1
+                    if done % r_cfg["log_every"] == 0 or done == iterations or done == start + 1:
+                        now = time.perf_counter()
+                        record = {"iteration": done, "loss": loss_sum, **terms_sum, "lr": lr,
+                                  "it_s": (done - logged) / max(now - t_log, 1e-9), "time": time.time()}
+                        t_log, logged = now, done
+                        write_log(record)
+                        if progress and ddp.is_main:
+                            progress(done, iterations, record)
+                    if ddp.is_main and (done % r_cfg["save_every"] == 0):
+                        save_last(done)
+                    stop.check()  # a signal held during this iteration stops here, at the boundary
+                    stop.hold = False
+                    if has_val and r_cfg["val_every"] and done % r_cfg["val_every"] == 0 and done != iterations:
+                        best_miou = _validate(core, preset.name, config, device, done, best_miou, run_dir, write_log, ddp)
+                        model.train()
+                stop.hold = False
+                if has_val and iterations > start:
+                    best_miou = _validate(core, preset.name, config, device, iterations, best_miou, run_dir, write_log,
+                                          ddp)
+                last = _finish(core, preset.name, config, iterations, best_miou, last_loss, run_dir, write_log, ddp,
+                               save_last)
+            except KeyboardInterrupt as exc:
+                interrupted = stop.critical = True  # no further signal cuts the save of last.pt
+                if mid_iteration:  # a second signal cut the iteration: back to where it began
+                    buffers.restore()
+                if ddp.is_main and (run_dir / "config.toml").is_file():  # else nothing was made yet
+                    save_last(completed)
+                    exc.add_note(f"after iteration {completed}: saved {run_dir / 'last.pt'}; "
+                                 f"continue with --resume {run_dir}")
+                raise
+            finally:
+                shutdown = getattr(batches, "_shutdown_workers", None)
+                if shutdown is not None:  # workers ignore SIGTERM: stop them now, not at garbage collection
+                    shutdown()
+    except Exception:
+        if ddp.is_main and not resume:
+            _remove_unfinished(run_dir, made)  # nothing resumable was saved: the name stays free
         raise
-    finally:
-        restore_sigterm()
-    if has_val and iterations > start:
-        best_miou = _validate(core, preset.name, config, device, iterations, best_miou, run_dir, write_log, ddp)
+    best = run_dir / "best.pt"
+    return TrainResult(run_dir, iterations, last, best if best.exists() else None, best_miou, last_loss, log_path,
+                       interrupted, history)
+
+
+def _finish(core, preset_name, config, iterations, best_miou, last_loss, run_dir, write_log, ddp, save_last) -> Path:
+    """After the last iteration: replicas' agreement (DDP), last.pt and the final model.pt."""
     if ddp.world > 1:
         digests = [None] * ddp.world
         dist.all_gather_object(digests, _weights_digest(core))
         write_log({"iteration": iterations, "ranks_in_sync": len(set(digests)) == 1, "weights_sha256": digests})
         dist.barrier()
-    last = save_last(iterations) if ddp.is_main else run_dir / "last.pt"
-    if ddp.is_main:
-        final_provenance = {"config": config, "iterations": iterations, "preset": preset.name,
-                            "best_val_miou": best_miou, "final_loss": last_loss}
-        save_checkpoint(run_dir / "model.pt", _loaded_for_save(core, preset.name, final_provenance, keep_aux=False))
-    best = run_dir / "best.pt"
-    return TrainResult(run_dir, iterations, last, best if best.exists() else None, best_miou, last_loss, log_path,
-                       interrupted, history)
+    if not ddp.is_main:
+        return run_dir / "last.pt"
+    last = save_last(iterations)
+    final_provenance = {"config": config, "iterations": iterations, "preset": preset_name,
+                        "best_val_miou": best_miou, "final_loss": last_loss}
+    _save(run_dir / "model.pt", _loaded_for_save(core, preset_name, final_provenance, keep_aux=False))
+    return last
 
 
 def _validate(core, preset_name, config, device, iteration, best_miou, run_dir, write_log, ddp) -> float | None:
@@ -434,7 +693,7 @@ def _validate(core, preset_name, config, device, iteration, best_miou, run_dir, 
     if best_miou is None or miou > best_miou:
         best_miou = miou
         provenance = {"config": config, "iteration": iteration, "val_miou": miou, "preset": preset_name}
-        save_checkpoint(run_dir / "best.pt", _loaded_for_save(core, preset_name, provenance, keep_aux=False))
+        _save(run_dir / "best.pt", _loaded_for_save(core, preset_name, provenance, keep_aux=False))
     if ddp.world > 1:
         dist.barrier()
     return best_miou
