@@ -17,13 +17,12 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
+from tdnet_cli.conformance import SMALL_SIZE, check_frame, expected, recipe_model
+from tdnet_cli.inference import Predictor
+from tdnet_cli.models import LoadedModel
+from tdnet_cli.pipeline.bench import run_bench
 
-from conformance import check_frame, expected, key_listing, recipe_weights  # noqa: E402
-from tdnet_cli.inference import Predictor  # noqa: E402
-from tdnet_cli.models import LoadedModel, create_model  # noqa: E402
-from tdnet_cli.pipeline.bench import run_bench  # noqa: E402
-
+FIXTURES = Path(__file__).resolve().parents[1] / "tests" / "fixtures" / "conformance"  # data, not code
 out_dir = Path(sys.argv[1])
 out_dir.mkdir(parents=True, exist_ok=True)
 SMOKE = "--smoke" in sys.argv[2:]
@@ -39,15 +38,14 @@ def save() -> None:
 
 # 1. Conformance of the fast path on the GPU, per precision.
 for preset in ("td4-psp18", "td2-psp50"):
-    ref = expected(preset)
-    model = create_model(preset, input_size=(129, 257)).eval()
-    model.load_state_dict(recipe_weights(key_listing(preset, small=True)))
+    ref = expected(FIXTURES, preset)
+    model = recipe_model(FIXTURES, preset)
     for precision in PRECISIONS:
         pred = Predictor(LoadedModel(model=model, preset=preset), device=DEVICE, precision=precision)
         stream = pred.new_stream()
         figs = []
         for i in range(len(ref["inputs"])):
-            up = F.interpolate(pred.logits(ref["inputs"][i], stream), size=(129, 257), mode="bilinear",
+            up = F.interpolate(pred.logits(ref["inputs"][i], stream), size=SMALL_SIZE, mode="bilinear",
                                align_corners=True)[0].cpu()
             figs.append(check_frame(up, ref, i))
         row = {"preset": preset, "precision": precision, "min_agree": min(f["agree"] for f in figs),

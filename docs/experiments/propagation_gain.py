@@ -1,6 +1,6 @@
 """What a TDNet checkpoint's temporal propagation adds, with a confidence interval.
 
-usage: python docs/propagation_gain.py CHECKPOINT ROOT [ROOT ...] [--boot 2000] [--json OUT] [--headroom]
+usage: python docs/experiments/propagation_gain.py CHECKPOINT ROOT [ROOT ...] [--boot 2000] [--json OUT] [--headroom]
 
 `tdnet eval` scores the annotated frame after three preceding frames, so it always runs
 the last path. Here every annotated frame is scored in all four phases of the stream

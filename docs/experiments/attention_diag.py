@@ -1,6 +1,6 @@
 """How much a td4-mini's temporal propagation carries, measured on val clips.
 
-usage: python docs/attention_diag.py CHECKPOINT [DATA_ROOT]
+usage: python docs/experiments/attention_diag.py CHECKPOINT [DATA_ROOT]
 For 8 clips of DATA_ROOT's val split (default data/synth) the annotated frame runs path 4
 with the three preceding frames in memory. Prints, for the last attention of the chain:
 its mean entropy (uniform = ln of the memory positions), the spread of its logits, the

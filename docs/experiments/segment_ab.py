@@ -1,9 +1,9 @@
 """`tdnet segment` end to end with two checkouts of this repository, alternating (ABAB...).
 
-usage: python docs/segment_ab.py OUT_DIR CHECKOUT_A CHECKOUT_B [REPEATS] [PRESETS]
+usage: python docs/experiments/segment_ab.py OUT_DIR CHECKOUT_A CHECKOUT_B [REPEATS] [PRESETS]
 
 Each run is a fresh process importing `tdnet_cli` from one checkout, segmenting the street
-clip (docs/street_clips.py, 240 frames) with the bundled model, overlay output.
+clip (docs/experiments/common.py, 240 frames) with the bundled model, overlay output.
 Per run: end-to-end fps, the model stage's fps, and CPU seconds per frame of the process
 and of its ffmpeg children (getrusage), so a change that saves CPU shows even where the
 wall clock is noisy. Alternating puts machine noise on both alike. Writes
@@ -16,7 +16,7 @@ import statistics
 import subprocess
 import sys
 
-from street_clips import street_clips  # docs/, beside this script
+from common import street_clips  # docs/experiments/, beside this script
 
 
 FRAMES = 240

@@ -1,6 +1,6 @@
 """`segment` end to end on the CPU: YUV 4:2:0 route against the RGB route, in one process.
 
-usage: python docs/e2e_routes.py OUT_DIR [REPEATS]
+usage: python docs/experiments/e2e_routes.py OUT_DIR [REPEATS]
 Makes 60-frame H.264 clips of the bundled street scene (1024x512 and 2048x1024), then per
 clip and x264 preset times the bundled model alone and `bench_end_to_end` with
 ``decode_yuv`` True and False, alternating (ABAB...) so machine noise hits both alike.
@@ -11,7 +11,7 @@ import pathlib
 import sys
 
 import torch
-from street_clips import street_clips  # docs/, beside this script
+from common import street_clips  # docs/experiments/, beside this script
 
 from tdnet_cli.inference import Predictor
 from tdnet_cli.video import Encoding

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # The CPU figures of docs/benchmarks.md (issue 7 targets 1 and 2), run on a quiet machine.
-# usage: bash docs/cpu_bench.sh OUT_DIR
+# usage: bash docs/experiments/cpu_bench.sh OUT_DIR
 set -euo pipefail
 out=${1:-bench-out}; mkdir -p "$out"
 # 1. fp32: optimised path vs the plain reference path (mirrors the authors' code), same run.

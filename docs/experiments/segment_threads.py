@@ -1,6 +1,6 @@
 """`segment` with torch on 1 thread against 2, on the CPU: which keeps the pipeline faster?
 
-usage: python docs/segment_threads.py CLIP... (e.g. the clips docs/e2e_routes.py makes)
+usage: python docs/experiments/segment_threads.py CLIP... (e.g. the clips docs/experiments/e2e_routes.py makes)
 Bundled model, overlay output, x264 ultrafast; three alternating runs per thread count.
 """
 import sys

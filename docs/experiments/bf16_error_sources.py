@@ -1,6 +1,6 @@
 """Where CPU bf16 loses argmax agreement on the conformance frames, and what no bf16 scheme can fix.
 
-usage: python docs/bf16_error_sources.py
+usage: python docs/experiments/bf16_error_sources.py
 
 For td4-psp18 and td2-psp50 (the conformance recipe weights, 129x257 frames, 6 frames each)
 it prints the fp32 logits' top-1/top-2 margins against bf16's per-pixel error, then the
@@ -18,20 +18,16 @@ error is emulated in every convolution (everything else stays fp32):
 and the plain `torch.autocast("cpu", bfloat16)` run (what `--precision bf16` does).
 Disagreement is given as mean / worst over the 6 frames.
 """
-import pathlib
-import sys
-
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
+from common import expected, recipe_model  # docs/experiments/, beside this script
 
-sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[1] / "tests"))
-from conformance import expected, key_listing, normalise, recipe_weights  # noqa: E402
-
-from tdnet_cli.models import create_model, optimize_for_inference  # noqa: E402
+from tdnet_cli.conformance import SMALL_SIZE, normalise
+from tdnet_cli.models import optimize_for_inference
 
 BF = torch.bfloat16
-SIZE = (129, 257)
+SIZE = SMALL_SIZE
 
 
 def rounded(t):
@@ -80,9 +76,7 @@ VARIANTS = {
 
 
 def build(preset):
-    m = create_model(preset, input_size=SIZE).eval()
-    m.load_state_dict(recipe_weights(key_listing(preset, small=True)))
-    return optimize_for_inference(m)
+    return optimize_for_inference(recipe_model(preset))
 
 
 def logits(model, ref, autocast=False):

@@ -1,7 +1,7 @@
 """`segment` end to end on the CPU with and without encoding frames ahead, in one process.
 
-usage: python docs/encode_ahead.py OUT_DIR [REPEATS]
-Uses (or makes) the 60-frame street clips of docs/street_clips.py. Times the bundled model
+usage: python docs/experiments/encode_ahead.py OUT_DIR [REPEATS]
+Uses (or makes) the 60-frame street clips of docs/experiments/common.py. Times the bundled model
 alone, one step at a time (torch's default threads) and encoded ahead (2 frames at once,
 `bench_encode_ahead`); then per clip and x264 preset `bench_end_to_end` with
 ``Predictor.encode_ahead`` on and off, alternating (ABAB...) so machine noise hits both
@@ -12,7 +12,7 @@ import pathlib
 import sys
 
 import torch
-from street_clips import street_clips  # docs/, beside this script
+from common import street_clips  # docs/experiments/, beside this script
 
 from tdnet_cli.inference import Predictor
 from tdnet_cli.video import Encoding

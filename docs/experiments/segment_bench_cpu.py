@@ -1,6 +1,6 @@
 """CPU: `segment` end-to-end fps vs predictor-only fps on the same decoded frames, interleaved.
 
-usage: python docs/segment_bench_cpu.py WxH FRAMES REPS [model]
+usage: python docs/experiments/segment_bench_cpu.py WxH FRAMES REPS [model]
 """
 import json, subprocess, sys, time, statistics as st
 import torch

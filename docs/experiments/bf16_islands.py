@@ -1,13 +1,13 @@
 """Which parts must stay fp32 for >= 99% argmax agreement with the authors' reference under CPU bf16?
 
-usage: python docs/bf16_islands.py MODE...   e.g. fp32 none conv1,layer1,head,atn,enc,psp
+usage: python docs/experiments/bf16_islands.py MODE...   e.g. fp32 none conv1,layer1,head,atn,enc,psp
   each MODE is a comma list of parts kept in fp32 (conv1 layer1..4 psp enc head atn), "none"
   (everything bf16) or "fp32" (no autocast); prints per-frame agreement on the 6 conformance frames.
 """
-import pathlib, sys, torch, torch.nn.functional as F
-sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[1] / "tests"))
-from conformance import check_frame, expected, key_listing, recipe_weights
-from tdnet_cli.models import create_model, optimize_for_inference
+import sys, torch, torch.nn.functional as F
+from common import expected, recipe_model  # docs/experiments/, beside this script
+from tdnet_cli.conformance import check_frame, normalise
+from tdnet_cli.models import optimize_for_inference
 torch.set_num_threads(1)
 def fp32(mod):
     f = mod.forward
@@ -19,9 +19,7 @@ modes = sys.argv[1:]
 for preset in ("td4-psp18", "td2-psp50"):
     ref = expected(preset)
     for mode in modes:
-        m = create_model(preset, input_size=(129, 257)).eval()
-        m.load_state_dict(recipe_weights(key_listing(preset, small=True)))
-        m = optimize_for_inference(m)
+        m = optimize_for_inference(recipe_model(preset))
         parts = mode.split(",")
         for p in range(m.num_paths):
             bb = getattr(m, f"pretrained{p+1}")
@@ -34,10 +32,9 @@ for preset in ("td4-psp18", "td2-psp50"):
             for name, mod in m.named_modules():
                 if name.startswith("atn"): fp32(mod)
         s = m.new_state(); ags = []
-        mean = torch.tensor([0.485, 0.456, 0.406]).view(1,3,1,1); std = torch.tensor([0.229,0.224,0.225]).view(1,3,1,1)
         with torch.inference_mode(), torch.autocast("cpu", dtype=torch.bfloat16, enabled=mode != "fp32"):
             for i in range(6):
-                x = ((torch.from_numpy(ref['inputs'][i]).permute(2,0,1)[None].float()/255 - mean)/std).contiguous(memory_format=torch.channels_last)
+                x = normalise(ref['inputs'][i:i+1]).contiguous(memory_format=torch.channels_last)
                 lg, s = m.step(x, s)
                 up = F.interpolate(lg.float(), (129, 257), mode='bilinear', align_corners=True)[0]
                 ags.append(check_frame(up, ref, i)['agree'])

@@ -1,4 +1,7 @@
-"""segment end-to-end fps vs predictor-only fps on one device (run from the repo root)."""
+"""segment end-to-end fps vs predictor-only fps on one device (run from the repo root).
+
+usage: python docs/experiments/segment_bench_gpu.py DEVICE FRAMES WxH[,WxH...] MODEL:PRECISION[,...] OUT_DIR
+"""
 import json, subprocess, sys, time
 import numpy as np, torch
 from tdnet_cli.inference import Predictor

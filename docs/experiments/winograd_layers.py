@@ -2,7 +2,7 @@
 and as WinogradConv2d (CPU, fp32, channels_last), with the error of each against float64.
 This is what chose ``use_winograd``'s 256-channel threshold (docs/benchmarks.md).
 
-usage: python docs/winograd_layers.py [REPEATS]
+usage: python docs/experiments/winograd_layers.py [REPEATS]
 """
 
 from __future__ import annotations

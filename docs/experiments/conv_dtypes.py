@@ -1,6 +1,6 @@
 """GFLOP/s of one 512->512 dilated 3x3 conv at 97x193 (td4-psp18's layer4 shape) per dtype.
 
-usage: python docs/conv_dtypes.py [THREADS]
+usage: python docs/experiments/conv_dtypes.py [THREADS]
 fp32, bf16 and fp16, channels_last, three rounds alternating the dtypes; each figure is the
 mean of 3 calls after one warm-up call.
 """

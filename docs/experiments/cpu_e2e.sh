@@ -3,7 +3,7 @@
 #  3. `segment` end to end with the bundled model: the share of time outside the model
 #     (decode, preprocess, postprocess, encode) on a 512x1024 and a 1024x2048 clip;
 #  4. peak RSS of `segment` on a clip 10x longer than the short one.
-# usage: bash docs/cpu_e2e.sh OUT_DIR
+# usage: bash docs/experiments/cpu_e2e.sh OUT_DIR
 set -euo pipefail
 out=${1:-e2e-out}; mkdir -p "$out"
 ff=$(python3 -c 'import imageio_ffmpeg; print(imageio_ffmpeg.get_ffmpeg_exe())')
