@@ -59,7 +59,8 @@ def train_command(
     show = main and not quiet and not as_json
     try:
         with Progress(TextColumn("train"), BarColumn(), MofNCompleteColumn(), TextColumn("{task.fields[info]}"),
-                      TimeElapsedColumn(), TimeRemainingColumn(), console=err_console, disable=not show) as bar:
+                      TimeElapsedColumn(), TimeRemainingColumn(), console=err_console,
+                      disable=not show or not err_console.is_terminal) as bar:  # a log file gets no bar
             task = bar.add_task("train", total=cfg["optim"]["iterations"], info="")
 
             def progress(done: int, total: int, rec: dict) -> None:
@@ -70,7 +71,7 @@ def train_command(
                 result = train(cfg, resume=str(resume) if resume else None, progress=progress,
                                log=_note if show else None)
             except BaseException:
-                bar.update(task, visible=False)  # a failure ends in its one error line, not a last bar
+                bar.update(task, visible=False)  # a failure ends in its one error line, not the bar
                 raise
     except KeyboardInterrupt as exc:
         # One line: how it stopped and, from train's note, where last.pt is and how to go on.
