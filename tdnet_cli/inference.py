@@ -79,8 +79,12 @@ def resolve_device(device: str = "auto") -> torch.device:
     return dev
 
 
+MAX_SIDE = 1 << 20  # a million pixels a side: beyond any camera or image format
+
+
 def parse_size(text: str | None) -> tuple[int, int] | None:
-    """``"HxW"`` -> (H, W); None stays None."""
+    """``"HxW"`` -> (H, W); None stays None. Whether a size fits in memory is checked where the
+    model is built for it (``check_memory``), when the model is known."""
     if text is None:
         return None
     try:
@@ -89,6 +93,9 @@ def parse_size(text: str | None) -> tuple[int, int] | None:
         raise UsageError(f"bad size {text!r}", hint="write it as HEIGHTxWIDTH, e.g. 1024x2048") from None
     if h < 16 or w < 16:
         raise UsageError(f"size {text!r} is too small", hint="use at least 16x16")
+    if h > MAX_SIDE or w > MAX_SIDE:
+        raise UsageError(f"size {text!r} is absurdly large (more than {MAX_SIDE} pixels a side)",
+                         hint="write it as HEIGHTxWIDTH, e.g. 1024x2048")
     return h, w
 
 
@@ -198,22 +205,26 @@ class Predictor:
     ) -> "Predictor":
         """From ``--weights`` and/or ``--model``; neither means the bundled demo model."""
         notes = []
+        # Each loader checks, before building anything, that the model's weights and activations
+        # at this size fit on this device (else the kernel kills the process without a word).
+        dev = resolve_device(device)
+        fits = {"input_size": input_size, "device": dev, "precision": precision}
         if weights is not None:
-            loaded = load_checkpoint(weights, preset=model, input_size=input_size)
+            loaded = load_checkpoint(weights, preset=model, **fits)
         elif model is not None:
-            loaded = random_model(model, input_size=input_size)
+            loaded = random_model(model, **fits)
             notes.append(f"{model} has random weights: pass --weights FILE for real predictions")
         else:
             bundled = bundled_weights()
             if bundled is not None:
-                loaded = load_checkpoint(bundled, input_size=input_size)
+                loaded = load_checkpoint(bundled, **fits)
                 notes.append("using the bundled demo model (trained on synthetic scenes); for real footage pass "
                              "--weights td4-psp18.pkl, the authors' Cityscapes checkpoint (see weights/README.md)")
             else:
-                loaded = random_model(DEFAULT_PRESET, input_size=input_size)
+                loaded = random_model(DEFAULT_PRESET, **fits)
                 notes.append(f"no bundled weights found: {DEFAULT_PRESET} with random weights; "
                              "pass --weights FILE for real predictions")
-        pred = cls(loaded, device=device, precision=precision, optimize=optimize, compile=compile, winograd=winograd)
+        pred = cls(loaded, device=dev, precision=precision, optimize=optimize, compile=compile, winograd=winograd)
         if compile:
             notes.append(f"--compile: each of the model's {pred.num_paths} path(s) compiles on its first frame "
                          "(tens of seconds each on a CPU) before running at full speed")

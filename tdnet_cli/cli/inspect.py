@@ -6,6 +6,7 @@ import json
 from typing import Annotated
 
 import typer
+from rich.markup import escape
 from rich.table import Table
 
 from tdnet_cli.cli.app import app
@@ -28,9 +29,10 @@ def inspect_command(
     if as_json:
         print(json.dumps(info, indent=2))
         return
-    table = Table(show_header=False, title=weights)
+    # names from the command line and from the file are printed literally (brackets kept)
+    table = Table(show_header=False, title=escape(weights))
     for key, value in info.items():
         if isinstance(value, (list, dict)):
             value = json.dumps(value) if key != "classes" else ", ".join(value)
-        table.add_row(key, str(value))
+        table.add_row(key, escape(str(value)))
     console.print(table)

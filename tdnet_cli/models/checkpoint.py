@@ -6,9 +6,12 @@ arbitrary unpickling is refused, never executed.
 
 from __future__ import annotations
 
+import dataclasses
+import math
 import os
 import pickle
 import re
+import warnings
 import zipfile
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -20,6 +23,7 @@ from torch import nn
 from tdnet_cli.data.cityscapes import CLASSES, PALETTE
 from tdnet_cli.errors import CheckpointError, few
 from tdnet_cli.fileio import atomic_path
+from tdnet_cli.models.complexity import check_memory
 from tdnet_cli.models.grouped_psp import GroupedPSPNetConfig
 from tdnet_cli.models.pspnet import PSPNetConfig
 from tdnet_cli.models.registry import KINDS, PRESETS, build, get_preset, kind_of
@@ -101,25 +105,91 @@ def atomic_torch_save(obj: Any, path: Path) -> None:
 
 
 # -- reading ------------------------------------------------------------------------------
+_ZIP_MAGIC = b"PK\x03\x04"  # torch.save since PyTorch 1.6
+_LEGACY_MAGIC = b"\x80\x02\x8a\x0a\x6c\xfc\x9c\x46\xf9\x20\x6a\xa8\x50\x19"  # older torch.save (pickled magic number)
+_OTHER_FORMATS = {  # leading bytes of files people pass by mistake -> what they are
+    b"\x93NUMPY": "a NumPy array (.npy)",
+    b"\x89HDF": "an HDF5 file (Keras/TensorFlow weights?)",
+    b"\x1f\x8b": "a gzip archive",
+    b"\xfd7zXZ": "an xz archive",
+    b"BZh": "a bzip2 archive",
+    b"\x7fELF": "a program (ELF executable)",
+    b"%PDF": "a PDF document",
+}
+
+
 def _torch_load(path: Path) -> Any:
+    """What ``torch.load(weights_only=True)`` reads, or one CheckpointError saying what the file is."""
     if not path.exists():
         raise CheckpointError(f"weights file not found: {path}", hint="check the --weights path")
     if path.is_dir():
         raise CheckpointError(f"{path} is a folder, not a weights file", hint="pass the .pt or .pkl file")
+    with open(path, "rb") as f:  # an unreadable file is an OSError: one line from handle_errors
+        head = f.read(512)
+    if not head:
+        raise CheckpointError(f"{path} is empty (0 bytes), not a checkpoint",
+                              hint="download the weights again")
+    if not head.startswith((_ZIP_MAGIC, _LEGACY_MAGIC)):
+        raise CheckpointError(f"{path} is not a PyTorch checkpoint: it is {_what_is(head)}",
+                              hint="pass the .pt or .pkl file written by torch.save")
     try:
-        return torch.load(path, map_location="cpu", weights_only=True)
+        with warnings.catch_warnings():  # torch's notes on pickle protocols would be a second line
+            warnings.simplefilter("ignore")
+            return torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as exc:
-        if "Weights only load failed" in str(exc) or "weights_only" in str(exc):
+        found = re.search(r"Unsupported global: GLOBAL ([\w.]+)", str(exc))
+        if found:
             raise CheckpointError(
-                f"{path} holds pickled Python objects, not just tensors; refusing to unpickle it",
-                hint="save a plain state dict: torch.save(model.state_dict(), path)",
+                f"{path} needs code to unpickle (it refers to the Python object {found.group(1)}); "
+                "refusing to unpickle it: tdnet loads tensors only, never code from a weights file",
+                hint="if you trust it, load it in Python and re-save its tensors: "
+                "torch.save(obj.state_dict(), 'plain.pt')",
             ) from None
-        raise CheckpointError(f"{path} is not a PyTorch checkpoint ({_short(exc)})") from None
-    except (EOFError, RuntimeError, zipfile.BadZipFile, ValueError, OSError, AttributeError, KeyError) as exc:
-        raise CheckpointError(
-            f"cannot read {path}: truncated or not a PyTorch checkpoint ({_short(exc)})",
-            hint="download the file again",
-        ) from None
+        raise CheckpointError(f"{path} is damaged: its pickled data is corrupt ({_short(exc)})",
+                              hint="download the weights again") from None
+    except EOFError:
+        raise CheckpointError(f"{path} is truncated: the file ends before the checkpoint does "
+                              f"({path.stat().st_size} bytes)", hint="download the weights again") from None
+    except (RuntimeError, zipfile.BadZipFile, ValueError, KeyError, AttributeError) as exc:
+        names = _zip_names(path) if head.startswith(_ZIP_MAGIC) else []
+        if names is None:
+            raise CheckpointError(f"{path} is truncated: a zip archive without its end (central directory), "
+                                  f"{path.stat().st_size} bytes", hint="download the weights again") from None
+        if names and not any(n.endswith("data.pkl") for n in names):
+            raise CheckpointError(f"{path} is a zip archive that torch.save did not write (it holds {few(names)})",
+                                  hint="unpack it and pass the .pt or .pkl file inside") from None
+        raise CheckpointError(f"{path} is damaged or not written by torch.save ({_short(exc)})",
+                              hint="download the weights again") from None
+
+
+def _zip_names(path: Path) -> list[str] | None:
+    """The names in a zip file, or None if it has no central directory (a cut-off download)."""
+    try:
+        with zipfile.ZipFile(path) as z:
+            return z.namelist()
+    except (zipfile.BadZipFile, OSError, EOFError):
+        return None
+
+
+def _what_is(head: bytes) -> str:
+    """A few words on what a non-checkpoint file holds, from its first bytes."""
+    for magic, what in _OTHER_FORMATS.items():
+        if head.startswith(magic):
+            return what
+    if head.startswith(b"\x80"):  # pickle protocol 2+
+        return "a Python pickle that torch.save did not write"
+    try:
+        text = head.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        text = head[:exc.start].decode("utf-8") if exc.start > len(head) - 4 else None
+    if text is not None and all(ch.isprintable() or ch in "\t\r\n" for ch in text):
+        if text.startswith("version https://git-lfs"):
+            return "a Git LFS pointer, not the weights (run `git lfs pull`)"
+        if text.lstrip().lower().startswith(("<!doctype html", "<html")):
+            return "an HTML page (the download saved a web page, not the file)"
+        first = text.strip().splitlines()[0][:40] if text.strip() else ""
+        return f"a text file (it starts with {first!r})"
+    return f"unknown binary data (not a zip archive or a pickle; it starts with {head[:8].hex(' ')})"
 
 
 def _short(exc: BaseException) -> str:
@@ -129,17 +199,34 @@ def _short(exc: BaseException) -> str:
 
 def _unwrap(obj: Any, path: Path) -> tuple[dict, dict | None]:
     """Return (state_dict, our metadata or None) from whatever the file holds."""
+    meta = None
     if isinstance(obj, Mapping) and obj.get("format") == FORMAT:
-        return dict(obj["state_dict"]), dict(obj)
-    if isinstance(obj, Mapping):
+        meta = dict(obj)
+        obj = meta.get("state_dict")
+        if not isinstance(obj, Mapping):
+            raise CheckpointError(f"{path}: a tdnet checkpoint without its tensors ('state_dict' is missing)",
+                                  hint="download or export the checkpoint again")
+    elif isinstance(obj, Mapping):
         for key in ("state_dict", "model_state", "model"):
             if key in obj and isinstance(obj[key], Mapping):
                 obj = obj[key]
                 break
     if not isinstance(obj, Mapping) or not obj or not all(isinstance(v, torch.Tensor) for v in obj.values()):
         raise CheckpointError(f"{path} does not hold a state dict of tensors", hint="pass a TDNet or PSPNet checkpoint")
-    sd = {k[len("module."):] if k.startswith("module.") else k: v for k, v in obj.items()}
-    return sd, None
+    sd = {str(k).removeprefix("module."): v for k, v in obj.items()}
+    _check_finite(sd, path)
+    return sd, meta
+
+
+def _check_finite(sd: Mapping[str, torch.Tensor], path: Path) -> None:
+    """Refuse NaN or infinite weights: they turn every prediction into one class, silently."""
+    for key, t in sd.items():
+        if t.is_floating_point() and t.numel() and not bool(torch.isfinite(t).all()):
+            nan, inf = int(torch.isnan(t).sum()), int(torch.isinf(t).sum())
+            what = " and ".join(s for s in (f"{nan} NaN" if nan else "", f"{inf} infinite" if inf else "") if s)
+            raise CheckpointError(f"{path}: tensor {key} holds {what} value(s) of {t.numel()}; "
+                                  "the weights are broken (a diverged training run?)",
+                                  hint="use an earlier or another checkpoint")
 
 
 def read_state_dict(path: str | os.PathLike) -> dict[str, torch.Tensor]:
@@ -147,7 +234,18 @@ def read_state_dict(path: str | os.PathLike) -> dict[str, torch.Tensor]:
     return _unwrap(_torch_load(Path(path)), Path(path))[0]
 
 
-def _backbone_from_keys(sd: Mapping[str, torch.Tensor], prefix: str) -> tuple[str, int]:
+def _dims(sd: Mapping[str, torch.Tensor], key: str, expected: str, where: str) -> tuple[int, ...]:
+    """The shape of ``sd[key]``, which must have as many dimensions as ``expected`` names, each >= 1."""
+    shape = tuple(sd[key].shape)
+    rank = expected.count(",") + 1
+    if len(shape) != rank or min(shape, default=0) < 1:
+        raise CheckpointError(f"{where}: {key} has shape {shape}; expected {expected}")
+    return shape
+
+
+def _backbone_from_keys(sd: Mapping[str, torch.Tensor], prefix: str, where: str) -> tuple[str, int]:
+    """(backbone name, width) from the block layout; the width is layer1's first conv's output
+    (``width`` for both block kinds), so a damaged stem is reported by the shape check instead."""
     bottleneck = f"{prefix}.layer1.0.conv3.weight" in sd
     counts = []
     for layer in range(1, 5):
@@ -156,59 +254,139 @@ def _backbone_from_keys(sd: Mapping[str, torch.Tensor], prefix: str) -> tuple[st
     block = "bottleneck" if bottleneck else "basic"
     for name, spec in RESNET_SPECS.items():
         if spec.block == block and spec.layers == tuple(counts):
-            stem = sd.get(f"{prefix}.conv1.0.weight" if spec.deep_stem else f"{prefix}.conv1.weight")
-            if stem is None:
-                break
-            return name, int(stem.shape[0])
-    raise CheckpointError(f"unrecognised backbone under {prefix!r} (a {block} ResNet with blocks {counts})")
+            width = _dims(sd, f"{prefix}.layer1.0.conv1.weight", "(width, channels, k, k)", where)[0]
+            return name, width
+    raise CheckpointError(f"{where}: unrecognised backbone under {prefix!r} (a {block} ResNet with blocks {counts})")
 
 
-def infer_config(sd: Mapping[str, torch.Tensor]) -> TDNetConfig | PSPNetConfig:
-    """Work out a model configuration from a state dict's key layout and shapes."""
+def infer_config(sd: Mapping[str, torch.Tensor], where: str = "the state dict") -> TDNetConfig | PSPNetConfig:
+    """Work out a model configuration from a state dict's key layout and shapes.
+
+    Every shape read here is checked first (dimensions, divisibility), naming the key; the shapes
+    of all other keys are checked against the model built from the result (``load_checkpoint``).
+    """
     try:
         if "pretrained1.layer1.0.conv1.weight" in sd:
-            n = len({m.group(1) for k in sd if (m := re.match(r"^pretrained(\d+)\.", k))})
-            backbone, width = _backbone_from_keys(sd, "pretrained1")
-            expansion = 4 if RESNET_SPECS[backbone].block == "bottleneck" else 1
-            c = 8 * width * expansion
-            d = sd["enc1.w_vs.0.conv.weight"].shape[1]
-            value_dim = sd["enc1.w_vs.0.conv.weight"].shape[0]
-            fh, fw = sd["layer_norm1.ln.weight"].shape
-            return TDNetConfig(
-                num_paths=n,
-                groups=int(2 * c // d),
-                backbone=backbone,
-                width=width,
-                key_dim=int(sd["enc1.w_qs.1.conv.weight"].shape[0]),
-                value_dim=int(value_dim),
-                head_reduction=int(value_dim // sd["head1.conv5.0.weight"].shape[0]),
-                num_classes=int(sd["head1.conv5.4.weight"].shape[0]),
-                input_size=((fh - 1) * 8 + 1, (fw - 1) * 8 + 1),
-                aux="aux1.conv5.0.weight" in sd,
-            )
+            return _infer_tdnet(sd, where)
         if "pretrained.layer1.0.conv1.weight" in sd and "group_convs.0.weight" in sd:
-            backbone, width = _backbone_from_keys(sd, "pretrained")
+            backbone, width = _backbone_from_keys(sd, "pretrained", where)
             return GroupedPSPNetConfig(
                 backbone=backbone,
                 width=width,
                 groups=len({k.split(".")[1] for k in sd if k.startswith("group_convs.")}),
-                num_classes=int(sd["classifier.3.weight"].shape[0]),
+                num_classes=_dims(sd, "classifier.3.weight", "(classes, channels, 1, 1)", where)[0],
                 aux="auxlayer.conv5.0.weight" in sd,
             )
         if "pretrained.layer1.0.conv1.weight" in sd and "head.conv5.1.weight" in sd:
-            backbone, width = _backbone_from_keys(sd, "pretrained")
+            backbone, width = _backbone_from_keys(sd, "pretrained", where)
             return PSPNetConfig(
                 backbone=backbone,
                 width=width,
-                num_classes=int(sd["head.conv5.5.weight"].shape[0]),
+                num_classes=_dims(sd, "head.conv5.5.weight", "(classes, channels, 1, 1)", where)[0],
                 aux="auxlayer.conv5.0.weight" in sd,
             )
     except KeyError as exc:
-        raise CheckpointError(f"incomplete TDNet/PSPNet state dict: key {exc.args[0]!r} is missing") from None
+        raise CheckpointError(f"{where}: incomplete TDNet/PSPNet state dict: key {exc.args[0]!r} is missing") from None
     raise CheckpointError(
-        "not a TDNet or PSPNet state dict (no 'pretrained1.*' or 'pretrained.*' + 'head.conv5.*' keys; "
+        f"{where} is not a TDNet or PSPNet state dict (no 'pretrained1.*' or 'pretrained.*' + 'head.conv5.*' keys; "
         f"first keys: {', '.join(list(sd)[:3])})"
     )
+
+
+def _infer_tdnet(sd: Mapping[str, torch.Tensor], where: str) -> TDNetConfig:
+    n = len({m.group(1) for k in sd if (m := re.match(r"^pretrained(\d+)\.", k))})
+    if n < 2:
+        raise CheckpointError(f"{where}: a TDNet state dict with one path (only pretrained1.*); expected 2 or more")
+    backbone, width = _backbone_from_keys(sd, "pretrained1", where)
+    c = 8 * width * (4 if RESNET_SPECS[backbone].block == "bottleneck" else 1)  # the backbone's channels
+    value_dim, d = _dims(sd, "enc1.w_vs.0.conv.weight", "(value_dim, channels, 1, 1)", where)[:2]
+    # the encoder takes 2c/G channels: one of G groups of the pyramid's 2c, G dividing c/4
+    if (2 * c) % d or (c // 4) % ((2 * c) // d):
+        raise CheckpointError(f"{where}: enc1.w_vs.0.conv.weight takes {d} channels; expected 2 x {c} / G "
+                              f"for a group count G dividing {c // 4} (the backbone gives {c} channels)")
+    head = _dims(sd, "head1.conv5.0.weight", "(value_dim / reduction, value_dim, 3, 3)", where)[0]
+    if value_dim % head:
+        raise CheckpointError(f"{where}: head1.conv5.0.weight has {head} output channels; expected a divisor "
+                              f"of value_dim {value_dim} (from enc1.w_vs.0.conv.weight)")
+    fh, fw = _dims(sd, "layer_norm1.ln.weight", "(feature height, feature width)", where)
+    return TDNetConfig(
+        num_paths=n,
+        groups=(2 * c) // d,
+        backbone=backbone,
+        width=width,
+        key_dim=_dims(sd, "enc1.w_qs.1.conv.weight", "(key_dim, key_dim, 1, 1)", where)[0],
+        value_dim=value_dim,
+        head_reduction=value_dim // head,
+        num_classes=_dims(sd, "head1.conv5.4.weight", "(classes, channels, 1, 1)", where)[0],
+        input_size=((fh - 1) * 8 + 1, (fw - 1) * 8 + 1),
+        aux="aux1.conv5.0.weight" in sd,
+    )
+
+
+_OPTIONAL_FIELDS = ("aux", "memory_stride")  # settings added after the first checkpoints; defaults fit those
+
+
+def _config_from_meta(meta: Mapping[str, Any], where: str):
+    """The model configuration our format stores, each setting checked (named when wrong)."""
+    version = meta.get("format_version")
+    if isinstance(version, int) and version > FORMAT_VERSION:
+        raise CheckpointError(f"{where} was written by a newer tdnet (format version {version}; this one reads "
+                              f"{FORMAT_VERSION})", hint="upgrade tdnet")
+    kind = meta.get("kind")
+    if kind not in KINDS:
+        raise CheckpointError(f"{where}: 'kind' is {kind!r}; expected one of {', '.join(KINDS)}",
+                              hint="the file is damaged or from another tool")
+    raw = meta.get("config")
+    if not isinstance(raw, Mapping):
+        raise CheckpointError(f"{where}: 'config' is missing (expected the model's settings)",
+                              hint="the file is damaged; export it again")
+    cls = KINDS[kind][1]
+    fields = {f.name: f.default for f in dataclasses.fields(cls)}
+    unknown = [str(k) for k in raw if k not in fields]
+    if unknown:
+        raise CheckpointError(f"{where}: config has unknown setting(s) {few(unknown)} (expected {', '.join(fields)})",
+                              hint="a newer tdnet wrote it: upgrade tdnet")
+    missing = [k for k in fields if k not in raw and k not in _OPTIONAL_FIELDS]
+    if missing:
+        example = {"input_size": " ([height, width], e.g. [256, 512])"}.get(missing[0], "")
+        raise CheckpointError(f"{where}: config has no {few(missing)}{example}",
+                              hint="the file is damaged or hand-made; export it again")
+    values = {}
+    for key, value in raw.items():
+        default = fields[key]
+        if key == "input_size":
+            ok = (isinstance(value, (list, tuple)) and len(value) == 2
+                  and all(isinstance(v, int) and not isinstance(v, bool) and v >= 16 for v in value))
+            expected, value = "[height, width], each at least 16", tuple(value) if ok else value
+        elif key == "backbone":
+            ok, expected = value in RESNET_SPECS, f"one of {', '.join(RESNET_SPECS)}"
+        elif isinstance(default, bool):
+            ok, expected = isinstance(value, bool), "true or false"
+        else:
+            ok, expected = isinstance(value, int) and not isinstance(value, bool) and value >= 1, "a positive integer"
+        if not ok:
+            raise CheckpointError(f"{where}: config {key} is {value!r}; expected {expected}",
+                                  hint="the file is damaged or hand-made; export it again")
+        values[key] = value
+    return cls(**values)
+
+
+def _check_config(config, where: str) -> None:
+    """The constraints the model classes assert, as one line naming the setting."""
+    spec = RESNET_SPECS[config.backbone]
+    c = 8 * config.width * (4 if spec.block == "bottleneck" else 1)
+    groups = getattr(config, "groups", 1)
+    problems = []
+    if isinstance(config, TDNetConfig):
+        if config.num_paths < 2:
+            problems.append(f"num_paths {config.num_paths} (expected 2 or more)")
+        if config.value_dim // config.head_reduction < 1:
+            problems.append(f"head_reduction {config.head_reduction} (expected at most value_dim {config.value_dim})")
+    if c % (4 * groups):
+        problems.append(f"groups {groups} (expected a divisor of {c // 4}: the backbone gives {c} channels)")
+    if problems:
+        raise CheckpointError(f"{where}: the model's settings do not fit together: {few(problems)}",
+                              hint="the file is damaged or hand-made; export it again")
 
 
 def _architecture(config) -> dict:
@@ -223,14 +401,26 @@ def _preset_name(config) -> str:
     return "custom"
 
 
-def load_state_dict_strict(model: nn.Module, sd: Mapping[str, torch.Tensor], what: str, expected: str) -> None:
-    """Load every key with matching shapes, or raise one line naming a few differences."""
-    own = model.state_dict()
+def _meta_model(config) -> nn.Module:
+    """The model for ``config`` on the meta device: shapes without memory, in ~0.1 s."""
+    with torch.device("meta"):
+        return build(config)
+
+
+def _state_bytes(model: nn.Module) -> int:
+    return sum(t.numel() * t.element_size() for t in model.state_dict().values())
+
+
+def _check_shapes(own: Mapping[str, torch.Tensor], sd: Mapping[str, torch.Tensor], what: str, expected: str) -> None:
+    """Every key of ``own`` in ``sd`` with the same shape (and a real number type), or one line
+    naming a few differences."""
     missing = [k for k in own if k not in sd]
     # Released files from the training script may carry an auxiliary head we do not build.
     unexpected = [k for k in sd if k not in own and not re.match(r"^(aux\d*|auxlayer)\.", k)]
     shapes = [f"{k} {tuple(sd[k].shape)} vs {tuple(v.shape)}" for k, v in own.items()
               if k in sd and tuple(sd[k].shape) != tuple(v.shape)]
+    types = [f"{k} ({sd[k].dtype})" for k, v in own.items()
+             if k in sd and v.is_floating_point() and (sd[k].is_complex() or sd[k].dtype == torch.bool)]
     problems = []
     if missing:
         problems.append(f"missing keys: {few(missing)}")
@@ -238,8 +428,16 @@ def load_state_dict_strict(model: nn.Module, sd: Mapping[str, torch.Tensor], wha
         problems.append(f"unexpected keys: {few(unexpected)}")
     if shapes:
         problems.append(f"shape mismatch (file vs model): {few(shapes)}")
+    if types:
+        problems.append(f"not real numbers: {few(types)}")
     if problems:
         raise CheckpointError(f"{what} does not fit {expected}: " + "; ".join(problems))
+
+
+def load_state_dict_strict(model: nn.Module, sd: Mapping[str, torch.Tensor], what: str, expected: str) -> None:
+    """Load every key with matching shapes, or raise one line naming a few differences."""
+    own = model.state_dict()
+    _check_shapes(own, sd, what, expected)
     model.load_state_dict({k: sd[k] for k in own}, strict=True)
 
 
@@ -248,51 +446,79 @@ def load_checkpoint(
     *,
     preset: str | None = None,
     input_size: tuple[int, int] | None = None,
+    device: str | torch.device = "cpu",
+    precision: str = "fp32",
 ) -> LoadedModel:
     """Load our checkpoint or a raw (released) state dict into a ready model (eval mode).
 
     ``preset`` checks that the file is that model; ``input_size`` runs the model at another
-    input size (TDNet's spatial LayerNorm weights are resized bilinearly).
+    input size (TDNet's spatial LayerNorm weights are resized bilinearly). Nothing large is
+    allocated before the file's shapes are checked against the model they describe (on the meta
+    device) and the model's weights and activations at that size are known to fit on ``device``
+    (the model itself is built on the CPU; ``precision`` sizes the activations).
     """
     path = Path(path)
     sd, meta = _unwrap(_torch_load(path), path)
-    if meta is not None:
-        cfg_dict = dict(meta["config"])
-        cfg_dict["input_size"] = tuple(cfg_dict["input_size"])
-        config = KINDS[meta["kind"]][1](**cfg_dict)
-    else:
-        config = infer_config(sd)
-    name = meta["preset"] if meta is not None else _preset_name(config)
+    config = _config_from_meta(meta, str(path)) if meta is not None else infer_config(sd, str(path))
+    _check_config(config, str(path))
+    name = meta.get("preset") if meta is not None else None
+    name = name if isinstance(name, str) and name else _preset_name(config)
     if preset is not None:
-        want = get_preset(preset)
-        got = "a" + ("n" if name[0] in "aeiou" else "") + f" {name}" if name != "custom" else "a custom model"
-        wanted, have = _architecture(want.config), _architecture(config)
-        if type(want.config) is not type(config) or wanted != have:
-            diff = [f"{k} {have[k]} vs {wanted[k]}" for k in wanted if k in have and have[k] != wanted[k]]
-            detail = f" ({few(diff)})" if diff and type(want.config) is type(config) else ""
-            raise CheckpointError(
-                f"{path} holds {got} checkpoint, not {preset}{detail}",
-                hint=f"drop --model or use --model {name}" if name != "custom" else "drop --model",
-            )
+        _check_preset(path, config, name, preset)
         name = preset
+    expected = f"a {name} model" if name != "custom" else "the model its keys describe"
+    _check_shapes(_meta_model(config).state_dict(), sd, str(path), expected)
+    target = config if input_size is None else dataclasses.replace(config, input_size=tuple(input_size))
+    check_memory(target, target.input_size, _state_bytes(_meta_model(target)) if target is not config
+                 else sum(t.numel() * t.element_size() for t in sd.values()),
+                 torch.device(device), precision, name=name if name != "custom" else "this model")
     model = build(config)
-    load_state_dict_strict(model, sd, str(path), f"a {name} model" if name != "custom" else "the model its keys describe")
+    load_state_dict_strict(model, sd, str(path), expected)
     if input_size is not None and tuple(input_size) != tuple(model.input_size):
         model.set_input_size(tuple(input_size))
     model.eval()
-    classes = tuple(meta["classes"]) if meta else _classes_for(config.num_classes)
-    palette = tuple(tuple(c) for c in meta["palette"]) if meta else _palette_for(config.num_classes)
-    return LoadedModel(
-        model=model,
-        preset=name,
-        classes=classes,
-        palette=palette,
-        mean=tuple(meta["mean"]) if meta else MEAN,
-        std=tuple(meta["std"]) if meta else STD,
-        source="tdnet" if meta else "state_dict",
-        path=str(path),
-        provenance=dict(meta.get("provenance", {})) if meta else {},
-    )
+    info = _meta_info(meta, config.num_classes, str(path))
+    return LoadedModel(model=model, preset=name, **info, source="tdnet" if meta else "state_dict", path=str(path))
+
+
+def _check_preset(path: Path, config, name: str, preset: str) -> None:
+    """Refuse a file that is not the ``--model`` the user named."""
+    want = get_preset(preset)
+    got = "a" + ("n" if name[0] in "aeiou" else "") + f" {name}" if name != "custom" else "a custom model"
+    wanted, have = _architecture(want.config), _architecture(config)
+    if type(want.config) is not type(config) or wanted != have:
+        diff = [f"{k} {have[k]} vs {wanted[k]}" for k in wanted if k in have and have[k] != wanted[k]]
+        detail = f" ({few(diff)})" if diff and type(want.config) is type(config) else ""
+        raise CheckpointError(
+            f"{path} holds {got} checkpoint, not {preset}{detail}",
+            hint=f"drop --model or use --model {name}" if name != "custom" else "drop --model",
+        )
+
+
+def _meta_info(meta: Mapping[str, Any] | None, num_classes: int, where: str) -> dict:
+    """Classes, palette, normalisation and provenance: from our format (checked), else defaults."""
+    if meta is None:
+        return {"classes": _classes_for(num_classes), "palette": _palette_for(num_classes), "mean": MEAN, "std": STD}
+    classes, palette, mean, std = (meta.get(k) for k in ("classes", "palette", "mean", "std"))
+
+    def bad(key: str, expected: str) -> CheckpointError:
+        return CheckpointError(f"{where}: {key} is {repr(meta.get(key))[:60]}; expected {expected}",
+                               hint="the file is damaged or hand-made; export it again")
+
+    if not (isinstance(classes, (list, tuple)) and len(classes) == num_classes and all(isinstance(c, str) for c in classes)):
+        raise bad("classes", f"a list of {num_classes} class names")
+    if not (isinstance(palette, (list, tuple)) and len(palette) >= num_classes
+            and all(isinstance(c, (list, tuple)) and len(c) == 3
+                    and all(isinstance(v, int) and 0 <= v <= 255 for v in c) for c in palette)):
+        raise bad("palette", f"{num_classes} [r, g, b] colours of 0-255")
+    for key, value in (("mean", mean), ("std", std)):
+        if not (isinstance(value, (list, tuple)) and len(value) == 3
+                and all(isinstance(v, (int, float)) and math.isfinite(v) for v in value)
+                and (key == "mean" or all(v > 0 for v in value))):
+            raise bad(key, "3 numbers, one per RGB channel" + (", each above 0" if key == "std" else ""))
+    provenance = meta.get("provenance", {})
+    return {"classes": tuple(classes), "palette": tuple(tuple(c) for c in palette), "mean": tuple(mean),
+            "std": tuple(std), "provenance": dict(provenance) if isinstance(provenance, Mapping) else {}}
 
 
 def _classes_for(n: int) -> tuple[str, ...]:
@@ -307,14 +533,20 @@ def _palette_for(n: int) -> tuple[tuple[int, int, int], ...]:
     return PALETTE + tuple(tuple(c) for c in extra)
 
 
-def random_model(preset: str, *, input_size: tuple[int, int] | None = None, num_classes: int | None = None) -> LoadedModel:
-    """A preset with random weights (for benchmarks and training from scratch)."""
+def random_model(preset: str, *, input_size: tuple[int, int] | None = None, num_classes: int | None = None,
+                 device: str | torch.device = "cpu", precision: str = "fp32") -> LoadedModel:
+    """A preset with random weights (for benchmarks and training from scratch), refused before it
+    is built if its weights and activations at that size cannot fit on ``device``."""
     overrides = {}
     if num_classes is not None:
         overrides["num_classes"] = num_classes
     if input_size is not None:
         overrides["input_size"] = tuple(input_size)
-    model = get_preset(preset).build(**overrides).eval()
+    spec = get_preset(preset)
+    config = type(spec.config)(**{**spec.config.__dict__, **overrides})
+    check_memory(config, config.input_size, _state_bytes(_meta_model(config)), torch.device(device), precision,
+                 name=preset)
+    model = build(config).eval()
     n = model.config.num_classes
     return LoadedModel(model=model, preset=preset, classes=_classes_for(n), palette=_palette_for(n), source="random")
 
