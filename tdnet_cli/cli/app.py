@@ -81,7 +81,7 @@ def run(argv: list[str] | None = None) -> int:
     except click_errors.UsageError as exc:
         fail(_usage_line(exc), EXIT_USAGE)
         return EXIT_USAGE
-    except click_errors.Abort:
+    except typer.Abort:
         fail("interrupted", EXIT_INTERRUPTED)
         return EXIT_INTERRUPTED
     except click_errors.ClickException as exc:

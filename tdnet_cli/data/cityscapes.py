@@ -20,7 +20,6 @@ __all__ = [
     "TRAIN_ID_TO_LABEL_ID",
     "label_id_to_train_id",
     "train_id_to_label_id",
-    "colorize",
 ]
 
 IGNORE_INDEX = 255
@@ -103,7 +102,3 @@ def palette_lut(palette=PALETTE, ignore_color=(0, 0, 0)) -> np.ndarray:
     lut[: len(palette)] = np.asarray(palette, dtype=np.uint8)
     return lut
 
-
-def colorize(train_ids: np.ndarray, palette=PALETTE) -> np.ndarray:
-    """(H, W) train ids -> (H, W, 3) RGB uint8 colours (ignore is black)."""
-    return palette_lut(palette)[np.asarray(train_ids, dtype=np.uint8)]

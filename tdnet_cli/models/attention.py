@@ -9,7 +9,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-__all__ = ["ConvBNAct", "Conv", "Encoding", "AttentionPropagation", "Memory", "MEMORY_STRIDE"]
+__all__ = ["ConvBNAct", "Conv", "QueryKeyValue", "AttentionPropagation", "Memory", "MEMORY_STRIDE"]
 
 MEMORY_STRIDE = 4  # the released models' memory keeps every 4th row and column of a frame's features
 
@@ -54,8 +54,8 @@ def _flatten(x: torch.Tensor) -> torch.Tensor:
     return x.flatten(2).transpose(1, 2).contiguous()
 
 
-class Encoding(nn.Module):
-    """Encodes a path's pyramid features z into queries, keys (d_k) and values (d_v)."""
+class QueryKeyValue(nn.Module):
+    """Projects a path's pyramid features z into queries, keys (d_k) and values (d_v)."""
 
     def __init__(self, in_channels: int, key_dim: int = 64, value_dim: int = 512,
                  memory_stride: int = MEMORY_STRIDE) -> None:

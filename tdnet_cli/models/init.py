@@ -1,4 +1,4 @@
-"""Starting weights for training, as the authors' recipe sets them (SPEC.md, "Training").
+"""Starting weights for training, as the authors' recipe sets them (the authors' training recipe).
 
 - A per-frame PSPNet (psp18/psp50/psp101) starts from ImageNet weights given as a local
   file: a torchvision ResNet (one 7x7 stem conv) or a deep-stem ResNet-50/101 (three 3x3

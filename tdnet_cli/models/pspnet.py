@@ -87,9 +87,6 @@ class PSPNet(PerFrameModel):
     def step_tensors(self, x: torch.Tensor, memories: tuple = (), path: int = 0):
         return self.head(self.pretrained(x)), None
 
-    def advance(self, state: StreamState, memory, batch: int) -> StreamState:
-        return StreamState((), state.frame_index + 1, batch)
-
     def forward(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
         """Training forward on a frame batch (B, 3, H, W) (or the last frame of a clip)."""
         if x.dim() == 5:

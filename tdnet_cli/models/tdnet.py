@@ -3,7 +3,7 @@
 Frame ``i`` of a stream runs path ``i mod N`` only. Its pyramid features are encoded
 into queries, keys and values; the memories (q, k, v) of the previous N-1 frames are
 propagated to the current frame by a chain of attention modules and added to the
-current frame's values, then normalised and classified. See SPEC.md for the contract.
+current frame's values, then normalised and classified. The weights' layout is the authors' (tests/test_conformance.py checks it).
 """
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from tdnet_cli.models.attention import AttentionPropagation, Encoding, Memory
+from tdnet_cli.models.attention import AttentionPropagation, Memory, QueryKeyValue
 from tdnet_cli.models.heads import FCNHead, SpatialLayerNorm
 from tdnet_cli.models.pyramid import PyramidPooling
 from tdnet_cli.models.resnet import DilatedResNet, feature_size
@@ -78,7 +78,7 @@ class TDNet(nn.Module):
             self.add_module(f"psp{p + 1}", PyramidPooling(c, groups=cfg.groups, group=p % cfg.groups))
         d = 2 * c // cfg.groups
         for p in range(n):
-            self.add_module(f"enc{p + 1}", Encoding(d, cfg.key_dim, cfg.value_dim, cfg.memory_stride))
+            self.add_module(f"enc{p + 1}", QueryKeyValue(d, cfg.key_dim, cfg.value_dim, cfg.memory_stride))
         for p in range(n):  # sorted by target path, as in the released files
             for name in sorted((self._attention_name(p, i) for i in range(n - 1)), key=_natural):
                 self.add_module(name, AttentionPropagation(cfg.value_dim))

@@ -1,6 +1,6 @@
 """The distillation teacher: a frozen per-frame PSPNet whose head is split into path groups.
 
-TDNet's grouped knowledge distillation (SPEC.md, "Training") teaches each student path
+TDNet's grouped knowledge distillation (the authors' training recipe) teaches each student path
 with one group of the teacher's head. The released PSPNet-101 is converted exactly: its
 head's first 3x3 conv, whose 4096 inputs are the backbone's 2048 channels followed by the
 four pyramid levels' 512 each, is split by *input* channels into N convs without BN.

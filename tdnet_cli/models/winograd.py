@@ -12,7 +12,7 @@ In fp32 the result differs from a direct convolution by ~1e-5 of the output's ra
 oneDNN: ~1e-6), well inside the conformance tolerance. Only the wide layers pay (the
 transforms are memory-bound), so ``optimize_for_inference`` swaps in :class:`WinogradConv2d`
 only where both channel counts reach ``min_channels``; measured on the 2-core CPU
-(``python docs/winograd_layers.py``, docs/benchmarks.md): 512->512 dilation 4 at 97x193
+(``python docs/experiments/winograd_layers.py``, docs/benchmarks.md): 512->512 dilation 4 at 97x193
 306 -> 181 ms, 256->256 dilation 2 72 -> 57 ms, 128->128 19 -> 18 ms, 64->64 19 -> 39 ms.
 Memory: the transformed weights hold 36 values per channel pair (4x the kernel) and each
 thread keeps up to ~225 MB of scratch.

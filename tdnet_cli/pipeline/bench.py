@@ -58,10 +58,6 @@ class LatencyStats:
     max_ms: float
     fps: float  # steps per second from the mean: frames / total time
 
-    @property
-    def total_s(self) -> float:
-        return self.mean_ms * self.frames / 1000.0
-
 
 def latency_stats(seconds: list[float]) -> LatencyStats | None:
     if not seconds:
