@@ -6,6 +6,8 @@ in one place (``tdnet_cli.cli.common.handle_errors``). Nothing here imports type
 
 from __future__ import annotations
 
+import errno
+
 __all__ = [
     "TdnetError",
     "UsageError",
@@ -21,6 +23,8 @@ __all__ = [
     "EXIT_INTERRUPTED",
     "EXIT_TERMINATED",
     "few",
+    "first_line",
+    "os_error_line",
 ]
 
 # The exit codes of every command (README "Exit codes and safety" states the same rule).
@@ -29,6 +33,21 @@ EXIT_FAILED = 1  # the work started and something failed: an input of a batch, a
 EXIT_USAGE = 2  # nothing was done: a bad option, a missing or wrong file named by the user
 EXIT_INTERRUPTED = 130  # Ctrl-C (SIGINT), after cleaning up
 EXIT_TERMINATED = 143  # SIGTERM (kill, timeout, Slurm, Kubernetes), after cleaning up
+
+
+def first_line(exc: BaseException, limit: int = 160) -> str:
+    """The first line of an exception's message (its type's name if empty), cut to ``limit``."""
+    text = str(exc).strip()
+    return (text.splitlines()[0] if text else type(exc).__name__)[:limit]
+
+
+def os_error_line(exc: OSError) -> str:
+    """An error the system raised (disk full, permissions, a vanished folder) as one line."""
+    if exc.errno in (errno.ENOSPC, errno.EDQUOT):
+        what = f"disk full writing {exc.filename}" if exc.filename else "disk full"
+        return f"{what} ({exc.strerror}); free some space or write elsewhere"
+    where = f"{exc.filename}: " if exc.filename else ""
+    return f"{where}{exc.strerror or exc}"
 
 
 def few(items: list[str], n: int = 3) -> str:

@@ -20,7 +20,7 @@ import torch
 from faults import assert_one_error, cli, final_names, snapshot
 from tdnet_cli.config import apply_overrides, dump_toml, load_config, load_run_config, toml_string
 from tdnet_cli.data.synth import generate_dataset
-from tdnet_cli.errors import EXIT_FAILED, EXIT_TERMINATED, EXIT_USAGE, UsageError
+from tdnet_cli.errors import EXIT_FAILED, EXIT_TERMINATED, EXIT_USAGE, Terminated, UsageError
 
 
 @pytest.fixture(scope="module")
@@ -93,7 +93,7 @@ def test_signal_mid_iteration_then_resume_equals_an_uninterrupted_run(data_root,
     monkeypatch.setattr(train_mod, "Criterion", SignalInLoss)
     with pytest.raises(KeyboardInterrupt) as stopped:
         train_mod.train(_config(data_root, tmp_path, "cut", **iterations))
-    assert isinstance(stopped.value, train_mod.Terminated) == (signals[0] == signal.SIGTERM)
+    assert isinstance(stopped.value, Terminated) == (signals[0] == signal.SIGTERM)
     assert _state(tmp_path / "cut")["train_state"]["iteration"] == saved_at
     monkeypatch.setattr(train_mod, "Criterion", real)
     train_mod.train(load_run_config(tmp_path / "cut"), resume=str(tmp_path / "cut"))

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import contextlib
-import errno
 import functools
 import signal
 import threading
@@ -20,6 +19,7 @@ from tdnet_cli.errors import (
     EXIT_USAGE,
     TdnetError,
     Terminated,
+    os_error_line,
 )
 
 F = TypeVar("F", bound=Callable)
@@ -58,13 +58,6 @@ def _sigterm_as_exception() -> Iterator[None]:
         signal.signal(signal.SIGTERM, previous)
 
 
-def _os_error_line(exc: OSError) -> str:
-    where = f"{exc.filename}: " if exc.filename else ""
-    if exc.errno in (errno.ENOSPC, errno.EDQUOT):
-        return f"{where}the disk is full ({exc.strerror}); free some space or write elsewhere"
-    return f"{where}{exc.strerror or exc}"
-
-
 def handle_errors(func: F) -> F:
     """Turn the core's TdnetError, an OSError from the system, Ctrl-C and SIGTERM into one
     line and the documented exit code (tdnet_cli.errors: 2 usage, 1 failed, 130, 143)."""
@@ -81,7 +74,7 @@ def handle_errors(func: F) -> F:
         except KeyboardInterrupt:
             raise fail("interrupted", EXIT_INTERRUPTED) from None
         except OSError as exc:  # the system refused (disk full, permissions, a vanished folder)
-            raise fail(_os_error_line(exc), EXIT_FAILED) from None
+            raise fail(os_error_line(exc), EXIT_FAILED) from None
 
     return wrapper  # type: ignore[return-value]
 

@@ -7,6 +7,7 @@ arbitrary unpickling is refused, never executed.
 from __future__ import annotations
 
 import dataclasses
+import io
 import math
 import os
 import pickle
@@ -21,7 +22,7 @@ import torch
 from torch import nn
 
 from tdnet_cli.data.cityscapes import CLASSES, PALETTE
-from tdnet_cli.errors import CheckpointError, few
+from tdnet_cli.errors import CheckpointError, few, first_line
 from tdnet_cli.fileio import atomic_path
 from tdnet_cli.models.complexity import check_memory
 from tdnet_cli.models.grouped_psp import GroupedPSPNetConfig
@@ -37,6 +38,7 @@ __all__ = [
     "save_checkpoint",
     "load_checkpoint",
     "read_state_dict",
+    "load_payload",
     "infer_config",
     "FORMAT",
 ]
@@ -100,8 +102,13 @@ def save_checkpoint(path: str | os.PathLike, loaded: LoadedModel, *, extra: Mapp
 
 
 def atomic_torch_save(obj: Any, path: Path) -> None:
+    """torch.save through a temporary renamed into place. Serialised in memory first: torch's own
+    file writer reports a full disk as "[enforce fail ...] unexpected pos" without an errno,
+    where a plain write raises OSError(ENOSPC), which callers turn into "disk full"."""
+    buffer = io.BytesIO()
+    torch.save(obj, buffer)
     with atomic_path(path) as tmp:
-        torch.save(obj, tmp)
+        tmp.write_bytes(buffer.getbuffer())
 
 
 # -- reading ------------------------------------------------------------------------------
@@ -118,7 +125,7 @@ _OTHER_FORMATS = {  # leading bytes of files people pass by mistake -> what they
 }
 
 
-def _torch_load(path: Path) -> Any:
+def load_payload(path: Path) -> Any:
     """What ``torch.load(weights_only=True)`` reads, or one CheckpointError saying what the file is."""
     if not path.exists():
         raise CheckpointError(f"weights file not found: {path}", hint="check the --weights path")
@@ -145,7 +152,7 @@ def _torch_load(path: Path) -> Any:
                 hint="if you trust it, load it in Python and re-save its tensors: "
                 "torch.save(obj.state_dict(), 'plain.pt')",
             ) from None
-        raise CheckpointError(f"{path} is damaged: its pickled data is corrupt ({_short(exc)})",
+        raise CheckpointError(f"{path} is damaged: its pickled data is corrupt ({first_line(exc, 120)})",
                               hint="download the weights again") from None
     except EOFError:
         raise CheckpointError(f"{path} is truncated: the file ends before the checkpoint does "
@@ -158,7 +165,7 @@ def _torch_load(path: Path) -> Any:
         if names and not any(n.endswith("data.pkl") for n in names):
             raise CheckpointError(f"{path} is a zip archive that torch.save did not write (it holds {few(names)})",
                                   hint="unpack it and pass the .pt or .pkl file inside") from None
-        raise CheckpointError(f"{path} is damaged or not written by torch.save ({_short(exc)})",
+        raise CheckpointError(f"{path} is damaged or not written by torch.save ({first_line(exc, 120)})",
                               hint="download the weights again") from None
 
 
@@ -190,11 +197,6 @@ def _what_is(head: bytes) -> str:
         first = text.strip().splitlines()[0][:40] if text.strip() else ""
         return f"a text file (it starts with {first!r})"
     return f"unknown binary data (not a zip archive or a pickle; it starts with {head[:8].hex(' ')})"
-
-
-def _short(exc: BaseException) -> str:
-    text = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-    return text[:120]
 
 
 def _unwrap(obj: Any, path: Path) -> tuple[dict, dict | None]:
@@ -231,7 +233,7 @@ def _check_finite(sd: Mapping[str, torch.Tensor], path: Path) -> None:
 
 def read_state_dict(path: str | os.PathLike) -> dict[str, torch.Tensor]:
     """The tensors of a checkpoint file (ours or raw), prefix ``module.`` stripped."""
-    return _unwrap(_torch_load(Path(path)), Path(path))[0]
+    return _unwrap(load_payload(Path(path)), Path(path))[0]
 
 
 def _dims(sd: Mapping[str, torch.Tensor], key: str, expected: str, where: str) -> tuple[int, ...]:
@@ -458,7 +460,7 @@ def load_checkpoint(
     (the model itself is built on the CPU; ``precision`` sizes the activations).
     """
     path = Path(path)
-    sd, meta = _unwrap(_torch_load(path), path)
+    sd, meta = _unwrap(load_payload(path), path)
     config = _config_from_meta(meta, str(path)) if meta is not None else infer_config(sd, str(path))
     _check_config(config, str(path))
     name = meta.get("preset") if meta is not None else None

@@ -10,7 +10,6 @@ core code: progress is reported through a :class:`ProgressHook`, never printed.
 
 from __future__ import annotations
 
-import errno
 import time
 from collections.abc import Sequence
 from fractions import Fraction
@@ -18,7 +17,7 @@ from pathlib import Path
 
 import torch
 
-from tdnet_cli.errors import InputError, TdnetError
+from tdnet_cli.errors import InputError, TdnetError, os_error_line
 from tdnet_cli.pipeline.inputs import (
     InputSet,
     check_outputs,
@@ -155,10 +154,7 @@ def _one_line(exc: BaseException) -> str:
     if isinstance(exc, TdnetError):
         return str(exc)
     if isinstance(exc, OSError):
-        if exc.errno in (errno.ENOSPC, errno.EDQUOT):
-            return f"disk full writing {exc.filename or 'an output'} ({exc.strerror}); free some space or write elsewhere"
-        where = f"{exc.filename}: " if exc.filename else ""
-        return f"{where}{exc.strerror or exc}"
+        return os_error_line(exc)
     text = str(exc).strip().splitlines()
     return f"{type(exc).__name__}: {text[0] if text else ''}"
 

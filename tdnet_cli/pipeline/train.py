@@ -9,21 +9,15 @@ rank 0 logs and writes checkpoints.
 
 from __future__ import annotations
 
-import contextlib
 import copy
-import datetime as _dt
-import errno
 import hashlib
 import json
 import math
 import os
-import shutil
-import signal
-import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Self
+from typing import Callable
 
 import numpy as np
 import torch
@@ -36,27 +30,24 @@ from tdnet_cli.data.clips import AugmentConfig, ClipDataset, IterationSampler
 from tdnet_cli.errors import (
     CheckpointError,
     DataError,
-    OutputExistsError,
     TdnetError,
-    Terminated,
     UsageError,
-    WriteError,
-    few,
 )
 from tdnet_cli.fileio import write_text
 from tdnet_cli.inference import Predictor, resolve_device
 from tdnet_cli.losses import Criterion
-from tdnet_cli.models.checkpoint import FORMAT as CHECKPOINT_FORMAT
-from tdnet_cli.models.checkpoint import (
-    LoadedModel,
-    _torch_load,  # the guarded reader: weights only, every failure one CheckpointError
-    load_checkpoint,
-    load_state_dict_strict,
-    read_state_dict,
-    save_checkpoint,
-)
+from tdnet_cli.models.checkpoint import LoadedModel, load_checkpoint, read_state_dict
 from tdnet_cli.models.registry import get_preset
 from tdnet_cli.models.tdnet import TDNet
+from tdnet_cli.pipeline.train_run import (
+    load_matching,
+    load_train_state,
+    remove_unfinished,
+    run_dir_for,
+    save,
+    truncate_log,
+)
+from tdnet_cli.pipeline.train_signals import IterationBuffers, StopAtBoundary, ignore_stop_signals
 
 __all__ = ["train", "TrainResult", "get_lr", "init_from_pspnet"]
 
@@ -187,22 +178,6 @@ def _weights_digest(model: nn.Module) -> str:
 
 
 # -- the run -------------------------------------------------------------------------------------
-def _run_dir(config: dict, resume: str | None) -> Path:
-    """The run folder: an existing one to resume, or a new (or empty) one that can be made."""
-    if resume:
-        run = Path(resume)
-        if not (run / "last.pt").is_file():
-            raise UsageError(f"nothing to resume in {run}: no last.pt", hint="pass the run folder, e.g. runs/NAME")
-        return run
-    r = config["run"]
-    name = r["name"] or f"{config['model']['preset']}-{_dt.datetime.now().strftime('%Y%m%d-%H%M%S')}"
-    run = Path(r["out"]) / name
-    _check_out(run, r["out"])
-    if run.exists() and any(run.iterdir()):
-        raise OutputExistsError(f"run folder {run} exists", hint=f"continue it with --resume {run}, or pick a --name")
-    return run
-
-
 def _has_validation(root: Path, split: str, val_every: int) -> bool:
     """Whether to validate: the split's ground truth is there. A split with frames but no
     ground truth is refused when validation is asked for; a split that is not there at all
@@ -236,77 +211,6 @@ def _loaded_for_save(model: nn.Module, preset: str, provenance: dict, keep_aux: 
     return LoadedModel(model=clean.eval(), preset=preset, provenance=provenance)
 
 
-def _interruption(signum: int) -> KeyboardInterrupt:
-    """What a signal raises: SIGTERM ends with exit 143, Ctrl-C with 130 (tdnet_cli.errors)."""
-    return Terminated() if signum == signal.SIGTERM else KeyboardInterrupt()
-
-
-class _StopAtBoundary:
-    """Ctrl-C and SIGTERM while training. Inside an iteration the first one is held until the
-    iteration ends: its forward pass has already moved BatchNorm's running statistics, so
-    stopping there would save a state no uninterrupted run ever has. A second one stops at once
-    (``hold``), except inside the optimiser step (``critical``), which is never cut. Outside
-    iterations (validation, final weights) they stop at once. Handlers can only be set in the
-    main thread; elsewhere (a test runner's worker) nothing changes."""
-
-    def __init__(self) -> None:
-        self.pending: int | None = None
-        self.hold = False
-        self.critical = False
-        self._previous: dict[int, object] = {}
-
-    def __enter__(self) -> Self:
-        if threading.current_thread() is threading.main_thread():
-            for signum in (signal.SIGINT, signal.SIGTERM):
-                if signal.getsignal(signum) is not signal.SIG_IGN:  # `nohup`, `cmd &`: stays ignored
-                    self._previous[signum] = signal.signal(signum, self._handle)
-        return self
-
-    def __exit__(self, *exc) -> None:
-        for signum, previous in self._previous.items():
-            signal.signal(signum, previous if previous is not None else signal.SIG_DFL)
-
-    def _handle(self, signum, frame) -> None:
-        if self.critical or (self.hold and self.pending is None):
-            self.pending = self.pending or signum
-            return
-        raise _interruption(signum)
-
-    def check(self) -> None:
-        """At an iteration boundary: stop now if a signal came during the iteration."""
-        if self.pending is not None:
-            signum, self.pending = self.pending, None
-            raise _interruption(signum)
-
-
-def _ignore_stop_signals(worker_id: int) -> None:
-    """DataLoader workers leave SIGINT and SIGTERM to the training process: a terminal's Ctrl-C
-    and ``kill -TERM -PGID`` (Slurm, Kubernetes, ``timeout``) reach the whole process group,
-    and a worker killed by them made the main process fail instead of saving last.pt. The main
-    process shuts its workers down when it stops; they also leave if it dies."""
-    signal.signal(signal.SIGINT, signal.SIG_IGN)
-    signal.signal(signal.SIGTERM, signal.SIG_IGN)
-
-
-class _Buffers:
-    """The model's buffers (BatchNorm running statistics and counts) as they were when the
-    current iteration began: put back when a second signal cuts the iteration short."""
-
-    def __init__(self, model: nn.Module) -> None:
-        self.live = list(model.buffers())
-        self.saved = [b.detach().clone() for b in self.live]
-
-    def take(self) -> None:
-        with torch.no_grad():
-            for saved, live in zip(self.saved, self.live):
-                saved.copy_(live)
-
-    def restore(self) -> None:
-        with torch.no_grad():
-            for saved, live in zip(self.saved, self.live):
-                live.copy_(saved)
-
-
 def _next_batch(batches) -> dict:
     """The next batch; an error a DataLoader worker raised (e.g. an unreadable frame) comes back
     as "Caught DataError in DataLoader worker process 0. Original Traceback ...": keep its line."""
@@ -318,135 +222,6 @@ def _next_batch(batches) -> dict:
             raise
         last = text.splitlines()[-1]
         raise type(exc)(last.split(": ", 1)[-1]) from None
-
-
-def _short(exc: BaseException) -> str:
-    text = str(exc).strip()
-    return (text.splitlines()[0] if text else type(exc).__name__)[:160]
-
-
-def _nbytes(obj) -> int:
-    """Bytes of the tensors in a (nested) checkpoint payload."""
-    if isinstance(obj, torch.Tensor):
-        return obj.numel() * obj.element_size()
-    if isinstance(obj, dict):
-        return sum(_nbytes(v) for v in obj.values())
-    if isinstance(obj, (list, tuple)):
-        return sum(_nbytes(v) for v in obj)
-    return 0
-
-
-def _save(path: Path, loaded: LoadedModel, extra: dict | None = None) -> Path:
-    """save_checkpoint (atomic: the previous file stays until the new one is whole), with a failed
-    write as one WriteError line. torch reports a full disk as RuntimeError "[enforce fail ...]
-    unexpected pos", without errno: it is called a full disk when the free space is short of
-    the payload."""
-    try:
-        return save_checkpoint(path, loaded, extra=extra)
-    except (OSError, RuntimeError) as exc:
-        need = _nbytes(loaded.model.state_dict()) + _nbytes(extra)
-        try:
-            free = shutil.disk_usage(path.parent).free
-        except OSError:
-            free = None
-        if getattr(exc, "errno", None) in (errno.ENOSPC, errno.EDQUOT) or (free is not None and free < need):
-            room = f"{free / 2**20:.1f} MiB free, about {need / 2**20:.1f} MiB needed" if free is not None else "full"
-            raise WriteError(f"disk full writing {path} ({room})",
-                             hint="free some space or set run.out to another disk") from None
-        raise WriteError(f"could not write {path}: {_short(exc)}", hint="check the folder is writable") from None
-
-
-def _check_out(run: Path, out: str) -> None:
-    """The run folder can be made: its first existing ancestor is a folder we may write in."""
-    p = run
-    while not p.exists() and not p.is_symlink() and p.parent != p:
-        p = p.parent
-    if not p.is_dir():
-        raise UsageError(f"run.out {out}: {p} is a file, not a folder", hint="set run.out to a folder")
-    if not os.access(p, os.W_OK | os.X_OK):
-        raise UsageError(f"run.out {out}: cannot write in {p}", hint="set run.out to a folder you can write in")
-
-
-def _load_matching(model: nn.Module, path: str, preset_name: str) -> None:
-    """model.resume_weights: every tensor of the file whose name the model has (fine-tuning may
-    drop a head); one of another shape is a CheckpointError, not a traceback."""
-    src, own = read_state_dict(path), model.state_dict()
-    shapes = [f"{k} {tuple(v.shape)} vs {tuple(own[k].shape)}" for k, v in src.items()
-              if k in own and tuple(v.shape) != tuple(own[k].shape)]
-    if shapes or not any(k in own for k in src):
-        detail = f"shape mismatch (file vs model): {few(shapes)}" if shapes else "no tensor names in common"
-        raise CheckpointError(f"model.resume_weights {path} does not fit {preset_name}: {detail}",
-                              hint="pass weights of the same preset, or --init for a per-frame PSPNet")
-    model.load_state_dict({k: v for k, v in src.items() if k in own}, strict=False)
-
-
-def _load_train_state(run_dir: Path, model: nn.Module, optimizer, scaler, iterations: int) -> tuple[int, float | None]:
-    """Model, optimiser and scaler from run_dir/last.pt, through the guarded loader (weights
-    only, never unpickling code). A truncated, foreign or damaged file is one CheckpointError."""
-    path = run_dir / "last.pt"
-    fix = "restore a good copy of last.pt, or start anew with another --name"
-    try:
-        state = _torch_load(path)
-    except CheckpointError as exc:
-        raise CheckpointError(exc.message, hint=fix) from None
-    if not isinstance(state, dict) or state.get("format") != CHECKPOINT_FORMAT:
-        raise CheckpointError(f"{path} is not a training state saved by tdnet train", hint=fix)
-    ts, sd = state.get("train_state"), state.get("state_dict")
-    if not isinstance(ts, dict) or not isinstance(sd, dict):
-        raise CheckpointError(f"{path} holds weights but no training state", hint=fix)
-    try:
-        load_state_dict_strict(model, sd, str(path), f"the model of {run_dir / 'config.toml'}")
-    except CheckpointError as exc:
-        raise CheckpointError(exc.message, hint=fix) from None
-    try:
-        iteration, best = ts["iteration"], ts.get("best_miou")
-        if not isinstance(iteration, int) or iteration < 0 or not (best is None or isinstance(best, float)):
-            raise ValueError(f"iteration {iteration!r}, best_miou {best!r}")
-        optimizer.load_state_dict(ts["optimizer"])
-        for group in optimizer.param_groups:
-            for p in group["params"]:
-                buf = optimizer.state.get(p, {}).get("momentum_buffer")
-                if buf is not None and (not isinstance(buf, torch.Tensor) or buf.shape != p.shape):
-                    raise ValueError("a momentum buffer does not fit its parameter")
-        if ts["scaler"] or not scaler.is_enabled():  # a run begun without loss scaling starts a fresh scaler
-            scaler.load_state_dict(ts["scaler"])
-    except (KeyError, TypeError, ValueError, RuntimeError, IndexError, AttributeError) as exc:
-        raise CheckpointError(f"{path} holds a damaged training state ({_short(exc)})", hint=fix) from None
-    if iteration > iterations:
-        raise UsageError(f"{path} is at iteration {iteration}, past optim.iterations={iterations}",
-                         hint=f"resume with --set optim.iterations=N, N >= {iteration}")
-    return iteration, best
-
-
-def _truncate_log(log_path: Path, iteration: int) -> None:
-    """Keep the records up to ``iteration``: a run killed (``kill -9``) after its last save had
-    logged later ones, which the resumed run logs again. A torn last line goes too. Atomic."""
-    if not log_path.is_file():
-        return
-    text = log_path.read_text(errors="replace")
-    keep = []
-    for line in text.splitlines():
-        try:
-            rec = json.loads(line)
-        except ValueError:
-            continue
-        if isinstance(rec, dict) and isinstance(rec.get("iteration"), int) and rec["iteration"] <= iteration:
-            keep.append(line + "\n")
-    if "".join(keep) != text:
-        write_text(log_path, "".join(keep))
-
-
-def _remove_unfinished(run_dir: Path, made: bool) -> None:
-    """A new run that failed before it saved last.pt cannot be resumed: remove the files it wrote
-    (nothing else), and the folder if this run made it and it is empty, so the name is free."""
-    if (run_dir / "last.pt").exists():
-        return
-    for name in ("config.toml", "metrics.jsonl"):
-        with contextlib.suppress(OSError):
-            (run_dir / name).unlink(missing_ok=True)
-    if made:
-        with contextlib.suppress(OSError):
-            run_dir.rmdir()  # only if empty
 
 
 def train(
@@ -463,7 +238,7 @@ def train(
     m_cfg, d_cfg, o_cfg, r_cfg = config["model"], config["data"], config["optim"], config["run"]
     ddp, device = _setup_distributed(r_cfg["device"])
     say = (log or (lambda s: None)) if ddp.is_main else (lambda s: None)
-    run_dir = _run_dir(config, resume)
+    run_dir = run_dir_for(config, resume)
 
     # Data first: a missing or broken folder fails before any model work.
     preset = get_preset(m_cfg["preset"])
@@ -492,7 +267,7 @@ def train(
     elif m_cfg["value_drop"] or m_cfg["attention_logit_scale"] != 1.0:
         raise UsageError("model.value_drop and model.attention_logit_scale apply to TDNet presets only")
     if m_cfg["resume_weights"]:
-        _load_matching(model, m_cfg["resume_weights"], preset.name)
+        load_matching(model, m_cfg["resume_weights"], preset.name)
     teacher = None
     if m_cfg["teacher"]:
         if preset.kind != "tdnet":
@@ -522,7 +297,7 @@ def train(
 
     start, best_miou = 0, None
     if resume:
-        start, best_miou = _load_train_state(run_dir, model, optimizer, scaler, o_cfg["iterations"])
+        start, best_miou = load_train_state(run_dir, model, optimizer, scaler, o_cfg["iterations"])
         say(f"resumed {run_dir} at iteration {start}")
     core = model
     if ddp.world > 1:
@@ -535,20 +310,20 @@ def train(
     workers = d_cfg["workers"]
     loader = DataLoader(dataset, batch_size=d_cfg["batch_size"], sampler=sampler, num_workers=workers,
                         pin_memory=device.type == "cuda", persistent_workers=False,
-                        worker_init_fn=_ignore_stop_signals if workers > 0 else None,
+                        worker_init_fn=ignore_stop_signals if workers > 0 else None,
                         multiprocessing_context="spawn" if workers > 0 and device.type == "cuda" else None)
     criterion = Criterion(config["loss"])
     history: list[dict] = []
     last_loss, interrupted = None, False
     t_log, completed, logged = time.perf_counter(), start, start
-    buffers = _Buffers(core)
+    buffers = IterationBuffers(core)
     mid_iteration = False  # the model's buffers have moved past `completed` (a forward pass ran)
 
     def save_last(iteration: int) -> Path:
         provenance = {"config": config, "iteration": iteration, "preset": preset.name}
         payload = {"iteration": iteration, "optimizer": optimizer.state_dict(), "scaler": scaler.state_dict(),
                    "best_miou": best_miou}
-        return _save(run_dir / "last.pt", _loaded_for_save(core, preset.name, provenance, keep_aux=True),
+        return save(run_dir / "last.pt", _loaded_for_save(core, preset.name, provenance, keep_aux=True),
                      extra={"train_state": payload})
 
     def write_log(record: dict) -> None:
@@ -559,13 +334,13 @@ def train(
 
     batches, made = None, ddp.is_main and not resume and not run_dir.exists()
     try:
-        with _StopAtBoundary() as stop:
+        with StopAtBoundary() as stop:
             try:
                 if ddp.is_main:
                     run_dir.mkdir(parents=True, exist_ok=True)
                     write_text(run_dir / "config.toml", dump_toml(config))
                     if resume:
-                        _truncate_log(log_path, start)
+                        truncate_log(log_path, start)
                 batches = iter(loader)
                 model.train()
                 for it in range(start, iterations):
@@ -643,7 +418,7 @@ def train(
                     shutdown()
     except Exception:
         if ddp.is_main and not resume:
-            _remove_unfinished(run_dir, made)  # nothing resumable was saved: the name stays free
+            remove_unfinished(run_dir, made)  # nothing resumable was saved: the name stays free
         raise
     best = run_dir / "best.pt"
     return TrainResult(run_dir, iterations, last, best if best.exists() else None, best_miou, last_loss, log_path,
@@ -662,7 +437,7 @@ def _finish(core, preset_name, config, iterations, best_miou, last_loss, run_dir
     last = save_last(iterations)
     final_provenance = {"config": config, "iterations": iterations, "preset": preset_name,
                         "best_val_miou": best_miou, "final_loss": last_loss}
-    _save(run_dir / "model.pt", _loaded_for_save(core, preset_name, final_provenance, keep_aux=False))
+    save(run_dir / "model.pt", _loaded_for_save(core, preset_name, final_provenance, keep_aux=False))
     return last
 
 
@@ -693,7 +468,7 @@ def _validate(core, preset_name, config, device, iteration, best_miou, run_dir, 
     if best_miou is None or miou > best_miou:
         best_miou = miou
         provenance = {"config": config, "iteration": iteration, "val_miou": miou, "preset": preset_name}
-        _save(run_dir / "best.pt", _loaded_for_save(core, preset_name, provenance, keep_aux=False))
+        save(run_dir / "best.pt", _loaded_for_save(core, preset_name, provenance, keep_aux=False))
     if ddp.world > 1:
         dist.barrier()
     return best_miou
