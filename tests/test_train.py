@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 import os
@@ -399,6 +400,19 @@ def test_width_is_trained_saved_and_loaded(data_root, tmp_path):
 
     with pytest.raises(UsageError, match="width"):
         validate(load_config(None, ['data.root="x"', "model.width=6"]))
+
+
+def test_narrow_models_train_in_nchw_on_the_cpu():
+    """A strided 1x1 convolution with < 8 input channels crashes oneDNN's channels_last
+    backward (torch 2.13, AVX2): width 4 has one (layer2's 4 -> 8 downsample), width 8 not."""
+    from tdnet_cli.models.registry import build, get_preset
+    from tdnet_cli.pipeline.train import channels_last_trains_safely
+
+    narrow = dataclasses.replace(get_preset("psp-tiny").config, width=4)
+    assert not channels_last_trains_safely(build(narrow))
+    assert channels_last_trains_safely(build(dataclasses.replace(narrow, width=8)))
+    assert not channels_last_trains_safely(torch.nn.Conv2d(3, 8, 1, stride=2))
+    assert channels_last_trains_safely(torch.nn.Conv2d(3, 8, 3, stride=2))
 
 
 def test_missing_or_corrupt_data_fails_before_work(tmp_path, data_root):

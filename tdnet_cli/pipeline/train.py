@@ -49,7 +49,7 @@ from tdnet_cli.pipeline.train_run import (
 )
 from tdnet_cli.pipeline.train_signals import IterationBuffers, StopAtBoundary, ignore_stop_signals
 
-__all__ = ["train", "TrainResult", "get_lr", "init_from_pspnet"]
+__all__ = ["train", "TrainResult", "get_lr", "init_from_pspnet", "channels_last_trains_safely"]
 
 ProgressFn = Callable[[int, int, dict], None]  # (iteration, total, last log record)
 
@@ -81,6 +81,16 @@ class TrainResult:
             "metrics_log": str(self.log),
             "interrupted": self.interrupted,
         }
+
+
+def channels_last_trains_safely(model: nn.Module) -> bool:
+    """Whether the CPU may train ``model`` in channels_last. Not when it has a strided 1x1
+    convolution with fewer than 8 input channels: torch 2.13's oneDNN (3.12, AVX2 jit_1x1
+    backward-weights kernel) then corrupts the heap (one thread: a crash; two: sometimes a
+    hang), measured with a lone Conv2d(4, 8, 1, stride=2) in channels_last. Only narrow
+    ``model.width`` models have one; NCHW trains them correctly."""
+    return not any(isinstance(m, nn.Conv2d) and m.kernel_size == (1, 1) and m.stride != (1, 1)
+                   and m.in_channels < 8 for m in model.modules())
 
 
 def get_lr(it: int, o: dict) -> float:
@@ -280,7 +290,8 @@ def train(
         for p in teacher.parameters():
             p.requires_grad_(False)
     model.to(device)
-    if device.type == "cpu":
+    channels_last = device.type == "cpu" and channels_last_trains_safely(model)
+    if channels_last:
         # oneDNN convolves channels_last tensors without reordering them: a td4-mini training
         # step took 1.7 s against 2.2 s in NCHW here. Activations follow the weights' layout.
         # GPUs keep NCHW, which was the faster layout for inference on the H200 (inference.py).
@@ -358,6 +369,8 @@ def train(
                     for micro in range(accum):
                         batch = _next_batch(batches)
                         frames = batch["frames"].to(device, non_blocking=True)
+                        if not channels_last:  # the loader's frames are channels_last views (clips.py)
+                            frames = frames.contiguous()
                         labels = batch["label"].to(device, non_blocking=True)
                         step_id = it * accum + micro
                         path = path_for_step(r_cfg["seed"], step_id, ddp.rank, clip_len) if preset.kind == "tdnet" else None
