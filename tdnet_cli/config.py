@@ -8,13 +8,14 @@ from __future__ import annotations
 
 import copy
 import math
-import tomllib
 from pathlib import Path
 from typing import Any
 
+import tomllib
+
 from tdnet_cli.errors import UsageError
 
-__all__ = ["DEFAULTS", "load_config", "load_run_config", "apply_overrides", "dump_toml", "toml_string", "validate"]
+__all__ = ["DEFAULTS", "apply_overrides", "dump_toml", "load_config", "load_run_config", "toml_string", "validate"]
 
 DEFAULTS: dict[str, dict[str, Any]] = {
     "model": {

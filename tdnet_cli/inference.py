@@ -22,24 +22,24 @@ import torch
 import torch.nn.functional as F
 
 from tdnet_cli.errors import TdnetError, UsageError
+from tdnet_cli.models.attention import Memory
 from tdnet_cli.models.checkpoint import LoadedModel, load_checkpoint, random_model
 from tdnet_cli.models.fast import optimize_for_inference
-from tdnet_cli.models.winograd import WinogradConv2d, keep_out_of_compiled_graphs
-from tdnet_cli.models.attention import Memory
 from tdnet_cli.models.tdnet import StreamState, TDNet
+from tdnet_cli.models.winograd import WinogradConv2d, keep_out_of_compiled_graphs
 from tdnet_cli.upsample import upsample_argmax
 
 __all__ = [
+    "COMPILE_MODES",
+    "DEFAULT_PRESET",
+    "PRECISIONS",
     "Encoded",
     "Predictor",
     "Stream",
-    "resolve_device",
-    "parse_size",
-    "upsample_argmax",
     "bundled_weights",
-    "DEFAULT_PRESET",
-    "PRECISIONS",
-    "COMPILE_MODES",
+    "parse_size",
+    "resolve_device",
+    "upsample_argmax",
 ]
 
 DEFAULT_PRESET = "td4-mini"
@@ -202,7 +202,7 @@ class Predictor:
         optimize: bool = True,
         compile: bool | str = False,
         winograd: bool | None = None,
-    ) -> "Predictor":
+    ) -> Predictor:
         """From ``--weights`` and/or ``--model``; neither means the bundled demo model."""
         notes = []
         # Each loader checks, before building anything, that the model's weights and activations

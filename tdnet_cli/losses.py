@@ -9,7 +9,7 @@ import torch.nn.functional as F
 
 from tdnet_cli.data.cityscapes import IGNORE_INDEX
 
-__all__ = ["cross_entropy", "ohem_cross_entropy", "kl_divergence", "distillation_kl", "Criterion"]
+__all__ = ["Criterion", "cross_entropy", "distillation_kl", "kl_divergence", "ohem_cross_entropy"]
 
 
 def _resize(logits: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:

@@ -31,7 +31,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-__all__ = ["upsample_argmax", "argmax_classes"]
+__all__ = ["argmax_classes", "upsample_argmax"]
 
 
 def upsample_argmax(logits: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:

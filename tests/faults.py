@@ -27,7 +27,7 @@ def run_tdnet(*args: str | os.PathLike, cwd: str | os.PathLike | None = None, ti
     """``python -m tdnet_cli ARGS`` as a real process (signals, the kernel, a real traceback)."""
     full_env = {**os.environ, "COLUMNS": "200", **(env or {})}
     return subprocess.run([sys.executable, "-m", "tdnet_cli", *map(str, args)], cwd=cwd, env=full_env,
-                          capture_output=True, text=True, timeout=timeout, stdin=subprocess.DEVNULL)
+                          capture_output=True, check=False, text=True, timeout=timeout, stdin=subprocess.DEVNULL)
 
 
 def exit_code(result) -> int:

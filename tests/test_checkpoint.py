@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import pytest
 import torch
+from conformance import key_listing, recipe_weights
 from typer.testing import CliRunner
 
-from conformance import key_listing, recipe_weights
 from tdnet_cli.cli.app import app
 from tdnet_cli.errors import CheckpointError
 from tdnet_cli.models import load_checkpoint, random_model, save_checkpoint

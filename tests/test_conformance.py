@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
-
 from conformance import assert_conforms, check_frame, expected, key_listing, normalise, recipe_weights
+
 from tdnet_cli.inference import Predictor
 from tdnet_cli.models import LoadedModel, create_model, optimize_for_inference
 from tdnet_cli.models.tdnet import TDNet

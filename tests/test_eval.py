@@ -10,9 +10,9 @@ import cv2
 import numpy as np
 import pytest
 import torch
+from official import official_scores
 from typer.testing import CliRunner
 
-from official import official_scores
 from tdnet_cli.cli.app import app
 from tdnet_cli.data.cityscapes import CLASSES, label_id_to_train_id
 from tdnet_cli.data.layout import gt_path, list_annotated

@@ -4,11 +4,10 @@ no traceback, and no file lost. The exit-code rule lives in tdnet_cli.errors."""
 from __future__ import annotations
 
 import pytest
+from faults import assert_one_error, cli
 
 from tdnet_cli.cli.app import EXIT_CODES_HELP, app, run
 from tdnet_cli.errors import EXIT_USAGE
-
-from faults import assert_one_error, cli
 
 COMMANDS = sorted(info.name or info.callback.__name__ for info in app.registered_commands)
 

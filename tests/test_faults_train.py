@@ -11,13 +11,13 @@ import signal
 import subprocess
 import sys
 import time
-import tomllib
 from pathlib import Path
 
 import pytest
+import tomllib
 import torch
-
 from faults import assert_one_error, cli, final_names, snapshot
+
 from tdnet_cli.config import apply_overrides, dump_toml, load_config, load_run_config, toml_string
 from tdnet_cli.data.synth import generate_dataset
 from tdnet_cli.errors import EXIT_FAILED, EXIT_TERMINATED, EXIT_USAGE, Terminated, UsageError

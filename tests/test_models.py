@@ -9,11 +9,11 @@ import torch.nn.functional as F
 
 from tdnet_cli.errors import UsageError
 from tdnet_cli.inference import Predictor, parse_size, resolve_device
-from tdnet_cli.upsample import argmax_classes, upsample_argmax
 from tdnet_cli.models import create_model, list_models, optimize_for_inference, random_model
 from tdnet_cli.models.complexity import preset_complexity
 from tdnet_cli.models.resnet import feature_size
 from tdnet_cli.models.winograd import WinogradConv2d, use_winograd
+from tdnet_cli.upsample import argmax_classes, upsample_argmax
 
 torch.manual_seed(0)
 
@@ -218,7 +218,7 @@ def test_cuda_graph_modes_copy_what_the_stream_keeps(monkeypatch, preset):
     """Under reduce-overhead, each replay writes its outputs into the same pooled buffers; the
     stream keeps earlier frames' memories, so they must be copies. A fake compile that returns
     one shared set of output buffers for every path (as a CUDA graph pool can) checks it."""
-    import tdnet_cli.inference as inference
+    from tdnet_cli import inference
 
     pool: dict[int, torch.Tensor] = {}
 
@@ -383,7 +383,7 @@ def test_winograd_conv_equals_the_direct_conv(cin, cout, dilation, size, batch, 
 
 @pytest.mark.parametrize("chunk_values", [1, 36 * 4 * 4 * 6 * 2])  # 1 block row at a time; 2 rows
 def test_winograd_conv_in_chunks_of_block_rows_equals_the_direct_conv(monkeypatch, chunk_values):
-    import tdnet_cli.models.winograd as winograd
+    from tdnet_cli.models import winograd
 
     monkeypatch.setattr(winograd, "_CHUNK_VALUES", chunk_values)
     torch.manual_seed(1)

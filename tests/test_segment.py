@@ -393,7 +393,7 @@ def test_cut_detector_ignores_motion_and_finds_cuts(tmp_path):
 def test_exception_mid_run_leaves_no_output(tmp_path):
     src = make_clip(tmp_path / "in.mp4", 10)
     out = tmp_path / "out"
-    report = run([src], predictor=FakePredictor(fail_at=4), save=list(("overlay", "color", "labels")),
+    report = run([src], predictor=FakePredictor(fail_at=4), save=["overlay", "color", "labels"],
                      out_dir=out)
     assert not report.ok and "model exploded" in report.failures[0].error
     assert names(out) == []
@@ -540,8 +540,9 @@ def test_cli_gpu_video_engine_that_cannot_run_is_one_line_exit_2(tmp_path, fake_
     src = make_clip(tmp_path / "in.mp4", 3)
     result = invoke(src, "--encoder", "nvenc", "-d", tmp_path / "out")
     assert result.exit_code == 2 and "Traceback" not in result.output
-    assert error_lines(result) == [f"error: NVENC (--encoder nvenc) does not work here: {nvenc_problem()} "
-                                   "(use --encoder x264, the CPU encoder)"]
+    assert error_lines(result) == [
+        f"error: NVENC (--encoder nvenc) does not work here: {nvenc_problem()} (use --encoder x264, the CPU encoder)"
+    ]
     assert not (tmp_path / "out").exists()
 
 

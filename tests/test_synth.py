@@ -4,6 +4,7 @@ determinism, motion, and the ``tdnet synth`` command. Tiny sizes keep it to seco
 from __future__ import annotations
 
 import glob
+import itertools
 import json
 import os
 import shutil
@@ -174,7 +175,7 @@ def test_splits_and_sequences_differ(tmp_path: Path) -> None:
 
 def test_camera_moves_and_objects_approach() -> None:
     frames = list(render_sequence(7, (128, 256), 20))
-    for a, b in zip(frames, frames[1:]):
+    for a, b in itertools.pairwise(frames):
         diff = np.abs(a.rgb.astype(np.int16) - b.rgb.astype(np.int16)).mean()
         assert diff > 2.0, "consecutive frames must really move"
         assert (a.label_ids != b.label_ids).mean() > 0.002

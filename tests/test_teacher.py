@@ -5,8 +5,8 @@ from __future__ import annotations
 
 import pytest
 import torch
-
 from conformance import key_listing, recipe_weights
+
 from tdnet_cli.errors import CheckpointError
 from tdnet_cli.models import LoadedModel, create_model, load_teacher, random_model, save_checkpoint
 from tdnet_cli.models.pspnet import PSPNet, PSPNetConfig

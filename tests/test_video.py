@@ -7,9 +7,9 @@ from fractions import Fraction
 import cv2
 import numpy as np
 import pytest
+from media import H, W, encode_rgb, ffmpeg, make_clip, probe
 
 from tdnet_cli.errors import InputError, OutputExistsError, TdnetError, UsageError
-from media import H, W, encode_rgb, ffmpeg, make_clip, probe
 from tdnet_cli.video import (
     X264_PRESETS,
     Encoding,
@@ -24,6 +24,7 @@ from tdnet_cli.video import (
 )
 from tdnet_cli.video.ffmpeg import gpu_error
 from tdnet_cli.video.hw import nvdec_problem, nvenc_problem
+
 
 def random_frames(n: int, h: int = H, w: int = W, seed: int = 0) -> list[np.ndarray]:
     rng = np.random.default_rng(seed)
@@ -219,14 +220,12 @@ def test_video_writer_copies_audio(tmp_path):
 
 def test_video_writer_exception_leaves_nothing(tmp_path):
     out = tmp_path / "o.mp4"
-    with pytest.raises(KeyboardInterrupt):
-        with VideoWriter(out, W, H, 25) as w:
-            w.write(random_frames(1)[0])
-            raise KeyboardInterrupt
+    with pytest.raises(KeyboardInterrupt), VideoWriter(out, W, H, 25) as w:
+        w.write(random_frames(1)[0])
+        raise KeyboardInterrupt
     assert list(tmp_path.iterdir()) == []
-    with pytest.raises(ValueError):
-        with VideoWriter(out, W, H, 25) as w:
-            w.write(np.zeros((H, W + 2, 3), np.uint8))
+    with pytest.raises(ValueError), VideoWriter(out, W, H, 25) as w:
+        w.write(np.zeros((H, W + 2, 3), np.uint8))
     assert list(tmp_path.iterdir()) == []
     with pytest.raises(TdnetError, match="no frames"):
         VideoWriter(out, W, H, 25).close()
@@ -243,10 +242,9 @@ def test_png_writer_atomic_and_no_overwrite(tmp_path):
     assert tuple(cv2.imread(str(out / "000001.png"))[0, 0]) == (3, 2, 1)  # stored as RGB, read back BGR
     with pytest.raises(OutputExistsError):
         PngSequenceWriter(out)
-    with pytest.raises(RuntimeError):
-        with PngSequenceWriter(out, overwrite=True) as w:
-            w.write("x", np.zeros((2, 2), np.uint8))
-            raise RuntimeError("boom")
+    with pytest.raises(RuntimeError), PngSequenceWriter(out, overwrite=True) as w:
+        w.write("x", np.zeros((2, 2), np.uint8))
+        raise RuntimeError("boom")
     assert sorted(p.name for p in tmp_path.iterdir()) == ["labels"]
     assert sorted(p.name for p in out.iterdir()) == ["000000.png", "000001.png"]
     with PngSequenceWriter(out, overwrite=True) as w:
@@ -274,11 +272,10 @@ def test_png_writer_with_worker_threads(tmp_path):
             w.write(f"{i:06d}", np.full((4, 6), i, np.uint8))
     pngs = sorted(out.iterdir())
     assert [int(cv2.imread(str(p), cv2.IMREAD_UNCHANGED)[0, 0]) for p in pngs] == list(range(9))
-    with pytest.raises(cv2.error):
-        with PngSequenceWriter(tmp_path / "bad", workers=2) as w:
-            w.write("a", np.zeros((4, 6), np.uint8))
-            w.write("b", np.zeros((0, 6), np.uint8))  # fails in a worker
-            w.close()
+    with pytest.raises(cv2.error), PngSequenceWriter(tmp_path / "bad", workers=2) as w:
+        w.write("a", np.zeros((4, 6), np.uint8))
+        w.write("b", np.zeros((0, 6), np.uint8))  # fails in a worker
+        w.close()
     assert sorted(p.name for p in tmp_path.iterdir()) == ["labels"]
 
 
@@ -326,7 +323,7 @@ def test_a_restarted_decoders_late_stderr_thread_cannot_end_the_new_header(tmp_p
     import threading
     import time
 
-    import tdnet_cli.video.reader as reader
+    from tdnet_cli.video import reader
 
     clip = make_clip(tmp_path / "444.mp4", 3, extra=("-pix_fmt", "yuv444p"))
     started: list[int] = []
@@ -426,10 +423,9 @@ def test_nvenc_writer_encodes_or_fails_naming_the_cause(tmp_path):
                 w.write(f)
         assert probe(out) == (5, W, H, 25, False) and b"x264" not in out.read_bytes()
         return
-    with pytest.raises(TdnetError, match="encoder (stopped|failed)") as err:
-        with w:
-            for f in frames * 20:  # more than the pipe holds, so a dead encoder shows while writing
-                w.write(f)
+    with pytest.raises(TdnetError, match="encoder (stopped|failed)") as err, w:
+        for f in frames * 20:  # more than the pipe holds, so a dead encoder shows while writing
+            w.write(f)
     assert problem in str(err.value)  # the cause, not the muxer's complaint that follows it
     assert list(tmp_path.iterdir()) == []
 

@@ -29,7 +29,7 @@ seen = {}
 
 
 def hook(mod, inputs, out):
-    k, v, q = inputs
+    k, _v, q = inputs
     logits = torch.bmm(q, k.transpose(1, 2)) / math.sqrt(q.shape[-1])
     seen["attn"], seen["logit_std"] = logits.softmax(2), logits.std(2).mean().item()
 

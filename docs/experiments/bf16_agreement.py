@@ -4,10 +4,15 @@ usage: python docs/experiments/bf16_agreement.py all|head32|tail32
   all: everything under bf16 autocast; head32: LayerNorm + head in fp32;
   tail32: attention propagation, LayerNorm and head in fp32.
 """
-import sys, torch, torch.nn.functional as F
+import sys
+
+import torch
+import torch.nn.functional as F
 from common import expected, recipe_model  # docs/experiments/, beside this script
+
 from tdnet_cli.conformance import check_frame, normalise
 from tdnet_cli.models import optimize_for_inference
+
 mode = sys.argv[1]
 for preset in ("td4-psp18", "td2-psp50"):
     ref = expected(preset)

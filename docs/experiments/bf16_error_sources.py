@@ -19,9 +19,9 @@ and the plain `torch.autocast("cpu", bfloat16)` run (what `--precision bf16` doe
 Disagreement is given as mean / worst over the 6 frames.
 """
 import torch
-import torch.nn as nn
 import torch.nn.functional as F
 from common import expected, recipe_model  # docs/experiments/, beside this script
+from torch import nn
 
 from tdnet_cli.conformance import SMALL_SIZE, normalise
 from tdnet_cli.models import optimize_for_inference

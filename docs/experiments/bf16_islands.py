@@ -4,10 +4,15 @@ usage: python docs/experiments/bf16_islands.py MODE...   e.g. fp32 none conv1,la
   each MODE is a comma list of parts kept in fp32 (conv1 layer1..4 psp enc head atn), "none"
   (everything bf16) or "fp32" (no autocast); prints per-frame agreement on the 6 conformance frames.
 """
-import sys, torch, torch.nn.functional as F
+import sys
+
+import torch
+import torch.nn.functional as F
 from common import expected, recipe_model  # docs/experiments/, beside this script
+
 from tdnet_cli.conformance import check_frame, normalise
 from tdnet_cli.models import optimize_for_inference
+
 torch.set_num_threads(1)
 def fp32(mod):
     f = mod.forward

@@ -14,8 +14,8 @@ import torch
 from common import street_clips  # docs/experiments/, beside this script
 
 from tdnet_cli.inference import Predictor
-from tdnet_cli.video import Encoding
 from tdnet_cli.pipeline.bench import bench_end_to_end, bench_predictor, environment
+from tdnet_cli.video import Encoding
 
 out = pathlib.Path(sys.argv[1])
 repeats = int(sys.argv[2]) if len(sys.argv) > 2 else 2

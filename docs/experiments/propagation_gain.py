@@ -34,9 +34,9 @@ import torch.nn.functional as F
 
 from tdnet_cli.data.cityscapes import label_id_to_train_id
 from tdnet_cli.inference import Predictor
-from tdnet_cli.upsample import upsample_argmax
 from tdnet_cli.metrics import ConfusionMatrix, scores
 from tdnet_cli.pipeline.evaluate import _load, plan_samples
+from tdnet_cli.upsample import upsample_argmax
 
 
 def miou(conf: np.ndarray) -> float:

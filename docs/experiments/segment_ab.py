@@ -18,7 +18,6 @@ import sys
 
 from common import street_clips  # docs/experiments/, beside this script
 
-
 FRAMES = 240
 RUN = r"""
 import json, resource, sys, time

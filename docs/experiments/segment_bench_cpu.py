@@ -2,8 +2,14 @@
 
 usage: python docs/experiments/segment_bench_cpu.py WxH FRAMES REPS [model]
 """
-import json, subprocess, sys, time, statistics as st
+import json
+import statistics as st
+import subprocess
+import sys
+import time
+
 import torch
+
 from tdnet_cli.inference import Predictor
 from tdnet_cli.pipeline import SegmentOptions, segment
 from tdnet_cli.video import VideoReader, ffmpeg_exe

@@ -2,8 +2,14 @@
 
 usage: python docs/experiments/segment_bench_gpu.py DEVICE FRAMES WxH[,WxH...] MODEL:PRECISION[,...] OUT_DIR
 """
-import json, subprocess, sys, time
-import numpy as np, torch
+import json
+import subprocess
+import sys
+import time
+
+import numpy as np
+import torch
+
 from tdnet_cli.inference import Predictor
 from tdnet_cli.pipeline import SegmentOptions, segment
 from tdnet_cli.video import VideoReader, ffmpeg_exe

@@ -43,13 +43,13 @@ def _root(
 
 
 # Command modules register themselves on `app` when imported (one line each).
-from tdnet_cli.cli import bench as _bench  # noqa: E402,F401
-from tdnet_cli.cli import eval as _eval  # noqa: E402,F401
-from tdnet_cli.cli import inspect as _inspect  # noqa: E402,F401
-from tdnet_cli.cli import models as _models  # noqa: E402,F401
-from tdnet_cli.cli import segment as _segment  # noqa: E402,F401
-from tdnet_cli.cli import synth as _synth  # noqa: E402,F401
-from tdnet_cli.cli import train as _train  # noqa: E402,F401
+from tdnet_cli.cli import bench as _bench  # noqa: F401
+from tdnet_cli.cli import eval as _eval  # noqa: F401
+from tdnet_cli.cli import inspect as _inspect  # noqa: F401
+from tdnet_cli.cli import models as _models  # noqa: F401
+from tdnet_cli.cli import segment as _segment  # noqa: F401
+from tdnet_cli.cli import synth as _synth  # noqa: F401
+from tdnet_cli.cli import train as _train  # noqa: F401
 
 EXIT_CODES_HELP = (
     "Exit codes: 0 done; 1 the work started and something failed (a failed input, a write, a full disk); "

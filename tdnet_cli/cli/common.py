@@ -6,7 +6,8 @@ import contextlib
 import functools
 import signal
 import threading
-from typing import Annotated, Callable, Iterator, TypeVar
+from collections.abc import Callable, Iterator
+from typing import Annotated, TypeVar
 
 import typer
 from rich.console import Console

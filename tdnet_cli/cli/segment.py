@@ -7,7 +7,7 @@ import os
 import time
 from enum import Enum
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, Optional
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 from rich.markup import escape
@@ -75,7 +75,7 @@ class _RichProgress:
         self.done = 0
         self.t0 = 0.0
 
-    def __enter__(self) -> "_RichProgress":
+    def __enter__(self) -> _RichProgress:
         self.bars.start()
         return self
 
@@ -186,7 +186,7 @@ class _SegmentCommand(TyperCommand):
 @handle_errors
 def segment_command(
     inputs: Annotated[
-        Optional[list[str]],
+        list[str] | None,
         typer.Argument(
             help="Video files (any container/codec ffmpeg reads), anything ffmpeg opens as a URL "
             "(rtsp://, http(s)://, ...), folders of frames (png/jpg, natural order) or globs. "
@@ -195,12 +195,12 @@ def segment_command(
         ),
     ] = None,
     output: Annotated[
-        Optional[Path],
+        Path | None,
         typer.Option("--output", "-o", help="Output of a single input (the first --save kind; others beside it).",
                      show_default=False),
     ] = None,
     out_dir: Annotated[
-        Optional[Path],
+        Path | None,
         typer.Option("--out-dir", "-d", help="Folder for all outputs (default: beside each input).",
                      show_default=False),
     ] = None,
@@ -235,20 +235,20 @@ def segment_command(
         bool, typer.Option("--cut-detect/--no-cut-detect", help="Reset the model's memory at hard scene cuts.")
     ] = True,
     list_file: Annotated[
-        Optional[str],
+        str | None,
         typer.Option("--list", help="Read input paths from FILE (one per line; '-' for stdin).", show_default=False),
     ] = None,
     shard: Annotated[
-        Optional[str],
+        str | None,
         typer.Option("--shard", help="Take share I of N of the inputs (I/N, 0-based; inputs I, I+N, ...). Under "
                      "torchrun RANK/WORLD_SIZE do this and each worker uses cuda:LOCAL_RANK.", show_default=False),
     ] = None,
     fps: Annotated[
-        Optional[float],
+        float | None,
         typer.Option("--fps", help="Frame rate of videos made from frame folders (default: 17).", show_default=False),
     ] = None,
     threads: Annotated[
-        Optional[int],
+        int | None,
         typer.Option("--threads", min=1, help="Torch CPU threads in all (default: time all cores against three quarters "
                      "(1 of 2) on the first input and keep the faster). A TDNet on the CPU runs two "
                      "frames at once, each on half of them.", show_default=False),

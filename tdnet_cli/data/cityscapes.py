@@ -11,13 +11,13 @@ from typing import NamedTuple
 import numpy as np
 
 __all__ = [
-    "Label",
-    "LABELS",
     "CLASSES",
-    "PALETTE",
     "IGNORE_INDEX",
+    "LABELS",
     "NUM_CLASSES",
+    "PALETTE",
     "TRAIN_ID_TO_LABEL_ID",
+    "Label",
     "label_id_to_train_id",
     "train_id_to_label_id",
 ]

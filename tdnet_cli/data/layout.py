@@ -14,24 +14,24 @@ with the path that is missing and what was expected there.
 from __future__ import annotations
 
 import re
+from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterable
 
 from tdnet_cli.errors import DataError
 
 __all__ = [
-    "SPLITS",
-    "SNIPPET_LENGTH",
     "ANNOTATED_INDEX",
     "GT_KINDS",
+    "SNIPPET_LENGTH",
+    "SPLITS",
     "FrameId",
-    "image_path",
-    "sequence_path",
     "gt_path",
+    "image_path",
     "list_annotated",
     "list_images",
     "sequence_frames",
+    "sequence_path",
 ]
 
 SPLITS: tuple[str, ...] = ("train", "val", "test")

@@ -9,7 +9,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-__all__ = ["ConvBNAct", "Conv", "QueryKeyValue", "AttentionPropagation", "Memory", "MEMORY_STRIDE"]
+__all__ = ["MEMORY_STRIDE", "AttentionPropagation", "Conv", "ConvBNAct", "Memory", "QueryKeyValue"]
 
 MEMORY_STRIDE = 4  # the released models' memory keeps every 4th row and column of a frame's features
 

@@ -14,9 +14,10 @@ import pickle
 import re
 import warnings
 import zipfile
+from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any
 
 import torch
 from torch import nn
@@ -32,15 +33,15 @@ from tdnet_cli.models.resnet import RESNET_SPECS
 from tdnet_cli.models.tdnet import TDNetConfig
 
 __all__ = [
+    "FORMAT",
     "MEAN",
     "STD",
     "LoadedModel",
-    "save_checkpoint",
-    "load_checkpoint",
-    "read_state_dict",
-    "load_payload",
     "infer_config",
-    "FORMAT",
+    "load_checkpoint",
+    "load_payload",
+    "read_state_dict",
+    "save_checkpoint",
 ]
 
 FORMAT = "tdnet-checkpoint"

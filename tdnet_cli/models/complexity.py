@@ -49,7 +49,7 @@ def steady_gflops(model: torch.nn.Module, input_size: tuple[int, int] | None = N
     return counter.get_total_flops() / 1e9
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def preset_complexity(name: str) -> tuple[int, float]:
     """(parameters, steady GFLOPs per frame) of a preset at its input size."""
     with torch.device("meta"):

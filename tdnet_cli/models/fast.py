@@ -23,7 +23,7 @@ from tdnet_cli.models.attention import AttentionPropagation
 from tdnet_cli.models.pyramid import PyramidPooling
 from tdnet_cli.models.winograd import WinogradConv2d, use_winograd
 
-__all__ = ["fold_bn", "fold_all_bn", "optimize_for_inference", "swap_winograd"]
+__all__ = ["fold_all_bn", "fold_bn", "optimize_for_inference", "swap_winograd"]
 
 _PAIRS = (("conv", "bn"), ("conv1", "bn1"), ("conv2", "bn2"), ("conv3", "bn3"))
 

@@ -19,7 +19,7 @@ from tdnet_cli.models.pspnet import PerFrameModel
 from tdnet_cli.models.pyramid import PyramidPooling, group_slices
 from tdnet_cli.models.resnet import DilatedResNet, feature_size
 
-__all__ = ["GroupedPSPNetConfig", "GroupedPSPNet"]
+__all__ = ["GroupedPSPNet", "GroupedPSPNetConfig"]
 
 
 @dataclass(frozen=True)

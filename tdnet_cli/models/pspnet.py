@@ -16,7 +16,7 @@ from tdnet_cli.models.pyramid import PyramidPooling
 from tdnet_cli.models.resnet import DilatedResNet, feature_size
 from tdnet_cli.models.tdnet import StreamState
 
-__all__ = ["PSPNetConfig", "PSPNet", "PSPHead", "PerFrameModel"]
+__all__ = ["PSPHead", "PSPNet", "PSPNetConfig", "PerFrameModel"]
 
 
 @dataclass(frozen=True)

@@ -6,7 +6,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-__all__ = ["PyramidPooling", "BINS", "group_slices"]
+__all__ = ["BINS", "PyramidPooling", "group_slices"]
 
 BINS = (1, 2, 3, 6)
 

@@ -27,7 +27,7 @@ def build(config) -> nn.Module:
     """The model for a configuration object (any kind)."""
     return KINDS[kind_of(config)][0](config)
 
-__all__ = ["Preset", "register", "create_model", "list_models", "get_preset", "PRESETS"]
+__all__ = ["PRESETS", "Preset", "create_model", "get_preset", "list_models", "register"]
 
 
 @dataclass(frozen=True)

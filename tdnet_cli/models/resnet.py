@@ -13,7 +13,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-__all__ = ["BasicBlock", "Bottleneck", "DilatedResNet", "ResNetSpec", "RESNET_SPECS"]
+__all__ = ["RESNET_SPECS", "BasicBlock", "Bottleneck", "DilatedResNet", "ResNetSpec"]
 
 MULTI_GRID = (4, 8, 16)
 

@@ -19,7 +19,7 @@ from tdnet_cli.models.heads import FCNHead, SpatialLayerNorm
 from tdnet_cli.models.pyramid import PyramidPooling
 from tdnet_cli.models.resnet import DilatedResNet, feature_size
 
-__all__ = ["TDNetConfig", "TDNet", "StreamState"]
+__all__ = ["StreamState", "TDNet", "TDNetConfig"]
 
 
 def _natural(name: str) -> list:

@@ -26,7 +26,7 @@ import threading
 import torch
 from torch import nn
 
-__all__ = ["WinogradConv2d", "winograd_weight", "use_winograd", "keep_out_of_compiled_graphs"]
+__all__ = ["WinogradConv2d", "keep_out_of_compiled_graphs", "use_winograd", "winograd_weight"]
 
 # Lavin & Gray's F(4, 3) with interpolation points 0, 1, -1, 2, -2 and infinity.
 _BT = torch.tensor([[4, 0, -5, 0, 1, 0], [0, -4, -4, 1, 1, 0], [0, 4, -4, -1, 1, 0],
@@ -94,7 +94,7 @@ class WinogradConv2d(nn.Conv2d):
     """
 
     @classmethod
-    def from_conv(cls, conv: nn.Conv2d) -> "WinogradConv2d":
+    def from_conv(cls, conv: nn.Conv2d) -> WinogradConv2d:
         if not use_winograd(conv, min_channels=0):
             raise ValueError(f"not a 3x3 stride-1 same-padded conv: {conv}")
         new = cls(conv.in_channels, conv.out_channels, 3, padding=conv.padding, dilation=conv.dilation,

@@ -14,9 +14,9 @@ import statistics
 import sys
 import time
 from collections import deque
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
-from typing import Callable
 
 import torch
 import torch.nn.functional as F
@@ -33,17 +33,17 @@ from tdnet_cli.video import Encoding
 from tdnet_cli.video.hw import hardware_video
 
 __all__ = [
-    "LatencyStats",
-    "BenchResult",
     "BenchReport",
-    "latency_stats",
-    "bench_predictor",
-    "bench_encode_ahead",
-    "conv_ceiling",
+    "BenchResult",
     "CpuSampler",  # these two live in bench_e2e; docs/ scripts import them from here
+    "LatencyStats",
+    "bench_encode_ahead",
     "bench_end_to_end",
-    "run_bench",
+    "bench_predictor",
+    "conv_ceiling",
     "environment",
+    "latency_stats",
+    "run_bench",
 ]
 
 ProgressFn = Callable[[str, int, int], None]  # (phase, done, total)
@@ -303,7 +303,7 @@ def _heaviest_conv(model: nn.Module, x: torch.Tensor, stream_state) -> tuple[nn.
     finally:
         for hnd in handles:
             hnd.remove()
-    flops, conv, shape = max(seen, key=lambda t: t[0])
+    _flops, conv, shape = max(seen, key=lambda t: t[0])
     return conv, shape
 
 

@@ -89,7 +89,7 @@ class CpuSampler:
         while not self._stop.wait(self.interval):
             self._sample()
 
-    def __enter__(self) -> "CpuSampler":
+    def __enter__(self) -> CpuSampler:
         kids = resource.getrusage(resource.RUSAGE_CHILDREN)
         self._children = kids.ru_utime + kids.ru_stime
         if self.available:

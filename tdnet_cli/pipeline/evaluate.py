@@ -13,9 +13,9 @@ import os
 import queue
 import threading
 import time
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Iterable
 
 import cv2
 import numpy as np
@@ -36,7 +36,7 @@ from tdnet_cli.inference import Predictor
 from tdnet_cli.metrics import ConfusionMatrix, InstanceStats, Scores, scores
 from tdnet_cli.upsample import upsample_argmax
 
-__all__ = ["EvalReport", "evaluate", "plan_samples", "Sample", "check_options", "check_outputs"]
+__all__ = ["EvalReport", "Sample", "check_options", "check_outputs", "evaluate", "plan_samples"]
 
 ProgressFn = Callable[[int, int, float], None]  # (done, total, running mIoU)
 WarnFn = Callable[[str], None]
@@ -376,7 +376,7 @@ def evaluate(
                 return
             try:
                 item = (s, _load(s))
-            except Exception as exc:  # handed to the main thread, raised there
+            except Exception as exc:  # noqa: BLE001 - handed to the main thread, raised there
                 item = (s, exc)
             q.put(item)
         q.put(None)

@@ -216,7 +216,7 @@ def _read_loop(source: FrameSource, q: queue.Queue, stop: threading.Event, cuts:
             if not _put(q, (frame, is_cut, prepare(frame, is_cut)), stop):
                 return
         _put(q, _END, stop)
-    except BaseException as exc:  # handed to the model loop, which raises it there
+    except BaseException as exc:  # noqa: BLE001 - handed to the model loop, which raises it there
         _put(q, _Failed(exc), stop)
 
 
@@ -250,7 +250,7 @@ def _write_loop(q: queue.Queue, render: Renderer, abort: threading.Event, failed
                 while pending and (end or len(pending) >= workers):
                     frame, labels, fut = pending.popleft()
                     render.emit(frame, labels, fut.result())
-            except BaseException as exc:
+            except BaseException as exc:  # noqa: BLE001 - the model loop raises it
                 failed.append(exc)
             if end:
                 return

@@ -15,9 +15,9 @@ import json
 import math
 import os
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable
 
 import numpy as np
 import torch
@@ -49,7 +49,7 @@ from tdnet_cli.pipeline.train_run import (
 )
 from tdnet_cli.pipeline.train_signals import IterationBuffers, StopAtBoundary, ignore_stop_signals
 
-__all__ = ["train", "TrainResult", "get_lr", "init_from_pspnet", "channels_last_trains_safely"]
+__all__ = ["TrainResult", "channels_last_trains_safely", "get_lr", "init_from_pspnet", "train"]
 
 ProgressFn = Callable[[int, int, dict], None]  # (iteration, total, last log record)
 

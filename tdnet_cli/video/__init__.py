@@ -28,12 +28,14 @@ from tdnet_cli.video.writer import (
 )
 
 __all__ = [
-    "CutDetector",
     "DEFAULT_FOLDER_FPS",
     "ENCODERS",
-    "Encoding",
     "IMAGE_EXTENSIONS",
     "VIDEO_SUFFIXES",
+    "X264_PRESETS",
+    "YUV420",
+    "CutDetector",
+    "Encoding",
     "Frame",
     "FrameFolderReader",
     "FrameSource",
@@ -41,8 +43,6 @@ __all__ = [
     "SourceInfo",
     "VideoReader",
     "VideoWriter",
-    "X264_PRESETS",
-    "YUV420",
     "check_encoding",
     "encoded_size",
     "ffmpeg_exe",

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 import cv2
 import numpy as np
 
-__all__ = ["MATRICES", "YUV420", "rgb_to_yuv", "yuv_to_rgb_affine", "rgb_to_yuv_affine", "rgb_to_i420"]
+__all__ = ["MATRICES", "YUV420", "rgb_to_i420", "rgb_to_yuv", "rgb_to_yuv_affine", "yuv_to_rgb_affine"]
 
 # (Kr, Kb) of each colour matrix; Kg = 1 - Kr - Kb.
 MATRICES = {"bt601": (0.299, 0.114), "bt709": (0.2126, 0.0722)}
@@ -71,11 +71,11 @@ class YUV420:
         return height * width + 2 * ((height + 1) // 2) * ((width + 1) // 2)
 
     @classmethod
-    def empty(cls, height: int, width: int, matrix: str = "bt601") -> "YUV420":
+    def empty(cls, height: int, width: int, matrix: str = "bt601") -> YUV420:
         return cls(np.empty(cls.nbytes(height, width), np.uint8), height, width, matrix)
 
     @classmethod
-    def from_planes(cls, y: np.ndarray, u: np.ndarray, v: np.ndarray, matrix: str = "bt601") -> "YUV420":
+    def from_planes(cls, y: np.ndarray, u: np.ndarray, v: np.ndarray, matrix: str = "bt601") -> YUV420:
         """A frame holding copies of three planes (Y of H x W, U and V of the chroma size)."""
         frame = cls.empty(*y.shape, matrix)
         frame.y[:], frame.u[:], frame.v[:] = y, u, v

@@ -28,7 +28,7 @@ def _run(args: list[str]) -> str | None:
     """None if ffmpeg succeeds, else the line of its log that says why (:func:`gpu_error`)."""
     cmd = [ffmpeg_exe(), "-hide_banner", "-nostdin", "-loglevel", "error", "-y", *args]
     try:
-        proc = subprocess.run(cmd, stdin=subprocess.DEVNULL, capture_output=True, timeout=_PROBE_TIMEOUT_S)
+        proc = subprocess.run(cmd, stdin=subprocess.DEVNULL, capture_output=True, check=False, timeout=_PROBE_TIMEOUT_S)
     except subprocess.TimeoutExpired:
         return f"ffmpeg did not finish a 3-frame test in {_PROBE_TIMEOUT_S} s"
     if proc.returncode == 0:

@@ -9,14 +9,16 @@ folders are read with OpenCV.
 
 from __future__ import annotations
 
+import contextlib
 import re
 import subprocess
 import threading
 from collections import deque
+from collections.abc import Iterator
 from dataclasses import dataclass
 from fractions import Fraction
 from pathlib import Path
-from typing import Iterator, Protocol
+from typing import Protocol
 
 import cv2
 import numpy as np
@@ -26,17 +28,17 @@ from tdnet_cli.video.color import YUV420
 from tdnet_cli.video.ffmpeg import ffmpeg_exe, gpu_line
 
 __all__ = [
+    "DEFAULT_FOLDER_FPS",
+    "IMAGE_EXTENSIONS",
     "Frame",
-    "SourceInfo",
-    "FrameSource",
-    "VideoReader",
     "FrameFolderReader",
-    "open_source",
+    "FrameSource",
+    "SourceInfo",
+    "VideoReader",
     "is_url",
     "natural_key",
+    "open_source",
     "to_rgb8",
-    "IMAGE_EXTENSIONS",
-    "DEFAULT_FOLDER_FPS",
 ]
 
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff")
@@ -64,7 +66,7 @@ class Frame:
     so code that only needs the planes (blending, the model's small input) never pays for it.
     """
 
-    __slots__ = ("index", "name", "yuv", "_rgb")
+    __slots__ = ("_rgb", "index", "name", "yuv")
 
     def __init__(self, index: int, name: str, image: np.ndarray | None = None, *, yuv: YUV420 | None = None) -> None:
         if (image is None) == (yuv is None):
@@ -151,7 +153,7 @@ def _measured_rate(uri: str, seconds: int = 10) -> Fraction | None:
     cmd = [ffmpeg_exe(), "-hide_banner", "-nostdin", "-nostats", "-loglevel", "info", "-i", uri,
            "-map", "0:v:0", "-t", str(seconds), "-c", "copy", "-f", "null", "-"]  # fmt: skip
     try:
-        done = subprocess.run(cmd, stdin=subprocess.DEVNULL, capture_output=True, timeout=60, start_new_session=True)
+        done = subprocess.run(cmd, stdin=subprocess.DEVNULL, capture_output=True, check=False, timeout=60, start_new_session=True)
     except (OSError, subprocess.TimeoutExpired):
         return None
     stats = _STATS_RE.findall(done.stderr.decode("utf-8", "replace"))
@@ -411,7 +413,7 @@ class VideoReader:
         except subprocess.TimeoutExpired:  # pragma: no cover - kill did not take
             pass
 
-    def __enter__(self) -> "VideoReader":
+    def __enter__(self) -> VideoReader:
         return self
 
     def __exit__(self, *exc) -> None:
@@ -422,10 +424,8 @@ class VideoReader:
         # decoder, which would otherwise block on a full pipe until the program ends.
         proc = getattr(self, "_proc", None)
         if proc is not None and proc.poll() is None:
-            try:
+            with contextlib.suppress(Exception):  # interpreter shutdown: nothing left to tell
                 self.close()
-            except Exception:  # pragma: no cover - interpreter shutdown
-                pass
 
 
 # --------------------------------------------------------------------------- frame folders
@@ -511,7 +511,7 @@ class FrameFolderReader:
     def close(self) -> None:
         pass
 
-    def __enter__(self) -> "FrameFolderReader":
+    def __enter__(self) -> FrameFolderReader:
         return self
 
     def __exit__(self, *exc) -> None:

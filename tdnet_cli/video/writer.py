@@ -85,7 +85,7 @@ class Encoding:
     encoder: str = "x264"
     gpu: int | None = None
 
-    def check(self) -> "Encoding":
+    def check(self) -> Encoding:
         check_encoding(self.preset, self.crf, self.encoder)
         return self
 
@@ -241,7 +241,8 @@ class VideoWriter:
         self._tmp = partial_path(self.path)
         self._closed = False
         fps = Fraction(fps).limit_denominator(1_000_000)
-        self._log = tempfile.TemporaryFile()  # a file, not a pipe: no thread needed to drain it
+        # A file, not a pipe: no thread needed to drain it. Closed in close()/abort(), not a with block.
+        self._log = tempfile.TemporaryFile()  # noqa: SIM115
         self._enc_w, self._enc_h = encoded_size(width, height)
         cmd = [
             ffmpeg_exe(), "-hide_banner", "-nostdin", "-loglevel", "error", "-y",
@@ -350,7 +351,7 @@ class VideoWriter:
             if self.path.suffix.lower() != ".mkv":
                 cmd += ["-movflags", "+faststart"]
             cmd.append(str(muxed))
-            proc = subprocess.run(cmd, stdin=subprocess.DEVNULL, capture_output=True, start_new_session=True)
+            proc = subprocess.run(cmd, stdin=subprocess.DEVNULL, capture_output=True, check=False, start_new_session=True)
             if proc.returncode == 0:
                 os.replace(muxed, self._tmp)
                 return
@@ -384,7 +385,7 @@ class VideoWriter:
         _unlink(self._tmp.with_name(self._tmp.name.replace(".partial", ".partial-av")))
         self._log.close()
 
-    def __enter__(self) -> "VideoWriter":
+    def __enter__(self) -> VideoWriter:
         return self
 
     def __exit__(self, exc_type, exc, tb) -> None:
@@ -525,7 +526,7 @@ class PngSequenceWriter:
         self._pending.clear()
         shutil.rmtree(self._tmp, ignore_errors=True)
 
-    def __enter__(self) -> "PngSequenceWriter":
+    def __enter__(self) -> PngSequenceWriter:
         return self
 
     def __exit__(self, exc_type, exc, tb) -> None:

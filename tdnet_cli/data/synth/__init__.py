@@ -44,8 +44,8 @@ __all__ = [
     "VAL_CITIES",
     "SynthFrame",
     "SynthResult",
-    "render_sequence",
-    "sequence_seed",
     "generate_dataset",
     "label_color_lut",
+    "render_sequence",
+    "sequence_seed",
 ]

@@ -43,7 +43,7 @@ class _Atlas:
             fine = _noise1d(rng, ny, max(2, int(ny * ry / 0.12)), 2 * V)
             blk = np.empty((ny, 2 * V, 3), np.float32)
             if kind == _BUILDING:
-                pitch, wf, fh, gf = (float(v) for v in p)
+                _pitch, wf, fh, gf = (float(v) for v in p)
                 shade = lit * ao * (1.0 + 0.025 * noise + 0.02 * fine)
                 shade = shade * np.where(Y > H - 0.45, 0.72, 1.0) * np.where(Y < gf, 0.88, 1.0)
                 blk[:] = col * shade[..., None]

@@ -7,6 +7,7 @@ one convex polygon per zone, plus the zebra crossing and stop line (paint only).
 
 from __future__ import annotations
 
+import itertools
 import math
 
 import cv2
@@ -62,7 +63,7 @@ class _Ground:
         # One texture per depth band, blurred to that band's pixel footprint, so far
         # markings and texture average out instead of flickering from frame to frame.
         levels = []
-        for za, zb in zip(_GROUND_BANDS[:-1], _GROUND_BANDS[1:]):
+        for za, zb in itertools.pairwise(_GROUND_BANDS):
             zrep = min(zb, 2.5 * za if za > 0 else zb)
             fz = zrep * zrep / (self.f * s.hc)  # metres along the street per image row
             fx = zrep / self.f
