@@ -31,7 +31,12 @@ def main() -> None:
 
     tmp = args.out.with_name(f".{args.out.stem}.partial{args.out.suffix}")
     writer = imageio_ffmpeg.write_frames(
-        str(tmp), (w, h), fps=FPS, codec="libx264", pix_fmt_out="yuv420p", quality=None,
+        str(tmp),
+        (w, h),
+        fps=FPS,
+        codec="libx264",
+        pix_fmt_out="yuv420p",
+        quality=None,
         output_params=["-preset", "veryfast", "-crf", "26", "-movflags", "+faststart"],
     )
     writer.send(None)  # start ffmpeg
@@ -40,8 +45,10 @@ def main() -> None:
         writer.send(frame.rgb)  # already RGB, contiguous uint8
     writer.close()
     os.replace(tmp, args.out)
-    print(f"{args.out}: {n} frames {h}x{w} at {FPS:g} fps, {args.out.stat().st_size / 1e6:.2f} MB, "
-          f"rendered and encoded in {time.perf_counter() - t0:.1f} s")
+    print(
+        f"{args.out}: {n} frames {h}x{w} at {FPS:g} fps, {args.out.stat().st_size / 1e6:.2f} MB, "
+        f"rendered and encoded in {time.perf_counter() - t0:.1f} s"
+    )
 
 
 if __name__ == "__main__":

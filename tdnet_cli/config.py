@@ -101,8 +101,10 @@ def _coerce(path: str, default: Any, value: Any) -> Any:
         if default and isinstance(default[0], float):
             # A list of numbers (data.scale): every item a number, never a word or a boolean.
             if not all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in value):
-                raise UsageError(f"config key {path!r} must be a list of numbers, got {value!r}",
-                                 hint=f"e.g. --set '{path}={default}'")
+                raise UsageError(
+                    f"config key {path!r} must be a list of numbers, got {value!r}",
+                    hint=f"e.g. --set '{path}={default}'",
+                )
             return [float(v) for v in value]
         return value
     if type(value) is not type(default):
@@ -226,12 +228,16 @@ def validate(config: dict) -> None:
     if o["iterations"] < 1 or o["accumulate"] < 1:
         raise UsageError("optim.iterations and optim.accumulate must be >= 1")
     if d["batch_size"] < 2:
-        raise UsageError("data.batch_size must be >= 2 per process",
-                         hint="BatchNorm after the 1x1 pyramid pooling needs two samples to train")
+        raise UsageError(
+            "data.batch_size must be >= 2 per process",
+            hint="BatchNorm after the 1x1 pyramid pooling needs two samples to train",
+        )
     scale = d["scale"]
     if not (len(scale) == 2 and all(_finite(v) for v in scale) and 0 < scale[0] <= scale[1]):
-        raise UsageError(f"data.scale must be [low, high] with 0 < low <= high, got {scale}",
-                         hint="e.g. --set 'data.scale=[0.75, 2.0]'")
+        raise UsageError(
+            f"data.scale must be [low, high] with 0 < low <= high, got {scale}",
+            hint="e.g. --set 'data.scale=[0.75, 2.0]'",
+        )
     _validate_data(d)
     _validate_optim(o, config["loss"])
     _validate_model(config["model"])
@@ -241,16 +247,23 @@ def validate(config: dict) -> None:
 def _validate_data(d: dict) -> None:
     from tdnet_cli.data.layout import SPLITS  # a plain module: no torch
 
-    _need(_whole(d["workers"], 0), "data.workers", d["workers"], "a whole number >= 0",
-          "0 loads in the training process, e.g. 4 for four loader processes")
+    _need(
+        _whole(d["workers"], 0),
+        "data.workers",
+        d["workers"],
+        "a whole number >= 0",
+        "0 loads in the training process, e.g. 4 for four loader processes",
+    )
     _need(_finite(d["rotate"]) and 0 <= d["rotate"] <= 180, "data.rotate", d["rotate"], "degrees in [0, 180]")
-    _need(_finite(d["color_jitter"]) and 0 <= d["color_jitter"] < 1, "data.color_jitter", d["color_jitter"],
-          "in [0, 1)")
+    _need(
+        _finite(d["color_jitter"]) and 0 <= d["color_jitter"] < 1, "data.color_jitter", d["color_jitter"], "in [0, 1)"
+    )
     for key in ("train_split", "val_split"):
         _need(d[key] in SPLITS, f"data.{key}", d[key], f"one of {', '.join(SPLITS)}")
     if d["val_split"] == "test":  # a run also validates once at its end, whatever run.val_every says
-        raise UsageError("data.val_split 'test' has no ground truth (Cityscapes withholds the test labels)",
-                         hint="validate on 'val'")
+        raise UsageError(
+            "data.val_split 'test' has no ground truth (Cityscapes withholds the test labels)", hint="validate on 'val'"
+        )
 
 
 def _validate_optim(o: dict, loss: dict) -> None:
@@ -260,12 +273,17 @@ def _validate_optim(o: dict, loss: dict) -> None:
     for key in ("weight_decay", "power"):
         _need(_finite(o[key]) and o[key] >= 0, f"optim.{key}", o[key], "a number >= 0")
     _need(_whole(o["warmup_iters"], 0), "optim.warmup_iters", o["warmup_iters"], "a whole number >= 0")
-    _need(_finite(o["warmup_ratio"]) and 0 <= o["warmup_ratio"] <= 1, "optim.warmup_ratio", o["warmup_ratio"],
-          "in [0, 1]")
+    _need(
+        _finite(o["warmup_ratio"]) and 0 <= o["warmup_ratio"] <= 1, "optim.warmup_ratio", o["warmup_ratio"], "in [0, 1]"
+    )
     for key in ("sub_weight", "aux_weight", "group_weight", "kd_weight", "kd_group_weight"):
         _need(_finite(loss[key]) and loss[key] >= 0, f"loss.{key}", loss[key], "a number >= 0")
-    _need(_finite(loss["ohem_thresh"]) and 0 < loss["ohem_thresh"] <= 1, "loss.ohem_thresh", loss["ohem_thresh"],
-          "a probability in (0, 1]")
+    _need(
+        _finite(loss["ohem_thresh"]) and 0 < loss["ohem_thresh"] <= 1,
+        "loss.ohem_thresh",
+        loss["ohem_thresh"],
+        "a probability in (0, 1]",
+    )
     _need(_whole(loss["ohem_min_kept"], 0), "loss.ohem_min_kept", loss["ohem_min_kept"], "a whole number >= 0")
 
 
@@ -273,14 +291,20 @@ def _validate_model(m: dict) -> None:
     if not (_finite(m["value_drop"]) and 0.0 <= m["value_drop"] <= 1.0):
         raise UsageError(f"model.value_drop is a probability, got {m['value_drop']}", hint="use a value in [0, 1]")
     if not _whole(m["memory_stride"], 0):
-        raise UsageError(f"model.memory_stride must be a whole number >= 0, got {m['memory_stride']}",
-                         hint="use 0 for the preset's stride, or e.g. 2")
+        raise UsageError(
+            f"model.memory_stride must be a whole number >= 0, got {m['memory_stride']}",
+            hint="use 0 for the preset's stride, or e.g. 2",
+        )
     if not _whole(m["width"], 0) or m["width"] % 4:
-        raise UsageError(f"model.width must be a whole multiple of 4, got {m['width']}",
-                         hint="use 0 for the preset's width, or e.g. 8")
+        raise UsageError(
+            f"model.width must be a whole multiple of 4, got {m['width']}",
+            hint="use 0 for the preset's width, or e.g. 8",
+        )
     if not _whole(m["groups"], 0):
-        raise UsageError(f"model.groups must be a whole number >= 0, got {m['groups']}",
-                         hint="use 0 for the preset's groups, or e.g. 4")
+        raise UsageError(
+            f"model.groups must be a whole number >= 0, got {m['groups']}",
+            hint="use 0 for the preset's groups, or e.g. 4",
+        )
     if not (_finite(m["attention_logit_scale"]) and m["attention_logit_scale"] > 0):
         raise UsageError(f"model.attention_logit_scale must be positive, got {m['attention_logit_scale']}")
 
@@ -289,10 +313,20 @@ def _validate_run(r: dict) -> None:
     if r["save_every"] < 1 or r["log_every"] < 1:
         raise UsageError("run.save_every and run.log_every must be >= 1")
     for key in ("val_every", "val_limit"):
-        _need(_whole(r[key], 0), f"run.{key}", r[key], "a whole number >= 0", "0 turns it off" if key == "val_every"
-              else "0 scores every annotated frame")
+        _need(
+            _whole(r[key], 0),
+            f"run.{key}",
+            r[key],
+            "a whole number >= 0",
+            "0 turns it off" if key == "val_every" else "0 scores every annotated frame",
+        )
     _need(_whole(r["seed"], 0, 2**32 - 1), "run.seed", r["seed"], "a whole number in [0, 2**32)")
     name = r["name"]
-    _need(name not in (".", "..") and "/" not in name and "\\" not in name and "\0" not in name, "run.name", name,
-          "a folder name (no '/')", "run.out says where the run folder goes")
+    _need(
+        name not in (".", "..") and "/" not in name and "\\" not in name and "\0" not in name,
+        "run.name",
+        name,
+        "a folder name (no '/')",
+        "run.out says where the run folder goes",
+    )
     _need(bool(r["out"]) and "\0" not in r["out"], "run.out", r["out"], "a folder")

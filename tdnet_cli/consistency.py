@@ -137,8 +137,7 @@ class FlowWarper:
             flow = fwd
         flow = cv2.add(flow, _grid(H, W))
         # Nearest sampling; whatever lands outside the frame reads the border value IGNORE.
-        warped = cv2.remap(labels, flow, None, cv2.INTER_NEAREST, borderMode=cv2.BORDER_CONSTANT,
-                           borderValue=IGNORE)
+        warped = cv2.remap(labels, flow, None, cv2.INTER_NEAREST, borderMode=cv2.BORDER_CONSTANT, borderValue=IGNORE)
         # ok is 0/1: (ok - 1) is 255 where the check failed, 0 where it passed.
         return cv2.bitwise_or(warped, ok - np.uint8(1))
 
@@ -184,11 +183,16 @@ class ConsistencyResult:
             tc=float(present.mean()) if present.size else math.nan,
             per_class=per_class,
             flicker=1.0 - float(tp.sum() / total) if total else math.nan,
-            pairs=pairs, pixels=int(np.rint(total)), preset=preset, work_size=work_size, confusion=m,
+            pairs=pairs,
+            pixels=int(np.rint(total)),
+            preset=preset,
+            work_size=work_size,
+            confusion=m,
         )
 
     def to_dict(self, class_names: Iterable[str] | None = None) -> dict[str, Any]:
         """JSON-ready: NaN becomes None; per class keyed by name when names are given."""
+
         def num(x: float) -> float | None:
             return None if math.isnan(x) else float(x)
 
@@ -247,8 +251,10 @@ class ConsistencyMeter:
         p_grey, p_labels, p_shape = prev
         if p_shape != frame.shape or p_labels.shape != labels.shape:
             self._prev = prev  # leave the meter as it was: the caller forgot a reset()
-            raise ValueError(f"frame or label size changed ({p_shape}/{p_labels.shape} -> "
-                             f"{frame.shape}/{labels.shape}) without reset()")
+            raise ValueError(
+                f"frame or label size changed ({p_shape}/{p_labels.shape} -> "
+                f"{frame.shape}/{labels.shape}) without reset()"
+            )
         fwd, ok = self._warper.flow(p_grey, grey)
         warped = self._warper.warp_back(labels, fwd, ok)
         conf = pair_confusion(p_labels, warped, self.num_classes)

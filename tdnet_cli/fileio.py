@@ -47,8 +47,9 @@ def partial_path(final: Path, *, folder: bool = False) -> Path:
 
 # Our temporaries, exactly: ".NAME.PID.partial.d" (PNG folders), ".STEM.PID.partial.EXT" (videos)
 # and ".STEM.PID.partial-av.EXT" (a video while its audio is added).
-_PARTIAL = re.compile(r"^\.(?P<name>.+)\.(?P<pid>[0-9]+)\.(?:partial\.d|partial(?:-av)?\.(?:mp4|mov|m4v|mkv))$",
-                      re.IGNORECASE)
+_PARTIAL = re.compile(
+    r"^\.(?P<name>.+)\.(?P<pid>[0-9]+)\.(?:partial\.d|partial(?:-av)?\.(?:mp4|mov|m4v|mkv))$", re.IGNORECASE
+)
 # A temporary of a dead process is removed only once it has not changed for this long: the
 # pid of a writer on another host sharing the folder (NFS, --shard workers on several nodes)
 # looks dead here, but its temporary keeps changing while it works.
@@ -73,8 +74,9 @@ def _pid_alive(pid: int) -> bool:
     return True
 
 
-def remove_stale_partials(folder: str | Path, *, min_age: float = STALE_AFTER_S,
-                          ours: frozenset[str] | set[str] = frozenset()) -> list[Path]:
+def remove_stale_partials(
+    folder: str | Path, *, min_age: float = STALE_AFTER_S, ours: frozenset[str] | set[str] = frozenset()
+) -> list[Path]:
     """Remove our temporaries in ``folder`` left by a process that is gone (SIGKILL, power loss).
 
     Only names of our exact pattern, of a pid that is not running here, untouched for
@@ -173,8 +175,9 @@ def write_text(path: str | os.PathLike, text: str) -> None:
         tmp.write_text(text, encoding="utf-8")
 
 
-def write_png(path: str | os.PathLike, image: np.ndarray, *, where: str | os.PathLike | None = None,
-              atomic: bool = True) -> None:
+def write_png(
+    path: str | os.PathLike, image: np.ndarray, *, where: str | os.PathLike | None = None, atomic: bool = True
+) -> None:
     """Encode ``image`` (BGR, grey or 16-bit) as PNG with OpenCV and write it to ``path``: through
     a temporary renamed into place, or straight (``atomic=False``, for files inside a folder that
     is itself a temporary). A failure is a :class:`WriteError` naming ``where`` (default: the

@@ -72,8 +72,9 @@ def resolve_device(device: str = "auto") -> torch.device:
         if not torch.cuda.is_available():
             raise UsageError("CUDA is not available on this machine", hint="use --device cpu")
         if dev.index is not None and dev.index >= torch.cuda.device_count():
-            raise UsageError(f"no GPU {dev.index}: this machine has {torch.cuda.device_count()}",
-                             hint="pick another cuda:N")
+            raise UsageError(
+                f"no GPU {dev.index}: this machine has {torch.cuda.device_count()}", hint="pick another cuda:N"
+            )
     elif dev.type != "cpu":
         raise UsageError(f"unsupported device {device!r}", hint="use auto, cpu, cuda or cuda:N")
     return dev
@@ -94,8 +95,10 @@ def parse_size(text: str | None) -> tuple[int, int] | None:
     if h < 16 or w < 16:
         raise UsageError(f"size {text!r} is too small", hint="use at least 16x16")
     if h > MAX_SIDE or w > MAX_SIDE:
-        raise UsageError(f"size {text!r} is absurdly large (more than {MAX_SIDE} pixels a side)",
-                         hint="write it as HEIGHTxWIDTH, e.g. 1024x2048")
+        raise UsageError(
+            f"size {text!r} is absurdly large (more than {MAX_SIDE} pixels a side)",
+            hint="write it as HEIGHTxWIDTH, e.g. 1024x2048",
+        )
     return h, w
 
 
@@ -159,8 +162,11 @@ class Predictor:
         # graphs run those layers eagerly between them (docs/benchmarks.md, third CPU run).
         if winograd is None:
             winograd = self.device.type == "cpu" and precision == "fp32"
-        model = (optimize_for_inference(loaded.model, channels_last=channels_last, winograd=bool(winograd))
-                 if optimize else loaded.model.eval())
+        model = (
+            optimize_for_inference(loaded.model, channels_last=channels_last, winograd=bool(winograd))
+            if optimize
+            else loaded.model.eval()
+        )
         self.model = model.to(self.device)
         # whether any layer runs as Winograd products (a narrow model has none wide enough)
         self.winograd = any(isinstance(m, WinogradConv2d) for m in self.model.modules())
@@ -218,16 +224,22 @@ class Predictor:
             bundled = bundled_weights()
             if bundled is not None:
                 loaded = load_checkpoint(bundled, **fits)
-                notes.append("using the bundled demo model (trained on synthetic scenes); for real footage pass "
-                             "--weights td4-psp18.pkl, the authors' Cityscapes checkpoint (see weights/README.md)")
+                notes.append(
+                    "using the bundled demo model (trained on synthetic scenes); for real footage pass "
+                    "--weights td4-psp18.pkl, the authors' Cityscapes checkpoint (see weights/README.md)"
+                )
             else:
                 loaded = random_model(DEFAULT_PRESET, **fits)
-                notes.append(f"no bundled weights found: {DEFAULT_PRESET} with random weights; "
-                             "pass --weights FILE for real predictions")
+                notes.append(
+                    f"no bundled weights found: {DEFAULT_PRESET} with random weights; "
+                    "pass --weights FILE for real predictions"
+                )
         pred = cls(loaded, device=dev, precision=precision, optimize=optimize, compile=compile, winograd=winograd)
         if compile:
-            notes.append(f"--compile: each of the model's {pred.num_paths} path(s) compiles on its first frame "
-                         "(tens of seconds each on a CPU) before running at full speed")
+            notes.append(
+                f"--compile: each of the model's {pred.num_paths} path(s) compiles on its first frame "
+                "(tens of seconds each on a CPU) before running at full speed"
+            )
         pred.notes = notes
         return pred
 
@@ -306,7 +318,8 @@ class Predictor:
                 fn = self._compiled.get(path)
                 if fn is None:
                     fn = self._compiled[path] = torch.compile(
-                        functools.partial(self.model.step_tensors, path=path), dynamic=False, mode=self._compile_mode)
+                        functools.partial(self.model.step_tensors, path=path), dynamic=False, mode=self._compile_mode
+                    )
                 with self._compile_config():
                     logits, memory = fn(x, stream.state.memories)
                 if self._compile_mode in _CUDA_GRAPH_MODES:
@@ -363,8 +376,9 @@ class Predictor:
         """Whether a pipeline may run :meth:`encode` for later frames on other threads while
         :meth:`finish` completes earlier ones. TDNet on the CPU, eager only: a compiled step
         is one graph, and on a GPU the frames would queue on one device anyway."""
-        return (self.encode_ahead and isinstance(self.model, TDNet) and self.device.type == "cpu"
-                and self._compiled is None)
+        return (
+            self.encode_ahead and isinstance(self.model, TDNet) and self.device.type == "cpu" and self._compiled is None
+        )
 
     def encode(self, x: torch.Tensor, path: int) -> Encoded:
         """The state-free part of a step (the path's backbone, pyramid and projections) for a

@@ -104,8 +104,9 @@ def cross_entropy(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
     return _pixel_cross_entropy(logits, labels).sum() / (labels != IGNORE_INDEX).sum()
 
 
-def ohem_cross_entropy(logits: torch.Tensor, labels: torch.Tensor, thresh: float = 0.7,
-                       min_kept: int = 10000) -> torch.Tensor:
+def ohem_cross_entropy(
+    logits: torch.Tensor, labels: torch.Tensor, thresh: float = 0.7, min_kept: int = 10000
+) -> torch.Tensor:
     """Online hard example mining: the mean loss of pixels whose ground-truth probability
     is below ``thresh`` (loss above -ln thresh), or of the ``min_kept`` hardest pixels per
     image if fewer are that hard."""
@@ -169,8 +170,9 @@ class Criterion:
             return ohem_cross_entropy(logits, labels, c["ohem_thresh"], c["ohem_min_kept"])
         return cross_entropy(logits, labels)
 
-    def __call__(self, out: dict, labels: torch.Tensor, teacher: dict | None = None,
-                 path: int | None = None) -> tuple[torch.Tensor, dict[str, float]]:
+    def __call__(
+        self, out: dict, labels: torch.Tensor, teacher: dict | None = None, path: int | None = None
+    ) -> tuple[torch.Tensor, dict[str, float]]:
         c = self.cfg
         terms: dict[str, torch.Tensor] = {"ce": self.ce(out["out"], labels)}
         if "sub" in out:

@@ -56,7 +56,7 @@ class ConfusionMatrix:
         pred = pred.to(self.matrix.device).long().flatten()
         valid = gt < self.num_classes
         idx = gt[valid] * self.num_classes + pred[valid]
-        self.matrix += torch.bincount(idx, minlength=self.num_classes ** 2)
+        self.matrix += torch.bincount(idx, minlength=self.num_classes**2)
 
     def numpy(self) -> np.ndarray:
         return self.matrix.view(self.num_classes, self.num_classes).cpu().numpy()
@@ -128,8 +128,9 @@ def scores(conf: ConfusionMatrix, inst: InstanceStats | None = None, classes: tu
         denom = int(tp[c] + fp[c] + fn[c])
         iou.append(float(tp[c]) / denom if denom else None)
     total = int(m.sum())
-    result = Scores(iou=iou, miou=_mean(iou), pixel_accuracy=float(tp.sum()) / total if total else math.nan,
-                    classes=classes)
+    result = Scores(
+        iou=iou, miou=_mean(iou), pixel_accuracy=float(tp.sum()) / total if total else math.nan, classes=classes
+    )
     if inst is not None:
         iiou: dict[str, float | None] = {}
         for c in INSTANCE_CLASSES:

@@ -76,8 +76,9 @@ class Renderer:
             else:
                 done["color"] = color.prepare(self._colorize(labels))
         elif isinstance(color, PngSequenceWriter):
-            done["color"] = cv2.merge((cv2.LUT(labels, self.lut_b), cv2.LUT(labels, self.lut_g),
-                                       cv2.LUT(labels, self.lut_r)))  # BGR: what PNG writing takes
+            done["color"] = cv2.merge(
+                (cv2.LUT(labels, self.lut_b), cv2.LUT(labels, self.lut_g), cv2.LUT(labels, self.lut_r))
+            )  # BGR: what PNG writing takes
         if "labelids" in w:
             done["labelids"] = train_id_to_label_id(labels)
         return done
@@ -151,8 +152,11 @@ class Renderer:
             return None
         row, scale = _font_rows(image_height)
         pad = max(2, row // 4)
-        width = pad * 3 + row + max(cv2.getTextSize(self.classes[i], cv2.FONT_HERSHEY_SIMPLEX, scale, 1)[0][0]
-                                    for i in present)
+        width = (
+            pad * 3
+            + row
+            + max(cv2.getTextSize(self.classes[i], cv2.FONT_HERSHEY_SIMPLEX, scale, 1)[0][0] for i in present)
+        )
         height = pad + len(present) * (row + pad)
         return present, row, scale, pad, width, height
 
@@ -167,8 +171,16 @@ class Renderer:
         for k, i in enumerate(present):
             y = pad + k * (row + pad)
             cv2.rectangle(image, (pad, y), (pad + row - 1, y + row - 1), self.palette[i], thickness=-1)
-            cv2.putText(image, self.classes[i], (2 * pad + row, y + row - max(1, row // 6)),
-                        cv2.FONT_HERSHEY_SIMPLEX, scale, (255, 255, 255), 1, cv2.LINE_AA)
+            cv2.putText(
+                image,
+                self.classes[i],
+                (2 * pad + row, y + row - max(1, row // 6)),
+                cv2.FONT_HERSHEY_SIMPLEX,
+                scale,
+                (255, 255, 255),
+                1,
+                cv2.LINE_AA,
+            )
 
     def _draw_legend_yuv(self, frame: YUV420, labels: np.ndarray) -> None:
         """The legend on YUV planes: its corner is converted to RGB, drawn on, and converted back."""

@@ -53,7 +53,7 @@ def upsample_argmax(logits: torch.Tensor, size: tuple[int, int]) -> torch.Tensor
     table = grid.permute(0, 2, 3, 1).reshape(b * points, c)  # a view
     out = np.empty((b, out_h, out_w), np.uint8)
     for i in range(b):
-        rows = table[i * points:(i + 1) * points]
+        rows = table[i * points : (i + 1) * points]
         _fill(rows, _fine_labels(coarse[i], rows, plan), plan, out[i])
     return torch.from_numpy(out)
 
@@ -128,14 +128,20 @@ def _plan(h: int, w: int, out_h: int, out_w: int) -> _Plan:
     wy, ny = _cells(fh, out_h)
     wx, nx = _cells(fw, out_w)
     return _Plan(
-        fine_h=fh, fine_w=fw,
+        fine_h=fh,
+        fine_w=fw,
         coarse_row=np.minimum(np.arange(fh) // sy, max(h - 2, 0)),
         coarse_col=np.minimum(np.arange(fw) // sx, max(w - 2, 0)),
-        coarse_far_row=_far(h), coarse_far_col=_far(w),
-        wy=wy, wx=wx,
-        ny=ny, first_row=np.concatenate(([0], np.cumsum(ny)[:-1])),
-        nx=nx, first_col=np.concatenate(([0], np.cumsum(nx)[:-1])),
-        far_row=_far(fh), far_col=_far(fw),
+        coarse_far_row=_far(h),
+        coarse_far_col=_far(w),
+        wy=wy,
+        wx=wx,
+        ny=ny,
+        first_row=np.concatenate(([0], np.cumsum(ny)[:-1])),
+        nx=nx,
+        first_col=np.concatenate(([0], np.cumsum(nx)[:-1])),
+        far_row=_far(fh),
+        far_col=_far(fw),
         has_pixels=(ny > 0)[:, None] & (nx > 0)[None, :],
     )
 
@@ -164,8 +170,9 @@ def _fine_labels(coarse: np.ndarray, table: torch.Tensor, p: _Plan) -> np.ndarra
     return labels
 
 
-def _candidates(table: torch.Tensor, cell_row: np.ndarray, cell_col: np.ndarray, p: _Plan
-                ) -> tuple[np.ndarray, list[np.ndarray]]:
+def _candidates(
+    table: torch.Tensor, cell_row: np.ndarray, cell_col: np.ndarray, p: _Plan
+) -> tuple[np.ndarray, list[np.ndarray]]:
     """For each fine cell: which classes can win anywhere inside it ((cells, C) bool), and
     the logits at its corners (top-left, top-right, bottom-left, bottom-right; (cells, C)).
 
@@ -177,8 +184,10 @@ def _candidates(table: torch.Tensor, cell_row: np.ndarray, cell_col: np.ndarray,
     fw = p.fine_w
     top, bottom = cell_row * fw, p.far_row[cell_row] * fw
     left, right = cell_col, p.far_col[cell_col]
-    corners = [table.index_select(0, torch.from_numpy(r + c)).numpy()
-               for r, c in ((top, left), (top, right), (bottom, left), (bottom, right))]
+    corners = [
+        table.index_select(0, torch.from_numpy(r + c)).numpy()
+        for r, c in ((top, left), (top, right), (bottom, left), (bottom, right))
+    ]
     low = np.minimum(np.minimum(corners[0], corners[1]), np.minimum(corners[2], corners[3]))
     high = np.maximum(np.maximum(corners[0], corners[1]), np.maximum(corners[2], corners[3]))
     return high >= low.max(1, keepdims=True), corners
@@ -211,8 +220,9 @@ def _fill(table: torch.Tensor, fine: np.ndarray, p: _Plan, out: np.ndarray) -> N
             _fill_few(out, p, cell_row[chunk], cell_col[chunk], classes.astype(np.uint8), values)
 
 
-def _fill_few(out: np.ndarray, p: _Plan, cell_row: np.ndarray, cell_col: np.ndarray, classes: np.ndarray,
-              values: np.ndarray) -> None:
+def _fill_few(
+    out: np.ndarray, p: _Plan, cell_row: np.ndarray, cell_col: np.ndarray, classes: np.ndarray, values: np.ndarray
+) -> None:
     """Cells where only a few classes (ascending, (cells, K)) can win, with their corner
     logits (cells, 4, K): every pixel's K bilinear values, the first best wins (the lowest
     class on ties); for K = 2 only the sign of the difference. Cells are handled as blocks
@@ -229,8 +239,7 @@ def _fill_few(out: np.ndarray, p: _Plan, cell_row: np.ndarray, cell_col: np.ndar
         return top[:, None, :] + (bottom - top)[:, None, :] * wy
 
     if classes.shape[1] == 2:
-        labels = np.where(surface(values[:, :, 0] - values[:, :, 1]) >= 0,
-                          classes[:, :1, None], classes[:, 1:, None])
+        labels = np.where(surface(values[:, :, 0] - values[:, :, 1]) >= 0, classes[:, :1, None], classes[:, 1:, None])
     else:
         best = surface(values[:, :, 0])
         labels = np.broadcast_to(classes[:, :1, None], best.shape)
@@ -238,7 +247,8 @@ def _fill_few(out: np.ndarray, p: _Plan, cell_row: np.ndarray, cell_col: np.ndar
             value = surface(values[:, :, k])
             wins = value > best  # strictly: on a tie the earlier (lower) class stays
             best = np.where(wins, value, best)
-            labels = np.where(wins, classes[:, k:k + 1, None], labels)
-    inside = (rows < (p.first_row[cell_row] + n_y)[:, None])[:, :, None] & \
-             (cols < (p.first_col[cell_col] + n_x)[:, None])[:, None, :]
+            labels = np.where(wins, classes[:, k : k + 1, None], labels)
+    inside = (rows < (p.first_row[cell_row] + n_y)[:, None])[:, :, None] & (
+        cols < (p.first_col[cell_col] + n_x)[:, None]
+    )[:, None, :]
     out.reshape(-1)[(rows[:, :, None] * out_w + cols[:, None, :])[inside]] = labels[inside]

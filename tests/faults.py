@@ -22,12 +22,24 @@ def cli(*args: str | os.PathLike, env: dict[str, str] | None = None, input: str 
     return runner.invoke(app, [str(a) for a in args], env=env, input=input)
 
 
-def run_tdnet(*args: str | os.PathLike, cwd: str | os.PathLike | None = None, timeout: float = 300,
-              env: dict[str, str] | None = None) -> subprocess.CompletedProcess:
+def run_tdnet(
+    *args: str | os.PathLike,
+    cwd: str | os.PathLike | None = None,
+    timeout: float = 300,
+    env: dict[str, str] | None = None,
+) -> subprocess.CompletedProcess:
     """``python -m tdnet_cli ARGS`` as a real process (signals, the kernel, a real traceback)."""
     full_env = {**os.environ, "COLUMNS": "200", **(env or {})}
-    return subprocess.run([sys.executable, "-m", "tdnet_cli", *map(str, args)], cwd=cwd, env=full_env,
-                          capture_output=True, check=False, text=True, timeout=timeout, stdin=subprocess.DEVNULL)
+    return subprocess.run(
+        [sys.executable, "-m", "tdnet_cli", *map(str, args)],
+        cwd=cwd,
+        env=full_env,
+        capture_output=True,
+        check=False,
+        text=True,
+        timeout=timeout,
+        stdin=subprocess.DEVNULL,
+    )
 
 
 def exit_code(result) -> int:
@@ -61,5 +73,8 @@ def snapshot(root: str | os.PathLike) -> dict[str, bytes | None]:
 
 def final_names(root: str | os.PathLike) -> list[str]:
     """Files and folders under ``root`` that are not hidden temporaries (what a user would take as output)."""
-    return sorted(str(p.relative_to(root)) for p in Path(root).rglob("*")
-                  if not any(part.startswith(".") for part in p.relative_to(root).parts))
+    return sorted(
+        str(p.relative_to(root))
+        for p in Path(root).rglob("*")
+        if not any(part.startswith(".") for part in p.relative_to(root).parts)
+    )

@@ -17,8 +17,15 @@ def ffmpeg(*args: str) -> None:
     subprocess.run([ffmpeg_exe(), "-hide_banner", "-loglevel", "error", "-y", *args], check=True)
 
 
-def make_clip(path: Path, frames: int = 10, *, size: str = f"{W}x{H}", rate: str = "25", audio: bool = False,
-              extra: tuple[str, ...] = ()) -> Path:
+def make_clip(
+    path: Path,
+    frames: int = 10,
+    *,
+    size: str = f"{W}x{H}",
+    rate: str = "25",
+    audio: bool = False,
+    extra: tuple[str, ...] = (),
+) -> Path:
     """A libx264 testsrc clip (optionally with an AAC sine track)."""
     args = ["-f", "lavfi", "-i", f"testsrc=size={size}:rate={rate}"]
     if audio:
@@ -31,8 +38,25 @@ def encode_rgb(path: Path, frames: list[np.ndarray], *, rate: str = "25", codec:
     """Encode numpy RGB frames; the default codec is lossless RGB H.264."""
     h, w = frames[0].shape[:2]
     codec = codec or ("-c:v", "libx264rgb", "-qp", "0", "-pix_fmt", "rgb24")
-    cmd = [ffmpeg_exe(), "-hide_banner", "-loglevel", "error", "-y", "-f", "rawvideo", "-pix_fmt", "rgb24",
-           "-s", f"{w}x{h}", "-framerate", rate, "-i", "-", *codec, str(path)]
+    cmd = [
+        ffmpeg_exe(),
+        "-hide_banner",
+        "-loglevel",
+        "error",
+        "-y",
+        "-f",
+        "rawvideo",
+        "-pix_fmt",
+        "rgb24",
+        "-s",
+        f"{w}x{h}",
+        "-framerate",
+        rate,
+        "-i",
+        "-",
+        *codec,
+        str(path),
+    ]
     subprocess.run(cmd, input=b"".join(np.ascontiguousarray(f).tobytes() for f in frames), check=True)
     return path
 

@@ -51,13 +51,30 @@ def test_ceiling_is_the_direct_conv_and_winograd_layers_are_reported_beside_it()
     assert cw["layer_gflops"] > 0 and cp["layer_gflops"] is None
     r = run_bench(model="td4-psp18", size=(65, 129), frames=1, warmup=0, device="cpu", ceiling=False)
     assert r.result.winograd and r.to_dict()["result"]["winograd"] is True
-    off = runner.invoke(app, ["bench", "--model", "td4-psp18", "--size", "65x129", "--frames", "1", "--warmup", "0",
-                              "--device", "cpu", "--no-winograd", "--json"])
+    off = runner.invoke(
+        app,
+        [
+            "bench",
+            "--model",
+            "td4-psp18",
+            "--size",
+            "65x129",
+            "--frames",
+            "1",
+            "--warmup",
+            "0",
+            "--device",
+            "cpu",
+            "--no-winograd",
+            "--json",
+        ],
+    )
     assert off.exit_code == 0, off.output
     data = json.loads(off.stdout)
     assert data["result"]["winograd"] is False and data["ceiling"]["layer_gflops"] is None
-    assert not run_bench(model="td4-tiny", frames=1, warmup=0, device="cpu", ceiling=False,
-                         precision="bf16").result.winograd
+    assert not run_bench(
+        model="td4-tiny", frames=1, warmup=0, device="cpu", ceiling=False, precision="bf16"
+    ).result.winograd
     # fp32, but no layer wide enough to swap: the report does not claim Winograd
     assert not run_bench(model="td4-tiny", frames=1, warmup=0, device="cpu", ceiling=False).result.winograd
 
@@ -73,7 +90,10 @@ def test_encode_ahead_throughput_is_reported_for_one_cpu_stream(monkeypatch):
     assert torch.get_num_threads() == threads  # restored
     assert report.result.best_fps_per_stream == max(a["fps"], report.result.steady.fps)
     # batched streams and per-frame models have no encode-ahead figure
-    assert run_bench(model="td4-tiny", frames=2, warmup=0, device="cpu", streams=2, ceiling=False).result.encode_ahead is None
+    assert (
+        run_bench(model="td4-tiny", frames=2, warmup=0, device="cpu", streams=2, ceiling=False).result.encode_ahead
+        is None
+    )
     assert run_bench(model="psp-tiny", frames=2, warmup=0, device="cpu", ceiling=False).result.encode_ahead is None
 
 
@@ -85,20 +105,34 @@ def test_preset_baseline_runs_at_the_same_size():
 
 
 def test_cli_json_and_table():
-    result = runner.invoke(app, ["bench", "--model", "td4-tiny", "--frames", "3", "--warmup", "0", "--device", "cpu",
-                                 "--json", "--no-ceiling"])
+    result = runner.invoke(
+        app,
+        ["bench", "--model", "td4-tiny", "--frames", "3", "--warmup", "0", "--device", "cpu", "--json", "--no-ceiling"],
+    )
     assert result.exit_code == 0, result.output
     data = json.loads(result.stdout)
     assert data["result"]["steady"]["frames"] == 3 and data["ceiling"] is None
-    table = runner.invoke(app, ["bench", "--model", "td4-tiny", "--frames", "2", "--device", "cpu", "--size", "64x96"],
-                          env={"COLUMNS": "150"})
+    table = runner.invoke(
+        app,
+        ["bench", "--model", "td4-tiny", "--frames", "2", "--device", "cpu", "--size", "64x96"],
+        env={"COLUMNS": "150"},
+    )
     assert table.exit_code == 0, table.output
     assert "model-only" in table.output and "ceiling" in table.output and "64x96" in table.output
 
 
-@pytest.mark.parametrize("args", [["--frames", "0"], ["--size", "big"], ["--model", "nope"], ["--precision", "fp16"],
-                                  ["--input", "x.mp4", "--x264-preset", "fastest"], ["--compile-mode", "fastest"],
-                                  ["--input", "x.mp4", "--encoder", "qsv"]])
+@pytest.mark.parametrize(
+    "args",
+    [
+        ["--frames", "0"],
+        ["--size", "big"],
+        ["--model", "nope"],
+        ["--precision", "fp16"],
+        ["--input", "x.mp4", "--x264-preset", "fastest"],
+        ["--compile-mode", "fastest"],
+        ["--input", "x.mp4", "--encoder", "qsv"],
+    ],
+)
 def test_cli_bad_options(args):
     result = runner.invoke(app, ["bench", "--model", "td4-tiny", "--device", "cpu", *args])
     assert result.exit_code == 2

@@ -22,10 +22,12 @@ def test_version():
 def test_help_and_version_do_not_load_torch():
     """Commands import torch (and the pipelines) when they run: `tdnet --help`, `--version` and
     option errors answer in a fraction of a second instead of after torch's 1-2 s import."""
-    code = ("import sys; from tdnet_cli.cli.app import app; from typer.testing import CliRunner; "
-            "r = CliRunner().invoke(app, ['segment', '--help']); "
-            "print(r.exit_code, sorted(m for m in ('torch', 'cv2', 'tdnet_cli.inference', 'tdnet_cli.pipeline') "
-            "if m in sys.modules))")
+    code = (
+        "import sys; from tdnet_cli.cli.app import app; from typer.testing import CliRunner; "
+        "r = CliRunner().invoke(app, ['segment', '--help']); "
+        "print(r.exit_code, sorted(m for m in ('torch', 'cv2', 'tdnet_cli.inference', 'tdnet_cli.pipeline') "
+        "if m in sys.modules))"
+    )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.split()
     assert out == ["0", "[]"]
 

@@ -44,7 +44,7 @@ def pan(shift: tuple[int, int], frames: int = 5, label_scale: int = 1, seed: int
         y = t * dy if dy >= 0 else bh - H + t * dy
         x = t * dx if dx >= 0 else bw - W + t * dx
         s = label_scale
-        out.append((big[y:y + H, x:x + W], lab[y * s:(y + H) * s, x * s:(x + W) * s]))
+        out.append((big[y : y + H, x : x + W], lab[y * s : (y + H) * s, x * s : (x + W) * s]))
     return out
 
 
@@ -155,9 +155,10 @@ SYNTH_SIZE, SYNTH_FRAMES, SYNTH_SEEDS = (256, 512), 6, (1, 5)
 
 @pytest.fixture(scope="module")
 def synth_clips():
-    return [[(f.rgb, label_id_to_train_id(f.label_ids)) for f in render_sequence(s, size=SYNTH_SIZE,
-                                                                                 frames=SYNTH_FRAMES)]
-            for s in SYNTH_SEEDS]
+    return [
+        [(f.rgb, label_id_to_train_id(f.label_ids)) for f in render_sequence(s, size=SYNTH_SIZE, frames=SYNTH_FRAMES)]
+        for s in SYNTH_SEEDS
+    ]
 
 
 def expected_with_noise(pairs: list[np.ndarray], noisy_first: bool, p: float, classes: np.ndarray) -> np.ndarray:
@@ -207,7 +208,8 @@ def test_synth_ground_truth_is_consistent_and_noise_lowers_it_as_expected(synth_
             noisy.update(frame, lab)
         got = noisy.result()
         want = ConsistencyResult.from_confusion(
-            expected_with_noise(pairs, noisy_first=False, p=p, classes=classes), r.pairs, r.preset, r.work_size)
+            expected_with_noise(pairs, noisy_first=False, p=p, classes=classes), r.pairs, r.preset, r.work_size
+        )
         # mIoU of sums over ~10^5 pixels: the sampled matrix is within a few 0.1% of its expectation
         assert got.tc == pytest.approx(want.tc, abs=0.005), (got.tc, want.tc, r.tc)  # measured: 0.001
         assert got.flicker == pytest.approx(want.flicker, abs=0.002)

@@ -166,13 +166,13 @@ def test_missing_folders(tmp_path, predictor, make_root, dataset):
 
 
 def test_cli_json_stdout_and_table(dataset):
-    result = runner.invoke(app, ["eval", str(dataset), "--model", "td4-tiny", "--device", "cpu", "--json", "-",
-                                 "--limit", "2"])
+    result = runner.invoke(
+        app, ["eval", str(dataset), "--model", "td4-tiny", "--device", "cpu", "--json", "-", "--limit", "2"]
+    )
     assert result.exit_code == 0, result.output
     data = json.loads(result.stdout)
     assert data["evaluated"] == 2 and set(data["iou"]) == set(CLASSES) and data["protocol"] == "sequence"
-    table = runner.invoke(app, ["eval", str(dataset), "--model", "td4-tiny", "--device", "cpu", "--cities",
-                                "nowhere"])
+    table = runner.invoke(app, ["eval", str(dataset), "--model", "td4-tiny", "--device", "cpu", "--cities", "nowhere"])
     assert table.exit_code == 2 and "no city 'nowhere'" in table.output
 
 
@@ -185,7 +185,9 @@ def test_compiled_predictor_scores_the_same(dataset, eager_compile, monkeypatch)
     for propagation in (False, True):
         a = evaluate(dataset, predictor=eager, propagation=propagation, limit=2).scores
         b = evaluate(dataset, predictor=compiled, propagation=propagation, limit=2).scores
-        assert b.miou == pytest.approx(a.miou, abs=1e-6) and b.pixel_accuracy == pytest.approx(a.pixel_accuracy, abs=1e-6)
+        assert b.miou == pytest.approx(a.miou, abs=1e-6) and b.pixel_accuracy == pytest.approx(
+            a.pixel_accuracy, abs=1e-6
+        )
     # and the command passes --compile / --compile-mode through
     made = []
     monkeypatch.setattr(Predictor, "create", staticmethod(lambda **kw: made.append(kw) or eager))
@@ -227,7 +229,7 @@ def test_all_paths_scores_the_frame_once_with_each_path(dataset, tmp_path):
     assert report.evaluated == 2 and report.paths_scored == n and report.frames_run == 2 * n * n
     # Per frame, N fresh streams of N frames each; their annotated frames run paths 0..N-1,
     # every one after a full memory queue.
-    last = rec.calls[n - 1::n]
+    last = rec.calls[n - 1 :: n]
     assert [idx % n for idx, _ in last] == list(range(n)) * 2
     assert {mems for _, mems in last} == {n - 1}
     # The same as scoring each path alone: --warmup w puts path (N-1+w) mod N on the

@@ -32,8 +32,7 @@ def clip(tmp_path_factory) -> Path:
 
 def _both(path: Path, clip: Path, out: Path, *extra: str):
     """`tdnet inspect PATH` and `tdnet segment CLIP --weights PATH`: both results."""
-    return (cli("inspect", path, *extra),
-            cli("segment", clip, "--weights", path, "-s", "labels", "-d", out, *extra))
+    return (cli("inspect", path, *extra), cli("segment", clip, "--weights", path, "-s", "labels", "-d", out, *extra))
 
 
 def _assert_both(results, out: Path, *needles: str) -> None:
@@ -51,22 +50,46 @@ def _corrupt(sd: dict, key: str, value: torch.Tensor) -> dict:
 
 SHAPE_CASES = {
     # key, replacement, what the one line must name (the key and what was expected)
-    "stem_3x3x3x3": ("pretrained1.conv1.weight", lambda t: torch.zeros(3, 3, 3, 3),
-                     ("pretrained1.conv1.weight (3, 3, 3, 3) vs (8, 3, 7, 7)",)),
-    "layer_norm_1d": ("layer_norm1.ln.weight", lambda t: torch.ones(t.numel()),
-                      ("layer_norm1.ln.weight has shape (128,)", "expected (feature height, feature width)")),
-    "w_vs_1d": ("enc1.w_vs.0.conv.weight", lambda t: torch.zeros(t.numel()),
-                ("enc1.w_vs.0.conv.weight has shape (2048,)", "expected (value_dim, channels, 1, 1)")),
-    "w_vs_channels": ("enc1.w_vs.0.conv.weight", lambda t: torch.zeros(t.shape[0], 48, 1, 1),
-                      ("enc1.w_vs.0.conv.weight takes 48 channels", "for a group count G dividing")),
-    "head_0_channels": ("head1.conv5.0.weight", lambda t: torch.zeros(0, *t.shape[1:]),
-                        ("head1.conv5.0.weight has shape (0, 32, 3, 3)",)),
-    "classifier_extra_dim": ("head1.conv5.4.weight", lambda t: t[..., None],
-                             ("head1.conv5.4.weight has shape (19, 16, 1, 1, 1)", "expected (classes, channels, 1, 1)")),
-    "nan": ("head1.conv5.4.weight", lambda t: t.flatten().index_fill(0, torch.tensor([3]), float("nan")).view_as(t),
-            ("head1.conv5.4.weight holds 1 NaN value(s) of 304",)),
-    "inf_buffer": ("pretrained2.layer1.0.bn1.running_var", lambda t: t.index_fill(0, torch.tensor([0]), float("inf")),
-                   ("pretrained2.layer1.0.bn1.running_var holds 1 infinite value(s)",)),
+    "stem_3x3x3x3": (
+        "pretrained1.conv1.weight",
+        lambda t: torch.zeros(3, 3, 3, 3),
+        ("pretrained1.conv1.weight (3, 3, 3, 3) vs (8, 3, 7, 7)",),
+    ),
+    "layer_norm_1d": (
+        "layer_norm1.ln.weight",
+        lambda t: torch.ones(t.numel()),
+        ("layer_norm1.ln.weight has shape (128,)", "expected (feature height, feature width)"),
+    ),
+    "w_vs_1d": (
+        "enc1.w_vs.0.conv.weight",
+        lambda t: torch.zeros(t.numel()),
+        ("enc1.w_vs.0.conv.weight has shape (2048,)", "expected (value_dim, channels, 1, 1)"),
+    ),
+    "w_vs_channels": (
+        "enc1.w_vs.0.conv.weight",
+        lambda t: torch.zeros(t.shape[0], 48, 1, 1),
+        ("enc1.w_vs.0.conv.weight takes 48 channels", "for a group count G dividing"),
+    ),
+    "head_0_channels": (
+        "head1.conv5.0.weight",
+        lambda t: torch.zeros(0, *t.shape[1:]),
+        ("head1.conv5.0.weight has shape (0, 32, 3, 3)",),
+    ),
+    "classifier_extra_dim": (
+        "head1.conv5.4.weight",
+        lambda t: t[..., None],
+        ("head1.conv5.4.weight has shape (19, 16, 1, 1, 1)", "expected (classes, channels, 1, 1)"),
+    ),
+    "nan": (
+        "head1.conv5.4.weight",
+        lambda t: t.flatten().index_fill(0, torch.tensor([3]), float("nan")).view_as(t),
+        ("head1.conv5.4.weight holds 1 NaN value(s) of 304",),
+    ),
+    "inf_buffer": (
+        "pretrained2.layer1.0.bn1.running_var",
+        lambda t: t.index_fill(0, torch.tensor([0]), float("inf")),
+        ("pretrained2.layer1.0.bn1.running_var holds 1 infinite value(s)",),
+    ),
 }
 
 
@@ -94,10 +117,14 @@ META_CASES = {
     "unknown_kind": (lambda p: p.update(kind="yolo"), ("'kind' is 'yolo'",)),
     "no_config": (lambda p: p.pop("config"), ("'config' is missing",)),
     "few_classes": (lambda p: p.update(classes=["road"]), ("classes is ['road']; expected a list of 19",)),
-    "nan_weight": (lambda p: p["state_dict"]["enc2.w_qs.1.conv.bias"].fill_(float("nan")),
-                   ("enc2.w_qs.1.conv.bias holds 16 NaN",)),
-    "newer_format": (lambda p: p.update(format_version=99), ("written by a newer tdnet (format version 99",
-                                                             "upgrade tdnet")),
+    "nan_weight": (
+        lambda p: p["state_dict"]["enc2.w_qs.1.conv.bias"].fill_(float("nan")),
+        ("enc2.w_qs.1.conv.bias holds 16 NaN",),
+    ),
+    "newer_format": (
+        lambda p: p.update(format_version=99),
+        ("written by a newer tdnet (format version 99", "upgrade tdnet"),
+    ),
     "groups_do_not_divide": (lambda p: p["config"].update(groups=3), ("groups 3 (expected a divisor of 16",)),
 }
 
@@ -166,8 +193,11 @@ FILE_CASES = {
     "truncated_legacy": ("is truncated: the file ends before the checkpoint does",),
     "foreign_zip": ("a zip archive that torch.save did not write (it holds notes.txt)",),
     "plain_pickle": ("a Python pickle that torch.save did not write",),
-    "needs_code": ("needs code to unpickle (it refers to the Python object print)", "never code from a weights file",
-                   "torch.save(obj.state_dict()"),
+    "needs_code": (
+        "needs code to unpickle (it refers to the Python object print)",
+        "never code from a weights file",
+        "torch.save(obj.state_dict()",
+    ),
     "folder": ("is a folder, not a weights file",),
 }
 
@@ -204,8 +234,14 @@ def test_huge_input_size_is_refused_before_allocating(tmp_path, clip, monkeypatc
     _forbid_building(monkeypatch)
     t0 = time.perf_counter()
     result = cli("segment", clip, *args, "--input-size", "99999x99999", "-s", "labels", "-d", tmp_path / "out")
-    line = assert_one_error(result, 2, "at 99999x99999 needs about", "PB for its weights and activations",
-                            "available", "choose a smaller --input-size")
+    line = assert_one_error(
+        result,
+        2,
+        "at 99999x99999 needs about",
+        "PB for its weights and activations",
+        "available",
+        "choose a smaller --input-size",
+    )
     assert time.perf_counter() - t0 < 30, "the refusal took long: something large ran first"
     assert not (tmp_path / "out").exists() or final_names(tmp_path / "out") == []
     if how == "model":
@@ -218,8 +254,16 @@ def test_inspect_refuses_a_huge_input_size(tmp_path, monkeypatch):
     assert_one_error(cli("inspect", path, "--input-size", "99999x99999"), 2, "needs about", "available")
 
 
-@pytest.mark.parametrize("size, needle", [("0x0", "too small"), ("-64x128", "too small"), ("64x", "bad size"),
-                                          ("2000000x64", "absurdly large"), ("64x128x3", "bad size")])
+@pytest.mark.parametrize(
+    "size, needle",
+    [
+        ("0x0", "too small"),
+        ("-64x128", "too small"),
+        ("64x", "bad size"),
+        ("2000000x64", "absurdly large"),
+        ("64x128x3", "bad size"),
+    ],
+)
 def test_bad_sizes_are_refused_at_parsing(tmp_path, clip, size, needle):
     result = cli("segment", clip, "--model", PRESET, f"--input-size={size}", "-s", "labels", "-d", tmp_path / "out")
     assert_one_error(result, 2, needle)
@@ -228,7 +272,9 @@ def test_bad_sizes_are_refused_at_parsing(tmp_path, clip, size, needle):
 def test_a_size_that_fits_elsewhere_is_refused_on_a_small_machine(monkeypatch):
     """The estimate, not a fixed limit, decides: 1024x2048 is refused with 100 MB available."""
     config = ckpt.get_preset("td4-psp18").config
-    monkeypatch.setattr(complexity, "available_memory", lambda device: (100_000_000, "this machine has 100 MB available"))
+    monkeypatch.setattr(
+        complexity, "available_memory", lambda device: (100_000_000, "this machine has 100 MB available")
+    )
     with pytest.raises(complexity.UsageError, match=r"td4-psp18 at 1024x2048 needs about [\d.]+ GB .*100 MB available"):
         complexity.check_memory(config, (1024, 2048), 50_000_000, torch.device("cpu"), name="td4-psp18")
 

@@ -34,9 +34,11 @@ def dataset(tmp_path_factory) -> Path:
 @pytest.fixture
 def copy_of(dataset, tmp_path):
     """A private copy of the dataset, for tests that break or watch it."""
+
     def make(name: str = "ds", *, sequence: bool = True) -> Path:
         ignore = None if sequence else shutil.ignore_patterns("leftImg8bit_sequence")
         return Path(shutil.copytree(dataset, tmp_path / name, ignore=ignore))
+
     return make
 
 
@@ -45,7 +47,9 @@ def read_only_dir(tmp_path):
     """A folder on a read-only tmpfs: root ignores permission bits, not a read-only mount."""
     mount = tmp_path / "ro"
     mount.mkdir()
-    done = subprocess.run(["mount", "-t", "tmpfs", "-o", "ro,size=64k", "tmpfs", str(mount)], check=False, capture_output=True)
+    done = subprocess.run(
+        ["mount", "-t", "tmpfs", "-o", "ro,size=64k", "tmpfs", str(mount)], check=False, capture_output=True
+    )
     if done.returncode != 0:
         pytest.skip(f"cannot mount a read-only tmpfs here: {done.stderr.decode().strip()}")
     try:
@@ -78,6 +82,7 @@ def fill(folder: Path) -> None:
 
 
 # -- item 12: outputs that cannot be written -----------------------------------------------
+
 
 def test_save_predictions_naming_a_file_is_refused(dataset, tmp_path, no_model_load):
     afile = tmp_path / "afile"
@@ -163,6 +168,7 @@ def test_synth_under_a_regular_file_is_refused(tmp_path):
 
 # -- item 12: --overwrite never replaces an input or a foreign folder -----------------------
 
+
 def test_predictions_with_overwrite_refuse_a_foreign_folder(dataset, tmp_path, no_model_load):
     preds = tmp_path / "preds"
     (preds / "sub").mkdir(parents=True)
@@ -218,6 +224,7 @@ def test_predictions_overwrite_replaces_only_their_own_files(dataset, tmp_path):
 
 # -- item 18: the per-frame fallback is said -----------------------------------------------
 
+
 def test_fallback_to_the_per_frame_protocol_is_a_warning(copy_of):
     root = copy_of("noseq", sequence=False)
     result = cli("eval", root, *MODEL, "--limit", "1", "--json", "-")
@@ -236,13 +243,17 @@ def test_no_warning_with_the_sequence(dataset):
 
 # -- item 17: every error a user can cause in eval is one line and exit 2 -------------------
 
-@pytest.mark.parametrize("args, needle", [
-    (("--limit", "-3"), "--limit"),
-    (("--limit", "0"), "--limit"),
-    (("--cities", ","), "--cities"),
-    (("--warmup", "-1"), "--warmup"),
-    (("--split", "bogus"), "split"),
-])
+
+@pytest.mark.parametrize(
+    "args, needle",
+    [
+        (("--limit", "-3"), "--limit"),
+        (("--limit", "0"), "--limit"),
+        (("--cities", ","), "--cities"),
+        (("--warmup", "-1"), "--warmup"),
+        (("--split", "bogus"), "split"),
+    ],
+)
 def test_eval_bad_options(dataset, no_model_load, args, needle):
     assert_one_error(cli("eval", dataset, *MODEL, *args), EXIT_USAGE, needle)
 
@@ -263,6 +274,7 @@ def test_eval_broken_ground_truth(copy_of, broken):
 
 # -- item 15: user strings are printed literally -------------------------------------------
 
+
 def test_bracketed_names_are_printed_literally(copy_of, tmp_path):
     root = copy_of("d[red]x", sequence=False)
     preds = tmp_path / "p[b]x"
@@ -278,7 +290,19 @@ def test_bench_prints_the_input_literally(tmp_path):
     from media import make_clip
 
     clip = make_clip(tmp_path / "c[red]x.mp4", frames=6)
-    result = cli("bench", *MODEL, "--size", "64x128", "--frames", "1", "--warmup", "0", "--no-ceiling",
-                 "--input", clip, env={"COLUMNS": "300"})
+    result = cli(
+        "bench",
+        *MODEL,
+        "--size",
+        "64x128",
+        "--frames",
+        "1",
+        "--warmup",
+        "0",
+        "--no-ceiling",
+        "--input",
+        clip,
+        env={"COLUMNS": "300"},
+    )
     assert result.exit_code == EXIT_OK, result.stderr
     assert "end to end (" + str(clip) in result.stdout

@@ -159,9 +159,26 @@ def _fill(disk: Path, leave: int) -> None:
 
 def test_disk_full_while_adding_the_audio_fails_the_output(tmp_path, small_disk):
     src = tmp_path / "noisy.mp4"  # noise compresses badly: a video of a few hundred KB
-    ffmpeg("-f", "lavfi", "-i", "testsrc=size=320x240:rate=25,noise=alls=100:allf=t", "-f", "lavfi",
-           "-i", "sine=frequency=440:sample_rate=16000", "-c:a", "aac", "-shortest", "-frames:v", "12",
-           "-c:v", "libx264", "-pix_fmt", "yuv420p", str(src))
+    ffmpeg(
+        "-f",
+        "lavfi",
+        "-i",
+        "testsrc=size=320x240:rate=25,noise=alls=100:allf=t",
+        "-f",
+        "lavfi",
+        "-i",
+        "sine=frequency=440:sample_rate=16000",
+        "-c:a",
+        "aac",
+        "-shortest",
+        "-frames:v",
+        "12",
+        "-c:v",
+        "libx264",
+        "-pix_fmt",
+        "yuv420p",
+        str(src),
+    )
     roomy = tmp_path / "roomy.mp4"
     assert segment(src, "-o", roomy, "--crf", "0").exit_code == 0
     size = roomy.stat().st_size
@@ -231,8 +248,14 @@ def test_bracketed_names_are_printed_as_they_are(tmp_path):
 
 def _start(*args: str | os.PathLike) -> subprocess.Popen:
     env = {**os.environ, "COLUMNS": "200"}
-    return subprocess.Popen([sys.executable, "-m", "tdnet_cli", "segment", *map(str, args), *MODEL], env=env,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, stdin=subprocess.DEVNULL)
+    return subprocess.Popen(
+        [sys.executable, "-m", "tdnet_cli", "segment", *map(str, args), *MODEL],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        stdin=subprocess.DEVNULL,
+    )
 
 
 def _wait_for_partial(proc: subprocess.Popen, folder: Path, name: str) -> Path:
@@ -268,8 +291,13 @@ def test_a_later_run_removes_what_sigkill_left(tmp_path):
     old = time.time() - STALE_AFTER_S - 60
     os.utime(left, (old, old))
     # look-alikes that are not ours to remove: another name, a live process's, a fresh one
-    kept = [out / ".notes.1.partial.txt", out / f".x.{os.getpid()}.partial.mp4", out / f".y.{os.getppid()}.partial.mp4",
-            out / ".notes.partial.mp4", out / "z.1.partial.mp4"]
+    kept = [
+        out / ".notes.1.partial.txt",
+        out / f".x.{os.getpid()}.partial.mp4",
+        out / f".y.{os.getppid()}.partial.mp4",
+        out / ".notes.partial.mp4",
+        out / "z.1.partial.mp4",
+    ]
     for path in kept:
         path.write_text("keep")
         os.utime(path, (old, old))

@@ -33,10 +33,20 @@ def data_root(tmp_path_factory):
 
 
 def _sets(data_root, out, name, preset="td4-tiny", **over) -> list[str]:
-    sets = [f"data.root={toml_string(str(data_root))}", f"run.out={toml_string(str(out))}",
-            f"run.name={toml_string(name)}", f'model.preset="{preset}"', "data.batch_size=2", "data.workers=0",
-            "run.log_every=1", "run.save_every=100", "run.val_every=0", "optim.warmup_iters=0", "optim.lr=0.02",
-            "loss.ohem=false"]
+    sets = [
+        f"data.root={toml_string(str(data_root))}",
+        f"run.out={toml_string(str(out))}",
+        f"run.name={toml_string(name)}",
+        f'model.preset="{preset}"',
+        "data.batch_size=2",
+        "data.workers=0",
+        "run.log_every=1",
+        "run.save_every=100",
+        "run.val_every=0",
+        "optim.warmup_iters=0",
+        "optim.lr=0.02",
+        "loss.ohem=false",
+    ]
     return sets + [f"{k}={v}" for k, v in over.items()]
 
 
@@ -68,8 +78,9 @@ def _assert_same_training_state(a: dict, b: dict) -> None:
 
 # -- item 6: a signal in the middle of an iteration ----------------------------------------------------
 @pytest.mark.parametrize("signals,saved_at", [((signal.SIGTERM,), 2), ((signal.SIGINT, signal.SIGINT), 1)])
-def test_signal_mid_iteration_then_resume_equals_an_uninterrupted_run(data_root, tmp_path, monkeypatch, signals,
-                                                                       saved_at):
+def test_signal_mid_iteration_then_resume_equals_an_uninterrupted_run(
+    data_root, tmp_path, monkeypatch, signals, saved_at
+):
     # The signal lands in iteration 2, after its forward pass moved BatchNorm's running stats
     # (the loss is computed from the forward's output). One signal waits for the iteration's end;
     # a second one stops at once, and the iteration's BN updates are rolled back.
@@ -103,11 +114,19 @@ def test_signal_mid_iteration_then_resume_equals_an_uninterrupted_run(data_root,
 # -- item 7: SIGTERM to the whole process group, loader workers included -------------------------------
 def test_sigterm_to_the_process_group_with_workers_saves_last_and_exits_143(data_root, tmp_path):
     run = tmp_path / "group"
-    args = ["train", *_set_args(_sets(data_root, tmp_path, "group", **{"data.workers": "1",
-                                                                        "optim.iterations": "500"}))]
-    proc = subprocess.Popen([sys.executable, "-m", "tdnet_cli", *args], stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True, start_new_session=True, stdin=subprocess.DEVNULL,
-                            env={**os.environ, "COLUMNS": "200"})
+    args = [
+        "train",
+        *_set_args(_sets(data_root, tmp_path, "group", **{"data.workers": "1", "optim.iterations": "500"})),
+    ]
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "tdnet_cli", *args],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        start_new_session=True,
+        stdin=subprocess.DEVNULL,
+        env={**os.environ, "COLUMNS": "200"},
+    )
     try:
         deadline = time.monotonic() + 120
         while time.monotonic() < deadline and proc.poll() is None:
@@ -141,8 +160,7 @@ def test_resume_after_a_hard_kill_logs_each_iteration_once(data_root, tmp_path):
             raise SystemExit(137)
 
     with pytest.raises(SystemExit):
-        train(_config(data_root, tmp_path, "killed", **{"optim.iterations": "4", "run.save_every": "2"}),
-              progress=die)
+        train(_config(data_root, tmp_path, "killed", **{"optim.iterations": "4", "run.save_every": "2"}), progress=die)
     log = tmp_path / "killed" / "metrics.jsonl"
     with open(log, "a") as f:
         f.write('{"iteration": 4, "lo')  # a line torn by the kill
@@ -158,8 +176,11 @@ def test_resume_after_a_hard_kill_logs_each_iteration_once(data_root, tmp_path):
 def small_run(data_root, tmp_path_factory):
     """A finished 1-iteration run of a narrow PSPNet (a ~0.6 MB last.pt) to resume."""
     out = tmp_path_factory.mktemp("runs")
-    result = cli("train", "--quiet", *_set_args(_sets(data_root, out, "small", preset="psp-tiny",
-                                                      **{"model.width": "4", "optim.iterations": "1"})))
+    result = cli(
+        "train",
+        "--quiet",
+        *_set_args(_sets(data_root, out, "small", preset="psp-tiny", **{"model.width": "4", "optim.iterations": "1"})),
+    )
     assert result.exit_code == 0, result.stderr
     return out / "small"
 
@@ -200,8 +221,9 @@ def test_resume_from_a_bad_last_pt_is_one_line(small_run, data_root, tmp_path, d
 
 
 def test_disk_full_saving_last_is_one_line_and_leaves_nothing(data_root, small_disk):
-    result = cli("train", *_set_args(_sets(data_root, small_disk, "full", **{"optim.iterations": "1",
-                                                                              "run.save_every": "1"})))
+    result = cli(
+        "train", *_set_args(_sets(data_root, small_disk, "full", **{"optim.iterations": "1", "run.save_every": "1"}))
+    )
     assert_one_error(result, EXIT_FAILED, "disk full", "last.pt")
     assert sorted(p.name for p in small_disk.iterdir()) == []  # no temporary, no half a run folder
 
@@ -221,17 +243,20 @@ def test_disk_full_on_resume_keeps_the_previous_last_pt(small_run, small_disk):
 
 
 # -- item 11: a bad config creates nothing -------------------------------------------------------------
-@pytest.mark.parametrize("override,needle", [
-    ('data.scale=["a","b"]', "data.scale"),
-    ("data.scale=[0.5, true]", "data.scale"),
-    ("data.workers=-1", "data.workers"),
-    ("run.val_limit=-3", "run.val_limit"),
-    ('data.val_split="test"', "no ground truth"),
-    ("optim.lr=nan", "optim.lr"),
-    ("optim.momentum=1.5", "optim.momentum"),
-    ("run.seed=-1", "run.seed"),
-    ('run.name="../elsewhere"', "run.name"),
-])
+@pytest.mark.parametrize(
+    "override,needle",
+    [
+        ('data.scale=["a","b"]', "data.scale"),
+        ("data.scale=[0.5, true]", "data.scale"),
+        ("data.workers=-1", "data.workers"),
+        ("run.val_limit=-3", "run.val_limit"),
+        ('data.val_split="test"', "no ground truth"),
+        ("optim.lr=nan", "optim.lr"),
+        ("optim.momentum=1.5", "optim.momentum"),
+        ("run.seed=-1", "run.seed"),
+        ('run.name="../elsewhere"', "run.name"),
+    ],
+)
 def test_bad_config_values_are_refused_before_anything_is_made(data_root, tmp_path, override, needle):
     result = cli("train", *_set_args(_sets(data_root, tmp_path / "runs", "bad")), "--set", override)
     assert_one_error(result, EXIT_USAGE, needle)
@@ -271,8 +296,21 @@ def test_unreadable_frames_in_a_worker_are_one_line_and_free_the_name(data_root,
 
 
 # -- item 14: --set and --data values are TOML values, written back exactly ---------------------------
-@pytest.mark.parametrize("text", ["/data/O'Brien", 'say "hi"', "back\\slash\\", "tab\tnew\nline\x7f", "ünï 😀",
-                                  " spaced ", "[b]red[/b]", "1", "2024-01-01", "true"])
+@pytest.mark.parametrize(
+    "text",
+    [
+        "/data/O'Brien",
+        'say "hi"',
+        "back\\slash\\",
+        "tab\tnew\nline\x7f",
+        "ünï 😀",
+        " spaced ",
+        "[b]red[/b]",
+        "1",
+        "2024-01-01",
+        "true",
+    ],
+)
 def test_string_values_round_trip_through_set_and_config_toml(text):
     cfg = apply_overrides(load_config(), [f"data.root={text}", f"run.name={toml_string(text)}"])
     assert cfg["data"]["root"] == text and cfg["run"]["name"] == text
@@ -280,8 +318,9 @@ def test_string_values_round_trip_through_set_and_config_toml(text):
 
 
 def test_set_values_are_toml_or_taken_as_text():
-    cfg = apply_overrides(load_config(), ["optim.lr=0.005", "data.scale=[1, 2]", "loss.ohem=false",
-                                          "run.name=2024-01-01"])
+    cfg = apply_overrides(
+        load_config(), ["optim.lr=0.005", "data.scale=[1, 2]", "loss.ohem=false", "run.name=2024-01-01"]
+    )
     assert cfg["optim"]["lr"] == 0.005 and cfg["data"]["scale"] == [1.0, 2.0] and cfg["loss"]["ohem"] is False
     assert cfg["run"]["name"] == "2024-01-01"
     with pytest.raises(UsageError, match="optim.lr"):  # two TOML lines are not one value
@@ -290,11 +329,12 @@ def test_set_values_are_toml_or_taken_as_text():
 
 def test_data_path_with_quotes_round_trips_into_the_run_config(data_root, tmp_path):
     # Also item 15: the summary prints the run folder's brackets as they are.
-    weird = tmp_path / "O'Brien \"q\" back\\slash [red]x"
+    weird = tmp_path / 'O\'Brien "q" back\\slash [red]x'
     weird.symlink_to(data_root, target_is_directory=True)
     name = "r[b]1"
-    sets = _sets(data_root, tmp_path / "runs", "unused", preset="psp-tiny", **{"model.width": "4",
-                                                                              "optim.iterations": "1"})
+    sets = _sets(
+        data_root, tmp_path / "runs", "unused", preset="psp-tiny", **{"model.width": "4", "optim.iterations": "1"}
+    )
     sets = [s for s in sets if not s.startswith(("data.root=", "run.name="))]
     result = cli("train", "--data", weird, "--name", name, *_set_args(sets), env={"COLUMNS": "1000"})
     assert result.exit_code == 0, result.stderr

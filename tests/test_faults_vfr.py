@@ -42,8 +42,27 @@ def make_vfr(path: Path, audio_seconds: float = 4.0) -> Path:
 
 def audio_seconds(path: Path) -> float:
     """Duration of a file's audio, by decoding it (16 kHz mono s16)."""
-    pcm = subprocess.run([ffmpeg_exe(), "-hide_banner", "-loglevel", "error", "-i", str(path), "-map", "0:a:0",
-                          "-f", "s16le", "-ac", "1", "-ar", "16000", "-"], capture_output=True, check=True).stdout
+    pcm = subprocess.run(
+        [
+            ffmpeg_exe(),
+            "-hide_banner",
+            "-loglevel",
+            "error",
+            "-i",
+            str(path),
+            "-map",
+            "0:a:0",
+            "-f",
+            "s16le",
+            "-ac",
+            "1",
+            "-ar",
+            "16000",
+            "-",
+        ],
+        capture_output=True,
+        check=True,
+    ).stdout
     return len(pcm) / 2 / 16000
 
 
@@ -96,8 +115,21 @@ def test_vfr_with_a_time_base_for_a_rate_resamples_at_the_average(tmp_path, ext)
     would multiply the frames by 13; the mp4 header holds the average rate (77.16), the mkv's
     does not ("1k fps, 1k tbr") and it is measured from the packets."""
     clip = tmp_path / f"tb.{ext}"
-    ffmpeg("-f", "lavfi", "-i", f"testsrc=size={W}x{H}:rate=1000", "-frames:v", "200",
-           "-vf", "setpts='(N*13+mod(N,2)*4)/1000/TB'", "-fps_mode", "vfr", "-c:v", "libx264", str(clip))
+    ffmpeg(
+        "-f",
+        "lavfi",
+        "-i",
+        f"testsrc=size={W}x{H}:rate=1000",
+        "-frames:v",
+        "200",
+        "-vf",
+        "setpts='(N*13+mod(N,2)*4)/1000/TB'",
+        "-fps_mode",
+        "vfr",
+        "-c:v",
+        "libx264",
+        str(clip),
+    )
     with VideoReader(str(clip)) as reader:
         fps = reader.info.fps
         n = sum(1 for _ in reader)

@@ -54,7 +54,7 @@ def imagenet_state_dict(depth: str, *, deep_stem: bool, width: int = 64, seed: i
     bottleneck = depth != "resnet18"
     exp = 4 if bottleneck else 1
     for stage, blocks in enumerate(LAYERS[depth]):
-        planes = width * 2 ** stage
+        planes = width * 2**stage
         for b in range(blocks):
             pre = f"layer{stage + 1}.{b}"
             if bottleneck:
@@ -122,11 +122,14 @@ def test_full_size_deep_stem_resnet101_fits_psp101():
     assert torch.equal(model.pretrained.layer3[22].bn3.running_var, sd["layer3.22.bn3.running_var"])
 
 
-@pytest.mark.parametrize("depth,deep,width,words", [
-    ("resnet50", False, 8, "ResNet-50 with a plain stem .*needs an ImageNet ResNet-50 with a deep stem"),
-    ("resnet18", False, 8, "ResNet-18 .*needs an ImageNet ResNet-50"),
-    ("resnet50", True, 16, r"does not fit .*width 8: shape mismatch .*conv1\.0\.weight \(16, 3, 3, 3\) vs \(8, "),
-])
+@pytest.mark.parametrize(
+    "depth,deep,width,words",
+    [
+        ("resnet50", False, 8, "ResNet-50 with a plain stem .*needs an ImageNet ResNet-50 with a deep stem"),
+        ("resnet18", False, 8, "ResNet-18 .*needs an ImageNet ResNet-50"),
+        ("resnet50", True, 16, r"does not fit .*width 8: shape mismatch .*conv1\.0\.weight \(16, 3, 3, 3\) vs \(8, "),
+    ],
+)
 def test_a_mismatched_imagenet_file_is_one_line_naming_the_layout(depth, deep, width, words):
     model = PSPNet(PSPNetConfig(backbone="resnet50", width=8))
     with pytest.raises(CheckpointError, match=words) as info:
@@ -153,8 +156,19 @@ def _psp(width: int = 8, backbone: str = "resnet18") -> PSPNet:
 
 def _tdnet(num_paths: int, width: int = 8, value_dim: int = 64, reduction: int = 4) -> TDNet:
     # value_dim = C = 8 * width and reduction 4: the heads have the PSPNet head's halves' shape
-    return TDNet(TDNetConfig(num_paths=num_paths, groups=2, backbone="resnet18", width=width, key_dim=16,
-                             value_dim=value_dim, head_reduction=reduction, input_size=(64, 128), aux=True))
+    return TDNet(
+        TDNetConfig(
+            num_paths=num_paths,
+            groups=2,
+            backbone="resnet18",
+            width=width,
+            key_dim=16,
+            value_dim=value_dim,
+            head_reduction=reduction,
+            input_size=(64, 128),
+            aux=True,
+        )
+    )
 
 
 def _half(c: int, half: int) -> list[int]:

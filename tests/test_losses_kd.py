@@ -67,4 +67,5 @@ def test_criterion_distils_teacher_to_student_with_path_ordered_groups():
     _, terms = Criterion(cfg)(out, labels, teacher, path=2)
     assert terms["kd"] == pytest.approx(cfg["kd_weight"] * distillation_kl(out["out"], teacher["out"]).item(), rel=1e-5)
     assert terms["kd_group"] == pytest.approx(
-        cfg["kd_group_weight"] * distillation_kl(out["sub"], teacher["groups"][2]).item(), rel=1e-5)
+        cfg["kd_group_weight"] * distillation_kl(out["sub"], teacher["groups"][2]).item(), rel=1e-5
+    )

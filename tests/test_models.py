@@ -112,7 +112,9 @@ def test_fast_path_equals_plain_path_on_a_random_model():
             assert torch.allclose(a, b, atol=1e-4), (i, (a - b).abs().max())
 
 
-@pytest.mark.parametrize("size", [(64, 128), (100, 203), (257, 513), (512, 1024), (1024, 2048), (5, 7), (3, 300), (1, 1)])
+@pytest.mark.parametrize(
+    "size", [(64, 128), (100, 203), (257, 513), (512, 1024), (1024, 2048), (5, 7), (3, 300), (1, 1)]
+)
 @pytest.mark.parametrize("kind", ["noise", "smooth", "strip", "column", "batch"])
 def test_upsample_argmax_equals_full_interpolation(size, kind):
     g = torch.Generator().manual_seed(0)
@@ -233,6 +235,7 @@ def test_cuda_graph_modes_copy_what_the_stream_keeps(monkeypatch, preset):
                     buf = pool[i] = torch.empty_like(t)
                 out.append(buf.copy_(t))
             return out[0], (type(memory)(*out[1:]) if memory is not None else None)
+
         return run
 
     monkeypatch.setattr(inference.torch, "compile", lambda fn, **kw: replayed(fn))
@@ -357,18 +360,26 @@ def test_spatial_layer_norm_channels_last_equals_layer_norm():
 
 def _assert_matches_float64_conv(out: torch.Tensor, conv: torch.nn.Conv2d, x: torch.Tensor) -> None:
     """Within 2e-5 of the output's range of the same conv in float64 (direct fp32: ~2e-6)."""
-    exact = torch.nn.functional.conv2d(x.double(), conv.weight.double(), None if conv.bias is None else
-                                       conv.bias.double(), padding=conv.padding, dilation=conv.dilation)
+    exact = torch.nn.functional.conv2d(
+        x.double(),
+        conv.weight.double(),
+        None if conv.bias is None else conv.bias.double(),
+        padding=conv.padding,
+        dilation=conv.dilation,
+    )
     assert out.shape == exact.shape
     assert (out.double() - exact).abs().max() <= 2e-5 * exact.abs().max()
 
 
-@pytest.mark.parametrize("cin, cout, dilation, size, batch, bias", [
-    (16, 24, 1, (13, 21), 1, True),   # several blocks, ragged edges
-    (8, 8, 2, (3, 5), 2, False),      # smaller than one block, batch of two, no bias
-    (12, 20, 4, (37, 50), 1, True),   # dilated as layer4, blocks d rows apart
-    (6, 10, 3, (1, 1), 1, True),      # a single pixel: every tap but the centre is padding
-])
+@pytest.mark.parametrize(
+    "cin, cout, dilation, size, batch, bias",
+    [
+        (16, 24, 1, (13, 21), 1, True),  # several blocks, ragged edges
+        (8, 8, 2, (3, 5), 2, False),  # smaller than one block, batch of two, no bias
+        (12, 20, 4, (37, 50), 1, True),  # dilated as layer4, blocks d rows apart
+        (6, 10, 3, (1, 1), 1, True),  # a single pixel: every tap but the centre is padding
+    ],
+)
 def test_winograd_conv_equals_the_direct_conv(cin, cout, dilation, size, batch, bias):
     torch.manual_seed(0)
     conv = torch.nn.Conv2d(cin, cout, 3, padding=dilation, dilation=dilation, bias=bias)
@@ -408,12 +419,12 @@ def test_winograd_conv_takes_the_direct_conv_outside_cpu_fp32_inference():
 def test_use_winograd_accepts_only_wide_same_padded_3x3_convs():
     c = torch.nn.Conv2d
     assert use_winograd(c(256, 256, 3, padding=2, dilation=2))
-    assert not use_winograd(c(128, 256, 3, padding=1))                   # too narrow to pay
+    assert not use_winograd(c(128, 256, 3, padding=1))  # too narrow to pay
     assert use_winograd(c(128, 256, 3, padding=1), min_channels=128)
     assert not use_winograd(c(256, 256, 3, stride=2, padding=1))
     assert not use_winograd(c(256, 256, 1))
     assert not use_winograd(c(256, 256, 3, padding=1, groups=2))
-    assert not use_winograd(c(256, 256, 3, padding=1, dilation=2))      # not 'same' padding
+    assert not use_winograd(c(256, 256, 3, padding=1, dilation=2))  # not 'same' padding
     assert not use_winograd(c(256, 256, 3, padding=1, padding_mode="reflect"))
 
 
@@ -427,8 +438,14 @@ def test_predictor_uses_winograd_for_cpu_fp32(eager_compile):
 
     eager, compiled = Predictor(loaded, device="cpu"), Predictor(loaded, device="cpu", compile=True)
     assert eager.winograd and compiled.winograd and swapped(eager) == swapped(compiled) > 0
-    without = {name: Predictor(loaded, device="cpu", **kwargs) for name, kwargs in
-               (("bf16", {"precision": "bf16"}), ("off", {"winograd": False}), ("reference", {"optimize": False}))}
+    without = {
+        name: Predictor(loaded, device="cpu", **kwargs)
+        for name, kwargs in (
+            ("bf16", {"precision": "bf16"}),
+            ("off", {"winograd": False}),
+            ("reference", {"optimize": False}),
+        )
+    }
     for name, pred in without.items():
         assert not pred.winograd and swapped(pred) == 0, name
     plain = without["off"]

@@ -191,12 +191,13 @@ def test_nvenc_and_nvdec_run_or_are_refused_up_front(tmp_path, tiny):
     src = make_clip(tmp_path / "in.mp4", 6)
     base = run([src], predictor=tiny, save=["labels"], out_dir=tmp_path / "sw", cut_detect=False)
     assert base.ok
-    for kwargs, problem, name in (({"encoding": Encoding(encoder="nvenc")}, nvenc_problem(), "NVENC"),
-                                  ({"hw_decode": True}, nvdec_problem(0), "NVDEC")):
+    for kwargs, problem, name in (
+        ({"encoding": Encoding(encoder="nvenc")}, nvenc_problem(), "NVENC"),
+        ({"hw_decode": True}, nvdec_problem(0), "NVDEC"),
+    ):
         out = tmp_path / name
         if problem is None:  # a machine with the engine: the same clip comes out
-            report = run([src], predictor=tiny, save=["overlay", "labels"], out_dir=out, cut_detect=False,
-                             **kwargs)
+            report = run([src], predictor=tiny, save=["overlay", "labels"], out_dir=out, cut_detect=False, **kwargs)
             assert report.ok and probe(out / "in.overlay.mp4")[:3] == (6, W, H)
             same, want = read_pngs(out / "in.labels"), read_pngs(tmp_path / "sw" / "in.labels")
             assert same.keys() == want.keys() and all(np.array_equal(same[k], want[k]) for k in want)
@@ -208,14 +209,14 @@ def test_nvenc_and_nvdec_run_or_are_refused_up_front(tmp_path, tiny):
 
 def test_label_pngs_equal_model_argmax(tmp_path, tiny):
     src = make_clip(tmp_path / "in.mp4", 6)
-    report = run([src], predictor=tiny, save=["labels", "labelids", "color"], out_dir=tmp_path,
-                     cut_detect=False)
+    report = run([src], predictor=tiny, save=["labels", "labelids", "color"], out_dir=tmp_path, cut_detect=False)
     assert report.ok
     # Videos are decoded to YUV 4:2:0 and the model's input is converted from the planes
     # at its own size: the labels are exactly what the predictor gives for that input.
     stream = tiny.new_stream()
-    expected = {f.name: tiny.segment(f.rgb(tiny.input_size), stream, size=f.size)
-                for f in VideoReader(str(src), yuv=True)}
+    expected = {
+        f.name: tiny.segment(f.rgb(tiny.input_size), stream, size=f.size) for f in VideoReader(str(src), yuv=True)
+    }
     labels = read_pngs(tmp_path / "in.labels")
     ids = read_pngs(tmp_path / "in.labelids")
     assert list(labels) == ["000000", "000001", "000002", "000003", "000004", "000005"] == list(expected)
@@ -225,8 +226,7 @@ def test_label_pngs_equal_model_argmax(tmp_path, tiny):
         assert np.array_equal(ids[name], train_id_to_label_id(want))
     assert probe(tmp_path / "in.color.mp4")[:3] == (6, W, H)
     # The RGB route (decode_yuv=False) gives the predictor ffmpeg's RGB frames unchanged.
-    report = run([src], predictor=tiny, save=["labels"], out_dir=tmp_path / "rgb", cut_detect=False,
-                     decode_yuv=False)
+    report = run([src], predictor=tiny, save=["labels"], out_dir=tmp_path / "rgb", cut_detect=False, decode_yuv=False)
     stream = tiny.new_stream()
     rgb_labels = read_pngs(tmp_path / "rgb" / "in.labels")
     agree = []
@@ -315,8 +315,11 @@ def test_scene_cut_resets_the_stream(tmp_path, tiny):
     run([spliced], predictor=fake, save=["labels"], out_dir=tmp_path / "c", cut_detect=False)
     assert fake.streams[0].resets == 0
     # the same shots as ordinary 4:2:0 video: the cut test reads the luma plane
-    yuv = encode_rgb(tmp_path / "spliced.mp4", scene(6, 0) + scene(6, 1),
-                          codec=("-c:v", "libx264", "-pix_fmt", "yuv420p", "-crf", "18"))
+    yuv = encode_rgb(
+        tmp_path / "spliced.mp4",
+        scene(6, 0) + scene(6, 1),
+        codec=("-c:v", "libx264", "-pix_fmt", "yuv420p", "-crf", "18"),
+    )
     assert first_frame(yuv, yuv=True).yuv is not None
     fake = FakePredictor()
     run([yuv], predictor=fake, save=["labels"], out_dir=tmp_path / "d")
@@ -345,8 +348,9 @@ def test_yuv_rendering_matches_the_rgb_route(tmp_path):
 
     done = render(False)
     rgb = Renderer({}, PALETTE, CLASSES, alpha=0.5, legend=False)
-    want = cv2.cvtColor(cv2.cvtColor(rgb._overlay_rgb(frame.image, labels), cv2.COLOR_RGB2YUV_I420),
-                        cv2.COLOR_YUV2RGB_I420)
+    want = cv2.cvtColor(
+        cv2.cvtColor(rgb._overlay_rgb(frame.image, labels), cv2.COLOR_RGB2YUV_I420), cv2.COLOR_YUV2RGB_I420
+    )
     got = cv2.cvtColor(done["overlay"].reshape(H * 3 // 2, W), cv2.COLOR_YUV2RGB_I420)
     diff = np.abs(got.astype(int) - want).max(2)
     # Chroma is one sample per 2x2 block: the routes differ only where a block holds two
@@ -393,8 +397,7 @@ def test_cut_detector_ignores_motion_and_finds_cuts(tmp_path):
 def test_exception_mid_run_leaves_no_output(tmp_path):
     src = make_clip(tmp_path / "in.mp4", 10)
     out = tmp_path / "out"
-    report = run([src], predictor=FakePredictor(fail_at=4), save=["overlay", "color", "labels"],
-                     out_dir=out)
+    report = run([src], predictor=FakePredictor(fail_at=4), save=["overlay", "color", "labels"], out_dir=out)
     assert not report.ok and "model exploded" in report.failures[0].error
     assert names(out) == []
     with pytest.raises(KeyboardInterrupt):  # Ctrl-C: propagates, after cleaning up
@@ -433,8 +436,7 @@ def test_batch_continues_past_bad_inputs(tmp_path):
         def finish_input(self, result):
             seen.append((result.input, result.status))
 
-    report = run([good1, tmp_path / "b.mp4", good2], predictor=FakePredictor(), out_dir=tmp_path / "o",
-                     progress=Hook())
+    report = run([good1, tmp_path / "b.mp4", good2], predictor=FakePredictor(), out_dir=tmp_path / "o", progress=Hook())
     assert [s for _, s in seen] == ["ok", "failed", "ok"]
     assert names(tmp_path / "o") == ["a.overlay.mp4", "c.overlay.mp4"]
     d = report.to_dict()
@@ -526,8 +528,12 @@ def test_compiled_predictor_in_the_pipeline_gives_the_eager_labels(tmp_path, tin
 
 def test_cli_compile_options_reach_the_predictor(tmp_path, fake_cli):
     src = make_clip(tmp_path / "in.mp4", 2)
-    for args, want in (((), False), (("--compile",), True), (("--compile-mode", "reduce-overhead"), "reduce-overhead"),
-                       (("--compile", "--compile-mode", "max-autotune"), "max-autotune")):
+    for args, want in (
+        ((), False),
+        (("--compile",), True),
+        (("--compile-mode", "reduce-overhead"), "reduce-overhead"),
+        (("--compile", "--compile-mode", "max-autotune"), "max-autotune"),
+    ):
         assert invoke(src, "-d", tmp_path / "o", "--overwrite", "-q", *args).exit_code == 0
         assert fake_cli[-1].kwargs["compile"] == want
 
@@ -574,10 +580,14 @@ def _truncated(p: Path) -> Path:
 BAD_INPUTS = {
     "missing": (lambda t: t / "nope.mp4", "no such file or folder"),
     "not-a-video": (lambda t: (t / "x.mp4").write_text("hello") and t / "x.mp4", "not a video"),
-    "zero-frames": (lambda t: (t / "z.y4m").write_bytes(b"YUV4MPEG2 W128 H64 F25:1 Ip C420jpeg\n") and t / "z.y4m",
-                    "no frames"),
-    "audio-only": (lambda t: ffmpeg("-f", "lavfi", "-i", "sine", "-t", "0.2", str(t / "s.m4a")) or t / "s.m4a",
-                   "no video stream"),
+    "zero-frames": (
+        lambda t: (t / "z.y4m").write_bytes(b"YUV4MPEG2 W128 H64 F25:1 Ip C420jpeg\n") and t / "z.y4m",
+        "no frames",
+    ),
+    "audio-only": (
+        lambda t: ffmpeg("-f", "lavfi", "-i", "sine", "-t", "0.2", str(t / "s.m4a")) or t / "s.m4a",
+        "no video stream",
+    ),
     "empty-folder": (lambda t: (t / "empty").mkdir() or t / "empty", "no frames (png/jpg)"),
     "mixed-sizes": (lambda t: _mixed(t / "mixed"), "differs from the first frame"),
     "truncated": (lambda t: _truncated(t / "cut.mp4"), "corrupt or truncated video, kept the"),
@@ -610,7 +620,8 @@ def test_cli_unwritable_out_dir_and_existing_output(tmp_path, fake_cli):
     assert invoke(src).exit_code == 0
     result = invoke(src)
     assert result.exit_code == 1 and error_lines(result) == [
-        f"error: {src}: {tmp_path / 'in.overlay.mp4'} exists (use --overwrite, or --skip-existing to keep it)"]
+        f"error: {src}: {tmp_path / 'in.overlay.mp4'} exists (use --overwrite, or --skip-existing to keep it)"
+    ]
     assert invoke(src, "--overwrite", "-q").exit_code == 0
     result = invoke(src, "--skip-existing", "--json")
     assert result.exit_code == 0 and json.loads(result.stdout)["skipped"] == 1
@@ -638,8 +649,9 @@ def test_cli_shard_list_and_stdin(tmp_path, fake_cli):
     assert json.loads(result.stdout)["shard"] == [0, 2]
     result = invoke("-", "--shard", "1/2", "-d", tmp_path / "s1", "-q", input="\n".join(map(str, vids)))
     assert result.exit_code == 0 and names(tmp_path / "s1") == ["v1.overlay.mp4"]
-    result = runner.invoke(app, ["segment", str(vids[0]), "-d", str(tmp_path / "s2"), "-q"],
-                           env={"RANK": "1", "WORLD_SIZE": "2"})
+    result = runner.invoke(
+        app, ["segment", str(vids[0]), "-d", str(tmp_path / "s2"), "-q"], env={"RANK": "1", "WORLD_SIZE": "2"}
+    )
     assert result.exit_code == 0 and not (tmp_path / "s2").exists() and len(fake_cli) == 2  # shard 1 got nothing
     assert invoke("--shard", "2/2", vids[0]).exit_code == 2
 
@@ -682,9 +694,10 @@ def test_render_and_png_threads_keep_frame_order(tmp_path, monkeypatch):
     assert not report.ok and names(tmp_path / "c") == []
 
 
-@pytest.mark.parametrize("many_dt, few_dt, expect_few", [(0.010, 0.006, True), (0.010, 0.0102, True),
-                                                       (0.010, 0.030, False), (0.060, 0.030, True),
-                                                       (0.300, 0.030, True)])
+@pytest.mark.parametrize(
+    "many_dt, few_dt, expect_few",
+    [(0.010, 0.006, True), (0.010, 0.0102, True), (0.010, 0.030, False), (0.060, 0.030, True), (0.300, 0.030, True)],
+)
 def test_thread_tuner_keeps_the_faster_count(monkeypatch, many_dt, few_dt, expect_few):
     from tdnet_cli.pipeline import stream
 

@@ -165,7 +165,9 @@ def test_same_seed_same_bytes_other_seed_differs(tmp_path: Path) -> None:
 
 
 def test_splits_and_sequences_differ(tmp_path: Path) -> None:
-    train = generate_dataset(tmp_path / "t", sequences=2, split="train", size=(64, 128), seed=1, frames_per_sequence=FRAMES)
+    train = generate_dataset(
+        tmp_path / "t", sequences=2, split="train", size=(64, 128), seed=1, frames_per_sequence=FRAMES
+    )
     val = generate_dataset(tmp_path / "v", sequences=1, split="val", size=(64, 128), seed=1, frames_per_sequence=FRAMES)
     imgs = [read(layout.image_path(tmp_path / "t", "train", f)) for f in train.annotated]
     imgs.append(read(layout.image_path(tmp_path / "v", "val", val.annotated[0])))
@@ -233,8 +235,13 @@ def test_bad_arguments(tmp_path: Path, kwargs: dict) -> None:
 
 def test_progress_callback(tmp_path: Path) -> None:
     calls: list[tuple[int, int]] = []
-    generate_dataset(tmp_path / "o", sequences=2, size=(64, 128), frames_per_sequence=FRAMES,
-                     progress=lambda d, t: calls.append((d, t)))
+    generate_dataset(
+        tmp_path / "o",
+        sequences=2,
+        size=(64, 128),
+        frames_per_sequence=FRAMES,
+        progress=lambda d, t: calls.append((d, t)),
+    )
     assert calls == [(i, 2 * FRAMES) for i in range(1, 2 * FRAMES + 1)]
 
 
@@ -246,7 +253,8 @@ def test_frame_id_parse_and_paths(tmp_path: Path) -> None:
     assert fid == FrameId("frankfurt", 1, 54640) and fid.stem == "frankfurt_000001_054640"
     assert FrameId.parse("/x/bad-honnef_000000_000019_leftImg8bit.png").city == "bad-honnef"
     assert layout.gt_path("R", "val", fid, "instanceIds") == Path(
-        "R/gtFine/val/frankfurt/frankfurt_000001_054640_gtFine_instanceIds.png")
+        "R/gtFine/val/frankfurt/frankfurt_000001_054640_gtFine_instanceIds.png"
+    )
     assert layout.sequence_path("R", "train", fid.shifted(-19)).name == "frankfurt_000001_054621_leftImg8bit.png"
     for bad in ("frankfurt_1_2_leftImg8bit.png", "frank_furt_000001_000002_x.png", "readme.txt"):
         with pytest.raises(DataError):
@@ -278,8 +286,24 @@ def test_cli(tmp_path: Path) -> None:
 
     runner = CliRunner()
     out = tmp_path / "cli"
-    res = runner.invoke(app, ["synth", str(out), "--sequences", "1", "--size", "64x128", "--frames", "20",
-                              "--seed", "2", "--split", "val", "--json"])
+    res = runner.invoke(
+        app,
+        [
+            "synth",
+            str(out),
+            "--sequences",
+            "1",
+            "--size",
+            "64x128",
+            "--frames",
+            "20",
+            "--seed",
+            "2",
+            "--split",
+            "val",
+            "--json",
+        ],
+    )
     assert res.exit_code == 0, res.output
     info = json.loads(res.stdout)
     assert info["frames"] == 20 and info["annotated"] == 1 and info["size"] == [64, 128] and info["split"] == "val"

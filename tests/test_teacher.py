@@ -144,8 +144,11 @@ def test_refusals_are_one_line(tmp_path):
     save_checkpoint(tmp_path / "td.pt", random_model("td4-tiny"))
     save_checkpoint(tmp_path / "gpsp.pt", random_model("gpsp-tiny"))
     save_checkpoint(tmp_path / "psp.pt", random_model("psp-tiny"))
-    cases = [(tmp_path / "td.pt", 4, "not a PSPNet teacher"), (tmp_path / "gpsp.pt", 2, "4 groups"),
-             (tmp_path / "psp.pt", 3, "2 or 4 student paths")]
+    cases = [
+        (tmp_path / "td.pt", 4, "not a PSPNet teacher"),
+        (tmp_path / "gpsp.pt", 2, "4 groups"),
+        (tmp_path / "psp.pt", 3, "2 or 4 student paths"),
+    ]
     for path, paths, words in cases:
         with pytest.raises(CheckpointError, match=words) as info:
             load_teacher(path, paths=paths)

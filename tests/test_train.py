@@ -58,7 +58,9 @@ def test_ohem_keeps_hard_pixels_or_the_hardest_n():
     assert ohem_cross_entropy(logits, labels, 0.7, 3).item() == pytest.approx(losses.mean().item(), rel=1e-5)
 
 
-@pytest.mark.parametrize("shape,size", [((2, 19, 32, 64), (256, 512)), ((1, 3, 5, 7), (130, 9)), ((2, 4, 6, 6), (3, 4))])
+@pytest.mark.parametrize(
+    "shape,size", [((2, 19, 32, 64), (256, 512)), ((1, 3, 5, 7), (130, 9)), ((2, 4, 6, 6), (3, 4))]
+)
 def test_upsampled_cross_entropy_matches_interpolate_then_cross_entropy(shape, size):
     # The banded loss (two matmuls per band, its own backward) against torch's own ops, with
     # ignored pixels, a label size that is not a multiple of the band and a downscale.
@@ -67,8 +69,12 @@ def test_upsampled_cross_entropy_matches_interpolate_then_cross_entropy(shape, s
     labels = torch.randint(0, shape[1], (shape[0], *size))
     labels[0, 0, :3] = 255
     ref_logits = logits.detach().clone().requires_grad_()
-    ref = F.cross_entropy(F.interpolate(ref_logits, size=size, mode="bilinear", align_corners=True), labels,
-                          ignore_index=255, reduction="none")
+    ref = F.cross_entropy(
+        F.interpolate(ref_logits, size=size, mode="bilinear", align_corners=True),
+        labels,
+        ignore_index=255,
+        reduction="none",
+    )
     ours = _pixel_cross_entropy(logits, labels)
     weights = torch.rand(ours.shape)
     (ours * weights).sum().backward()
@@ -77,8 +83,11 @@ def test_upsampled_cross_entropy_matches_interpolate_then_cross_entropy(shape, s
     torch.testing.assert_close(ours, ref, rtol=1e-5, atol=2e-5)
     torch.testing.assert_close(logits.grad, ref_logits.grad, rtol=1e-5, atol=1e-4)
     assert cross_entropy(logits, labels).item() == pytest.approx(
-        F.cross_entropy(F.interpolate(logits.detach(), size=size, mode="bilinear", align_corners=True), labels,
-                        ignore_index=255).item(), rel=1e-5)
+        F.cross_entropy(
+            F.interpolate(logits.detach(), size=size, mode="bilinear", align_corners=True), labels, ignore_index=255
+        ).item(),
+        rel=1e-5,
+    )
 
 
 def test_colour_jitter_matrix_equals_the_three_steps():
@@ -117,7 +126,7 @@ def test_lr_schedule():
     o = {**DEFAULTS["optim"], "iterations": 100, "lr": 0.01, "warmup_iters": 10, "warmup_ratio": 0.1}
     assert get_lr(0, o) == pytest.approx(0.001)
     assert get_lr(5, o) == pytest.approx(0.001 + 0.009 * 0.5)
-    assert get_lr(10, o) == pytest.approx(0.01 * 0.9 ** 0.9)
+    assert get_lr(10, o) == pytest.approx(0.01 * 0.9**0.9)
     assert get_lr(99, o) < get_lr(50, o)
 
 
@@ -125,8 +134,8 @@ def test_lr_schedule():
 def test_paths_are_drawn_in_balanced_cycles():
     steps = [path_for_step(0, s, 0, 4) for s in range(400)]
     for c in range(0, 400, 4):  # each cycle of 4 steps runs every path once
-        assert sorted(steps[c:c + 4]) == [0, 1, 2, 3]
-    assert len({tuple(steps[c:c + 4]) for c in range(0, 400, 4)}) > 10  # in a drawn order
+        assert sorted(steps[c : c + 4]) == [0, 1, 2, 3]
+    assert len({tuple(steps[c : c + 4]) for c in range(0, 400, 4)}) > 10  # in a drawn order
     assert steps == [path_for_step(0, s, 0, 4) for s in range(400)]  # a function of the step: resumable
     assert steps != [path_for_step(0, s, 1, 4) for s in range(400)]  # ranks draw their own
     assert steps != [path_for_step(1, s, 0, 4) for s in range(400)]
@@ -177,9 +186,20 @@ def data_root(tmp_path_factory):
 
 
 def tiny_config(data_root, out, name, **over) -> dict:
-    sets = [f'data.root="{data_root}"', f'run.out="{out}"', f'run.name="{name}"', "model.preset=\"td4-tiny\"",
-            "data.batch_size=2", "data.workers=0", "run.log_every=1", "run.save_every=100", "run.val_every=0",
-            "optim.warmup_iters=0", "optim.lr=0.02", "loss.ohem=false"]
+    sets = [
+        f'data.root="{data_root}"',
+        f'run.out="{out}"',
+        f'run.name="{name}"',
+        'model.preset="td4-tiny"',
+        "data.batch_size=2",
+        "data.workers=0",
+        "run.log_every=1",
+        "run.save_every=100",
+        "run.val_every=0",
+        "optim.warmup_iters=0",
+        "optim.lr=0.02",
+        "loss.ohem=false",
+    ]
     sets += [f"{k}={v}" for k, v in over.items()]
     return load_config(None, sets)
 
@@ -189,9 +209,18 @@ def losses(result) -> dict[int, float]:
 
 
 def test_a_few_steps_reduce_the_loss(data_root, tmp_path):
-    cfg = tiny_config(data_root, tmp_path, "learn", **{"optim.iterations": "24", "data.scale": "[0.75, 0.75]",
-                                                       "data.flip": "false", "data.rotate": "0.0",
-                                                       "data.color_jitter": "0.0"})
+    cfg = tiny_config(
+        data_root,
+        tmp_path,
+        "learn",
+        **{
+            "optim.iterations": "24",
+            "data.scale": "[0.75, 0.75]",
+            "data.flip": "false",
+            "data.rotate": "0.0",
+            "data.color_jitter": "0.0",
+        },
+    )
     result = train(cfg)
     ls = losses(result)
     first, last = sum(ls[i] for i in (1, 2, 3)) / 3, sum(ls[i] for i in (22, 23, 24)) / 3
@@ -203,8 +232,13 @@ def test_a_few_steps_reduce_the_loss(data_root, tmp_path):
 
 
 def test_cpu_bf16_autocast_trains(data_root, tmp_path):
-    common = {"optim.iterations": "24", "data.scale": "[0.75, 0.75]", "data.flip": "false", "data.rotate": "0.0",
-              "data.color_jitter": "0.0"}
+    common = {
+        "optim.iterations": "24",
+        "data.scale": "[0.75, 0.75]",
+        "data.flip": "false",
+        "data.rotate": "0.0",
+        "data.color_jitter": "0.0",
+    }
     a = losses(train(tiny_config(data_root, tmp_path, "fp32", **common)))
     b = losses(train(tiny_config(data_root, tmp_path, "bf16", **common, **{"run.amp_cpu": "true"})))
     # Same data and weights: the first loss differs only by the forward's bf16 rounding.
@@ -217,8 +251,9 @@ def test_fp16_loss_scaling_trains_and_resumes(data_root, tmp_path, monkeypatch):
     # its state is checkpointed, and a resumed run continues exactly.
     import tdnet_cli.pipeline.train as train_mod
 
-    monkeypatch.setattr(train_mod, "_autocast",
-                        lambda device, *a: (torch.autocast("cpu", dtype=torch.float16), torch.float16))
+    monkeypatch.setattr(
+        train_mod, "_autocast", lambda device, *a: (torch.autocast("cpu", dtype=torch.float16), torch.float16)
+    )
     common = {"optim.iterations": "6"}
     full = train(tiny_config(data_root, tmp_path, "full16", **common))
     scaler = torch.load(tmp_path / "full16" / "last.pt", weights_only=True)["train_state"]["scaler"]
@@ -288,13 +323,23 @@ def test_run_folder_is_not_overwritten(data_root, tmp_path):
 
 
 def test_teacher_then_distillation_and_init(data_root, tmp_path):
-    teacher = train(tiny_config(data_root, tmp_path, "teacher", **{"model.preset": '"gpsp-tiny"',
-                                                                    "optim.iterations": "2"}))
+    teacher = train(
+        tiny_config(data_root, tmp_path, "teacher", **{"model.preset": '"gpsp-tiny"', "optim.iterations": "2"})
+    )
     psp = random_model("psp-tiny")
     save_checkpoint(tmp_path / "psp.pt", psp)
-    student = train(tiny_config(data_root, tmp_path, "student", **{
-        "optim.iterations": "2", "model.teacher": f'"{teacher.run_dir / "model.pt"}"',
-        "model.init": f'"{tmp_path / "psp.pt"}"'}))
+    student = train(
+        tiny_config(
+            data_root,
+            tmp_path,
+            "student",
+            **{
+                "optim.iterations": "2",
+                "model.teacher": f'"{teacher.run_dir / "model.pt"}"',
+                "model.init": f'"{tmp_path / "psp.pt"}"',
+            },
+        )
+    )
     rec = [r for r in student.history if "loss" in r][-1]
     assert {"ce", "sub", "aux", "kd", "kd_group"} <= set(rec)
     model = random_model("td4-tiny").model
@@ -367,8 +412,14 @@ def test_memory_stride_is_trained_saved_and_loaded(data_root, tmp_path):
     with pytest.raises(UsageError, match="memory_stride"):
         validate(load_config(None, ['data.root="x"', "model.memory_stride=-1"]))
     with pytest.raises(UsageError, match="TDNet presets only"):
-        train(tiny_config(data_root, tmp_path, "psp", **{"optim.iterations": "1", "model.preset": '"psp-tiny"',
-                                                         "model.memory_stride": "2"}))
+        train(
+            tiny_config(
+                data_root,
+                tmp_path,
+                "psp",
+                **{"optim.iterations": "1", "model.preset": '"psp-tiny"', "model.memory_stride": "2"},
+            )
+        )
 
 
 def test_groups_are_trained_saved_and_loaded(data_root, tmp_path):
@@ -386,14 +437,23 @@ def test_groups_are_trained_saved_and_loaded(data_root, tmp_path):
     with pytest.raises(UsageError, match="cannot be built"):  # 64 channels are not 3 x 4 branches
         train(tiny_config(data_root, tmp_path, "g3", **{"optim.iterations": "1", "model.groups": "3"}))
     with pytest.raises(UsageError, match="TDNet presets only"):
-        train(tiny_config(data_root, tmp_path, "psp-g", **{"optim.iterations": "1", "model.preset": '"psp-tiny"',
-                                                           "model.groups": "2"}))
+        train(
+            tiny_config(
+                data_root,
+                tmp_path,
+                "psp-g",
+                **{"optim.iterations": "1", "model.preset": '"psp-tiny"', "model.groups": "2"},
+            )
+        )
 
 
 def test_width_is_trained_saved_and_loaded(data_root, tmp_path):
     """model.width narrows any preset (a thinner per-frame init for thinner TDNet paths)."""
-    result = train(tiny_config(data_root, tmp_path, "w4", **{"optim.iterations": "1", "model.preset": '"psp-tiny"',
-                                                             "model.width": "4"}))
+    result = train(
+        tiny_config(
+            data_root, tmp_path, "w4", **{"optim.iterations": "1", "model.preset": '"psp-tiny"', "model.width": "4"}
+        )
+    )
     model = load_checkpoint(result.run_dir / "model.pt").model
     assert model.config.width == 4 and model.pretrained.out_channels == 8 * 4  # ResNet-18: 8x the width
     from tdnet_cli.config import validate
@@ -428,9 +488,18 @@ def test_missing_or_corrupt_data_fails_before_work(tmp_path, data_root):
 
 
 def test_cli_json_result_for_scripts(data_root, tmp_path):
-    sets = [f'data.root="{data_root}"', f'run.out="{tmp_path}"', 'run.name="js"', 'model.preset="psp-tiny"',
-            "data.batch_size=2", "data.workers=0", "optim.iterations=2", "optim.warmup_iters=0",
-            "run.val_every=1", "run.val_limit=1"]
+    sets = [
+        f'data.root="{data_root}"',
+        f'run.out="{tmp_path}"',
+        'run.name="js"',
+        'model.preset="psp-tiny"',
+        "data.batch_size=2",
+        "data.workers=0",
+        "optim.iterations=2",
+        "optim.warmup_iters=0",
+        "run.val_every=1",
+        "run.val_limit=1",
+    ]
     result = runner.invoke(app, ["train", "--json", *[a for s in sets for a in ("--set", s)]])
     assert result.exit_code == 0, result.output
     out = json.loads(result.stdout)  # nothing but the JSON on stdout: no bar, no summary
@@ -458,15 +527,43 @@ def _free_port() -> int:
 
 
 def _torchrun(args: list[str], tmp_path) -> subprocess.CompletedProcess:
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc-per-node", "2", "--master-addr", "127.0.0.1",
-           "--master-port", str(_free_port()), "-m", "tdnet_cli", "train", "--quiet", *args]
+    cmd = [
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--nproc-per-node",
+        "2",
+        "--master-addr",
+        "127.0.0.1",
+        "--master-port",
+        str(_free_port()),
+        "-m",
+        "tdnet_cli",
+        "train",
+        "--quiet",
+        *args,
+    ]
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     return subprocess.run(cmd, capture_output=True, check=False, text=True, env=env, timeout=600, cwd=tmp_path)
 
 
 def test_two_process_gloo_replicas_stay_identical_and_resume(data_root, tmp_path):
-    common = ["--data", str(data_root), "--model", "td4-tiny", "--set", f'run.out="{tmp_path}"', "--set",
-              "data.batch_size=2", "--set", "data.workers=0", "--set", "run.val_every=0", "--set", "run.log_every=1"]
+    common = [
+        "--data",
+        str(data_root),
+        "--model",
+        "td4-tiny",
+        "--set",
+        f'run.out="{tmp_path}"',
+        "--set",
+        "data.batch_size=2",
+        "--set",
+        "data.workers=0",
+        "--set",
+        "run.val_every=0",
+        "--set",
+        "run.log_every=1",
+    ]
     first = _torchrun([*common, "--name", "ddp", "--set", "optim.iterations=3"], tmp_path)
     assert first.returncode == 0, first.stderr[-3000:]
     records = [json.loads(line) for line in (tmp_path / "ddp" / "metrics.jsonl").read_text().splitlines()]

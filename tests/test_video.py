@@ -257,7 +257,7 @@ def test_video_writer_keeps_colours(tmp_path):
     frame = np.zeros((H, W, 3), np.uint8)
     colours = [(128, 64, 128), (220, 20, 60), (0, 0, 142), (107, 142, 35), (255, 255, 255), (0, 0, 0)]
     for i, c in enumerate(colours):
-        frame[:, i * 16:(i + 1) * 16] = c
+        frame[:, i * 16 : (i + 1) * 16] = c
     with VideoWriter(tmp_path / "c.mp4", W, H, 25) as w:
         w.write(frame)
     back = next(iter(VideoReader(str(tmp_path / "c.mp4")))).image
@@ -286,9 +286,20 @@ def test_yuv_frames_match_ffmpegs_own_rgb(tmp_path):
     # BT.601 (untagged) and a BT.709-tagged clip: the planes converted by us match what
     # ffmpeg's decoder gives as RGB, to a few levels of rounding.
     plain = make_clip(tmp_path / "601.mp4", 3)
-    hd = make_clip(tmp_path / "709.mp4", 3, extra=("-vf", "scale=out_color_matrix=bt709:out_range=tv",
-                                                   "-colorspace", "bt709", "-color_primaries", "bt709",
-                                                   "-color_trc", "bt709"))
+    hd = make_clip(
+        tmp_path / "709.mp4",
+        3,
+        extra=(
+            "-vf",
+            "scale=out_color_matrix=bt709:out_range=tv",
+            "-colorspace",
+            "bt709",
+            "-color_primaries",
+            "bt709",
+            "-color_trc",
+            "bt709",
+        ),
+    )
     for clip, matrix in ((plain, "bt601"), (hd, "bt709")):
         rgb = [f.image for f in VideoReader(str(clip))]
         with VideoReader(str(clip), yuv=True) as r:
@@ -377,7 +388,7 @@ def test_video_writer_bt709_tags_and_colours(tmp_path):
     frame = np.zeros((H, W, 3), np.uint8)
     colours = [(128, 64, 128), (220, 20, 60), (0, 0, 142), (107, 142, 35)]
     for i, c in enumerate(colours):
-        frame[:, i * 32:(i + 1) * 32] = c
+        frame[:, i * 32 : (i + 1) * 32] = c
     with VideoWriter(tmp_path / "hd.mp4", W, H, 25, matrix="bt709") as w:
         w.write(frame)
     with VideoReader(str(tmp_path / "hd.mp4"), yuv=True) as r:
@@ -405,9 +416,11 @@ def test_encoding_arguments_for_x264_and_nvenc():
 
 
 def test_gpu_error_picks_the_cause_out_of_ffmpegs_log():
-    log = ("[h264_nvenc @ 0x55d1] Cannot load libcuda.so.1\n"
-           "[vost#0:0/h264_nvenc @ 0x55d2] [enc:h264_nvenc @ 0x55d3] Error while opening encoder\n"
-           "[out#0/mp4 @ 0x55d4] Nothing was written into output file\n")
+    log = (
+        "[h264_nvenc @ 0x55d1] Cannot load libcuda.so.1\n"
+        "[vost#0:0/h264_nvenc @ 0x55d2] [enc:h264_nvenc @ 0x55d3] Error while opening encoder\n"
+        "[out#0/mp4 @ 0x55d4] Nothing was written into output file\n"
+    )
     assert gpu_error(log) == "Cannot load libcuda.so.1"
     assert gpu_error("[mp4 @ 0x1] disk full\n") == "disk full"
 

@@ -9,6 +9,7 @@ removed, as the spatial LayerNorm removes them), and the attention mass on memor
 positions whose label equals the target's (labels of the annotated frame, a proxy for
 the memory frames', which are unlabelled), against the same for uniform attention.
 """
+
 import math
 import sys
 
@@ -22,9 +23,13 @@ model = load_checkpoint(sys.argv[1]).model.eval()
 root = sys.argv[2] if len(sys.argv) > 2 else "data/synth"
 n = model.num_paths
 stride = model.config.memory_stride
-ds = ClipDataset(root, "val", clip_len=n, train=False,
-                 augment=AugmentConfig(crop=tuple(model.input_size), scale=(1, 1), flip=False, rotate=0,
-                                       color_jitter=0))
+ds = ClipDataset(
+    root,
+    "val",
+    clip_len=n,
+    train=False,
+    augment=AugmentConfig(crop=tuple(model.input_size), scale=(1, 1), flip=False, rotate=0, color_jitter=0),
+)
 seen = {}
 
 
@@ -56,6 +61,8 @@ with torch.no_grad():
         same.append((a * match).sum(1)[valid].mean().item())
         uniform.append(match[valid].mean().item())
 positions = memories[0].k.shape[1]
-print(f"attention entropy {sum(ent) / len(ent):.2f} (uniform: ln {positions} = {math.log(positions):.2f}), "
-      f"logit std {seen['logit_std']:.2f}, spatial |c|/|v| {sum(spatial) / len(spatial):.3f}, "
-      f"same-class mass {sum(same) / len(same):.3f} (uniform {sum(uniform) / len(uniform):.3f})")
+print(
+    f"attention entropy {sum(ent) / len(ent):.2f} (uniform: ln {positions} = {math.log(positions):.2f}), "
+    f"logit std {seen['logit_std']:.2f}, spatial |c|/|v| {sum(spatial) / len(spatial):.3f}, "
+    f"same-class mass {sum(same) / len(same):.3f} (uniform {sum(uniform) / len(uniform):.3f})"
+)

@@ -18,6 +18,7 @@ error is emulated in every convolution (everything else stays fp32):
 and the plain `torch.autocast("cpu", bfloat16)` run (what `--precision bf16` does).
 Disagreement is given as mean / worst over the 6 frames.
 """
+
 import torch
 import torch.nn.functional as F
 from common import expected, recipe_model  # docs/experiments/, beside this script
@@ -83,7 +84,7 @@ def logits(model, ref, autocast=False):
     state, ups = model.new_state(), []
     with torch.inference_mode(), torch.autocast("cpu", dtype=BF, enabled=autocast):
         for i in range(len(ref["inputs"])):
-            x = normalise(ref["inputs"][i:i + 1]).contiguous(memory_format=torch.channels_last)
+            x = normalise(ref["inputs"][i : i + 1]).contiguous(memory_format=torch.channels_last)
             out, state = model.step(x, state)
             ups.append(F.interpolate(out.float(), SIZE, mode="bilinear", align_corners=True)[0])
     return torch.stack(ups)
@@ -104,14 +105,16 @@ def main():
         margin = (top2[:, 0] - top2[:, 1]).flatten()
         err = (auto - base).abs().amax(dim=1).flatten()
         qs = ", ".join(f"{q:.1%}: {torch.quantile(margin, q):.4f}" for q in (0.005, 0.01, 0.02, 0.05))
-        print(f"{preset}: fp32 top-1 minus top-2 logit, quantiles {qs}; "
-              f"bf16 autocast's per-pixel error (max over classes), median {err.median():.4f}")
+        print(
+            f"{preset}: fp32 top-1 minus top-2 logit, quantiles {qs}; "
+            f"bf16 autocast's per-pixel error (max over classes), median {err.median():.4f}"
+        )
         print(f"  autocast bf16 (--precision bf16): {disagreement(base, auto)}")
         for name, (fn, selected) in VARIANTS.items():
             model = build(preset)
             for mod_name, mod in model.named_modules():
                 if isinstance(mod, nn.Conv2d) and selected(mod_name):
-                    mod.forward = (lambda mod: (lambda x: fn(mod, x)))(mod)
+                    mod.forward = (lambda mod: lambda x: fn(mod, x))(mod)
             print(f"  {name}: {disagreement(base, logits(model, ref))}")
 
 

@@ -30,9 +30,29 @@ def street_clips(out: pathlib.Path, frames: int = 60) -> dict[str, str]:
     for size in SIZES:
         path = out / (f"clip_{size}.mp4" if frames == 60 else f"clip_{size}_{frames}.mp4")
         if not path.exists():
-            subprocess.run([ffmpeg_exe(), "-v", "error", "-y", "-stream_loop", "-1", "-i",
-                            str(REPO / "examples" / "street.mp4"), "-frames:v", str(frames),
-                            "-vf", f"scale={size.replace('x', ':')}", "-c:v", "libx264",
-                            "-preset", "veryfast", "-crf", "18", str(path)], check=True)
+            subprocess.run(
+                [
+                    ffmpeg_exe(),
+                    "-v",
+                    "error",
+                    "-y",
+                    "-stream_loop",
+                    "-1",
+                    "-i",
+                    str(REPO / "examples" / "street.mp4"),
+                    "-frames:v",
+                    str(frames),
+                    "-vf",
+                    f"scale={size.replace('x', ':')}",
+                    "-c:v",
+                    "libx264",
+                    "-preset",
+                    "veryfast",
+                    "-crf",
+                    "18",
+                    str(path),
+                ],
+                check=True,
+            )
         clips[size] = str(path)
     return clips

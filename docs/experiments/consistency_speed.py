@@ -80,19 +80,25 @@ def main() -> None:
     if args.torch_threads > 0:
         torch.set_num_threads(args.torch_threads)
     pred = Predictor.create(weights=args.weights, device="cpu")
-    print(f"# {platform.machine()}, {os.cpu_count()} CPUs, load {os.getloadavg()[0]:.1f}, cv2 {cv2.__version__} "
-          f"({cv2.getNumThreads()} threads), torch {torch.__version__} ({torch.get_num_threads()} threads), "
-          f"{pred.name} at {pred.input_size[1]}x{pred.input_size[0]}, {args.frames} frames")
-    print("| input | model ms (CPU ms) | model + labels ms | preset | working size | TC ms/pair (CPU ms) "
-          "| TC / model (CPU) | TC of predictions |")
+    print(
+        f"# {platform.machine()}, {os.cpu_count()} CPUs, load {os.getloadavg()[0]:.1f}, cv2 {cv2.__version__} "
+        f"({cv2.getNumThreads()} threads), torch {torch.__version__} ({torch.get_num_threads()} threads), "
+        f"{pred.name} at {pred.input_size[1]}x{pred.input_size[0]}, {args.frames} frames"
+    )
+    print(
+        "| input | model ms (CPU ms) | model + labels ms | preset | working size | TC ms/pair (CPU ms) "
+        "| TC / model (CPU) | TC of predictions |"
+    )
     print("|---|---|---|---|---|---|---|---|")
     for size in ((512, 1024), (1024, 2048)):
         t_model, t_seg, table = run(pred, frames(args.frames, size))
         for (preset, work), (t_tc, c_tc, tc) in table.items():
             h, w = work_shape(*size, work)
-            print(f"| {size[1]}x{size[0]} | {t_model[0]:.1f} ({t_model[1]:.1f}) | {t_seg:.1f} | {preset} | {w}x{h} "
-                  f"| {t_tc:.1f} ({c_tc:.1f}) | {t_tc / t_model[0]:.2f} ({c_tc / t_model[1]:.2f}) | {100 * tc:.1f} |",
-                  flush=True)
+            print(
+                f"| {size[1]}x{size[0]} | {t_model[0]:.1f} ({t_model[1]:.1f}) | {t_seg:.1f} | {preset} | {w}x{h} "
+                f"| {t_tc:.1f} ({c_tc:.1f}) | {t_tc / t_model[0]:.2f} ({c_tc / t_model[1]:.2f}) | {100 * tc:.1f} |",
+                flush=True,
+            )
 
 
 if __name__ == "__main__":

@@ -4,6 +4,7 @@ usage: python docs/experiments/conv_dtypes.py [THREADS]
 fp32, bf16 and fp16, channels_last, three rounds alternating the dtypes; each figure is the
 mean of 3 calls after one warm-up call.
 """
+
 import sys
 import time
 

@@ -21,6 +21,7 @@ paths' sub outputs on the *same* frame (no motion, full resolution), and
 grid (every memory_stride-th row and column, upsampled bilinearly), which is all the
 resolution the propagation carries.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -61,7 +62,7 @@ def score_root(pred: Predictor, root: str, headroom: bool = False) -> dict[str, 
         gt_t = torch.from_numpy(label_id_to_train_id(gt))
         with torch.inference_mode():
             x = pred.preprocess(np.stack(frames))
-            enc = {(t, p): model.encode(x[t:t + 1], p) for t in range(n) for p in range(n)}
+            enc = {(t, p): model.encode(x[t : t + 1], p) for t in range(n) for p in range(n)}
             # Each path's sub output on the annotated frame: scored below, and the ensembles' members.
             subs = [model.decode(enc[(n - 1, p)][0], p) for p in range(n)]
             probs = [s.float().softmax(1) for s in subs] if headroom else []
@@ -72,8 +73,10 @@ def score_root(pred: Predictor, root: str, headroom: bool = False) -> dict[str, 
                 if headroom:
                     others = [probs[p] for p in range(n) if p != path]
                     size = probs[path].shape[-2:]
-                    grid = [F.interpolate(o[:, :, ::stride, ::stride], size, mode="bilinear", align_corners=True)
-                            for o in others]
+                    grid = [
+                        F.interpolate(o[:, :, ::stride, ::stride], size, mode="bilinear", align_corners=True)
+                        for o in others
+                    ]
                     outs["ensemble"] = torch.stack([probs[path], *others]).mean(0)
                     outs["ensemble_memory_grid"] = torch.stack([probs[path], *grid]).mean(0)
                 for name, logits in outs.items():
@@ -83,8 +86,9 @@ def score_root(pred: Predictor, root: str, headroom: bool = False) -> dict[str, 
     return cms
 
 
-def summarise(full: np.ndarray, sub: np.ndarray, boot: int, rng: np.random.Generator,
-              extra: dict[str, np.ndarray] | None = None) -> dict:
+def summarise(
+    full: np.ndarray, sub: np.ndarray, boot: int, rng: np.random.Generator, extra: dict[str, np.ndarray] | None = None
+) -> dict:
     n = full.shape[1]
     f_all, s_all = full.sum(1), sub.sum(1)  # (frames, C, C): all phases of each frame
     gains = []
@@ -98,8 +102,10 @@ def summarise(full: np.ndarray, sub: np.ndarray, boot: int, rng: np.random.Gener
         "sub_miou": round(100 * miou(s_all.sum(0)), 2),
         "gain_ci95": [round(float(np.percentile(gains, 2.5)), 2), round(float(np.percentile(gains, 97.5)), 2)],
         "gain_positive_share": round(float((gains > 0).mean()), 3),
-        "per_path": {f"path{p + 1}": [round(100 * miou(full[:, p].sum(0)), 2), round(100 * miou(sub[:, p].sum(0)), 2)]
-                     for p in range(n)},
+        "per_path": {
+            f"path{p + 1}": [round(100 * miou(full[:, p].sum(0)), 2), round(100 * miou(sub[:, p].sum(0)), 2)]
+            for p in range(n)
+        },
     }
     out["gain"] = round(out["full_miou"] - out["sub_miou"], 2)
     for name, cm in (extra or {}).items():

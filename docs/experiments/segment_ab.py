@@ -10,6 +10,7 @@ wall clock is noisy. Alternating puts machine noise on both alike. Writes
 OUT_DIR/segment_ab.json and prints medians. PRESETS: comma-separated x264 presets
 (default "ultrafast,veryfast").
 """
+
 import json
 import pathlib
 import statistics
@@ -60,14 +61,22 @@ def main() -> None:
         for preset in presets:
             for rep in range(repeats):
                 for name, repo in checkouts.items():
-                    proc = subprocess.run([sys.executable, "-c", RUN, clip, str(out / f"seg_{name}"), preset],
-                                          cwd=repo, env={"PYTHONPATH": repo, "PATH": "/usr/bin:/bin"},
-                                          capture_output=True, text=True, check=True)
+                    proc = subprocess.run(
+                        [sys.executable, "-c", RUN, clip, str(out / f"seg_{name}"), preset],
+                        cwd=repo,
+                        env={"PYTHONPATH": repo, "PATH": "/usr/bin:/bin"},
+                        capture_output=True,
+                        text=True,
+                        check=True,
+                    )
                     res = json.loads(proc.stdout.strip().splitlines()[-1])
                     assert res["module"].startswith(str(pathlib.Path(repo).resolve())), res["module"]
                     runs.append({"size": size, "preset": preset, "rep": rep, "checkout": name, "repo": repo, **res})
-                    print(f"{size} {preset} {name}: {res['fps']:.1f} fps (model {res['model_fps']:.1f}), CPU/frame "
-                          f"python {res['cpu_ms_python']:.1f} ms + ffmpeg {res['cpu_ms_ffmpeg']:.1f} ms", flush=True)
+                    print(
+                        f"{size} {preset} {name}: {res['fps']:.1f} fps (model {res['model_fps']:.1f}), CPU/frame "
+                        f"python {res['cpu_ms_python']:.1f} ms + ffmpeg {res['cpu_ms_ffmpeg']:.1f} ms",
+                        flush=True,
+                    )
     (out / "segment_ab.json").write_text(json.dumps({"checkouts": checkouts, "runs": runs}, indent=1))
     print("\nmedians: size preset | A fps, B fps (B/A) | CPU ms/frame A, B")
     for size in clips:
@@ -75,10 +84,14 @@ def main() -> None:
             med = {}
             for name in checkouts:
                 sel = [r for r in runs if r["size"] == size and r["preset"] == preset and r["checkout"] == name]
-                med[name] = (statistics.median(r["fps"] for r in sel),
-                             statistics.median(r["cpu_ms_python"] + r["cpu_ms_ffmpeg"] for r in sel))
-            print(f"{size} {preset} | {med['A'][0]:.1f}, {med['B'][0]:.1f} ({med['B'][0] / med['A'][0]:.2f}x) | "
-                  f"{med['A'][1]:.1f}, {med['B'][1]:.1f}")
+                med[name] = (
+                    statistics.median(r["fps"] for r in sel),
+                    statistics.median(r["cpu_ms_python"] + r["cpu_ms_ffmpeg"] for r in sel),
+                )
+            print(
+                f"{size} {preset} | {med['A'][0]:.1f}, {med['B'][0]:.1f} ({med['B'][0] / med['A'][0]:.2f}x) | "
+                f"{med['A'][1]:.1f}, {med['B'][1]:.1f}"
+            )
 
 
 if __name__ == "__main__":

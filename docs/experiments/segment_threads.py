@@ -3,6 +3,7 @@
 usage: python docs/experiments/segment_threads.py CLIP... (e.g. the clips docs/experiments/e2e_routes.py makes)
 Bundled model, overlay output, x264 ultrafast; three alternating runs per thread count.
 """
+
 import sys
 import tempfile
 

@@ -23,7 +23,7 @@ SHAPES = [
     (256, 256, 2, 97, 193),  # layer3
     (512, 128, 1, 97, 193),  # pyramid-pooling bottleneck of a td4 path
     (128, 128, 1, 97, 193),  # layer2
-    (64, 64, 1, 193, 385),   # layer1
+    (64, 64, 1, 193, 385),  # layer1
 ]
 
 
@@ -46,13 +46,17 @@ def main(repeats: int = 5) -> None:
             conv = nn.Conv2d(cin, cout, 3, padding=d, dilation=d).eval()
             wino = WinogradConv2d.from_conv(conv)
             x = torch.randn(1, cin, h, w).contiguous(memory_format=torch.channels_last)
-            exact = torch.nn.functional.conv2d(x.double(), conv.weight.double(), conv.bias.double(), padding=d,
-                                               dilation=d)
+            exact = torch.nn.functional.conv2d(
+                x.double(), conv.weight.double(), conv.bias.double(), padding=d, dilation=d
+            )
             scale = exact.abs().max().item()
             err = [(m(x).double() - exact).abs().max().item() / scale for m in (conv, wino)]
             t_direct, t_wino = median_ms(conv, x, repeats), median_ms(wino, x, repeats)
-            print(f"{cin}->{cout} d{d} {h}x{w} | {t_direct:.1f} | {t_wino:.1f} | {t_direct / t_wino:.2f}x | "
-                  f"{err[0]:.1e} / {err[1]:.1e}", flush=True)
+            print(
+                f"{cin}->{cout} d{d} {h}x{w} | {t_direct:.1f} | {t_wino:.1f} | {t_direct / t_wino:.2f}x | "
+                f"{err[0]:.1e} / {err[1]:.1e}",
+                flush=True,
+            )
 
 
 if __name__ == "__main__":

@@ -37,8 +37,9 @@ if TYPE_CHECKING:
 def bench_command(
     weights: WeightsOpt = None,
     model: ModelOpt = None,
-    size: Annotated[str | None, typer.Option("--size", help="Input HxW (default: the model's own).",
-                                             show_default=False)] = None,
+    size: Annotated[
+        str | None, typer.Option("--size", help="Input HxW (default: the model's own).", show_default=False)
+    ] = None,
     frames: Annotated[int, typer.Option("--frames", "-n", help="Measured frames.")] = 20,
     warmup: Annotated[int, typer.Option("--warmup", help="Frames run first and not counted.")] = 5,
     device: DeviceOpt = "auto",
@@ -46,18 +47,38 @@ def bench_command(
     streams: Annotated[int, typer.Option("--streams", "-b", help="Streams batched in lockstep.")] = 1,
     compile: CompileOpt = False,
     compile_mode: CompileModeOpt = "default",
-    no_winograd: Annotated[bool, typer.Option(
-        "--no-winograd", help="CPU fp32: run the wide 3x3 convs as direct convolutions (for comparison; "
-        "Winograd products are the default there).")] = False,
-    baseline: Annotated[str | None, typer.Option(
-        "--baseline", help="Also time a preset (e.g. psp101) or 'reference' (same weights, plain fp32 "
-        "path mirroring the authors' code) in the same run, and print the ratio.", show_default=False)] = None,
+    no_winograd: Annotated[
+        bool,
+        typer.Option(
+            "--no-winograd",
+            help="CPU fp32: run the wide 3x3 convs as direct convolutions (for comparison; "
+            "Winograd products are the default there).",
+        ),
+    ] = False,
+    baseline: Annotated[
+        str | None,
+        typer.Option(
+            "--baseline",
+            help="Also time a preset (e.g. psp101) or 'reference' (same weights, plain fp32 "
+            "path mirroring the authors' code) in the same run, and print the ratio.",
+            show_default=False,
+        ),
+    ] = None,
     reference: Annotated[bool, typer.Option("--reference", help="Time the plain reference path itself.")] = False,
     no_ceiling: Annotated[bool, typer.Option("--no-ceiling", help="Skip timing the heaviest conv alone.")] = False,
-    source: Annotated[str | None, typer.Option(
-        "--input", "-i", help="A video: also run the real segment pipeline on it, with a per-stage breakdown "
-        "(decode, preprocess, model, postprocess, render, encode) beside the model-only fps.", show_default=False)] = None,
-    x264_preset: Annotated[str, typer.Option("--x264-preset", help="With --input: the overlay's x264 preset.")] = "veryfast",
+    source: Annotated[
+        str | None,
+        typer.Option(
+            "--input",
+            "-i",
+            help="A video: also run the real segment pipeline on it, with a per-stage breakdown "
+            "(decode, preprocess, model, postprocess, render, encode) beside the model-only fps.",
+            show_default=False,
+        ),
+    ] = None,
+    x264_preset: Annotated[
+        str, typer.Option("--x264-preset", help="With --input: the overlay's x264 preset.")
+    ] = "veryfast",
     crf: Annotated[int, typer.Option("--crf", help="With --input: the overlay's x264 CRF.")] = 20,
     encoder: EncoderOpt = "x264",
     hw_decode: HwDecodeOpt = False,
@@ -75,19 +96,39 @@ def bench_command(
 
     show = not (as_json or quiet)
     # No bar where stderr is not a terminal: rich would leave a blank line there, before any error line.
-    with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(),
-                  console=err_console, transient=True, disable=not (show and err_console.is_terminal)) as bar:
+    with Progress(
+        TextColumn("{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeRemainingColumn(),
+        console=err_console,
+        transient=True,
+        disable=not (show and err_console.is_terminal),
+    ) as bar:
         task = bar.add_task("bench", total=None)
 
         def progress(phase: str, done: int, total: int) -> None:
             bar.update(task, description=escape(phase), completed=done, total=total)
 
-        report = run_bench(weights=weights, model=model, size=parse_size(size), frames=frames, warmup=warmup,
-                           device=device, precision=precision, streams=streams,
-                           compile=compile_choice(compile, compile_mode),
-                           winograd=False if no_winograd else None,
-                           baseline=baseline, ceiling=not no_ceiling, reference=reference, source=source,
-                           encoding=Encoding(x264_preset, crf, encoder), hw_decode=hw_decode, progress=progress)
+        report = run_bench(
+            weights=weights,
+            model=model,
+            size=parse_size(size),
+            frames=frames,
+            warmup=warmup,
+            device=device,
+            precision=precision,
+            streams=streams,
+            compile=compile_choice(compile, compile_mode),
+            winograd=False if no_winograd else None,
+            baseline=baseline,
+            ceiling=not no_ceiling,
+            reference=reference,
+            source=source,
+            encoding=Encoding(x264_preset, crf, encoder),
+            hw_decode=hw_decode,
+            progress=progress,
+        )
     if as_json:
         print(json.dumps(report.to_dict(), indent=2))
         return
@@ -98,16 +139,28 @@ def bench_command(
 def _row(table: Table, label: str, r: BenchResult) -> None:
     s = r.steady
     path = f"{r.path}{' winograd' if r.winograd else ''}{' compiled' if r.compiled else ''}"
-    table.add_row(label, escape(r.model), escape(f"{path} {r.precision}"), str(r.streams), f"{s.mean_ms:.1f}", f"{s.median_ms:.1f}",
-                  f"{s.p95_ms:.1f}", f"{s.max_ms:.1f}", f"{r.fps_total:.2f}", f"{r.achieved_gflops:.0f}")
+    table.add_row(
+        label,
+        escape(r.model),
+        escape(f"{path} {r.precision}"),
+        str(r.streams),
+        f"{s.mean_ms:.1f}",
+        f"{s.median_ms:.1f}",
+        f"{s.p95_ms:.1f}",
+        f"{s.max_ms:.1f}",
+        f"{r.fps_total:.2f}",
+        f"{r.achieved_gflops:.0f}",
+    )
 
 
 def render(report: BenchReport) -> None:
     for note in report.notes:
         err_console.print(f"[dim]note: {escape(note)}[/]", soft_wrap=True)
     env = report.env
-    console.print(f"[bold]{escape(env['device_name'])}[/] ({escape(env['device'])}), torch {env['torch']}, "
-                  f"{env['threads']} threads, {env['precision']}, input {env['input_size'][0]}x{env['input_size'][1]}")
+    console.print(
+        f"[bold]{escape(env['device_name'])}[/] ({escape(env['device'])}), torch {env['torch']}, "
+        f"{env['threads']} threads, {env['precision']}, input {env['input_size'][0]}x{env['input_size'][1]}"
+    )
     table = Table(title="model-only: ms per step (B streams per step), fps = frames/s over all streams")
     for col in ("", "model", "path", "B", "mean", "median", "p95", "max", "fps", "GFLOP/s"):
         table.add_column(col, justify="left" if col in ("", "model", "path") else "right")
@@ -119,34 +172,48 @@ def render(report: BenchReport) -> None:
     if r.streams > 1:
         console.print(f"per stream: {r.fps_per_stream:.2f} fps; total {r.fps_total:.2f} fps over {r.streams} streams")
     if r.filling:
-        console.print(f"queue filling (first {r.filling.frames} frames, not in the table): "
-                      f"mean {r.filling.mean_ms:.1f} ms; steady-state median {r.steady.median_ms:.1f} ms")
+        console.print(
+            f"queue filling (first {r.filling.frames} frames, not in the table): "
+            f"mean {r.filling.mean_ms:.1f} ms; steady-state median {r.steady.median_ms:.1f} ms"
+        )
     if r.encode_ahead:
         a = r.encode_ahead
-        console.print(f"encode-ahead (as segment runs it): {a['fps']:.2f} fps, {a['workers']} frames at once on "
-                      f"{a['threads_per_worker']} thread(s) each")
-    console.print(f"cost: {r.gflops_per_frame:.1f} GFLOP per frame; peak RSS {r.peak_rss_mb:.0f} MB"
-                  + (f"; peak CUDA {r.peak_cuda_mb:.0f} MB" if r.peak_cuda_mb is not None else ""))
+        console.print(
+            f"encode-ahead (as segment runs it): {a['fps']:.2f} fps, {a['workers']} frames at once on "
+            f"{a['threads_per_worker']} thread(s) each"
+        )
+    console.print(
+        f"cost: {r.gflops_per_frame:.1f} GFLOP per frame; peak RSS {r.peak_rss_mb:.0f} MB"
+        + (f"; peak CUDA {r.peak_cuda_mb:.0f} MB" if r.peak_cuda_mb is not None else "")
+    )
     if report.ceiling:
         c = report.ceiling
-        console.print(f"ceiling: {c['gflops']:.0f} GFLOP/s on its heaviest conv alone ({escape(str(c['shape']))}, direct); "
-                      f"the whole model reaches {r.achieved_gflops / c['gflops']:.0%} of it")
+        console.print(
+            f"ceiling: {c['gflops']:.0f} GFLOP/s on its heaviest conv alone ({escape(str(c['shape']))}, direct); "
+            f"the whole model reaches {r.achieved_gflops / c['gflops']:.0%} of it"
+        )
         if c.get("layer_gflops"):
-            console.print(f"  the model runs that layer as Winograd products: {c['layer_gflops']:.0f} GFLOP/s in "
-                          "direct-convolution FLOPs (fewer multiplies), so the model can pass the ceiling")
+            console.print(
+                f"  the model runs that layer as Winograd products: {c['layer_gflops']:.0f} GFLOP/s in "
+                "direct-convolution FLOPs (fewer multiplies), so the model can pass the ceiling"
+            )
     if report.end_to_end:
         e = report.end_to_end
         ms = e["stage_ms_per_frame"]
         alone = ", ".join(f"{k} {ms[k]:.1f}" for k in ("decode", "render", "encode"))
         inside = ", ".join(f"{k} {ms[k]:.1f}" for k in ("preprocess", "model", "postprocess"))
         route = escape(f"{e['encoder']} {e['x264_preset']} crf {e['crf']}{', NVDEC' if e['hw_decode'] else ''}")
-        console.print(f"end to end ({escape(str(e['input']))}, {e['size'][0]}x{e['size'][1]}, {e['frames']} frames, {route}): "
-                      f"[bold]{e['fps']:.2f} fps[/] = {e['fraction_of_model_only']:.0%} of model-only "
-                      f"{e['model_only_fps']:.2f} fps")
+        console.print(
+            f"end to end ({escape(str(e['input']))}, {e['size'][0]}x{e['size'][1]}, {e['frames']} frames, {route}): "
+            f"[bold]{e['fps']:.2f} fps[/] = {e['fraction_of_model_only']:.0%} of model-only "
+            f"{e['model_only_fps']:.2f} fps"
+        )
         if e["cpu_ms_per_frame"] is not None:
             cpu = ", ".join(f"{k} {v:.1f}" for k, v in e["cpu_ms_per_frame"].items())
-            console.print(f"CPU in the pipeline, ms/frame: {cpu}; {e['cpu_outside_model_share']:.0%} of it outside "
-                          f"the model; {e['cores_busy']:.2f} cores busy")
+            console.print(
+                f"CPU in the pipeline, ms/frame: {cpu}; {e['cpu_outside_model_share']:.0%} of it outside "
+                f"the model; {e['cores_busy']:.2f} cores busy"
+            )
         console.print(f"stages alone, ms/frame: {alone}; inside the pipeline (wall, summed over threads): {inside}")
     if report.speedup is not None:
         console.print(f"[bold]speed-up vs baseline: {report.speedup:.2f}x[/] (median time per frame)")

@@ -92,7 +92,9 @@ WeightsOpt = Annotated[
 ]
 ModelOpt = Annotated[
     str | None,
-    typer.Option("--model", "-m", help="Preset name (see `tdnet models`); random weights unless --weights.", show_default=False),
+    typer.Option(
+        "--model", "-m", help="Preset name (see `tdnet models`); random weights unless --weights.", show_default=False
+    ),
 ]
 DeviceOpt = Annotated[str, typer.Option("--device", help="auto, cpu, cuda or cuda:N.")]
 PrecisionOpt = Annotated[str, typer.Option("--precision", help="fp32, bf16 or fp16 (fp16 on CUDA only).")]
@@ -107,18 +109,30 @@ InputSizeOpt = Annotated[
 ]
 EncoderOpt = Annotated[
     str,
-    typer.Option("--encoder", help="Video output encoder: x264 (CPU) or nvenc (NVIDIA GPU; --x264-preset maps to its "
-                 "p1-p7, --crf to its constant quality)."),
+    typer.Option(
+        "--encoder",
+        help="Video output encoder: x264 (CPU) or nvenc (NVIDIA GPU; --x264-preset maps to its "
+        "p1-p7, --crf to its constant quality).",
+    ),
 ]
 HwDecodeOpt = Annotated[
     bool,
     typer.Option("--hw-decode", help="Decode videos on the NVIDIA GPU (NVDEC; the model's GPU, else GPU 0)."),
 ]
-CompileOpt = Annotated[bool, typer.Option(
-    "--compile", help="torch.compile the model step (each path compiles on its first frame: a slow start).")]
-CompileModeOpt = Annotated[str, typer.Option(
-    "--compile-mode", help="With --compile (and implying it unless 'default'): default, reduce-overhead (CUDA graphs), "
-    "max-autotune or max-autotune-no-cudagraphs.")]
+CompileOpt = Annotated[
+    bool,
+    typer.Option(
+        "--compile", help="torch.compile the model step (each path compiles on its first frame: a slow start)."
+    ),
+]
+CompileModeOpt = Annotated[
+    str,
+    typer.Option(
+        "--compile-mode",
+        help="With --compile (and implying it unless 'default'): default, reduce-overhead (CUDA graphs), "
+        "max-autotune or max-autotune-no-cudagraphs.",
+    ),
+]
 
 
 def compile_choice(flag: bool, mode: str) -> bool | str:

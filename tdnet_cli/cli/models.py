@@ -20,18 +20,20 @@ def models_table() -> list[dict]:
     for name, preset in PRESETS.items():
         params, gflops = preset_complexity(name)
         cfg = preset.config
-        rows.append({
-            "name": name,
-            "kind": preset.kind,
-            "paths": preset.num_paths,
-            "backbone": cfg.backbone + ("" if cfg.width == 64 else f" (width {cfg.width})"),
-            "input_size": list(cfg.input_size),
-            "parameters": params,
-            "gflops_per_frame": round(gflops, 2),
-            "weights": preset.weights_source,
-            "description": preset.description,
-            "paper": preset.paper,
-        })
+        rows.append(
+            {
+                "name": name,
+                "kind": preset.kind,
+                "paths": preset.num_paths,
+                "backbone": cfg.backbone + ("" if cfg.width == 64 else f" (width {cfg.width})"),
+                "input_size": list(cfg.input_size),
+                "parameters": params,
+                "gflops_per_frame": round(gflops, 2),
+                "weights": preset.weights_source,
+                "description": preset.description,
+                "paper": preset.paper,
+            }
+        )
     return rows
 
 
@@ -44,12 +46,25 @@ def models_command(as_json: JsonOpt = False) -> None:
         print(json.dumps(rows, indent=2))
         return
     table = Table(title="TDNet presets (GFLOPs: one steady-state frame at the input size)")
-    for col, kw in (("name", {"style": "bold"}), ("paths", {"justify": "right"}), ("backbone", {}),
-                    ("input HxW", {}), ("params", {"justify": "right"}), ("GFLOPs", {"justify": "right"}),
-                    ("weights", {})):
+    for col, kw in (
+        ("name", {"style": "bold"}),
+        ("paths", {"justify": "right"}),
+        ("backbone", {}),
+        ("input HxW", {}),
+        ("params", {"justify": "right"}),
+        ("GFLOPs", {"justify": "right"}),
+        ("weights", {}),
+    ):
         table.add_column(col, **kw)
     for r in rows:
         # names and sources are shown literally (rich would read "[...]" in them as markup)
-        table.add_row(escape(r["name"]), str(r["paths"]), escape(r["backbone"]), "x".join(map(str, r["input_size"])),
-                      f"{r['parameters'] / 1e6:.1f}M", f"{r['gflops_per_frame']:.1f}" if r['gflops_per_frame'] >= 1 else f"{r['gflops_per_frame']:.2f}", escape(r["weights"]))
+        table.add_row(
+            escape(r["name"]),
+            str(r["paths"]),
+            escape(r["backbone"]),
+            "x".join(map(str, r["input_size"])),
+            f"{r['parameters'] / 1e6:.1f}M",
+            f"{r['gflops_per_frame']:.1f}" if r["gflops_per_frame"] >= 1 else f"{r['gflops_per_frame']:.2f}",
+            escape(r["weights"]),
+        )
     console.print(table)

@@ -103,8 +103,9 @@ class _RichProgress:
             self.bars.update(self.task, total=max(result.frames, 1), completed=result.frames, fps=result.fps)
             self.task = None
         if result.status == "failed" and result.error:
-            self.bars.console.print(f"[bold red]error:[/] {escape(_with_input(result))}", highlight=False,
-                                    soft_wrap=True)
+            self.bars.console.print(
+                f"[bold red]error:[/] {escape(_with_input(result))}", highlight=False, soft_wrap=True
+            )
 
     def warn(self, message: str) -> None:
         if not self.quiet:
@@ -123,23 +124,40 @@ def _summary(results: list[InputResult], seconds: float) -> None:
     if len(results) == 1:
         r = results[0]
         if r.status == "ok":
-            console.print(escape(f"{r.input}: {r.frames} frames in {r.seconds:.1f} s ({r.fps:.1f} fps; model "
-                                 f"{r.model_fps:.1f} fps) -> {', '.join(r.outputs)}"), highlight=False, soft_wrap=True)
+            console.print(
+                escape(
+                    f"{r.input}: {r.frames} frames in {r.seconds:.1f} s ({r.fps:.1f} fps; model "
+                    f"{r.model_fps:.1f} fps) -> {', '.join(r.outputs)}"
+                ),
+                highlight=False,
+                soft_wrap=True,
+            )
         elif r.status == "skipped":
             console.print(escape(f"{r.input}: skipped (outputs exist)"), highlight=False, soft_wrap=True)
         return
     table = Table(title="tdnet segment")
-    for col, just in (("input", "left"), ("status", "left"), ("frames", "right"), ("fps", "right"),
-                      ("model fps", "right"), ("outputs", "left")):
+    for col, just in (
+        ("input", "left"),
+        ("status", "left"),
+        ("frames", "right"),
+        ("fps", "right"),
+        ("model fps", "right"),
+        ("outputs", "left"),
+    ):
         table.add_column(col, justify=just)  # type: ignore[arg-type]
     style = {"ok": "green", "failed": "red", "skipped": "dim"}
     for r in results:
-        table.add_row(escape(r.input), f"[{style[r.status]}]{r.status}[/]", str(r.frames), f"{r.fps:.1f}",
-                      f"{r.model_fps:.1f}", escape("\n".join(r.outputs)))
+        table.add_row(
+            escape(r.input),
+            f"[{style[r.status]}]{r.status}[/]",
+            str(r.frames),
+            f"{r.fps:.1f}",
+            f"{r.model_fps:.1f}",
+            escape("\n".join(r.outputs)),
+        )
     console.print(table)
     fps = frames / seconds if seconds > 0 else 0.0
-    console.print(f"{len(results)} inputs, {frames} frames, {fps:.1f} fps overall; "
-                  f"{failed} failed", highlight=False)
+    console.print(f"{len(results)} inputs, {frames} frames, {fps:.1f} fps overall; {failed} failed", highlight=False)
 
 
 def option_like_file(command: TyperCommand, args: list[str]) -> str | None:
@@ -174,10 +192,15 @@ class _SegmentCommand(TyperCommand):
         if arg is not None:
             glued = arg[:2]
             names = {n for p in self.params if p.param_type_name == "option" for n in p.opts}
-            how = f"reads as the option {glued} {arg[2:]}" if glued in names and not arg.startswith("--") \
+            how = (
+                f"reads as the option {glued} {arg[2:]}"
+                if glued in names and not arg.startswith("--")
                 else "looks like an option"
-            fail(f"{arg} names a file but {how}: pass it as ./{arg}, or after -- "
-                 f"(tdnet segment [OPTIONS] -- {arg})", EXIT_USAGE)
+            )
+            fail(
+                f"{arg} names a file but {how}: pass it as ./{arg}, or after -- (tdnet segment [OPTIONS] -- {arg})",
+                EXIT_USAGE,
+            )
             ctx.exit(EXIT_USAGE)
         return super().parse_args(ctx, args)
 
@@ -196,20 +219,29 @@ def segment_command(
     ] = None,
     output: Annotated[
         Path | None,
-        typer.Option("--output", "-o", help="Output of a single input (the first --save kind; others beside it).",
-                     show_default=False),
+        typer.Option(
+            "--output",
+            "-o",
+            help="Output of a single input (the first --save kind; others beside it).",
+            show_default=False,
+        ),
     ] = None,
     out_dir: Annotated[
         Path | None,
-        typer.Option("--out-dir", "-d", help="Folder for all outputs (default: beside each input).",
-                     show_default=False),
+        typer.Option(
+            "--out-dir", "-d", help="Folder for all outputs (default: beside each input).", show_default=False
+        ),
     ] = None,
     save: Annotated[
         list[SaveKind],
-        typer.Option("--save", "-s", help="What to write (repeatable): overlay = H.264 mp4 of the frames blended "
-                     "with the class colours (input's fps, size and audio); color = the colour map (mp4, or PNGs "
-                     "for a folder); labels = train-id PNGs (0..18, 255 ignore); labelids = Cityscapes label-id "
-                     "PNGs, the format the official evaluation reads."),
+        typer.Option(
+            "--save",
+            "-s",
+            help="What to write (repeatable): overlay = H.264 mp4 of the frames blended "
+            "with the class colours (input's fps, size and audio); color = the colour map (mp4, or PNGs "
+            "for a folder); labels = train-id PNGs (0..18, 255 ignore); labelids = Cityscapes label-id "
+            "PNGs, the format the official evaluation reads.",
+        ),
     ] = [SaveKind.overlay],  # noqa: B006 - typer needs a literal default
     alpha: Annotated[float, typer.Option("--alpha", min=0.0, max=1.0, help="Colour weight in the overlay.")] = 0.5,
     legend: Annotated[bool, typer.Option("--legend", help="Draw the classes present on the overlay.")] = False,
@@ -219,14 +251,22 @@ def segment_command(
     precision: PrecisionOpt = "fp32",
     input_size: InputSizeOpt = None,
     overwrite: Annotated[
-        bool, typer.Option("--overwrite", help="Replace existing outputs. A PNG folder is replaced only if tdnet wrote "
-                           "everything in it (its hidden .tdnet-output.json lists each file); one holding anything "
-                           "else, or written by a tdnet before that list existed, is refused: see --into-folder. An "
-                           "input is never written over.")
+        bool,
+        typer.Option(
+            "--overwrite",
+            help="Replace existing outputs. A PNG folder is replaced only if tdnet wrote "
+            "everything in it (its hidden .tdnet-output.json lists each file); one holding anything "
+            "else, or written by a tdnet before that list existed, is refused: see --into-folder. An "
+            "input is never written over.",
+        ),
     ] = False,
     into_folder: Annotated[
-        bool, typer.Option("--into-folder", help="Write PNG outputs into existing folders: PNGs of the same name are "
-                           "replaced, every other file and folder in them is left alone.")
+        bool,
+        typer.Option(
+            "--into-folder",
+            help="Write PNG outputs into existing folders: PNGs of the same name are "
+            "replaced, every other file and folder in them is left alone.",
+        ),
     ] = False,
     skip_existing: Annotated[
         bool, typer.Option("--skip-existing", help="Leave existing outputs alone and write only the missing ones.")
@@ -240,8 +280,12 @@ def segment_command(
     ] = None,
     shard: Annotated[
         str | None,
-        typer.Option("--shard", help="Take share I of N of the inputs (I/N, 0-based; inputs I, I+N, ...). Under "
-                     "torchrun RANK/WORLD_SIZE do this and each worker uses cuda:LOCAL_RANK.", show_default=False),
+        typer.Option(
+            "--shard",
+            help="Take share I of N of the inputs (I/N, 0-based; inputs I, I+N, ...). Under "
+            "torchrun RANK/WORLD_SIZE do this and each worker uses cuda:LOCAL_RANK.",
+            show_default=False,
+        ),
     ] = None,
     fps: Annotated[
         float | None,
@@ -249,14 +293,22 @@ def segment_command(
     ] = None,
     threads: Annotated[
         int | None,
-        typer.Option("--threads", min=1, help="Torch CPU threads in all (default: time all cores against three quarters "
-                     "(1 of 2) on the first input and keep the faster). A TDNet on the CPU runs two "
-                     "frames at once, each on half of them.", show_default=False),
+        typer.Option(
+            "--threads",
+            min=1,
+            help="Torch CPU threads in all (default: time all cores against three quarters "
+            "(1 of 2) on the first input and keep the faster). A TDNet on the CPU runs two "
+            "frames at once, each on half of them.",
+            show_default=False,
+        ),
     ] = None,
     x264_preset: Annotated[
         str,
-        typer.Option("--x264-preset", help="Encoding speed of video outputs: ultrafast, superfast, veryfast, "
-                     "faster, fast, medium, slow, slower, veryslow (faster = bigger files, less CPU)."),
+        typer.Option(
+            "--x264-preset",
+            help="Encoding speed of video outputs: ultrafast, superfast, veryfast, "
+            "faster, fast, medium, slow, slower, veryslow (faster = bigger files, less CPU).",
+        ),
     ] = "veryfast",
     crf: Annotated[int, typer.Option("--crf", help="Video output quality, 0-51 (lower = better, bigger).")] = 20,
     encoder: EncoderOpt = "x264",
@@ -297,9 +349,14 @@ def segment_command(
             err_console.print(f"nothing to do: {why}", highlight=False)
         return
 
-    predictor = Predictor.create(weights=weights, model=model, device=device_for_rank(device),
-                                 precision=precision, input_size=parse_size(input_size),
-                                 compile=compile_choice(compile, compile_mode))
+    predictor = Predictor.create(
+        weights=weights,
+        model=model,
+        device=device_for_rank(device),
+        precision=precision,
+        input_size=parse_size(input_size),
+        compile=compile_choice(compile, compile_mode),
+    )
     hook = _RichProgress(show_bars=not quiet and err_console.is_terminal, quiet=quiet)
     for note in predictor.notes:
         hook.warn(note)
@@ -329,6 +386,8 @@ def _gather(items: list[str], list_file: str | None, shard: str | None, *, quiet
         raise UsageError("no inputs", hint="pass videos, folders, URLs or globs, or --list FILE")
     inputs = gather_inputs(items, shard=resolve_shard(shard))
     if inputs.skipped and not quiet:
-        warn(f"left out {len(inputs.skipped)} of tdnet's own outputs that the patterns matched "
-             f"({few(list(inputs.skipped))}); name them one by one to segment them")
+        warn(
+            f"left out {len(inputs.skipped)} of tdnet's own outputs that the patterns matched "
+            f"({few(list(inputs.skipped))}); name them one by one to segment them"
+        )
     return inputs

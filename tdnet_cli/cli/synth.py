@@ -34,10 +34,17 @@ def synth_command(
     split: Annotated[str, typer.Option("--split", help="train or val.")] = "train",
     size: Annotated[str, typer.Option("--size", help="Frame size HxW, e.g. 512x1024.")] = "1024x2048",
     seed: Annotated[int, typer.Option("--seed", min=0, help="Same seed, same bytes.")] = 0,
-    frames: Annotated[int, typer.Option(
-        "--frames", min=layout.ANNOTATED_INDEX + 1,
-        help=f"Frames per snippet; frame {layout.ANNOTATED_INDEX + 1} is the annotated one.")] = layout.SNIPPET_LENGTH,
-    overwrite: Annotated[bool, typer.Option("--overwrite", help="Write into a non-empty folder, replacing files.")] = False,
+    frames: Annotated[
+        int,
+        typer.Option(
+            "--frames",
+            min=layout.ANNOTATED_INDEX + 1,
+            help=f"Frames per snippet; frame {layout.ANNOTATED_INDEX + 1} is the annotated one.",
+        ),
+    ] = layout.SNIPPET_LENGTH,
+    overwrite: Annotated[
+        bool, typer.Option("--overwrite", help="Write into a non-empty folder, replacing files.")
+    ] = False,
     quiet: QuietOpt = False,
     json_out: JsonOpt = False,
 ) -> None:
@@ -69,13 +76,24 @@ def synth_command(
                 progress.update(task, completed=done, fps=done / t if t > 0 else 0.0)
 
             result = generate_dataset(
-                out_dir, sequences=sequences, split=split, size=hw, seed=seed,
-                frames_per_sequence=frames, overwrite=overwrite, progress=report,
+                out_dir,
+                sequences=sequences,
+                split=split,
+                size=hw,
+                seed=seed,
+                frames_per_sequence=frames,
+                overwrite=overwrite,
+                progress=report,
             )
     else:
         result = generate_dataset(
-            out_dir, sequences=sequences, split=split, size=hw, seed=seed,
-            frames_per_sequence=frames, overwrite=overwrite,
+            out_dir,
+            sequences=sequences,
+            split=split,
+            size=hw,
+            seed=seed,
+            frames_per_sequence=frames,
+            overwrite=overwrite,
         )
     if json_out:
         typer.echo(json.dumps(result.to_dict()))

@@ -25,21 +25,34 @@ def _note(text: str) -> None:
 @app.command("train")
 @handle_errors
 def train_command(
-    config: Annotated[Path | None, typer.Option("--config", "-c", help="TOML config (see examples/*.toml).",
-                                                show_default=False)] = None,
-    overrides: Annotated[list[str] | None, typer.Option(
-        "--set", help="Override a config key, e.g. --set optim.lr=0.005 (repeatable).", show_default=False)] = None,
-    data: Annotated[str | None, typer.Option("--data", help="Dataset root (= --set data.root=...).",
-                                             show_default=False)] = None,
-    preset: Annotated[str | None, typer.Option("--model", "-m", help="Preset to train (= model.preset).",
-                                               show_default=False)] = None,
-    teacher: Annotated[str | None, typer.Option("--teacher", help="Grouped PSPNet checkpoint to distil from.",
-                                                show_default=False)] = None,
-    init: Annotated[str | None, typer.Option("--init", help="Per-frame PSPNet checkpoint to initialise every path.",
-                                             show_default=False)] = None,
-    name: Annotated[str | None, typer.Option("--name", help="Run folder name under run.out.", show_default=False)] = None,
-    resume: Annotated[Path | None, typer.Option("--resume", help="Continue a run folder exactly (runs/NAME).",
-                                                show_default=False)] = None,
+    config: Annotated[
+        Path | None, typer.Option("--config", "-c", help="TOML config (see examples/*.toml).", show_default=False)
+    ] = None,
+    overrides: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--set", help="Override a config key, e.g. --set optim.lr=0.005 (repeatable).", show_default=False
+        ),
+    ] = None,
+    data: Annotated[
+        str | None, typer.Option("--data", help="Dataset root (= --set data.root=...).", show_default=False)
+    ] = None,
+    preset: Annotated[
+        str | None, typer.Option("--model", "-m", help="Preset to train (= model.preset).", show_default=False)
+    ] = None,
+    teacher: Annotated[
+        str | None, typer.Option("--teacher", help="Grouped PSPNet checkpoint to distil from.", show_default=False)
+    ] = None,
+    init: Annotated[
+        str | None,
+        typer.Option("--init", help="Per-frame PSPNet checkpoint to initialise every path.", show_default=False),
+    ] = None,
+    name: Annotated[
+        str | None, typer.Option("--name", help="Run folder name under run.out.", show_default=False)
+    ] = None,
+    resume: Annotated[
+        Path | None, typer.Option("--resume", help="Continue a run folder exactly (runs/NAME).", show_default=False)
+    ] = None,
     quiet: QuietOpt = False,
     as_json: JsonOpt = False,
 ) -> None:
@@ -48,8 +61,13 @@ def train_command(
     Under `torchrun --nproc-per-node G -m tdnet_cli train ...` it runs DistributedDataParallel
     (nccl on GPUs, gloo on CPUs); only rank 0 logs and writes checkpoints."""
     sets = list(overrides or [])
-    for key, value in (("data.root", data), ("model.preset", preset), ("model.teacher", teacher),
-                       ("model.init", init), ("run.name", name)):
+    for key, value in (
+        ("data.root", data),
+        ("model.preset", preset),
+        ("model.teacher", teacher),
+        ("model.init", init),
+        ("run.name", name),
+    ):
         if value is not None:
             sets.append(f"{key}={toml_string(value)}")  # a TOML string: quotes and backslashes kept
     from tdnet_cli.pipeline.train import train  # torch: loaded by the command, not by `tdnet --help`
@@ -58,18 +76,27 @@ def train_command(
     main = int(os.environ.get("RANK", "0")) == 0
     show = main and not quiet and not as_json
     try:
-        with Progress(TextColumn("train"), BarColumn(), MofNCompleteColumn(), TextColumn("{task.fields[info]}"),
-                      TimeElapsedColumn(), TimeRemainingColumn(), console=err_console,
-                      disable=not show or not err_console.is_terminal) as bar:  # a log file gets no bar
+        with Progress(
+            TextColumn("train"),
+            BarColumn(),
+            MofNCompleteColumn(),
+            TextColumn("{task.fields[info]}"),
+            TimeElapsedColumn(),
+            TimeRemainingColumn(),
+            console=err_console,
+            disable=not show or not err_console.is_terminal,
+        ) as bar:  # a log file gets no bar
             task = bar.add_task("train", total=cfg["optim"]["iterations"], info="")
 
             def progress(done: int, total: int, rec: dict) -> None:
-                bar.update(task, completed=done,
-                           info=f"loss {rec['loss']:.3f} lr {rec['lr']:.2e} {rec['it_s']:.2f} it/s")
+                bar.update(
+                    task, completed=done, info=f"loss {rec['loss']:.3f} lr {rec['lr']:.2e} {rec['it_s']:.2f} it/s"
+                )
 
             try:
-                result = train(cfg, resume=str(resume) if resume else None, progress=progress,
-                               log=_note if show else None)
+                result = train(
+                    cfg, resume=str(resume) if resume else None, progress=progress, log=_note if show else None
+                )
             except BaseException:
                 bar.update(task, visible=False)  # a failure ends in its one error line, not the bar
                 raise
@@ -81,6 +108,8 @@ def train_command(
     if as_json and main:
         typer.echo(json.dumps(result.to_dict()))
     elif show:
-        console.print(f"run: {escape(str(result.run_dir))}  final loss {result.final_loss:.4f}"
-                      + (f"  best val mIoU {100 * result.best_miou:.2f}" if result.best_miou is not None else "")
-                      + f"\nweights: {escape(str(result.run_dir / 'model.pt'))}  (resume state: {escape(str(result.last))})")
+        console.print(
+            f"run: {escape(str(result.run_dir))}  final loss {result.final_loss:.4f}"
+            + (f"  best val mIoU {100 * result.best_miou:.2f}" if result.best_miou is not None else "")
+            + f"\nweights: {escape(str(result.run_dir / 'model.pt'))}  (resume state: {escape(str(result.last))})"
+        )

@@ -101,4 +101,3 @@ def palette_lut(palette=PALETTE, ignore_color=(0, 0, 0)) -> np.ndarray:
     lut[:] = ignore_color
     lut[: len(palette)] = np.asarray(palette, dtype=np.uint8)
     return lut
-

@@ -50,8 +50,10 @@ def check_dataset(root: str | Path, split: str, clip_len: int) -> list[FrameId]:
         paths = [sequence_path(root, split, fid.shifted(-d)) for d in range(clip_len)]
         missing += [str(p) for p in paths if not p.is_file()]
     if missing:
-        raise DataError(f"{len(missing)} clip frames missing under {root}: {few(missing, 2)}",
-                        hint="training needs leftImg8bit_sequence/ with the frames before each annotated one")
+        raise DataError(
+            f"{len(missing)} clip frames missing under {root}: {few(missing, 2)}",
+            hint="training needs leftImg8bit_sequence/ with the frames before each annotated one",
+        )
     return fids
 
 
@@ -76,8 +78,9 @@ def _jitter_matrix(bright: float, contrast: float, sat: float, mean: float) -> n
 
 
 class ClipDataset(Dataset):
-    def __init__(self, root: str | Path, split: str, *, clip_len: int, augment: AugmentConfig, seed: int = 0,
-                 train: bool = True) -> None:
+    def __init__(
+        self, root: str | Path, split: str, *, clip_len: int, augment: AugmentConfig, seed: int = 0, train: bool = True
+    ) -> None:
         self.root = Path(root)
         self.split = split
         self.clip_len = clip_len
@@ -105,8 +108,12 @@ class ClipDataset(Dataset):
         ox = rng.uniform(min(0.0, sw - cw), max(0.0, sw - cw)) if self.train else (sw - cw) / 2
         m = np.array([[f, 0, -ox], [0, f, -oy], [0, 0, 1]], dtype=np.float64)
         if self.train and a.rotate > 0:
-            r = np.vstack([cv2.getRotationMatrix2D(((cw - 1) / 2, (ch - 1) / 2), rng.uniform(-a.rotate, a.rotate), 1.0),
-                           [0, 0, 1]])
+            r = np.vstack(
+                [
+                    cv2.getRotationMatrix2D(((cw - 1) / 2, (ch - 1) / 2), rng.uniform(-a.rotate, a.rotate), 1.0),
+                    [0, 0, 1],
+                ]
+            )
             m = r @ m
         flip = bool(self.train and a.flip and rng.random() < 0.5)
         if flip:
@@ -120,8 +127,10 @@ class ClipDataset(Dataset):
     def __getitem__(self, index: int) -> dict:
         rng = np.random.default_rng([self.seed, 11, index])
         fid = self._fid(index)
-        frames = [_read_bgr(sequence_path(self.root, self.split, fid.shifted(d - self.clip_len + 1)))
-                  for d in range(self.clip_len)]
+        frames = [
+            _read_bgr(sequence_path(self.root, self.split, fid.shifted(d - self.clip_len + 1)))
+            for d in range(self.clip_len)
+        ]
         label_ids = cv2.imread(str(gt_path(self.root, self.split, fid)), cv2.IMREAD_UNCHANGED)
         if label_ids is None:
             raise DataError(f"cannot read labels of {fid.stem}")

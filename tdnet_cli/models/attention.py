@@ -57,8 +57,9 @@ def _flatten(x: torch.Tensor) -> torch.Tensor:
 class QueryKeyValue(nn.Module):
     """Projects a path's pyramid features z into queries, keys (d_k) and values (d_v)."""
 
-    def __init__(self, in_channels: int, key_dim: int = 64, value_dim: int = 512,
-                 memory_stride: int = MEMORY_STRIDE) -> None:
+    def __init__(
+        self, in_channels: int, key_dim: int = 64, value_dim: int = 512, memory_stride: int = MEMORY_STRIDE
+    ) -> None:
         super().__init__()
         self.w_qs = nn.Sequential(ConvBNAct(in_channels, key_dim), Conv(key_dim, key_dim))
         self.w_ks = nn.Sequential(ConvBNAct(in_channels, key_dim), Conv(key_dim, key_dim))

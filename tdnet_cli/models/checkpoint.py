@@ -135,11 +135,12 @@ def load_payload(path: Path) -> Any:
     with open(path, "rb") as f:  # an unreadable file is an OSError: one line from handle_errors
         head = f.read(512)
     if not head:
-        raise CheckpointError(f"{path} is empty (0 bytes), not a checkpoint",
-                              hint="download the weights again")
+        raise CheckpointError(f"{path} is empty (0 bytes), not a checkpoint", hint="download the weights again")
     if not head.startswith((_ZIP_MAGIC, _LEGACY_MAGIC)):
-        raise CheckpointError(f"{path} is not a PyTorch checkpoint: it is {_what_is(head)}",
-                              hint="pass the .pt or .pkl file written by torch.save")
+        raise CheckpointError(
+            f"{path} is not a PyTorch checkpoint: it is {_what_is(head)}",
+            hint="pass the .pt or .pkl file written by torch.save",
+        )
     try:
         with warnings.catch_warnings():  # torch's notes on pickle protocols would be a second line
             warnings.simplefilter("ignore")
@@ -153,21 +154,31 @@ def load_payload(path: Path) -> Any:
                 hint="if you trust it, load it in Python and re-save its tensors: "
                 "torch.save(obj.state_dict(), 'plain.pt')",
             ) from None
-        raise CheckpointError(f"{path} is damaged: its pickled data is corrupt ({first_line(exc, 120)})",
-                              hint="download the weights again") from None
+        raise CheckpointError(
+            f"{path} is damaged: its pickled data is corrupt ({first_line(exc, 120)})",
+            hint="download the weights again",
+        ) from None
     except EOFError:
-        raise CheckpointError(f"{path} is truncated: the file ends before the checkpoint does "
-                              f"({path.stat().st_size} bytes)", hint="download the weights again") from None
+        raise CheckpointError(
+            f"{path} is truncated: the file ends before the checkpoint does ({path.stat().st_size} bytes)",
+            hint="download the weights again",
+        ) from None
     except (RuntimeError, zipfile.BadZipFile, ValueError, KeyError, AttributeError) as exc:
         names = _zip_names(path) if head.startswith(_ZIP_MAGIC) else []
         if names is None:
-            raise CheckpointError(f"{path} is truncated: a zip archive without its end (central directory), "
-                                  f"{path.stat().st_size} bytes", hint="download the weights again") from None
+            raise CheckpointError(
+                f"{path} is truncated: a zip archive without its end (central directory), {path.stat().st_size} bytes",
+                hint="download the weights again",
+            ) from None
         if names and not any(n.endswith("data.pkl") for n in names):
-            raise CheckpointError(f"{path} is a zip archive that torch.save did not write (it holds {few(names)})",
-                                  hint="unpack it and pass the .pt or .pkl file inside") from None
-        raise CheckpointError(f"{path} is damaged or not written by torch.save ({first_line(exc, 120)})",
-                              hint="download the weights again") from None
+            raise CheckpointError(
+                f"{path} is a zip archive that torch.save did not write (it holds {few(names)})",
+                hint="unpack it and pass the .pt or .pkl file inside",
+            ) from None
+        raise CheckpointError(
+            f"{path} is damaged or not written by torch.save ({first_line(exc, 120)})",
+            hint="download the weights again",
+        ) from None
 
 
 def _zip_names(path: Path) -> list[str] | None:
@@ -189,7 +200,7 @@ def _what_is(head: bytes) -> str:
     try:
         text = head.decode("utf-8")
     except UnicodeDecodeError as exc:
-        text = head[:exc.start].decode("utf-8") if exc.start > len(head) - 4 else None
+        text = head[: exc.start].decode("utf-8") if exc.start > len(head) - 4 else None
     if text is not None and all(ch.isprintable() or ch in "\t\r\n" for ch in text):
         if text.startswith("version https://git-lfs"):
             return "a Git LFS pointer, not the weights (run `git lfs pull`)"
@@ -207,8 +218,10 @@ def _unwrap(obj: Any, path: Path) -> tuple[dict, dict | None]:
         meta = dict(obj)
         obj = meta.get("state_dict")
         if not isinstance(obj, Mapping):
-            raise CheckpointError(f"{path}: a tdnet checkpoint without its tensors ('state_dict' is missing)",
-                                  hint="download or export the checkpoint again")
+            raise CheckpointError(
+                f"{path}: a tdnet checkpoint without its tensors ('state_dict' is missing)",
+                hint="download or export the checkpoint again",
+            )
     elif isinstance(obj, Mapping):
         for key in ("state_dict", "model_state", "model"):
             if key in obj and isinstance(obj[key], Mapping):
@@ -227,9 +240,11 @@ def _check_finite(sd: Mapping[str, torch.Tensor], path: Path) -> None:
         if t.is_floating_point() and t.numel() and not bool(torch.isfinite(t).all()):
             nan, inf = int(torch.isnan(t).sum()), int(torch.isinf(t).sum())
             what = " and ".join(s for s in (f"{nan} NaN" if nan else "", f"{inf} infinite" if inf else "") if s)
-            raise CheckpointError(f"{path}: tensor {key} holds {what} value(s) of {t.numel()}; "
-                                  "the weights are broken (a diverged training run?)",
-                                  hint="use an earlier or another checkpoint")
+            raise CheckpointError(
+                f"{path}: tensor {key} holds {what} value(s) of {t.numel()}; "
+                "the weights are broken (a diverged training run?)",
+                hint="use an earlier or another checkpoint",
+            )
 
 
 def read_state_dict(path: str | os.PathLike) -> dict[str, torch.Tensor]:
@@ -305,12 +320,16 @@ def _infer_tdnet(sd: Mapping[str, torch.Tensor], where: str) -> TDNetConfig:
     value_dim, d = _dims(sd, "enc1.w_vs.0.conv.weight", "(value_dim, channels, 1, 1)", where)[:2]
     # the encoder takes 2c/G channels: one of G groups of the pyramid's 2c, G dividing c/4
     if (2 * c) % d or (c // 4) % ((2 * c) // d):
-        raise CheckpointError(f"{where}: enc1.w_vs.0.conv.weight takes {d} channels; expected 2 x {c} / G "
-                              f"for a group count G dividing {c // 4} (the backbone gives {c} channels)")
+        raise CheckpointError(
+            f"{where}: enc1.w_vs.0.conv.weight takes {d} channels; expected 2 x {c} / G "
+            f"for a group count G dividing {c // 4} (the backbone gives {c} channels)"
+        )
     head = _dims(sd, "head1.conv5.0.weight", "(value_dim / reduction, value_dim, 3, 3)", where)[0]
     if value_dim % head:
-        raise CheckpointError(f"{where}: head1.conv5.0.weight has {head} output channels; expected a divisor "
-                              f"of value_dim {value_dim} (from enc1.w_vs.0.conv.weight)")
+        raise CheckpointError(
+            f"{where}: head1.conv5.0.weight has {head} output channels; expected a divisor "
+            f"of value_dim {value_dim} (from enc1.w_vs.0.conv.weight)"
+        )
     fh, fw = _dims(sd, "layer_norm1.ln.weight", "(feature height, feature width)", where)
     return TDNetConfig(
         num_paths=n,
@@ -333,33 +352,44 @@ def _config_from_meta(meta: Mapping[str, Any], where: str):
     """The model configuration our format stores, each setting checked (named when wrong)."""
     version = meta.get("format_version")
     if isinstance(version, int) and version > FORMAT_VERSION:
-        raise CheckpointError(f"{where} was written by a newer tdnet (format version {version}; this one reads "
-                              f"{FORMAT_VERSION})", hint="upgrade tdnet")
+        raise CheckpointError(
+            f"{where} was written by a newer tdnet (format version {version}; this one reads {FORMAT_VERSION})",
+            hint="upgrade tdnet",
+        )
     kind = meta.get("kind")
     if kind not in KINDS:
-        raise CheckpointError(f"{where}: 'kind' is {kind!r}; expected one of {', '.join(KINDS)}",
-                              hint="the file is damaged or from another tool")
+        raise CheckpointError(
+            f"{where}: 'kind' is {kind!r}; expected one of {', '.join(KINDS)}",
+            hint="the file is damaged or from another tool",
+        )
     raw = meta.get("config")
     if not isinstance(raw, Mapping):
-        raise CheckpointError(f"{where}: 'config' is missing (expected the model's settings)",
-                              hint="the file is damaged; export it again")
+        raise CheckpointError(
+            f"{where}: 'config' is missing (expected the model's settings)", hint="the file is damaged; export it again"
+        )
     cls = KINDS[kind][1]
     fields = {f.name: f.default for f in dataclasses.fields(cls)}
     unknown = [str(k) for k in raw if k not in fields]
     if unknown:
-        raise CheckpointError(f"{where}: config has unknown setting(s) {few(unknown)} (expected {', '.join(fields)})",
-                              hint="a newer tdnet wrote it: upgrade tdnet")
+        raise CheckpointError(
+            f"{where}: config has unknown setting(s) {few(unknown)} (expected {', '.join(fields)})",
+            hint="a newer tdnet wrote it: upgrade tdnet",
+        )
     missing = [k for k in fields if k not in raw and k not in _OPTIONAL_FIELDS]
     if missing:
         example = {"input_size": " ([height, width], e.g. [256, 512])"}.get(missing[0], "")
-        raise CheckpointError(f"{where}: config has no {few(missing)}{example}",
-                              hint="the file is damaged or hand-made; export it again")
+        raise CheckpointError(
+            f"{where}: config has no {few(missing)}{example}", hint="the file is damaged or hand-made; export it again"
+        )
     values = {}
     for key, value in raw.items():
         default = fields[key]
         if key == "input_size":
-            ok = (isinstance(value, (list, tuple)) and len(value) == 2
-                  and all(isinstance(v, int) and not isinstance(v, bool) and v >= 16 for v in value))
+            ok = (
+                isinstance(value, (list, tuple))
+                and len(value) == 2
+                and all(isinstance(v, int) and not isinstance(v, bool) and v >= 16 for v in value)
+            )
             expected, value = "[height, width], each at least 16", tuple(value) if ok else value
         elif key == "backbone":
             ok, expected = value in RESNET_SPECS, f"one of {', '.join(RESNET_SPECS)}"
@@ -368,8 +398,10 @@ def _config_from_meta(meta: Mapping[str, Any], where: str):
         else:
             ok, expected = isinstance(value, int) and not isinstance(value, bool) and value >= 1, "a positive integer"
         if not ok:
-            raise CheckpointError(f"{where}: config {key} is {value!r}; expected {expected}",
-                                  hint="the file is damaged or hand-made; export it again")
+            raise CheckpointError(
+                f"{where}: config {key} is {value!r}; expected {expected}",
+                hint="the file is damaged or hand-made; export it again",
+            )
         values[key] = value
     return cls(**values)
 
@@ -388,8 +420,10 @@ def _check_config(config, where: str) -> None:
     if c % (4 * groups):
         problems.append(f"groups {groups} (expected a divisor of {c // 4}: the backbone gives {c} channels)")
     if problems:
-        raise CheckpointError(f"{where}: the model's settings do not fit together: {few(problems)}",
-                              hint="the file is damaged or hand-made; export it again")
+        raise CheckpointError(
+            f"{where}: the model's settings do not fit together: {few(problems)}",
+            hint="the file is damaged or hand-made; export it again",
+        )
 
 
 def _architecture(config) -> dict:
@@ -420,10 +454,16 @@ def _check_shapes(own: Mapping[str, torch.Tensor], sd: Mapping[str, torch.Tensor
     missing = [k for k in own if k not in sd]
     # Released files from the training script may carry an auxiliary head we do not build.
     unexpected = [k for k in sd if k not in own and not re.match(r"^(aux\d*|auxlayer)\.", k)]
-    shapes = [f"{k} {tuple(sd[k].shape)} vs {tuple(v.shape)}" for k, v in own.items()
-              if k in sd and tuple(sd[k].shape) != tuple(v.shape)]
-    types = [f"{k} ({sd[k].dtype})" for k, v in own.items()
-             if k in sd and v.is_floating_point() and (sd[k].is_complex() or sd[k].dtype == torch.bool)]
+    shapes = [
+        f"{k} {tuple(sd[k].shape)} vs {tuple(v.shape)}"
+        for k, v in own.items()
+        if k in sd and tuple(sd[k].shape) != tuple(v.shape)
+    ]
+    types = [
+        f"{k} ({sd[k].dtype})"
+        for k, v in own.items()
+        if k in sd and v.is_floating_point() and (sd[k].is_complex() or sd[k].dtype == torch.bool)
+    ]
     problems = []
     if missing:
         problems.append(f"missing keys: {few(missing)}")
@@ -472,9 +512,16 @@ def load_checkpoint(
     expected = f"a {name} model" if name != "custom" else "the model its keys describe"
     _check_shapes(_meta_model(config).state_dict(), sd, str(path), expected)
     target = config if input_size is None else dataclasses.replace(config, input_size=tuple(input_size))
-    check_memory(target, target.input_size, _state_bytes(_meta_model(target)) if target is not config
-                 else sum(t.numel() * t.element_size() for t in sd.values()),
-                 torch.device(device), precision, name=name if name != "custom" else "this model")
+    check_memory(
+        target,
+        target.input_size,
+        _state_bytes(_meta_model(target))
+        if target is not config
+        else sum(t.numel() * t.element_size() for t in sd.values()),
+        torch.device(device),
+        precision,
+        name=name if name != "custom" else "this model",
+    )
     model = build(config)
     load_state_dict_strict(model, sd, str(path), expected)
     if input_size is not None and tuple(input_size) != tuple(model.input_size):
@@ -505,23 +552,40 @@ def _meta_info(meta: Mapping[str, Any] | None, num_classes: int, where: str) -> 
     classes, palette, mean, std = (meta.get(k) for k in ("classes", "palette", "mean", "std"))
 
     def bad(key: str, expected: str) -> CheckpointError:
-        return CheckpointError(f"{where}: {key} is {repr(meta.get(key))[:60]}; expected {expected}",
-                               hint="the file is damaged or hand-made; export it again")
+        return CheckpointError(
+            f"{where}: {key} is {repr(meta.get(key))[:60]}; expected {expected}",
+            hint="the file is damaged or hand-made; export it again",
+        )
 
-    if not (isinstance(classes, (list, tuple)) and len(classes) == num_classes and all(isinstance(c, str) for c in classes)):
+    if not (
+        isinstance(classes, (list, tuple)) and len(classes) == num_classes and all(isinstance(c, str) for c in classes)
+    ):
         raise bad("classes", f"a list of {num_classes} class names")
-    if not (isinstance(palette, (list, tuple)) and len(palette) >= num_classes
-            and all(isinstance(c, (list, tuple)) and len(c) == 3
-                    and all(isinstance(v, int) and 0 <= v <= 255 for v in c) for c in palette)):
+    if not (
+        isinstance(palette, (list, tuple))
+        and len(palette) >= num_classes
+        and all(
+            isinstance(c, (list, tuple)) and len(c) == 3 and all(isinstance(v, int) and 0 <= v <= 255 for v in c)
+            for c in palette
+        )
+    ):
         raise bad("palette", f"{num_classes} [r, g, b] colours of 0-255")
     for key, value in (("mean", mean), ("std", std)):
-        if not (isinstance(value, (list, tuple)) and len(value) == 3
-                and all(isinstance(v, (int, float)) and math.isfinite(v) for v in value)
-                and (key == "mean" or all(v > 0 for v in value))):
+        if not (
+            isinstance(value, (list, tuple))
+            and len(value) == 3
+            and all(isinstance(v, (int, float)) and math.isfinite(v) for v in value)
+            and (key == "mean" or all(v > 0 for v in value))
+        ):
             raise bad(key, "3 numbers, one per RGB channel" + (", each above 0" if key == "std" else ""))
     provenance = meta.get("provenance", {})
-    return {"classes": tuple(classes), "palette": tuple(tuple(c) for c in palette), "mean": tuple(mean),
-            "std": tuple(std), "provenance": dict(provenance) if isinstance(provenance, Mapping) else {}}
+    return {
+        "classes": tuple(classes),
+        "palette": tuple(tuple(c) for c in palette),
+        "mean": tuple(mean),
+        "std": tuple(std),
+        "provenance": dict(provenance) if isinstance(provenance, Mapping) else {},
+    }
 
 
 def _classes_for(n: int) -> tuple[str, ...]:
@@ -536,8 +600,14 @@ def _palette_for(n: int) -> tuple[tuple[int, int, int], ...]:
     return PALETTE + tuple(tuple(c) for c in extra)
 
 
-def random_model(preset: str, *, input_size: tuple[int, int] | None = None, num_classes: int | None = None,
-                 device: str | torch.device = "cpu", precision: str = "fp32") -> LoadedModel:
+def random_model(
+    preset: str,
+    *,
+    input_size: tuple[int, int] | None = None,
+    num_classes: int | None = None,
+    device: str | torch.device = "cpu",
+    precision: str = "fp32",
+) -> LoadedModel:
     """A preset with random weights (for benchmarks and training from scratch), refused before it
     is built if its weights and activations at that size cannot fit on ``device``."""
     overrides = {}
@@ -547,8 +617,9 @@ def random_model(preset: str, *, input_size: tuple[int, int] | None = None, num_
         overrides["input_size"] = tuple(input_size)
     spec = get_preset(preset)
     config = type(spec.config)(**{**spec.config.__dict__, **overrides})
-    check_memory(config, config.input_size, _state_bytes(_meta_model(config)), torch.device(device), precision,
-                 name=preset)
+    check_memory(
+        config, config.input_size, _state_bytes(_meta_model(config)), torch.device(device), precision, name=preset
+    )
     model = build(config).eval()
     n = model.config.num_classes
     return LoadedModel(model=model, preset=preset, classes=_classes_for(n), palette=_palette_for(n), source="random")
@@ -562,7 +633,8 @@ def describe(loaded: LoadedModel) -> dict:
     return {
         "path": loaded.path,
         "format": {"tdnet": "tdnet checkpoint", "state_dict": "raw state dict (authors' layout)"}.get(
-            loaded.source, loaded.source),
+            loaded.source, loaded.source
+        ),
         "preset": loaded.preset,
         "kind": loaded.kind,
         "paths": model.num_paths,

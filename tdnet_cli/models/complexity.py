@@ -26,7 +26,9 @@ __all__ = [
 
 def count_parameters(model: torch.nn.Module, *, inference: bool = True) -> int:
     """Parameters; with ``inference`` the unused ImageNet classifiers are not counted."""
-    return sum(p.numel() for n, p in model.named_parameters() if not (inference and ".fc." in f".{n}" and "pretrained" in n))
+    return sum(
+        p.numel() for n, p in model.named_parameters() if not (inference and ".fc." in f".{n}" and "pretrained" in n)
+    )
 
 
 def steady_gflops(model: torch.nn.Module, input_size: tuple[int, int] | None = None) -> float:
@@ -134,9 +136,10 @@ def _read_int(path: str) -> int | None:
 
 def _cgroup_room() -> int | None:
     """Bytes a container's memory limit still allows (cgroup v2, then v1); None without a limit."""
-    for limit_file, usage_file in (("/sys/fs/cgroup/memory.max", "/sys/fs/cgroup/memory.current"),
-                                   ("/sys/fs/cgroup/memory/memory.limit_in_bytes",
-                                    "/sys/fs/cgroup/memory/memory.usage_in_bytes")):
+    for limit_file, usage_file in (
+        ("/sys/fs/cgroup/memory.max", "/sys/fs/cgroup/memory.current"),
+        ("/sys/fs/cgroup/memory/memory.limit_in_bytes", "/sys/fs/cgroup/memory/memory.usage_in_bytes"),
+    ):
         limit, usage = _read_int(limit_file), _read_int(usage_file)
         if limit is not None and usage is not None and limit < 1 << 60:  # v1 writes ~2^63 for none
             return max(limit - usage, 0)
@@ -170,8 +173,9 @@ def available_memory(device: torch.device) -> tuple[int, str] | None:
     return (host, f"this machine has {human_bytes(host)} available") if host is not None else None
 
 
-def memory_needed(config, input_size: tuple[int, int], weight_bytes: int, device: torch.device,
-                  precision: str = "fp32") -> int:
+def memory_needed(
+    config, input_size: tuple[int, int], weight_bytes: int, device: torch.device, precision: str = "fp32"
+) -> int:
     """Bytes a segment run of ``config`` at ``input_size`` allocates (weights + activations), with
     a margin for the estimate's error."""
     act = activation_bytes(config, input_size, element_size=4 if precision == "fp32" else 2)
@@ -182,8 +186,15 @@ def memory_needed(config, input_size: tuple[int, int], weight_bytes: int, device
     return int(MARGIN * need)
 
 
-def check_memory(config, input_size: tuple[int, int], weight_bytes: int, device: torch.device,
-                 precision: str = "fp32", *, name: str = "the model") -> None:
+def check_memory(
+    config,
+    input_size: tuple[int, int],
+    weight_bytes: int,
+    device: torch.device,
+    precision: str = "fp32",
+    *,
+    name: str = "the model",
+) -> None:
     """Refuse (UsageError) a size whose tensors cannot fit on ``device``, before allocating them:
     the kernel would kill the process without a word (exit 137)."""
     need = memory_needed(config, input_size, weight_bytes, device, precision)
@@ -191,5 +202,7 @@ def check_memory(config, input_size: tuple[int, int], weight_bytes: int, device:
     if have is None or need <= have[0]:
         return
     h, w = input_size
-    raise UsageError(f"{name} at {h}x{w} needs about {human_bytes(need)} for its weights and activations; "
-                     f"{have[1]}", hint="choose a smaller --input-size")
+    raise UsageError(
+        f"{name} at {h}x{w} needs about {human_bytes(need)} for its weights and activations; {have[1]}",
+        hint="choose a smaller --input-size",
+    )

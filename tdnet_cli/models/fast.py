@@ -77,8 +77,9 @@ def swap_winograd(model: nn.Module, min_channels: int = 256) -> int:
     return swapped
 
 
-def optimize_for_inference(model: nn.Module, *, channels_last: bool = True, winograd: bool = False,
-                           winograd_min_channels: int = 256) -> nn.Module:
+def optimize_for_inference(
+    model: nn.Module, *, channels_last: bool = True, winograd: bool = False, winograd_min_channels: int = 256
+) -> nn.Module:
     """An inference-only copy of ``model`` (see module docstring). The original is untouched.
     ``winograd``: for the CPU in fp32 (eager, or between compiled graphs: call
     :func:`~tdnet_cli.models.winograd.keep_out_of_compiled_graphs` before ``torch.compile``, as

@@ -42,9 +42,7 @@ class GroupedPSPNet(PerFrameModel):
         c = self.pretrained.out_channels
         g = config.groups
         self.ppm = PyramidPooling(c)
-        self.group_convs = nn.ModuleList(
-            nn.Conv2d(2 * c // g, c // 4, 3, padding=1, bias=False) for _ in range(g)
-        )
+        self.group_convs = nn.ModuleList(nn.Conv2d(2 * c // g, c // 4, 3, padding=1, bias=False) for _ in range(g))
         self.classifier = nn.Sequential(
             nn.BatchNorm2d(c // 4), nn.ReLU(inplace=True), nn.Dropout2d(0.1), nn.Conv2d(c // 4, config.num_classes, 1)
         )
@@ -70,8 +68,7 @@ class GroupedPSPNet(PerFrameModel):
         c3, c4 = self.pretrained.forward_features(x)
         feats = self._group_features(c4)
         n = len(feats)
-        out = {"out": self.classifier(torch.stack(feats).sum(0)),
-               "groups": [self.classifier(n * f) for f in feats]}
+        out = {"out": self.classifier(torch.stack(feats).sum(0)), "groups": [self.classifier(n * f) for f in feats]}
         if self.config.aux:
             out["aux"] = self.auxlayer(c3)
         return out

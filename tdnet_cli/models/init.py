@@ -45,8 +45,10 @@ class InitReport:
 
     def summary(self) -> str:
         notes = f"; {'; '.join(self.notes)}" if self.notes else ""
-        return (f"loaded {len(self.loaded)} tensors from {self.source}; "
-                f"{len(self.new)} layers new (kaiming normal, a=1){notes}")
+        return (
+            f"loaded {len(self.loaded)} tensors from {self.source}; "
+            f"{len(self.new)} layers new (kaiming normal, a=1){notes}"
+        )
 
 
 def kaiming_init_(model: nn.Module, *, skip: Collection[str] = ()) -> list[str]:
@@ -87,8 +89,7 @@ def _pretty(depth: str) -> str:
 
 def _stem_words(deep: bool) -> str:
     if deep:
-        return ("deep stem (three 3x3 convs conv1.0/conv1.3/conv1.6, as in the released PSPNet-101 "
-                "and TD2-PSP50)")
+        return "deep stem (three 3x3 convs conv1.0/conv1.3/conv1.6, as in the released PSPNet-101 and TD2-PSP50)"
     return "plain stem (one 7x7 conv1, torchvision's layout)"
 
 
@@ -102,7 +103,8 @@ def imagenet_layout(sd: Mapping[str, torch.Tensor], where: str = "the state dict
         raise CheckpointError(
             f"{where} is not an ImageNet ResNet state dict in a known layout: expected torchvision's "
             f"(conv1.weight, bn1.*, layer1.0.*, ...) or a deep-stem one (conv1.0/conv1.3/conv1.6.weight, bn1.*, "
-            f"layer1.0.*, ...); its first keys are {few(list(sd), 3)}")
+            f"layer1.0.*, ...); its first keys are {few(list(sd), 3)}"
+        )
     block = "bottleneck" if "layer1.0.conv3.weight" in sd else "basic"
     counts = []
     for layer in range(1, 5):
@@ -111,8 +113,10 @@ def imagenet_layout(sd: Mapping[str, torch.Tensor], where: str = "the state dict
     for name, spec in RESNET_SPECS.items():
         if spec.block == block and spec.layers == tuple(counts):
             return deep, name
-    raise CheckpointError(f"{where}: unrecognised ResNet ({block} blocks {tuple(counts)} per stage); "
-                          f"expected one of {', '.join(_pretty(n) for n in RESNET_SPECS)}")
+    raise CheckpointError(
+        f"{where}: unrecognised ResNet ({block} blocks {tuple(counts)} per stage); "
+        f"expected one of {', '.join(_pretty(n) for n in RESNET_SPECS)}"
+    )
 
 
 def init_from_imagenet(model: nn.Module, source: Source) -> InitReport:
@@ -125,9 +129,11 @@ def init_from_imagenet(model: nn.Module, source: Source) -> InitReport:
     deep, depth = imagenet_layout(sd, where)
     want = f"an ImageNet {_pretty(ref.depth)} with a {_stem_words(ref.deep_stem)}"
     if depth != ref.depth or deep != ref.deep_stem:
-        raise CheckpointError(f"{where} holds an ImageNet {_pretty(depth)} with a {_stem_words(deep)}; "
-                              f"this {_pretty(ref.depth)} backbone needs {want}",
-                              hint="pass the ImageNet weights of the model's backbone")
+        raise CheckpointError(
+            f"{where} holds an ImageNet {_pretty(depth)} with a {_stem_words(deep)}; "
+            f"this {_pretty(ref.depth)} backbone needs {want}",
+            hint="pass the ImageNet weights of the model's backbone",
+        )
     own = ref.state_dict()
     # The ImageNet classifier is unused; it is loaded only when it fits.
     take = {k: sd[k] for k in own if k in sd and not (k.startswith("fc.") and sd[k].shape != own[k].shape)}
@@ -135,7 +141,8 @@ def init_from_imagenet(model: nn.Module, source: Source) -> InitReport:
     shapes = [f"{k} {tuple(v.shape)} vs {tuple(own[k].shape)}" for k, v in take.items() if v.shape != own[k].shape]
     if missing or shapes:
         problems = ([f"missing keys: {few(missing)}"] if missing else []) + (
-            [f"shape mismatch (file vs model): {few(shapes)}"] if shapes else [])
+            [f"shape mismatch (file vs model): {few(shapes)}"] if shapes else []
+        )
         raise CheckpointError(f"{where} does not fit {want} of width {ref.width}: " + "; ".join(problems))
     report = InitReport(str(where))
     for prefix, backbone in backbones.items():
@@ -152,14 +159,15 @@ def _copy_exact(own: Mapping[str, torch.Tensor], pairs: dict[str, torch.Tensor],
         raise CheckpointError(f"{where}: {what} does not fit: shape mismatch (file vs model): {few(shapes)}")
 
 
-def _path_parts(own: Mapping[str, torch.Tensor], sd: Mapping[str, torch.Tensor], n: int,
-                where: str) -> dict[str, torch.Tensor]:
+def _path_parts(
+    own: Mapping[str, torch.Tensor], sd: Mapping[str, torch.Tensor], n: int, where: str
+) -> dict[str, torch.Tensor]:
     """Every path's backbone (pretrained.*) and pyramid pooling (head.conv5.0.*), all required."""
     pairs, missing = {}, []
     for p in range(1, n + 1):
         for target, source in ((f"pretrained{p}.", "pretrained."), (f"psp{p}.", "head.conv5.0.")):
             for key in (k for k in own if k.startswith(target)):
-                name = source + key[len(target):]
+                name = source + key[len(target) :]
                 if name in sd:
                     pairs[key] = sd[name]
                 elif not key.endswith("num_batches_tracked"):
@@ -178,21 +186,28 @@ def _head_parts(sd: Mapping[str, torch.Tensor], n: int) -> dict[str, torch.Tenso
         pairs[f"head{p}.conv5.0.weight"] = halves[(p - 1) % 2]
         for key, value in sd.items():
             if key.startswith("head.conv5.2."):  # BN -> conv5.1, classifier conv5.5 -> conv5.4
-                pairs[f"head{p}.conv5.1.{key[len('head.conv5.2.'):]}"] = value
+                pairs[f"head{p}.conv5.1.{key[len('head.conv5.2.') :]}"] = value
             elif key.startswith("head.conv5.5."):
-                pairs[f"head{p}.conv5.4.{key[len('head.conv5.5.'):]}"] = value
+                pairs[f"head{p}.conv5.4.{key[len('head.conv5.5.') :]}"] = value
     return pairs
 
 
 def _aux_parts(sd: Mapping[str, torch.Tensor], n: int) -> dict[str, torch.Tensor]:
-    return {f"aux{p}.{k[len('auxlayer.'):]}": v for p in range(1, n + 1) for k, v in sd.items()
-            if k.startswith("auxlayer.")}
+    return {
+        f"aux{p}.{k[len('auxlayer.') :]}": v
+        for p in range(1, n + 1)
+        for k, v in sd.items()
+        if k.startswith("auxlayer.")
+    }
 
 
 def _fits(own: Mapping[str, torch.Tensor], pairs: Mapping[str, torch.Tensor]) -> list[str]:
     """Targets that are missing from the model or differ in shape (empty: all fit)."""
-    return [f"{k} {tuple(v.shape)} vs {tuple(own[k].shape) if k in own else 'absent'}" for k, v in pairs.items()
-            if k not in own or v.shape != own[k].shape]
+    return [
+        f"{k} {tuple(v.shape)} vs {tuple(own[k].shape) if k in own else 'absent'}"
+        for k, v in pairs.items()
+        if k not in own or v.shape != own[k].shape
+    ]
 
 
 def init_tdnet_from_pspnet(model: TDNet, source: Source, *, heads: bool | None = None) -> InitReport:
@@ -204,13 +219,17 @@ def init_tdnet_from_pspnet(model: TDNet, source: Source, *, heads: bool | None =
     sd, where = _state_dict(source)
     config = infer_config(sd, where)
     if type(config) is not PSPNetConfig:
-        raise CheckpointError(f"{where} is not a per-frame PSPNet checkpoint",
-                              hint="model.init takes a psp* checkpoint (or the authors' PSPNet state dict)")
+        raise CheckpointError(
+            f"{where} is not a per-frame PSPNet checkpoint",
+            hint="model.init takes a psp* checkpoint (or the authors' PSPNet state dict)",
+        )
     cfg = model.config
     if (config.backbone, config.width) != (cfg.backbone, cfg.width):
-        raise CheckpointError(f"{where} is a PSPNet with a {_pretty(config.backbone)} of width {config.width}; "
-                              f"this TDNet needs a {_pretty(cfg.backbone)} of width {cfg.width}",
-                              hint="initialise from a per-frame PSPNet of the same backbone")
+        raise CheckpointError(
+            f"{where} is a PSPNet with a {_pretty(config.backbone)} of width {config.width}; "
+            f"this TDNet needs a {_pretty(cfg.backbone)} of width {cfg.width}",
+            hint="initialise from a per-frame PSPNet of the same backbone",
+        )
     own = model.state_dict()
     n = cfg.num_paths
     report = InitReport(str(where))

@@ -36,7 +36,9 @@ class PyramidPooling(nn.Module):
         for i in range(len(BINS)):
             self.add_module(
                 f"conv{i + 1}",
-                nn.Sequential(nn.Conv2d(in_channels, inter, 1, bias=False), nn.BatchNorm2d(inter), nn.ReLU(inplace=True)),
+                nn.Sequential(
+                    nn.Conv2d(in_channels, inter, 1, bias=False), nn.BatchNorm2d(inter), nn.ReLU(inplace=True)
+                ),
             )
         self.in_channels = in_channels
         self.groups = groups

@@ -25,8 +25,14 @@ def conv3x3(cin: int, cout: int, stride: int = 1, dilation: int = 1) -> nn.Conv2
 class BasicBlock(nn.Module):
     expansion = 1
 
-    def __init__(self, inplanes: int, planes: int, stride: int = 1, dilation: tuple[int, int] = (1, 1),
-                 downsample: nn.Module | None = None) -> None:
+    def __init__(
+        self,
+        inplanes: int,
+        planes: int,
+        stride: int = 1,
+        dilation: tuple[int, int] = (1, 1),
+        downsample: nn.Module | None = None,
+    ) -> None:
         super().__init__()
         self.conv1 = conv3x3(inplanes, planes, stride, dilation[0])
         self.bn1 = nn.BatchNorm2d(planes)
@@ -46,8 +52,14 @@ class BasicBlock(nn.Module):
 class Bottleneck(nn.Module):
     expansion = 4
 
-    def __init__(self, inplanes: int, planes: int, stride: int = 1, dilation: tuple[int, int] = (1, 1),
-                 downsample: nn.Module | None = None) -> None:
+    def __init__(
+        self,
+        inplanes: int,
+        planes: int,
+        stride: int = 1,
+        dilation: tuple[int, int] = (1, 1),
+        downsample: nn.Module | None = None,
+    ) -> None:
         super().__init__()
         # Only the 3x3 conv is dilated (dilation[0]); dilation[1] is unused, kept for a uniform signature.
         self.conv1 = nn.Conv2d(inplanes, planes, 1, bias=False)
@@ -102,8 +114,12 @@ class DilatedResNet(nn.Module):
         self.deep_stem = spec.deep_stem
         if spec.deep_stem:
             self.conv1 = nn.Sequential(
-                conv3x3(3, width, stride=2), nn.BatchNorm2d(width), nn.ReLU(inplace=True),
-                conv3x3(width, width), nn.BatchNorm2d(width), nn.ReLU(inplace=True),
+                conv3x3(3, width, stride=2),
+                nn.BatchNorm2d(width),
+                nn.ReLU(inplace=True),
+                conv3x3(width, width),
+                nn.BatchNorm2d(width),
+                nn.ReLU(inplace=True),
                 conv3x3(width, 2 * width),
             )
             self.inplanes = 2 * width

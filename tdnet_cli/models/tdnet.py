@@ -177,7 +177,7 @@ class TDNet(nn.Module):
 
     def advance(self, state: StreamState, memory: Memory, batch: int) -> StreamState:
         """The state after a step: this frame's memory pushed, the oldest beyond N-1 dropped."""
-        return StreamState((state.memories + (memory,))[-(self.num_paths - 1):], state.frame_index + 1, batch)
+        return StreamState((state.memories + (memory,))[-(self.num_paths - 1) :], state.frame_index + 1, batch)
 
     # -- training ----------------------------------------------------------------------
     def _value_mask(self, v: torch.Tensor) -> torch.Tensor:
@@ -191,7 +191,7 @@ class TDNet(nn.Module):
             if hit < self.value_drop:
                 bh, bw = max(1, round(h * (0.3 + 0.4 * fh))), max(1, round(w * (0.3 + 0.4 * fw)))
                 y, x = int(fy * (h - bh + 1)), int(fx * (w - bw + 1))
-                mask[i, :, y:y + bh, x:x + bw] = 0
+                mask[i, :, y : y + bh, x : x + bw] = 0
         return mask
 
     def forward(self, clip: torch.Tensor, path: int | None = None) -> dict[str, torch.Tensor]:
@@ -208,7 +208,7 @@ class TDNet(nn.Module):
         memories: tuple[Memory, ...] = ()
         for i in range(t - 1):
             _, _, mem, _ = self.encode(clip[:, i], (path - (t - 1) + i) % n)
-            memories = (memories + (mem,))[-(n - 1):]
+            memories = (memories + (mem,))[-(n - 1) :]
         v, q, _, aux = self.encode(clip[:, -1], path, with_aux=self.config.aux)
         v_full = v * self._value_mask(v) if self.training and self.value_drop > 0 else v
         out = {"out": self.decode(self.fuse(v_full, q, memories, path), path), "sub": self.decode(v, path)}

@@ -74,8 +74,15 @@ class Teacher(nn.Module):
     order. It always runs in eval mode and without gradients.
     """
 
-    def __init__(self, pretrained: DilatedResNet, ppm: PyramidPooling, group_convs: nn.ModuleList,
-                 classifier: nn.Sequential, order: tuple[int, ...], group_scale: float) -> None:
+    def __init__(
+        self,
+        pretrained: DilatedResNet,
+        ppm: PyramidPooling,
+        group_convs: nn.ModuleList,
+        classifier: nn.Sequential,
+        order: tuple[int, ...],
+        group_scale: float,
+    ) -> None:
         super().__init__()
         if ppm.groups != 1:
             raise ValueError("the teacher's pyramid pooling must keep all channels (groups=1)")
@@ -109,8 +116,7 @@ class Teacher(nn.Module):
             xs, bs = group_slices(c, n, g)
             # Bilinear upsampling acts per channel, so slicing before it gives the same
             # values as PyramidPooling.forward and never builds the full 2C map.
-            parts = [c4[:, xs]] + [F.interpolate(p[:, bs], (h, w), mode="bilinear", align_corners=True)
-                                   for p in pooled]
+            parts = [c4[:, xs]] + [F.interpolate(p[:, bs], (h, w), mode="bilinear", align_corners=True) for p in pooled]
             feats.append(conv(torch.cat(parts, 1)))
         return feats
 
@@ -126,8 +132,10 @@ class Teacher(nn.Module):
 
 def _authors_split(paths: int) -> tuple[tuple[int, ...], float]:
     if paths not in TEACHER_ORDER:
-        raise CheckpointError(f"a PSPNet teacher is split for 2 or 4 student paths (td2, td4), not {paths}",
-                              hint="use a td2 or td4 student, or a grouped teacher (gpsp*) trained for it")
+        raise CheckpointError(
+            f"a PSPNet teacher is split for 2 or 4 student paths (td2, td4), not {paths}",
+            hint="use a td2 or td4 student, or a grouped teacher (gpsp*) trained for it",
+        )
     return TEACHER_ORDER[paths], GROUP_SCALE[paths]
 
 
@@ -166,10 +174,14 @@ def load_teacher(path: str | os.PathLike, *, paths: int, device: str | torch.dev
         teacher = teacher_from_pspnet(model, paths)
     elif isinstance(model, GroupedPSPNet):
         if len(model.group_convs) != paths:
-            raise CheckpointError(f"{path} is a grouped PSPNet with {len(model.group_convs)} groups; "
-                                  f"the student has {paths} paths", hint="train a teacher with as many groups")
+            raise CheckpointError(
+                f"{path} is a grouped PSPNet with {len(model.group_convs)} groups; the student has {paths} paths",
+                hint="train a teacher with as many groups",
+            )
         teacher = teacher_from_grouped(model)
     else:
-        raise CheckpointError(f"{path} holds a {loaded.kind} model, not a PSPNet teacher",
-                              hint="pass psp101.pkl (the authors' PSPNet-101) or a psp*/gpsp* checkpoint")
+        raise CheckpointError(
+            f"{path} holds a {loaded.kind} model, not a PSPNet teacher",
+            hint="pass psp101.pkl (the authors' PSPNet-101) or a psp*/gpsp* checkpoint",
+        )
     return teacher.to(device)

@@ -29,12 +29,31 @@ from torch import nn
 __all__ = ["WinogradConv2d", "keep_out_of_compiled_graphs", "use_winograd", "winograd_weight"]
 
 # Lavin & Gray's F(4, 3) with interpolation points 0, 1, -1, 2, -2 and infinity.
-_BT = torch.tensor([[4, 0, -5, 0, 1, 0], [0, -4, -4, 1, 1, 0], [0, 4, -4, -1, 1, 0],
-                    [0, -2, -1, 2, 1, 0], [0, 2, -1, -2, 1, 0], [0, 4, 0, -5, 0, 1]], dtype=torch.float64)
-_G = torch.tensor([[1 / 4, 0, 0], [-1 / 6, -1 / 6, -1 / 6], [-1 / 6, 1 / 6, -1 / 6],
-                   [1 / 24, 1 / 12, 1 / 6], [1 / 24, -1 / 12, 1 / 6], [0, 0, 1]], dtype=torch.float64)
-_AT = torch.tensor([[1, 1, 1, 1, 1, 0], [0, 1, -1, 2, -2, 0], [0, 1, 1, 4, 4, 0], [0, 1, -1, 8, -8, 1]],
-                   dtype=torch.float64)
+_BT = torch.tensor(
+    [
+        [4, 0, -5, 0, 1, 0],
+        [0, -4, -4, 1, 1, 0],
+        [0, 4, -4, -1, 1, 0],
+        [0, -2, -1, 2, 1, 0],
+        [0, 2, -1, -2, 1, 0],
+        [0, 4, 0, -5, 0, 1],
+    ],
+    dtype=torch.float64,
+)
+_G = torch.tensor(
+    [
+        [1 / 4, 0, 0],
+        [-1 / 6, -1 / 6, -1 / 6],
+        [-1 / 6, 1 / 6, -1 / 6],
+        [1 / 24, 1 / 12, 1 / 6],
+        [1 / 24, -1 / 12, 1 / 6],
+        [0, 0, 1],
+    ],
+    dtype=torch.float64,
+)
+_AT = torch.tensor(
+    [[1, 1, 1, 1, 1, 0], [0, 1, -1, 2, -2, 0], [0, 1, 1, 4, 4, 0], [0, 1, -1, 8, -8, 1]], dtype=torch.float64
+)
 # Both sides of a 2-D block at once: (36, 36) for the input, (16, 36) for the output, (36, 9)
 # for the kernel.
 _INPUT_T = torch.kron(_BT, _BT).float()
@@ -79,10 +98,15 @@ def winograd_weight(weight: torch.Tensor) -> torch.Tensor:
 
 def use_winograd(conv: nn.Module, min_channels: int = 256) -> bool:
     """Whether ``conv`` is a 3x3, stride-1, 'same'-padded dense convolution wide enough to pay."""
-    return (type(conv) is nn.Conv2d and conv.kernel_size == (3, 3) and conv.stride == (1, 1)
-            and conv.groups == 1 and conv.padding_mode == "zeros"
-            and conv.dilation[0] == conv.dilation[1] == conv.padding[0] == conv.padding[1]
-            and min(conv.in_channels, conv.out_channels) >= min_channels)
+    return (
+        type(conv) is nn.Conv2d
+        and conv.kernel_size == (3, 3)
+        and conv.stride == (1, 1)
+        and conv.groups == 1
+        and conv.padding_mode == "zeros"
+        and conv.dilation[0] == conv.dilation[1] == conv.padding[0] == conv.padding[1]
+        and min(conv.in_channels, conv.out_channels) >= min_channels
+    )
 
 
 class WinogradConv2d(nn.Conv2d):
@@ -97,8 +121,16 @@ class WinogradConv2d(nn.Conv2d):
     def from_conv(cls, conv: nn.Conv2d) -> WinogradConv2d:
         if not use_winograd(conv, min_channels=0):
             raise ValueError(f"not a 3x3 stride-1 same-padded conv: {conv}")
-        new = cls(conv.in_channels, conv.out_channels, 3, padding=conv.padding, dilation=conv.dilation,
-                  bias=conv.bias is not None, device=conv.weight.device, dtype=conv.weight.dtype)
+        new = cls(
+            conv.in_channels,
+            conv.out_channels,
+            3,
+            padding=conv.padding,
+            dilation=conv.dilation,
+            bias=conv.bias is not None,
+            device=conv.weight.device,
+            dtype=conv.weight.dtype,
+        )
         with torch.no_grad():
             new.weight.copy_(conv.weight)
             if conv.bias is not None:
@@ -107,8 +139,13 @@ class WinogradConv2d(nn.Conv2d):
         return new
 
     def _applies(self, x: torch.Tensor) -> bool:
-        return (x.device.type == "cpu" and x.dtype == torch.float32 and self.transformed.dtype == torch.float32
-                and not _cpu_autocast() and not (torch.is_grad_enabled() and x.requires_grad))
+        return (
+            x.device.type == "cpu"
+            and x.dtype == torch.float32
+            and self.transformed.dtype == torch.float32
+            and not _cpu_autocast()
+            and not (torch.is_grad_enabled() and x.requires_grad)
+        )
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if not self._applies(x):
@@ -146,10 +183,10 @@ def _winograd_one(x: torch.Tensor, u: torch.Tensor, bias: torch.Tensor | None, d
     hb, wb = 4 * ty + 2, 4 * tx + 2  # in units of d rows (cols), with the padding
     padded = _buffer("padded", (hb * d, wb * d, c))
     padded[:d].zero_()
-    padded[d + h:].zero_()
+    padded[d + h :].zero_()
     padded[:, :d].zero_()
-    padded[:, d + w:].zero_()
-    padded[d:d + h, d:d + w] = x
+    padded[:, d + w :].zero_()
+    padded[d : d + h, d : d + w] = x
     # Row r of the padded image is (r // d, r % d) here; block (t, i) starts at row d*4t + i.
     grid = padded.view(hb, d, wb, d, c)
     per_row = d * tx * d  # blocks in one block row
@@ -159,9 +196,9 @@ def _winograd_one(x: torch.Tensor, u: torch.Tensor, bias: torch.Tensor | None, d
         tiles = n * per_row
         blocks = _buffer("blocks", (6, 6, n, d, tx, d, c))
         for i in range(6):
-            rows = grid[4 * t0 + i:4 * (t0 + n) + i:4]
+            rows = grid[4 * t0 + i : 4 * (t0 + n) + i : 4]
             for j in range(6):
-                blocks[i, j].copy_(rows[:, :, j:j + 4 * tx:4])
+                blocks[i, j].copy_(rows[:, :, j : j + 4 * tx : 4])
         transformed = _buffer("transformed", (36, tiles, c))
         torch.mm(_INPUT_T, blocks.view(36, -1), out=transformed.view(36, -1))
         products = _buffer("blocks", (36, tiles, k))  # the gathered blocks are no longer needed
@@ -178,4 +215,4 @@ def _winograd_one(x: torch.Tensor, u: torch.Tensor, bias: torch.Tensor | None, d
             torch.add(blocks_out, bias, out=full)
         r0 = 4 * d * t0
         r1 = min(h, r0 + 4 * d * n)
-        out[r0:r1].copy_(full.view(n * 4 * d, tx * 4 * d, k)[:r1 - r0, :w])
+        out[r0:r1].copy_(full.view(n * 4 * d, tx * 4 * d, k)[: r1 - r0, :w])

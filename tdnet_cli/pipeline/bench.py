@@ -109,8 +109,7 @@ class BenchResult:
 
     def to_dict(self) -> dict:
         d = asdict(self)
-        d.update(fps_per_stream=self.fps_per_stream, fps_total=self.fps_total,
-                 achieved_gflops=self.achieved_gflops)
+        d.update(fps_per_stream=self.fps_per_stream, fps_total=self.fps_total, achieved_gflops=self.achieved_gflops)
         return d
 
 
@@ -233,8 +232,9 @@ def bench_predictor(
     )
 
 
-def bench_encode_ahead(pred: Predictor, *, frames: int = 20, warmup: int = 5,
-                       workers: int = AHEAD_WORKERS) -> dict | None:
+def bench_encode_ahead(
+    pred: Predictor, *, frames: int = 20, warmup: int = 5, workers: int = AHEAD_WORKERS
+) -> dict | None:
     """Model throughput the way `segment` runs a TDNet on the CPU: ``workers`` frames encoded
     at once on a pool, torch's threads shared out between them, and the memory applied in
     frame order (:meth:`Predictor.encode` / :meth:`Predictor.finish`). None where the
@@ -267,8 +267,13 @@ def bench_encode_ahead(pred: Predictor, *, frames: int = 20, warmup: int = 5,
             seconds = time.perf_counter() - t0
     finally:
         torch.set_num_threads(threads)
-    return {"fps": frames / seconds, "frames": frames, "seconds": seconds, "workers": workers,
-            "threads_per_worker": per_worker}
+    return {
+        "fps": frames / seconds,
+        "frames": frames,
+        "seconds": seconds,
+        "workers": workers,
+        "threads_per_worker": per_worker,
+    }
 
 
 def _synthetic_inputs(pred: Predictor, batch: int) -> list[torch.Tensor]:
@@ -346,7 +351,7 @@ def conv_ceiling(pred: Predictor, *, repeats: int = 5) -> dict:
     result = {
         "gflops": gflop / seconds,
         "shape": f"{conv.in_channels}->{conv.out_channels} {conv.kernel_size[0]}x{conv.kernel_size[1]} "
-                 f"dilation {conv.dilation[0]} at {shape[2]}x{shape[3]}",
+        f"dilation {conv.dilation[0]} at {shape[2]}x{shape[3]}",
         "gflop": gflop,
         "layer_gflops": None,
     }
@@ -386,8 +391,16 @@ def run_bench(
     """
     if source is not None:
         encoding.check()  # before minutes of model timing, not after
-    pred = Predictor.create(weights=weights, model=model, device=device, precision=precision,
-                            input_size=size, optimize=not reference, compile=compile, winograd=winograd)
+    pred = Predictor.create(
+        weights=weights,
+        model=model,
+        device=device,
+        precision=precision,
+        input_size=size,
+        optimize=not reference,
+        compile=compile,
+        winograd=winograd,
+    )
     if source is not None:
         # NVENC/NVDEC tried before the timing too
         hardware_video(encoding, hw_decode=hw_decode, gpu=model_gpu(pred.device))
@@ -397,8 +410,7 @@ def run_bench(
     if streams == 1:
         report.result.encode_ahead = bench_encode_ahead(pred, frames=frames, warmup=warmup)
     if source is not None:
-        report.end_to_end = bench_end_to_end(pred, source, encoding=encoding, hw_decode=hw_decode,
-                                             progress=progress)
+        report.end_to_end = bench_end_to_end(pred, source, encoding=encoding, hw_decode=hw_decode, progress=progress)
         best = report.result.best_fps_per_stream
         report.end_to_end["model_only_fps"] = best
         report.end_to_end["fraction_of_model_only"] = report.end_to_end["fps"] / best
@@ -406,8 +418,12 @@ def run_bench(
         if baseline == "reference":
             base = Predictor(pred.loaded, device=pred.device, precision="fp32", optimize=False)
         else:
-            base = Predictor(random_model(baseline, input_size=pred.input_size),
-                             device=pred.device, precision=precision, optimize=not reference)
+            base = Predictor(
+                random_model(baseline, input_size=pred.input_size),
+                device=pred.device,
+                precision=precision,
+                optimize=not reference,
+            )
         report.baseline = bench_predictor(base, frames=frames, warmup=warmup, streams=streams, progress=progress)
         del base
     if ceiling:

@@ -118,8 +118,9 @@ class CpuSampler:
         return out
 
 
-def _decode_pass(source: str, *, decode_yuv: bool, decode_gpu: int | None, render: Renderer | None,
-                 classes: int) -> tuple[int, float, float]:
+def _decode_pass(
+    source: str, *, decode_yuv: bool, decode_gpu: int | None, render: Renderer | None, classes: int
+) -> tuple[int, float, float]:
     """Decode ``source`` (and with ``render``, render and write a fixed label map onto each
     frame): (frames, seconds, seconds of which rendering)."""
     src = open_source(source, yuv=decode_yuv, hw_decode=decode_gpu)
@@ -144,9 +145,16 @@ def _decode_pass(source: str, *, decode_yuv: bool, decode_gpu: int | None, rende
     return n, time.perf_counter() - t0, t_render
 
 
-def bench_end_to_end(pred: Predictor, source: str, *, save: tuple[str, ...] = ("overlay",),
-                     encoding: Encoding = Encoding(), hw_decode: bool = False,
-                     progress: ProgressFn | None = None, decode_yuv: bool = True) -> dict:
+def bench_end_to_end(
+    pred: Predictor,
+    source: str,
+    *,
+    save: tuple[str, ...] = ("overlay",),
+    encoding: Encoding = Encoding(),
+    hw_decode: bool = False,
+    progress: ProgressFn | None = None,
+    decode_yuv: bool = True,
+) -> dict:
     """The real `segment` pipeline on ``source``, with a per-stage breakdown.
 
     Three passes over the same input: decode alone; decode + render + encode alone (the
@@ -162,8 +170,9 @@ def bench_end_to_end(pred: Predictor, source: str, *, save: tuple[str, ...] = ("
     gpu_encoding, decode_gpu = hardware_video(encoding, hw_decode=hw_decode, gpu=model_gpu(pred.device))
 
     def decode_pass(render: Renderer | None = None) -> tuple[int, float, float]:
-        return _decode_pass(source, decode_yuv=decode_yuv, decode_gpu=decode_gpu, render=render,
-                            classes=len(pred.classes))
+        return _decode_pass(
+            source, decode_yuv=decode_yuv, decode_gpu=decode_gpu, render=render, classes=len(pred.classes)
+        )
 
     with tempfile.TemporaryDirectory(prefix="tdnet-bench-") as tmp:
         n_dec, t_dec, _ = decode_pass()
@@ -172,16 +181,28 @@ def bench_end_to_end(pred: Predictor, source: str, *, save: tuple[str, ...] = ("
         src = open_source(source, yuv=decode_yuv)
         info = src.info
         src.close()
-        writer = VideoWriter(Path(tmp) / "encode.mp4", info.width, info.height, info.fps or DEFAULT_FOLDER_FPS,
-                             encoding=gpu_encoding, matrix=info.matrix or "bt601")
+        writer = VideoWriter(
+            Path(tmp) / "encode.mp4",
+            info.width,
+            info.height,
+            info.fps or DEFAULT_FOLDER_FPS,
+            encoding=gpu_encoding,
+            matrix=info.matrix or "bt601",
+        )
         render = Renderer({"overlay": writer}, pred.palette, pred.classes, alpha=0.5, legend=False)
         _, t_dec_enc, t_render = decode_pass(render)
         if progress:
             progress("encode", 2, 3)
         pred.stage_seconds = {k: 0.0 for k in pred.stage_seconds}
         with CpuSampler() as cpu:
-            options = SegmentOptions(save=tuple(save), out_dir=Path(tmp), overwrite=True, encoding=encoding,
-                                     hw_decode=hw_decode, decode_yuv=decode_yuv)
+            options = SegmentOptions(
+                save=tuple(save),
+                out_dir=Path(tmp),
+                overwrite=True,
+                encoding=encoding,
+                hw_decode=hw_decode,
+                decode_yuv=decode_yuv,
+            )
             report = segment([source], predictor=pred, options=options)
         if progress:
             progress("segment", 3, 3)
@@ -189,8 +210,12 @@ def bench_end_to_end(pred: Predictor, source: str, *, save: tuple[str, ...] = ("
     if result.status != "ok":
         raise UsageError(f"segment failed on {source}: {result.error}")
     frames = result.frames
-    stages = {"decode": t_dec, "render": t_render, "encode": max(t_dec_enc - t_dec - t_render, 0.0),
-              **pred.stage_seconds}
+    stages = {
+        "decode": t_dec,
+        "render": t_render,
+        "encode": max(t_dec_enc - t_dec - t_render, 0.0),
+        **pred.stage_seconds,
+    }
     per_frame_ms = {k: 1000.0 * v / max(frames, 1) for k, v in stages.items()}
     cpu_s = cpu.groups()
     cpu_ms = None if cpu_s is None else {k: 1000.0 * v / max(frames, 1) for k, v in cpu_s.items()}

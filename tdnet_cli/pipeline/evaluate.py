@@ -122,17 +122,23 @@ def plan_samples(
     if use_sequence is None:
         use_sequence = has_seq
         if not has_seq:
-            notes.append(f"no leftImg8bit_sequence/{split} in {root}: per-frame protocol, each annotated frame "
-                         "repeated as its own history (TDNet's memory sees no motion, so scores differ from the "
-                         "temporal protocol; --no-sequence chooses this explicitly)")
+            notes.append(
+                f"no leftImg8bit_sequence/{split} in {root}: per-frame protocol, each annotated frame "
+                "repeated as its own history (TDNet's memory sees no motion, so scores differ from the "
+                "temporal protocol; --no-sequence chooses this explicitly)"
+            )
     elif use_sequence and not has_seq:
-        raise DataError(f"{root / 'leftImg8bit_sequence' / split} not found",
-                        hint="add the sequence frames, or pass --no-sequence")
+        raise DataError(
+            f"{root / 'leftImg8bit_sequence' / split} not found", hint="add the sequence frames, or pass --no-sequence"
+        )
     samples, skipped = [], []
     for fid in fids:
         if use_sequence:
-            frames = [sequence_path(root, split, fid.shifted(d)) for d in range(-history, 1)] \
-                if fid.frame - history >= 0 else None
+            frames = (
+                [sequence_path(root, split, fid.shifted(d)) for d in range(-history, 1)]
+                if fid.frame - history >= 0
+                else None
+            )
         else:
             frames = [image_path(root, split, fid)] * (history + 1)
         missing = [p for p in (frames or []) if not p.is_file()]
@@ -176,10 +182,13 @@ def _check_json(path: Path, root: Path, weights: str | None, overwrite: bool) ->
         raise UsageError(f"--json {path} is inside the dataset's input folder {folder}", hint="name a file elsewhere")
     if path.exists() or path.is_symlink():
         if not overwrite:
-            raise OutputExistsError(f"--json {path} exists", hint="pass --overwrite to replace it, or name another file")
+            raise OutputExistsError(
+                f"--json {path} exists", hint="pass --overwrite to replace it, or name another file"
+            )
         if weights and _same_file(path, weights):
-            raise UsageError(f"--json {path} is the --weights file; --overwrite never replaces an input",
-                             hint="name another file")
+            raise UsageError(
+                f"--json {path} is the --weights file; --overwrite never replaces an input", hint="name another file"
+            )
     check_writable(path, "--json", hint="name a --json file in a writable folder")
 
 
@@ -200,24 +209,29 @@ def _foreign_entries(folder: Path) -> list[str]:
 
 def _check_predictions(save_dir: Path, root: Path, overwrite: bool) -> None:
     if (folder := _data_folder_of(save_dir, root)) is not None:
-        raise UsageError(f"--save-predictions {save_dir} is inside the dataset's input folder {folder}",
-                         hint="choose a folder outside the dataset's leftImg8bit*/ and gtFine/")
+        raise UsageError(
+            f"--save-predictions {save_dir} is inside the dataset's input folder {folder}",
+            hint="choose a folder outside the dataset's leftImg8bit*/ and gtFine/",
+        )
     if save_dir.is_symlink() and not save_dir.exists() or save_dir.exists() and not save_dir.is_dir():
-        raise UsageError(f"--save-predictions {save_dir} is a file, not a folder",
-                         hint="name a folder; it is created if missing")
+        raise UsageError(
+            f"--save-predictions {save_dir} is a file, not a folder", hint="name a folder; it is created if missing"
+        )
     if save_dir.is_dir() and any(save_dir.iterdir()):
         if not overwrite:
-            raise OutputExistsError(f"--save-predictions {save_dir} is not empty",
-                                    hint="choose another folder or pass --overwrite")
+            raise OutputExistsError(
+                f"--save-predictions {save_dir} is not empty", hint="choose another folder or pass --overwrite"
+            )
         if foreign := _foreign_entries(save_dir):
             raise OutputExistsError(
                 f"--save-predictions {save_dir} holds files eval does not write ({few(foreign)}); --overwrite "
-                "replaces only prediction PNGs", hint="choose an empty or new folder")
+                "replaces only prediction PNGs",
+                hint="choose an empty or new folder",
+            )
     check_writable(save_dir, "--save-predictions", hint="choose a writable folder")
 
 
-def check_options(*, split: str, warmup: int, limit: int | None,
-                  cities: Iterable[str] | None) -> list[str] | None:
+def check_options(*, split: str, warmup: int, limit: int | None, cities: Iterable[str] | None) -> list[str] | None:
     """Refuse bad options before any work; returns ``cities`` as a list (None: all)."""
     if split not in SPLITS:
         raise UsageError(f"unknown split {split!r}", hint=f"use one of {', '.join(SPLITS)}")
@@ -260,6 +274,7 @@ def _prediction_path(save_dir: Path, fid: FrameId) -> Path:
 def _check_not_inputs(save_dir: Path, samples: list[Sample]) -> list[str]:
     """Refuse predictions that would land on an input file (through a link); return the names of
     prediction PNGs already in ``save_dir`` that this run leaves as they are (another run's)."""
+
     def key(p: Path) -> tuple[int, int] | None:
         try:
             st = os.stat(p)
@@ -341,8 +356,10 @@ def evaluate(
     """
     cities = check_options(split=split, warmup=warmup, limit=limit, cities=cities)
     if all_paths and save_predictions is not None:
-        raise UsageError("--all-paths predicts each frame several times; --save-predictions writes one",
-                         hint="drop one of the two options")
+        raise UsageError(
+            "--all-paths predicts each frame several times; --save-predictions writes one",
+            hint="drop one of the two options",
+        )
     save_dir = Path(save_predictions) if save_predictions is not None else None
     if save_dir is not None:
         _check_predictions(save_dir, Path(root), overwrite)
@@ -353,13 +370,16 @@ def evaluate(
     history = predictor.num_paths - 1 + warmup
     # First paths of the fresh streams that put each path on the annotated frame in turn.
     first_paths = [(p - history) % predictor.num_paths for p in range(predictor.num_paths)] if all_paths else [0]
-    samples, protocol, skipped, notes = plan_samples(root, split, history=history, use_sequence=use_sequence,
-                                                     cities=cities, limit=limit, skip_missing=skip_missing)
+    samples, protocol, skipped, notes = plan_samples(
+        root, split, history=history, use_sequence=use_sequence, cities=cities, limit=limit, skip_missing=skip_missing
+    )
     # plan_samples' only note is the fallback to the per-frame protocol: a warning, not a footnote.
     warnings = list(notes)
     if save_dir is not None and (others := _check_not_inputs(save_dir, samples)):
-        warnings.append(f"{save_dir} keeps {len(others)} prediction PNGs this run does not write ({few(others, 2)}); "
-                        "cityscapesscripts would score them too")
+        warnings.append(
+            f"{save_dir} keeps {len(others)} prediction PNGs this run does not write ({few(others, 2)}); "
+            "cityscapesscripts would score them too"
+        )
     for w in warnings:
         if warn is not None:
             warn(w)
@@ -395,8 +415,10 @@ def evaluate(
                 other, what = (frames[-1], "image") if frames[-1].shape[:2] != gt.shape else (inst, "instanceIds")
                 reason = f"{what} {other.shape[1]}x{other.shape[0]} vs ground truth {gt.shape[1]}x{gt.shape[0]}"
                 if not skip_missing:
-                    raise DataError(f"{sample.fid.stem}: unexpected image size ({reason})",
-                                    hint="pass --skip-missing to evaluate the others")
+                    raise DataError(
+                        f"{sample.fid.stem}: unexpected image size ({reason})",
+                        hint="pass --skip-missing to evaluate the others",
+                    )
                 skipped.append((sample.fid.stem, reason))
                 if progress:
                     progress(evaluated, len(samples), scores(conf).miou)
@@ -420,8 +442,9 @@ def evaluate(
                 if inst_stats is not None and inst is not None:
                     inst_stats.update(labels_np, inst)
             if save_dir is not None:
-                write_png(save_dir / sample.fid.city / f"{sample.fid.stem}_leftImg8bit.png",
-                           train_id_to_label_id(labels_np))
+                write_png(
+                    save_dir / sample.fid.city / f"{sample.fid.stem}_leftImg8bit.png", train_id_to_label_id(labels_np)
+                )
             evaluated += 1
             if progress:
                 progress(evaluated, len(samples), scores(conf).miou)

@@ -208,8 +208,10 @@ def _check_out_dir(out_dir: Path, option: str = "--out-dir") -> None:
     try:
         out_dir.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
-        raise UsageError(f"cannot create output folder {out_dir} (of {option}): {exc.strerror or exc}",
-                         hint=f"choose a writable {option}") from None
+        raise UsageError(
+            f"cannot create output folder {out_dir} (of {option}): {exc.strerror or exc}",
+            hint=f"choose a writable {option}",
+        ) from None
     if not os.access(out_dir, os.W_OK | os.X_OK):
         raise UsageError(f"output folder {out_dir} (of {option}) is not writable", hint=f"choose a writable {option}")
 
@@ -244,17 +246,22 @@ def _check_plans(specs: Sequence[str], options: SegmentOptions) -> dict[Path, se
             except OSError:
                 st = None
             if st is not None and (st.st_dev, st.st_ino) in inputs:
-                raise UsageError(f"the {kind} output {path} is the input {inputs[(st.st_dev, st.st_ino)]}",
-                                 hint="choose another output: an input is never written over")
+                raise UsageError(
+                    f"the {kind} output {path} is the input {inputs[(st.st_dev, st.st_ino)]}",
+                    hint="choose another output: an input is never written over",
+                )
             if is_video_output(kind, path):
                 if options.overwrite and path.is_dir():
-                    raise OutputExistsError(f"{path} is a folder, not a video: --overwrite replaces only files",
-                                            hint="choose another output name")
+                    raise OutputExistsError(
+                        f"{path} is a folder, not a video: --overwrite replaces only files",
+                        hint="choose another output name",
+                    )
                 continue
             holder = parents.get(path.resolve())
             if holder is not None:
-                raise UsageError(f"the {kind} folder {path} holds the input {holder}",
-                                 hint="write the PNGs to a folder of their own")
+                raise UsageError(
+                    f"the {kind} folder {path} holds the input {holder}", hint="write the PNGs to a folder of their own"
+                )
             if options.overwrite and not options.into_folder and path.is_dir():
                 refuse_foreign(path)
     return folders
@@ -286,8 +293,9 @@ def claim_outputs(spec: str, options: SegmentOptions, claimed: dict[Path, str]) 
     for kind, path in list(plans.items()):
         other = claimed.get(path.resolve())
         if other is not None:
-            raise OutputExistsError(f"{path} is also the output of {other}",
-                                    hint="inputs with the same name need -o or separate runs")
+            raise OutputExistsError(
+                f"{path} is also the output of {other}", hint="inputs with the same name need -o or separate runs"
+            )
         if path.exists() or path.is_symlink():
             if options.skip_existing:
                 del plans[kind]
@@ -298,6 +306,5 @@ def claim_outputs(spec: str, options: SegmentOptions, claimed: dict[Path, str]) 
     if plans and options.output is None and options.out_dir is None and not is_url(spec):
         parent = next(iter(plans.values())).parent
         if not os.access(parent, os.W_OK | os.X_OK):
-            raise UsageError(f"{spec}: cannot write beside the input ({parent} is not writable)",
-                             hint="use --out-dir")
+            raise UsageError(f"{spec}: cannot write beside the input ({parent} is not writable)", hint="use --out-dir")
     return plans

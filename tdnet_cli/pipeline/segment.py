@@ -120,8 +120,9 @@ def segment(
     hook = progress if progress is not None else SilentProgress()
     if not isinstance(inputs, InputSet):
         inputs = gather_inputs(inputs)
-    encoding, decode_gpu = hardware_video(options.encoding, hw_decode=options.hw_decode,
-                                          gpu=model_gpu(predictor.device))
+    encoding, decode_gpu = hardware_video(
+        options.encoding, hw_decode=options.hw_decode, gpu=model_gpu(predictor.device)
+    )
     check_outputs(inputs, options)
     threads = _Threads(predictor, options.threads)
     report = SegmentReport(shard=inputs.shard)
@@ -133,8 +134,19 @@ def segment(
             tuner = threads.tuner()
             t0 = time.perf_counter()
             try:
-                _process(spec, index, len(inputs.specs), result, predictor=predictor, options=options, hook=hook,
-                         tuner=tuner, claimed=claimed, encoding=encoding, decode_gpu=decode_gpu)
+                _process(
+                    spec,
+                    index,
+                    len(inputs.specs),
+                    result,
+                    predictor=predictor,
+                    options=options,
+                    hook=hook,
+                    tuner=tuner,
+                    claimed=claimed,
+                    encoding=encoding,
+                    decode_gpu=decode_gpu,
+                )
             except INPUT_FAILURES as exc:
                 result.status = "failed"
                 result.error = _one_line(exc)
@@ -159,9 +171,20 @@ def _one_line(exc: BaseException) -> str:
     return f"{type(exc).__name__}: {text[0] if text else ''}"
 
 
-def _process(spec: str, index: int, count: int, result: InputResult, *, predictor: StreamPredictor,
-             options: SegmentOptions, hook: ProgressHook, tuner: ThreadTuner | None, claimed: dict[Path, str],
-             encoding: Encoding, decode_gpu: int | None) -> None:
+def _process(
+    spec: str,
+    index: int,
+    count: int,
+    result: InputResult,
+    *,
+    predictor: StreamPredictor,
+    options: SegmentOptions,
+    hook: ProgressHook,
+    tuner: ThreadTuner | None,
+    claimed: dict[Path, str],
+    encoding: Encoding,
+    decode_gpu: int | None,
+) -> None:
     """One input, start to finish; raises on failure (the caller records it)."""
     plans = claim_outputs(spec, options, claimed)
     if not plans:
@@ -179,8 +202,9 @@ def _process(spec: str, index: int, count: int, result: InputResult, *, predicto
         writers = _open_writers(plans, source, options, encoding=encoding, workers=workers)
         try:
             render = Renderer(writers, predictor.palette, predictor.classes, options.alpha, options.legend)
-            stats = run_stream(source, predictor, render, cut_detect=options.cut_detect, hook=hook, tuner=tuner,
-                               workers=workers)
+            stats = run_stream(
+                source, predictor, render, cut_detect=options.cut_detect, hook=hook, tuner=tuner, workers=workers
+            )
             result.frames, result.model_seconds, result.cuts = stats.frames, stats.model_seconds, stats.cuts
             if stats.frames == 0:
                 raise InputError(f"{spec}: no frames (an empty or unreadable video)")
@@ -199,12 +223,14 @@ def _process(spec: str, index: int, count: int, result: InputResult, *, predicto
         # Truncated or corrupt: keep what decoded (the outputs are complete files of those
         # frames) but fail the input, so scripts notice.
         result.status = "failed"
-        result.error = (f"{spec}: corrupt or truncated video, kept the {stats.frames} frames decoded "
-                        f"({source.problems[0]})")
+        result.error = (
+            f"{spec}: corrupt or truncated video, kept the {stats.frames} frames decoded ({source.problems[0]})"
+        )
 
 
-def _open_writers(plans: dict[str, Path], source: FrameSource, options: SegmentOptions, *, encoding: Encoding,
-                  workers: int) -> dict[str, VideoWriter | PngSequenceWriter]:
+def _open_writers(
+    plans: dict[str, Path], source: FrameSource, options: SegmentOptions, *, encoding: Encoding, workers: int
+) -> dict[str, VideoWriter | PngSequenceWriter]:
     """A writer per planned output; none left open if one fails."""
     info = source.info
     rate = info.fps if info.fps else Fraction(options.fps or DEFAULT_FOLDER_FPS).limit_denominator(1001)
@@ -214,13 +240,21 @@ def _open_writers(plans: dict[str, Path], source: FrameSource, options: SegmentO
             if is_video_output(kind, path):
                 audio = info.uri if (kind == "overlay" and info.has_audio) else None
                 # YUV frames keep their own colour matrix (blended in place); RGB ones get BT.601
-                writers[kind] = VideoWriter(path, info.width, info.height, rate, audio_from=audio,
-                                            overwrite=options.overwrite, encoding=encoding,
-                                            matrix=info.matrix or "bt601")
+                writers[kind] = VideoWriter(
+                    path,
+                    info.width,
+                    info.height,
+                    rate,
+                    audio_from=audio,
+                    overwrite=options.overwrite,
+                    encoding=encoding,
+                    matrix=info.matrix or "bt601",
+                )
             else:
                 # the manifest lets a later --overwrite tell this folder from one holding other files
-                writers[kind] = PngSequenceWriter(path, overwrite=options.overwrite, workers=workers, manifest=True,
-                                                  into=options.into_folder)
+                writers[kind] = PngSequenceWriter(
+                    path, overwrite=options.overwrite, workers=workers, manifest=True, into=options.into_folder
+                )
     except BaseException:
         for w in writers.values():
             w.abort()

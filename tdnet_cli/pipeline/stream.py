@@ -206,8 +206,13 @@ def _put(q: queue.Queue, item: object, stop: threading.Event) -> bool:
     return False
 
 
-def _read_loop(source: FrameSource, q: queue.Queue, stop: threading.Event, cuts: CutDetector | None,
-               prepare: Callable[[Frame, bool], Any]) -> None:
+def _read_loop(
+    source: FrameSource,
+    q: queue.Queue,
+    stop: threading.Event,
+    cuts: CutDetector | None,
+    prepare: Callable[[Frame, bool], Any],
+) -> None:
     """Decode, test for cuts and start the model's input (``prepare(frame, is_cut)``), ahead
     of the model."""
     try:
@@ -220,8 +225,14 @@ def _read_loop(source: FrameSource, q: queue.Queue, stop: threading.Event, cuts:
         _put(q, _Failed(exc), stop)
 
 
-def _write_loop(q: queue.Queue, render: Renderer, abort: threading.Event, failed: list[BaseException],
-                to_labels: Callable[[Frame, torch.Tensor], np.ndarray], workers: int = 0) -> None:
+def _write_loop(
+    q: queue.Queue,
+    render: Renderer,
+    abort: threading.Event,
+    failed: list[BaseException],
+    to_labels: Callable[[Frame, torch.Tensor], np.ndarray],
+    workers: int = 0,
+) -> None:
     """Turn what the model loop queued into labels, then render and write frames in order;
     with ``workers``, render up to that many frames at once. The first failure goes to
     ``failed``; the queue is drained on, so the model loop never blocks on it."""
@@ -305,9 +316,18 @@ def _check_labels(labels: np.ndarray, frame: Frame) -> None:
         raise TypeError(f"the predictor returned {labels.dtype} {labels.shape} labels for a {frame.size} frame")
 
 
-def _model_loop(q_in: queue.Queue, q_out: queue.Queue, predictor: StreamPredictor, stream: Any, *,
-                stats: StreamStats, hook: ProgressHook, tuner: ThreadTuner | None,
-                write_failed: list[BaseException], abort: threading.Event) -> None:
+def _model_loop(
+    q_in: queue.Queue,
+    q_out: queue.Queue,
+    predictor: StreamPredictor,
+    stream: Any,
+    *,
+    stats: StreamStats,
+    hook: ProgressHook,
+    tuner: ThreadTuner | None,
+    write_failed: list[BaseException],
+    abort: threading.Event,
+) -> None:
     """Step the model over what the reader queued, until its end; raises the reader's and
     the writer's failures here, in the caller's thread."""
     while True:
@@ -337,9 +357,17 @@ def _model_loop(q_in: queue.Queue, q_out: queue.Queue, predictor: StreamPredicto
             tuner.tick()
 
 
-def run_stream(source: FrameSource, predictor: StreamPredictor, render: Renderer, *, cut_detect: bool,
-               hook: ProgressHook, tuner: ThreadTuner | None, workers: int = 0,
-               queue_size: int = QUEUE_SIZE) -> StreamStats:
+def run_stream(
+    source: FrameSource,
+    predictor: StreamPredictor,
+    render: Renderer,
+    *,
+    cut_detect: bool,
+    hook: ProgressHook,
+    tuner: ThreadTuner | None,
+    workers: int = 0,
+    queue_size: int = QUEUE_SIZE,
+) -> StreamStats:
     """One input through reader thread -> model loop (here) -> writer thread; ``workers``
     render threads besides the writer. Raises the first failure of any of them, after
     stopping the others."""
@@ -363,18 +391,24 @@ def run_stream(source: FrameSource, predictor: StreamPredictor, render: Renderer
     stop, abort = threading.Event(), threading.Event()
     write_failed: list[BaseException] = []
     cuts = CutDetector() if cut_detect else None
-    reader = threading.Thread(target=_read_loop, args=(source, q_in, stop, cuts, prepare),
-                              name="tdnet-reader", daemon=True)
-    writer = threading.Thread(target=_write_loop, args=(q_out, render, abort, write_failed, to_labels, workers),
-                              name="tdnet-writer", daemon=True)
+    reader = threading.Thread(
+        target=_read_loop, args=(source, q_in, stop, cuts, prepare), name="tdnet-reader", daemon=True
+    )
+    writer = threading.Thread(
+        target=_write_loop,
+        args=(q_out, render, abort, write_failed, to_labels, workers),
+        name="tdnet-writer",
+        daemon=True,
+    )
     if tuner is not None:
         tuner.start()
     reader.start()
     writer.start()
     clean = False
     try:
-        _model_loop(q_in, q_out, predictor, stream, stats=stats, hook=hook, tuner=tuner,
-                    write_failed=write_failed, abort=abort)
+        _model_loop(
+            q_in, q_out, predictor, stream, stats=stats, hook=hook, tuner=tuner, write_failed=write_failed, abort=abort
+        )
         _put(q_out, _END, abort)
         writer.join()
         if write_failed:

@@ -89,8 +89,10 @@ def channels_last_trains_safely(model: nn.Module) -> bool:
     backward-weights kernel) then corrupts the heap (one thread: a crash; two: sometimes a
     hang), measured with a lone Conv2d(4, 8, 1, stride=2) in channels_last. Only narrow
     ``model.width`` models have one; NCHW trains them correctly."""
-    return not any(isinstance(m, nn.Conv2d) and m.kernel_size == (1, 1) and m.stride != (1, 1)
-                   and m.in_channels < 8 for m in model.modules())
+    return not any(
+        isinstance(m, nn.Conv2d) and m.kernel_size == (1, 1) and m.stride != (1, 1) and m.in_channels < 8
+        for m in model.modules()
+    )
 
 
 def get_lr(it: int, o: dict) -> float:
@@ -122,18 +124,23 @@ def init_from_pspnet(model: nn.Module, path: str) -> int:
     n = getattr(model, "num_paths", 1)
     for key, value in sd.items():
         if key.startswith("pretrained."):
-            targets = [f"pretrained{p + 1}.{key[len('pretrained.'):]}" for p in range(n)] if isinstance(model, TDNet) \
+            targets = (
+                [f"pretrained{p + 1}.{key[len('pretrained.') :]}" for p in range(n)]
+                if isinstance(model, TDNet)
                 else [key]
+            )
         elif key.startswith("head.conv5.0.") and isinstance(model, TDNet):
-            targets = [f"psp{p + 1}.{key[len('head.conv5.0.'):]}" for p in range(n)]
+            targets = [f"psp{p + 1}.{key[len('head.conv5.0.') :]}" for p in range(n)]
         else:
             continue
         for t in targets:
             if t in own and own[t].shape == value.shape:
                 new[t] = value
     if not new:
-        raise CheckpointError(f"{path} has no backbone weights that fit {type(model).__name__}",
-                              hint="--init takes a per-frame PSPNet checkpoint of the same backbone")
+        raise CheckpointError(
+            f"{path} has no backbone weights that fit {type(model).__name__}",
+            hint="--init takes a per-frame PSPNet checkpoint of the same backbone",
+        )
     model.load_state_dict(new, strict=False)
     return len(new)
 
@@ -194,8 +201,10 @@ def _has_validation(root: Path, split: str, val_every: int) -> bool:
     (a training-only folder) just skips validation."""
     if not (root / "gtFine" / split).is_dir():
         if val_every and any((root / top / split).is_dir() for top in ("leftImg8bit", "leftImg8bit_sequence")):
-            raise DataError(f"data.val_split {split!r} has frames but no ground truth under {root / 'gtFine'}",
-                            hint="validate on a split with gtFine labels, or set run.val_every=0")
+            raise DataError(
+                f"data.val_split {split!r} has frames but no ground truth under {root / 'gtFine'}",
+                hint="validate on a split with gtFine labels, or set run.val_every=0",
+            )
         return False
     return True
 
@@ -259,13 +268,19 @@ def train(
     try:
         model = preset.build(aux=True, **overrides)
     except ValueError as exc:  # e.g. channels not divisible by the groups
-        raise UsageError(f"{preset.name} cannot be built with {overrides}: {exc}",
-                         hint="choose model.width and model.groups that split the channels evenly") from None
+        raise UsageError(
+            f"{preset.name} cannot be built with {overrides}: {exc}",
+            hint="choose model.width and model.groups that split the channels evenly",
+        ) from None
     clip_len = getattr(model, "num_paths", 1) if preset.kind == "tdnet" else 1
-    augment = AugmentConfig(crop=tuple(model.input_size), scale=tuple(d_cfg["scale"]), flip=d_cfg["flip"],
-                            rotate=d_cfg["rotate"], color_jitter=d_cfg["color_jitter"])
-    dataset = ClipDataset(d_cfg["root"], d_cfg["train_split"], clip_len=clip_len, augment=augment,
-                          seed=r_cfg["seed"])
+    augment = AugmentConfig(
+        crop=tuple(model.input_size),
+        scale=tuple(d_cfg["scale"]),
+        flip=d_cfg["flip"],
+        rotate=d_cfg["rotate"],
+        color_jitter=d_cfg["color_jitter"],
+    )
+    dataset = ClipDataset(d_cfg["root"], d_cfg["train_split"], clip_len=clip_len, augment=augment, seed=r_cfg["seed"])
     has_val = _has_validation(Path(d_cfg["root"]), d_cfg["val_split"], r_cfg["val_every"])
 
     if m_cfg["init"]:
@@ -284,8 +299,10 @@ def train(
             raise UsageError("a teacher distils into a TDNet preset only")
         t = load_checkpoint(m_cfg["teacher"])
         if t.kind != "gpspnet" or t.model.config.groups != model.num_paths:
-            raise CheckpointError(f"{m_cfg['teacher']} is not a grouped PSPNet with {model.num_paths} groups",
-                                  hint="train one with a gpsp* preset first")
+            raise CheckpointError(
+                f"{m_cfg['teacher']} is not a grouped PSPNet with {model.num_paths} groups",
+                hint="train one with a gpsp* preset first",
+            )
         teacher = t.model.to(device).eval()
         for p in teacher.parameters():
             p.requires_grad_(False)
@@ -300,8 +317,9 @@ def train(
             teacher.to(memory_format=torch.channels_last)
     if ddp.world > 1 and device.type == "cuda":
         model = nn.SyncBatchNorm.convert_sync_batchnorm(model)
-    optimizer = torch.optim.SGD(model.parameters(), lr=o_cfg["lr"], momentum=o_cfg["momentum"],
-                                weight_decay=o_cfg["weight_decay"])
+    optimizer = torch.optim.SGD(
+        model.parameters(), lr=o_cfg["lr"], momentum=o_cfg["momentum"], weight_decay=o_cfg["weight_decay"]
+    )
     autocast, amp_dtype = _autocast(device, r_cfg["amp"], r_cfg["amp_cpu"])
     # fp16 (CUDA without bf16) needs loss scaling; bf16 and fp32 do not.
     scaler = torch.amp.GradScaler(device.type, enabled=amp_dtype == torch.float16)
@@ -313,16 +331,23 @@ def train(
     core = model
     if ddp.world > 1:
         model = nn.parallel.DistributedDataParallel(
-            model, device_ids=[device.index] if device.type == "cuda" else None, find_unused_parameters=True)
+            model, device_ids=[device.index] if device.type == "cuda" else None, find_unused_parameters=True
+        )
 
     log_path = run_dir / "metrics.jsonl"
     iterations, accum = o_cfg["iterations"], o_cfg["accumulate"]
     sampler = IterationSampler(start * accum, iterations * accum, d_cfg["batch_size"], ddp.rank, ddp.world)
     workers = d_cfg["workers"]
-    loader = DataLoader(dataset, batch_size=d_cfg["batch_size"], sampler=sampler, num_workers=workers,
-                        pin_memory=device.type == "cuda", persistent_workers=False,
-                        worker_init_fn=ignore_stop_signals if workers > 0 else None,
-                        multiprocessing_context="spawn" if workers > 0 and device.type == "cuda" else None)
+    loader = DataLoader(
+        dataset,
+        batch_size=d_cfg["batch_size"],
+        sampler=sampler,
+        num_workers=workers,
+        pin_memory=device.type == "cuda",
+        persistent_workers=False,
+        worker_init_fn=ignore_stop_signals if workers > 0 else None,
+        multiprocessing_context="spawn" if workers > 0 and device.type == "cuda" else None,
+    )
     criterion = Criterion(config["loss"])
     history: list[dict] = []
     last_loss, interrupted = None, False
@@ -332,10 +357,17 @@ def train(
 
     def save_last(iteration: int) -> Path:
         provenance = {"config": config, "iteration": iteration, "preset": preset.name}
-        payload = {"iteration": iteration, "optimizer": optimizer.state_dict(), "scaler": scaler.state_dict(),
-                   "best_miou": best_miou}
-        return save(run_dir / "last.pt", _loaded_for_save(core, preset.name, provenance, keep_aux=True),
-                     extra={"train_state": payload})
+        payload = {
+            "iteration": iteration,
+            "optimizer": optimizer.state_dict(),
+            "scaler": scaler.state_dict(),
+            "best_miou": best_miou,
+        }
+        return save(
+            run_dir / "last.pt",
+            _loaded_for_save(core, preset.name, provenance, keep_aux=True),
+            extra={"train_state": payload},
+        )
 
     def write_log(record: dict) -> None:
         history.append(record)
@@ -373,7 +405,11 @@ def train(
                             frames = frames.contiguous()
                         labels = batch["label"].to(device, non_blocking=True)
                         step_id = it * accum + micro
-                        path = path_for_step(r_cfg["seed"], step_id, ddp.rank, clip_len) if preset.kind == "tdnet" else None
+                        path = (
+                            path_for_step(r_cfg["seed"], step_id, ddp.rank, clip_len)
+                            if preset.kind == "tdnet"
+                            else None
+                        )
                         with autocast:
                             out = model(frames, path) if preset.kind == "tdnet" else model(frames[:, -1])
                             t_out = None
@@ -397,8 +433,14 @@ def train(
                     done = it + 1
                     if done % r_cfg["log_every"] == 0 or done == iterations or done == start + 1:
                         now = time.perf_counter()
-                        record = {"iteration": done, "loss": loss_sum, **terms_sum, "lr": lr,
-                                  "it_s": (done - logged) / max(now - t_log, 1e-9), "time": time.time()}
+                        record = {
+                            "iteration": done,
+                            "loss": loss_sum,
+                            **terms_sum,
+                            "lr": lr,
+                            "it_s": (done - logged) / max(now - t_log, 1e-9),
+                            "time": time.time(),
+                        }
                         t_log, logged = now, done
                         write_log(record)
                         if progress and ddp.is_main:
@@ -408,22 +450,27 @@ def train(
                     stop.check()  # a signal held during this iteration stops here, at the boundary
                     stop.hold = False
                     if has_val and r_cfg["val_every"] and done % r_cfg["val_every"] == 0 and done != iterations:
-                        best_miou = _validate(core, preset.name, config, device, done, best_miou, run_dir, write_log, ddp)
+                        best_miou = _validate(
+                            core, preset.name, config, device, done, best_miou, run_dir, write_log, ddp
+                        )
                         model.train()
                 stop.hold = False
                 if has_val and iterations > start:
-                    best_miou = _validate(core, preset.name, config, device, iterations, best_miou, run_dir, write_log,
-                                          ddp)
-                last = _finish(core, preset.name, config, iterations, best_miou, last_loss, run_dir, write_log, ddp,
-                               save_last)
+                    best_miou = _validate(
+                        core, preset.name, config, device, iterations, best_miou, run_dir, write_log, ddp
+                    )
+                last = _finish(
+                    core, preset.name, config, iterations, best_miou, last_loss, run_dir, write_log, ddp, save_last
+                )
             except KeyboardInterrupt as exc:
                 interrupted = stop.critical = True  # no further signal cuts the save of last.pt
                 if mid_iteration:  # a second signal cut the iteration: back to where it began
                     buffers.restore()
                 if ddp.is_main and (run_dir / "config.toml").is_file():  # else nothing was made yet
                     save_last(completed)
-                    exc.add_note(f"after iteration {completed}: saved {run_dir / 'last.pt'}; "
-                                 f"continue with --resume {run_dir}")
+                    exc.add_note(
+                        f"after iteration {completed}: saved {run_dir / 'last.pt'}; continue with --resume {run_dir}"
+                    )
                 raise
             finally:
                 shutdown = getattr(batches, "_shutdown_workers", None)
@@ -434,8 +481,9 @@ def train(
             remove_unfinished(run_dir, made)  # nothing resumable was saved: the name stays free
         raise
     best = run_dir / "best.pt"
-    return TrainResult(run_dir, iterations, last, best if best.exists() else None, best_miou, last_loss, log_path,
-                       interrupted, history)
+    return TrainResult(
+        run_dir, iterations, last, best if best.exists() else None, best_miou, last_loss, log_path, interrupted, history
+    )
 
 
 def _finish(core, preset_name, config, iterations, best_miou, last_loss, run_dir, write_log, ddp, save_last) -> Path:
@@ -448,8 +496,13 @@ def _finish(core, preset_name, config, iterations, best_miou, last_loss, run_dir
     if not ddp.is_main:
         return run_dir / "last.pt"
     last = save_last(iterations)
-    final_provenance = {"config": config, "iterations": iterations, "preset": preset_name,
-                        "best_val_miou": best_miou, "final_loss": last_loss}
+    final_provenance = {
+        "config": config,
+        "iterations": iterations,
+        "preset": preset_name,
+        "best_val_miou": best_miou,
+        "final_loss": last_loss,
+    }
     save(run_dir / "model.pt", _loaded_for_save(core, preset_name, final_provenance, keep_aux=False))
     return last
 
@@ -464,20 +517,34 @@ def _validate(core, preset_name, config, device, iteration, best_miou, run_dir, 
         return best_miou
     d, r = config["data"], config["run"]
     loaded = _loaded_for_save(core, preset_name, {}, keep_aux=False)
-    pred = Predictor(LoadedModel(model=copy.deepcopy(loaded.model).to(device).eval(), preset=preset_name),
-                     device=device)
+    pred = Predictor(
+        LoadedModel(model=copy.deepcopy(loaded.model).to(device).eval(), preset=preset_name), device=device
+    )
     try:
         # Every path scored on each frame: a video runs them all, and they can differ by points.
-        report = evaluate(d["root"], predictor=pred, split=d["val_split"], limit=r["val_limit"] or None,
-                          skip_missing=True, all_paths=True)
+        report = evaluate(
+            d["root"],
+            predictor=pred,
+            split=d["val_split"],
+            limit=r["val_limit"] or None,
+            skip_missing=True,
+            all_paths=True,
+        )
     except DataError as exc:
         write_log({"iteration": iteration, "val_error": str(exc)})
         if ddp.world > 1:
             dist.barrier()
         return best_miou
     miou = report.scores.miou
-    write_log({"iteration": iteration, "val_miou": miou, "val_pixel_accuracy": report.scores.pixel_accuracy,
-               "val_frames": report.evaluated, "val_paths": report.paths_scored})
+    write_log(
+        {
+            "iteration": iteration,
+            "val_miou": miou,
+            "val_pixel_accuracy": report.scores.pixel_accuracy,
+            "val_frames": report.evaluated,
+            "val_paths": report.paths_scored,
+        }
+    )
     if best_miou is None or miou > best_miou:
         best_miou = miou
         provenance = {"config": config, "iteration": iteration, "val_miou": miou, "preset": preset_name}

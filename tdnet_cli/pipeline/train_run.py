@@ -53,12 +53,17 @@ def load_matching(model: nn.Module, path: str, preset_name: str) -> None:
     """model.resume_weights: every tensor of the file whose name the model has (fine-tuning may
     drop a head); one of another shape is a CheckpointError, not a traceback."""
     src, own = read_state_dict(path), model.state_dict()
-    shapes = [f"{k} {tuple(v.shape)} vs {tuple(own[k].shape)}" for k, v in src.items()
-              if k in own and tuple(v.shape) != tuple(own[k].shape)]
+    shapes = [
+        f"{k} {tuple(v.shape)} vs {tuple(own[k].shape)}"
+        for k, v in src.items()
+        if k in own and tuple(v.shape) != tuple(own[k].shape)
+    ]
     if shapes or not any(k in own for k in src):
         detail = f"shape mismatch (file vs model): {few(shapes)}" if shapes else "no tensor names in common"
-        raise CheckpointError(f"model.resume_weights {path} does not fit {preset_name}: {detail}",
-                              hint="pass weights of the same preset, or --init for a per-frame PSPNet")
+        raise CheckpointError(
+            f"model.resume_weights {path} does not fit {preset_name}: {detail}",
+            hint="pass weights of the same preset, or --init for a per-frame PSPNet",
+        )
     model.load_state_dict({k: v for k, v in src.items() if k in own}, strict=False)
 
 
@@ -95,8 +100,10 @@ def load_train_state(run_dir: Path, model: nn.Module, optimizer, scaler, iterati
     except (KeyError, TypeError, ValueError, RuntimeError, IndexError, AttributeError) as exc:
         raise CheckpointError(f"{path} holds a damaged training state ({first_line(exc)})", hint=fix) from None
     if iteration > iterations:
-        raise UsageError(f"{path} is at iteration {iteration}, past optim.iterations={iterations}",
-                         hint=f"resume with --set optim.iterations=N, N >= {iteration}")
+        raise UsageError(
+            f"{path} is at iteration {iteration}, past optim.iterations={iterations}",
+            hint=f"resume with --set optim.iterations=N, N >= {iteration}",
+        )
     return iteration, best
 
 

@@ -51,8 +51,9 @@ def rgb_to_i420(rgb: np.ndarray, matrix: str) -> np.ndarray:
     """(H, W, 3) uint8 RGB with even sides -> an I420 buffer ((H * 3 // 2, W), like OpenCV's)."""
     h, w = rgb.shape[:2]
     yuv = rgb_to_yuv(rgb, matrix)
-    chroma = [cv2.resize(np.ascontiguousarray(yuv[:, :, i]), (w // 2, h // 2), interpolation=cv2.INTER_AREA)
-              for i in (1, 2)]  # the mean of each 2x2 block
+    chroma = [
+        cv2.resize(np.ascontiguousarray(yuv[:, :, i]), (w // 2, h // 2), interpolation=cv2.INTER_AREA) for i in (1, 2)
+    ]  # the mean of each 2x2 block
     return YUV420.from_planes(yuv[:, :, 0], *chroma, matrix).data.reshape(h * 3 // 2, w)
 
 
@@ -109,7 +110,10 @@ class YUV420:
         # At the frame's own size each chroma sample covers its 2x2 block, as ffmpeg's own
         # conversion does; resized outputs interpolate.
         full = (h, w) == (self.height, self.width)
-        planes = [p if p.shape == (h, w) else
-                  cv2.resize(p, (w, h), interpolation=cv2.INTER_NEAREST if full else cv2.INTER_LINEAR)
-                  for p in (self.y, self.u, self.v)]
+        planes = [
+            p
+            if p.shape == (h, w)
+            else cv2.resize(p, (w, h), interpolation=cv2.INTER_NEAREST if full else cv2.INTER_LINEAR)
+            for p in (self.y, self.u, self.v)
+        ]
         return cv2.transform(cv2.merge(planes), yuv_to_rgb_affine(self.matrix))

@@ -39,8 +39,9 @@ def _run(args: list[str]) -> str | None:
 @functools.lru_cache(maxsize=8)
 def nvenc_problem(gpu: int | None = None) -> str | None:
     """None if h264_nvenc can encode on ``gpu`` (None: the driver's choice), else why not."""
-    return _run([*_TEST_SOURCE, "-c:v", "h264_nvenc", *(["-gpu", str(gpu)] if gpu is not None else []),
-                 "-f", "null", "-"])
+    return _run(
+        [*_TEST_SOURCE, "-c:v", "h264_nvenc", *(["-gpu", str(gpu)] if gpu is not None else []), "-f", "null", "-"]
+    )
 
 
 @functools.lru_cache(maxsize=8)
@@ -58,8 +59,9 @@ def require_nvenc(gpu: int | None = None) -> None:
     """A usage error naming the cause when NVENC cannot encode here."""
     problem = nvenc_problem(gpu)
     if problem is not None:
-        raise UsageError(f"NVENC (--encoder nvenc) does not work here: {problem}",
-                         hint="use --encoder x264, the CPU encoder")
+        raise UsageError(
+            f"NVENC (--encoder nvenc) does not work here: {problem}", hint="use --encoder x264, the CPU encoder"
+        )
 
 
 def require_nvdec(gpu: int = 0) -> None:

@@ -153,7 +153,9 @@ def _measured_rate(uri: str, seconds: int = 10) -> Fraction | None:
     cmd = [ffmpeg_exe(), "-hide_banner", "-nostdin", "-nostats", "-loglevel", "info", "-i", uri,
            "-map", "0:v:0", "-t", str(seconds), "-c", "copy", "-f", "null", "-"]  # fmt: skip
     try:
-        done = subprocess.run(cmd, stdin=subprocess.DEVNULL, capture_output=True, check=False, timeout=60, start_new_session=True)
+        done = subprocess.run(
+            cmd, stdin=subprocess.DEVNULL, capture_output=True, check=False, timeout=60, start_new_session=True
+        )
     except (OSError, subprocess.TimeoutExpired):
         return None
     stats = _STATS_RE.findall(done.stderr.decode("utf-8", "replace"))
@@ -176,8 +178,14 @@ def _fps_fraction(text: str) -> Fraction:
 
 
 # stderr is read continuously: a full pipe would stall ffmpeg
-def _drain_stderr(proc: subprocess.Popen, header: list[str], header_done: threading.Event, tail: deque[str],
-                  problems: list[str], stopped: threading.Event) -> None:
+def _drain_stderr(
+    proc: subprocess.Popen,
+    header: list[str],
+    header_done: threading.Event,
+    tail: deque[str],
+    problems: list[str],
+    stopped: threading.Event,
+) -> None:
     try:
         _read_stderr(proc, header, header_done, tail, problems, stopped)
     except (OSError, ValueError):  # the stream was closed under us (close() or a restart)
@@ -185,8 +193,14 @@ def _drain_stderr(proc: subprocess.Popen, header: list[str], header_done: thread
     header_done.set()  # ended before an output stream was announced: the header is all there is
 
 
-def _read_stderr(proc: subprocess.Popen, header: list[str], header_done: threading.Event, tail: deque[str],
-                 problems: list[str], stopped: threading.Event) -> None:
+def _read_stderr(
+    proc: subprocess.Popen,
+    header: list[str],
+    header_done: threading.Event,
+    tail: deque[str],
+    problems: list[str],
+    stopped: threading.Event,
+) -> None:
     """ffmpeg's messages into ``tail``; the header (until the output stream is announced)
     into ``header``; errors into ``problems``, unless they come after we stopped it."""
     in_output = False
@@ -291,8 +305,10 @@ class VideoReader:
             cmd, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE, start_new_session=True
         )
         self._stderr_thread = threading.Thread(
-            target=_drain_stderr, args=(self._proc, header, header_done, tail, problems, self._stop),
-            name="ffmpeg-stderr", daemon=True,
+            target=_drain_stderr,
+            args=(self._proc, header, header_done, tail, problems, self._stop),
+            name="ffmpeg-stderr",
+            daemon=True,
         )
         self._stderr_thread.start()
         try:

@@ -92,8 +92,20 @@ class Encoding:
     def ffmpeg_args(self) -> list[str]:
         """The encoder's ffmpeg output options."""
         if self.encoder == "nvenc":
-            args = ["-c:v", "h264_nvenc", "-preset", _NVENC_PRESETS[self.preset], "-tune", "hq",
-                    "-rc", "vbr", "-cq", str(max(self.crf, 1)), "-b:v", "0"]
+            args = [
+                "-c:v",
+                "h264_nvenc",
+                "-preset",
+                _NVENC_PRESETS[self.preset],
+                "-tune",
+                "hq",
+                "-rc",
+                "vbr",
+                "-cq",
+                str(max(self.crf, 1)),
+                "-b:v",
+                "0",
+            ]
             return args + (["-gpu", str(self.gpu)] if self.gpu is not None else [])
         return ["-c:v", "libx264", "-preset", self.preset, "-crf", str(self.crf)]
 
@@ -158,8 +170,10 @@ def refuse_foreign(folder: str | Path) -> None:
 
 
 # ffmpeg reports a failed write with the system's own words (av_err2str is strerror)
-_WRITE_FAILURES = tuple(os.strerror(e) for e in (errno.ENOSPC, errno.EDQUOT, errno.EIO, errno.EROFS, errno.EFBIG,
-                                                  errno.EACCES, errno.ENOENT))
+_WRITE_FAILURES = tuple(
+    os.strerror(e)
+    for e in (errno.ENOSPC, errno.EDQUOT, errno.EIO, errno.EROFS, errno.EFBIG, errno.EACCES, errno.ENOENT)
+)
 
 
 def _disk_full(folder: Path) -> bool:
@@ -351,7 +365,9 @@ class VideoWriter:
             if self.path.suffix.lower() != ".mkv":
                 cmd += ["-movflags", "+faststart"]
             cmd.append(str(muxed))
-            proc = subprocess.run(cmd, stdin=subprocess.DEVNULL, capture_output=True, check=False, start_new_session=True)
+            proc = subprocess.run(
+                cmd, stdin=subprocess.DEVNULL, capture_output=True, check=False, start_new_session=True
+            )
             if proc.returncode == 0:
                 os.replace(muxed, self._tmp)
                 return
@@ -361,8 +377,10 @@ class VideoWriter:
             _unlink(muxed)
             last = (log.strip().splitlines()[-1:] or [""])[0]
             if full:  # a failed write is a failed output, not a video without its audio
-                raise WriteError(f"disk full writing {self.path.parent} (adding the audio to {self.path.name})",
-                                 hint="free some space or write elsewhere")
+                raise WriteError(
+                    f"disk full writing {self.path.parent} (adding the audio to {self.path.name})",
+                    hint="free some space or write elsewhere",
+                )
             if any(m in log for m in _WRITE_FAILURES):
                 raise WriteError(f"{self.path}: adding the audio failed: {last}")
         # every codec refused (the container cannot hold this audio): the video is still whole
@@ -412,8 +430,9 @@ class PngSequenceWriter:
     every other entry is left alone.
     """
 
-    def __init__(self, path: str | Path, *, overwrite: bool = False, workers: int = 0, manifest: bool = False,
-                 into: bool = False) -> None:
+    def __init__(
+        self, path: str | Path, *, overwrite: bool = False, workers: int = 0, manifest: bool = False, into: bool = False
+    ) -> None:
         self.path = Path(path)
         _check_target(self.path, overwrite or into)
         if self.path.exists() and not self.path.is_dir():
@@ -500,8 +519,9 @@ class PngSequenceWriter:
         try:
             old.rmdir()
         except OSError:  # something appeared there meanwhile: keep it, and say where
-            self.warnings.append(f"{self.path.name}: files added to the old folder while it was replaced "
-                                 f"were kept in {old}")
+            self.warnings.append(
+                f"{self.path.name}: files added to the old folder while it was replaced were kept in {old}"
+            )
 
     def _merge(self) -> None:
         """Move our files into the existing folder, replacing only same-named files."""

@@ -34,7 +34,7 @@ class _Atlas:
         Y = (self.hmax - np.arange(ny, dtype=np.float32) * ry)[:, None]  # row 0 is the top
         n, V = len(lots.z), _VARIANTS
         A = np.zeros((ny, n * self.CPL, 3), np.float32)
-        ao = (1.0 - 0.3 * np.exp(-np.clip(Y, 0, None) * 1.5))  # darker near the ground
+        ao = 1.0 - 0.3 * np.exp(-np.clip(Y, 0, None) * 1.5)  # darker near the ground
         for i in range(n):
             kind, H, col, p = int(lots.kind[i]), float(lots.height[i]), lots.col[i], lots.p[i]
             if kind == _NONE:

@@ -51,7 +51,9 @@ class _Billboard:
         dx, dy = bx - ax, by - ay
         n = math.hypot(dx, dy) or 1.0
         nx, ny = -dy / n * width / 2, dx / n * width / 2
-        self.poly(np.array([(ax + nx, ay + ny), (bx + nx, by + ny), (bx - nx, by - ny), (ax - nx, ay - ny)]), colour, inst)
+        self.poly(
+            np.array([(ax + nx, ay + ny), (bx + nx, by + ny), (bx - nx, by - ny), (ax - nx, ay - ny)]), colour, inst
+        )
 
     def disc(self, x: float, y: float, r: float, colour, inst: int | None) -> None:
         self.r._disc((self.ox + x * self.sc, self.oy - y * self.sc), r * self.sc, colour, inst)

@@ -94,13 +94,21 @@ class _Ground:
         rows_of = [h if za <= 0 else self.cy + f * hc / za for za in _GROUND_BANDS[:-1]]
         for k, tex in enumerate(self.g_levels):
             rb = min(h, int(math.ceil(rows_of[k])))
-            ra = max(r0, int(math.ceil(self.cy + f * hc / _GROUND_BANDS[k + 1]))) if k + 1 < len(_GROUND_BANDS) - 1 else r0
+            ra = (
+                max(r0, int(math.ceil(self.cy + f * hc / _GROUND_BANDS[k + 1])))
+                if k + 1 < len(_GROUND_BANDS) - 1
+                else r0
+            )
             if rb <= ra:
                 continue
             Mb = M @ np.array([[1.0, 0.0, 0.0], [0.0, 1.0, ra], [0.0, 0.0, 1.0]])
             cv2.warpPerspective(
-                tex, Mb, (w, rb - ra), dst=self.img[ra:rb],
-                flags=cv2.INTER_LINEAR | cv2.WARP_INVERSE_MAP, borderMode=cv2.BORDER_WRAP,
+                tex,
+                Mb,
+                (w, rb - ra),
+                dst=self.img[ra:rb],
+                flags=cv2.INTER_LINEAR | cv2.WARP_INVERSE_MAP,
+                borderMode=cv2.BORDER_WRAP,
             )
         dist = hc * f / np.maximum(self.rows[r0:] - self.cy, 1e-3)
         self._blend_haze(self.img[r0:], 1.0 - np.exp(-dist / s.style.haze_dist), axis=0)
@@ -119,8 +127,14 @@ class _Ground:
             for lo, hi in (s.road_l, s.road_r):
                 x = lo + 0.3
                 while x + 0.5 < hi - 0.2:
-                    q = self._project([(x - self.cam[0], 0.0, dz), (x + 0.5 - self.cam[0], 0.0, dz),
-                                       (x + 0.5 - self.cam[0], 0.0, dz + 4.0), (x - self.cam[0], 0.0, dz + 4.0)])
+                    q = self._project(
+                        [
+                            (x - self.cam[0], 0.0, dz),
+                            (x + 0.5 - self.cam[0], 0.0, dz),
+                            (x + 0.5 - self.cam[0], 0.0, dz + 4.0),
+                            (x - self.cam[0], 0.0, dz + 4.0),
+                        ]
+                    )
                     if q is not None:
                         self._fill(q, paint, None)
                     x += 1.0

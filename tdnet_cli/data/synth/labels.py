@@ -16,7 +16,12 @@ _ID = {lab.name: lab.id for lab in LABELS}
 EGO, STATIC, PARKING, RAIL = _ID["ego vehicle"], _ID["static"], _ID["parking"], _ID["rail track"]
 ROAD, SIDEWALK, BUILDING, WALL, FENCE = _ID["road"], _ID["sidewalk"], _ID["building"], _ID["wall"], _ID["fence"]
 POLE, LIGHT, SIGN, VEG, TERRAIN, SKY = (
-    _ID["pole"], _ID["traffic light"], _ID["traffic sign"], _ID["vegetation"], _ID["terrain"], _ID["sky"]
+    _ID["pole"],
+    _ID["traffic light"],
+    _ID["traffic sign"],
+    _ID["vegetation"],
+    _ID["terrain"],
+    _ID["sky"],
 )
 PERSON, RIDER, CAR, TRUCK, BUS, TRAIN = _ID["person"], _ID["rider"], _ID["car"], _ID["truck"], _ID["bus"], _ID["train"]
 MOTO, BIKE = _ID["motorcycle"], _ID["bicycle"]

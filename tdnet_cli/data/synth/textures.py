@@ -34,7 +34,6 @@ def _mix(a: np.ndarray, b: np.ndarray, t: float) -> np.ndarray:
     return (1.0 - t) * np.asarray(a, np.float32) + t * np.asarray(b, np.float32)
 
 
-
 def _noise1d(rng: np.random.Generator, n: int, cells: int, k: int) -> np.ndarray:
     """``k`` independent smooth 1-D noises of length n with about ``cells`` bumps, as (n, k)."""
     g = rng.standard_normal((k, max(cells, 2))).astype(np.float32)
@@ -52,9 +51,18 @@ def _wrap_blur(img: np.ndarray, kx: int, kz: int) -> np.ndarray:
 
 _CAR_COLOURS = np.array(
     [
-        (235, 235, 232), (25, 25, 28), (160, 163, 168), (95, 98, 104), (40, 55, 95),
-        (150, 25, 30), (30, 70, 45), (190, 190, 180), (110, 20, 25), (70, 110, 160),
-        (200, 160, 40), (120, 90, 60),
+        (235, 235, 232),
+        (25, 25, 28),
+        (160, 163, 168),
+        (95, 98, 104),
+        (40, 55, 95),
+        (150, 25, 30),
+        (30, 70, 45),
+        (190, 190, 180),
+        (110, 20, 25),
+        (70, 110, 160),
+        (200, 160, 40),
+        (120, 90, 60),
     ],
     np.float32,
 )

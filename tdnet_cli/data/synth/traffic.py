@@ -50,16 +50,26 @@ class _Traffic:
             label = TRUCK
         elif kind == "bus":
             size = (2.55, float(rng.uniform(3.0, 3.3)), float(rng.uniform(11.0, 13.0)))
-            col = _jitter(rng, [(230, 200, 40), (225, 225, 225), (200, 40, 40), (40, 90, 170)][int(rng.integers(4))], 0.08)
+            col = _jitter(
+                rng, [(230, 200, 40), (225, 225, 225), (200, 40, 40), (40, 90, 170)][int(rng.integers(4))], 0.08
+            )
             label = BUS
         else:  # tram
             size = (2.4, float(rng.uniform(3.3, 3.6)), float(rng.uniform(24.0, 32.0)))
-            col = _jitter(rng, [(210, 40, 40), (235, 235, 230), (240, 200, 30), (60, 110, 170)][int(rng.integers(4))], 0.08)
+            col = _jitter(
+                rng, [(210, 40, 40), (235, 235, 230), (240, 200, 30), (60, 110, 170)][int(rng.integers(4))], 0.08
+            )
             label = TRAIN
         cab = _jitter(rng, (230, 230, 225), 0.1) if kind == "truck" else col
         return _Actor(
-            kind, x, self._z_at(d, vz), vz=vz, size=size, col=np.clip(col, 0, 255).astype(np.float32),
-            inst=self._inst(label), p={"facing": facing, "cab": cab.astype(np.float32)},
+            kind,
+            x,
+            self._z_at(d, vz),
+            vz=vz,
+            size=size,
+            col=np.clip(col, 0, 255).astype(np.float32),
+            inst=self._inst(label),
+            p={"facing": facing, "cab": cab.astype(np.float32)},
         )
 
     def _person(self, rng: np.random.Generator, x: float, d: float, vz: float) -> _Actor:
@@ -68,8 +78,14 @@ class _Traffic:
         skin = _jitter(rng, [(235, 195, 165), (200, 150, 110), (140, 95, 65), (95, 65, 45)][int(rng.integers(4))], 0.05)
         hair = _jitter(rng, [(30, 25, 20), (90, 60, 30), (200, 170, 110), (130, 130, 130)][int(rng.integers(4))], 0.1)
         return _Actor(
-            "person", x, self._z_at(d, vz), vz=vz, size=(float(rng.uniform(1.55, 1.95)),), col=shirt,
-            inst=self._inst(PERSON), p={"pants": pants, "skin": skin, "hair": hair, "phase": float(rng.uniform(0, 6.28))},
+            "person",
+            x,
+            self._z_at(d, vz),
+            vz=vz,
+            size=(float(rng.uniform(1.55, 1.95)),),
+            col=shirt,
+            inst=self._inst(PERSON),
+            p={"pants": pants, "skin": skin, "hair": hair, "phase": float(rng.uniform(0, 6.28))},
         )
 
     def _two_wheeler(self, rng: np.random.Generator, kind: str, x: float, d: float, vz: float, ridden: bool) -> _Actor:
@@ -131,7 +147,9 @@ class _Traffic:
         self.crossing_z = za + d_cross
         for s in (1, -1):
             xs = (self.sidewalk_r[0] + 0.4) if s > 0 else (self.sidewalk_l[1] - 0.4)
-            acts.append(_Actor("light", xs, self.crossing_z - 1.0, p={"side": s, "mast": s > 0, "state": int(rng.integers(3))}))
+            acts.append(
+                _Actor("light", xs, self.crossing_z - 1.0, p={"side": s, "mast": s > 0, "state": int(rng.integers(3))})
+            )
         for s in (1, -1):
             xs = (self.sidewalk_r[0] + 0.35) if s > 0 else (self.sidewalk_l[1] - 0.35)
             acts.append(self._sign(rng, xs, za + self.d_view(xs) + float(rng.uniform(1.0, 8.0)), s))
@@ -139,15 +157,28 @@ class _Traffic:
         tram = self._vehicle(rng, "tram", 0.0, float(rng.uniform(18.0, 30.0)), vz_t)
         self._occupy("T", tram, tram.size[2])
         heavy = ["truck", "bus"] if rng.random() < 0.5 else ["bus", "truck"]
-        a = self._vehicle(rng, heavy[0], self.left_lanes[0], float(rng.uniform(16.0, 26.0)), -float(rng.uniform(7.0, 12.0)))
+        a = self._vehicle(
+            rng, heavy[0], self.left_lanes[0], float(rng.uniform(16.0, 26.0)), -float(rng.uniform(7.0, 12.0))
+        )
         self._occupy("L0", a, a.size[2])
         # The motorcycle rides off-centre so it does not hide what is straight ahead.
         off = -float(rng.uniform(0.8, 1.05))  # towards the median: the kerb side is the cyclist's
-        moto = self._two_wheeler(rng, "moto", self.lane_x + off, float(rng.uniform(11.0, 16.0)),
-                                 self.speed + float(rng.uniform(-0.3, 0.5)), True)
+        moto = self._two_wheeler(
+            rng,
+            "moto",
+            self.lane_x + off,
+            float(rng.uniform(11.0, 16.0)),
+            self.speed + float(rng.uniform(-0.3, 0.5)),
+            True,
+        )
         self._occupy(ego, moto, 2.2)
-        lead = self._vehicle(rng, "car", self.lane_x + float(rng.uniform(-0.2, 0.2)), float(rng.uniform(24.0, 34.0)),
-                             self.speed + float(rng.uniform(-0.3, 0.8)))
+        lead = self._vehicle(
+            rng,
+            "car",
+            self.lane_x + float(rng.uniform(-0.2, 0.2)),
+            float(rng.uniform(24.0, 34.0)),
+            self.speed + float(rng.uniform(-0.3, 0.8)),
+        )
         self._occupy(ego, lead, lead.size[2])
         other = [i for i in range(nr) if i != self.ego_lane]
         if other:
@@ -174,11 +205,27 @@ class _Traffic:
         """Random traffic in every lane and cyclists at the kerb, never colliding."""
         xk = self.road_r[1] - 0.7  # cyclists keep to the kerb
         for i, x in enumerate(self.right_lanes):
-            self._fill_lane(rng, f"R{i}", x, float(rng.uniform(-40.0, 10.0)), 260.0, [0.8, 0.08, 0.05, 0.07],
-                            lambda: self.speed + float(rng.uniform(-1.0, 1.5)), (10.0, 45.0))
+            self._fill_lane(
+                rng,
+                f"R{i}",
+                x,
+                float(rng.uniform(-40.0, 10.0)),
+                260.0,
+                [0.8, 0.08, 0.05, 0.07],
+                lambda: self.speed + float(rng.uniform(-1.0, 1.5)),
+                (10.0, 45.0),
+            )
         for i, x in enumerate(self.left_lanes):
-            self._fill_lane(rng, f"L{i}", x, float(rng.uniform(-10.0, 30.0)), 300.0, [0.82, 0.08, 0.05, 0.05],
-                            lambda: -float(rng.uniform(7.0, 13.0)), (15.0, 60.0))
+            self._fill_lane(
+                rng,
+                f"L{i}",
+                x,
+                float(rng.uniform(-10.0, 30.0)),
+                300.0,
+                [0.82, 0.08, 0.05, 0.05],
+                lambda: -float(rng.uniform(7.0, 13.0)),
+                (15.0, 60.0),
+            )
         d = float(rng.uniform(40.0, 80.0))
         while d < 250.0:
             vz = float(rng.uniform(3.5, 6.0))
@@ -240,7 +287,9 @@ class _Traffic:
             r = rng.random()
             x = float(rng.uniform(lo + 0.4, hi - 0.4))
             if r < 0.18:
-                acts.append(_Actor("bin", x, z, col=_jitter(rng, (60, 90, 70) if rng.random() < 0.5 else (90, 90, 95), 0.2)))
+                acts.append(
+                    _Actor("bin", x, z, col=_jitter(rng, (60, 90, 70) if rng.random() < 0.5 else (90, 90, 95), 0.2))
+                )
             elif r < 0.32:
                 kind = "bike_parked" if rng.random() < 0.7 else "moto_parked"
                 a = self._two_wheeler(rng, kind, hi - 0.8 if s > 0 else lo + 0.8, 0.0, 0.0, False)
@@ -255,8 +304,17 @@ class _Traffic:
                 acts.append(a)
             z += float(rng.uniform(4.0, 14.0))
 
-    def _fill_lane(self, rng: np.random.Generator, lane: str, x: float, d: float, d_max: float,
-                   probs: list[float], speed, gap: tuple[float, float]) -> None:
+    def _fill_lane(
+        self,
+        rng: np.random.Generator,
+        lane: str,
+        x: float,
+        d: float,
+        d_max: float,
+        probs: list[float],
+        speed,
+        gap: tuple[float, float],
+    ) -> None:
         """Random traffic along one lane from distance ``d`` to ``d_max``, never colliding."""
         while d < d_max:
             kind = str(rng.choice(["car", "truck", "bus", "moto"], p=probs))
@@ -274,13 +332,25 @@ class _Traffic:
     def _sign(self, rng: np.random.Generator, x: float, z: float, side: int) -> _Actor:
         shape = str(rng.choice(["round", "triangle", "square", "diamond"]))
         return _Actor(
-            "sign", x, z, size=(float(rng.uniform(2.0, 2.7)), float(rng.uniform(0.55, 0.85))),
+            "sign",
+            x,
+            z,
+            size=(float(rng.uniform(2.0, 2.7)), float(rng.uniform(0.55, 0.85))),
             p={"shape": shape, "side": side, "blue": bool(rng.random() < 0.5)},
         )
 
     def _tree(self, rng: np.random.Generator, x: float, z: float) -> _Actor:
         trunk = float(rng.uniform(1.8, 3.2))
         crown = float(rng.uniform(1.4, 3.0))
-        blobs = [(float(rng.uniform(-0.6, 0.6)) * crown, float(rng.uniform(-0.4, 0.5)) * crown, float(rng.uniform(0.45, 0.75)) * crown) for _ in range(5)]
+        blobs = [
+            (
+                float(rng.uniform(-0.6, 0.6)) * crown,
+                float(rng.uniform(-0.4, 0.5)) * crown,
+                float(rng.uniform(0.45, 0.75)) * crown,
+            )
+            for _ in range(5)
+        ]
         greens = [_jitter(rng, (60, 95, 40), 0.3) for _ in range(5)]
-        return _Actor("tree", x, z, size=(trunk, crown), col=_jitter(rng, (85, 65, 50), 0.2), p={"blobs": blobs, "greens": greens})
+        return _Actor(
+            "tree", x, z, size=(trunk, crown), col=_jitter(rng, (85, 65, 50), 0.2), p={"blobs": blobs, "greens": greens}
+        )

@@ -29,7 +29,9 @@ class _Vehicles:
         tiny = self.f * hgt / zc < 16.0  # a few pixels tall: silhouette only
         k = a.kind
         if not tiny:  # shadow on the road (image only)
-            q = self._project([(xl - 0.1, 0.0, zn - 0.2), (xrr + 0.1, 0.0, zn - 0.2), (xrr + 0.1, 0.0, zf), (xl - 0.1, 0.0, zf)])
+            q = self._project(
+                [(xl - 0.1, 0.0, zn - 0.2), (xrr + 0.1, 0.0, zn - 0.2), (xrr + 0.1, 0.0, zf), (xl - 0.1, 0.0, zf)]
+            )
             if q is not None:
                 self._fill(q, st.materials[_ASPHALT] * 0.35, None)
         if k == "car":
@@ -39,8 +41,18 @@ class _Vehicles:
             self._box(xl, xrr, 0.28 if not tiny else 0.0, body_top, zn, zf, col, side, a.inst)
             hood, trunk = (1.2, 0.7) if front else (0.7, 1.2)
             if zf - trunk > zn + hood + 0.5:
-                self._box(xl + 0.12, xrr - 0.12, body_top, hgt, zn + hood, zf - trunk, col * 0.95, side * 0.95, a.inst,
-                          window=None if tiny else glass)
+                self._box(
+                    xl + 0.12,
+                    xrr - 0.12,
+                    body_top,
+                    hgt,
+                    zn + hood,
+                    zf - trunk,
+                    col * 0.95,
+                    side * 0.95,
+                    a.inst,
+                    window=None if tiny else glass,
+                )
             if not tiny:
                 self._lights(xl, xrr, zn, body_top, front)
         elif k == "truck":
@@ -51,22 +63,53 @@ class _Vehicles:
             cabz = (zn, zn + cab_len) if front else (zf - cab_len, zf)
             cargo_box = (cargo, 0.9, hgt, col, side, None)
             cab_box = (cabz, 0.5, 2.9, cab * lit, cab * side_lit * 0.9, glass)
-            for (za, zb), y0, y1, c1, c2, win in ((cargo_box, cab_box) if front else (cab_box, cargo_box)):
+            for (za, zb), y0, y1, c1, c2, win in (cargo_box, cab_box) if front else (cab_box, cargo_box):
                 self._box(xl, xrr, y0, y1, za, zb, c1, c2, a.inst, window=None if tiny else win, win_lo=0.55)
             if not tiny:
                 self._lights(xl, xrr, zn, 1.0, front)
         elif k == "bus":
             if not tiny:
                 self._wheels(a, xl, xrr, zn, zf, 0.9)
-            self._box(xl, xrr, 0.35, hgt, zn, zf, col, side, a.inst, window=None if tiny else glass,
-                      win_lo=0.4 if front else 0.6, side_band=(1.2, hgt - 0.5))
+            self._box(
+                xl,
+                xrr,
+                0.35,
+                hgt,
+                zn,
+                zf,
+                col,
+                side,
+                a.inst,
+                window=None if tiny else glass,
+                win_lo=0.4 if front else 0.6,
+                side_band=(1.2, hgt - 0.5),
+            )
             if not tiny:
                 self._lights(xl, xrr, zn, 0.7, front)
         else:  # tram
-            self._box(xl, xrr, 0.45, hgt, zn, zf, col, side, a.inst, window=None if tiny else glass,
-                      win_lo=0.45, side_band=(1.3, hgt - 0.6))
+            self._box(
+                xl,
+                xrr,
+                0.45,
+                hgt,
+                zn,
+                zf,
+                col,
+                side,
+                a.inst,
+                window=None if tiny else glass,
+                win_lo=0.45,
+                side_band=(1.3, hgt - 0.6),
+            )
             zm = zn + length * 0.4
-            q = self._project([(xr - 0.05, hgt, zm), (xr + 0.05, hgt, zm), (xr + 0.6, hgt + 1.2, zm + 0.8), (xr + 0.5, hgt + 1.2, zm + 0.8)])
+            q = self._project(
+                [
+                    (xr - 0.05, hgt, zm),
+                    (xr + 0.05, hgt, zm),
+                    (xr + 0.6, hgt + 1.2, zm + 0.8),
+                    (xr + 0.5, hgt + 1.2, zm + 0.8),
+                ]
+            )
             if q is not None:
                 self._fill(q, (50.0, 50.0, 50.0), a.inst)
 
@@ -96,7 +139,9 @@ class _Vehicles:
                     hh = y1 - y0
                     wy0, wy1 = y0 + max(win_lo, 0.08) * hh, y1 - 0.08 * hh
                     inset = 0.12 * (xr - xl)
-                    q = self._project([(xl + inset, wy0, zn), (xr - inset, wy0, zn), (xr - inset, wy1, zn), (xl + inset, wy1, zn)])
+                    q = self._project(
+                        [(xl + inset, wy0, zn), (xr - inset, wy0, zn), (xr - inset, wy1, zn), (xl + inset, wy1, zn)]
+                    )
                     if q is not None:
                         self._fill(q, window, None)
 
@@ -106,11 +151,15 @@ class _Vehicles:
             if zw - dia / 2 < _NEAR:
                 continue
             for x0, x1 in ((xl, xl + 0.25), (xr - 0.25, xr)):
-                q = self._project([(x0, 0.0, zw - dia / 2), (x1, 0.0, zw - dia / 2), (x1, dia, zw - dia / 2), (x0, dia, zw - dia / 2)])
+                q = self._project(
+                    [(x0, 0.0, zw - dia / 2), (x1, 0.0, zw - dia / 2), (x1, dia, zw - dia / 2), (x0, dia, zw - dia / 2)]
+                )
                 if q is not None:
                     self._fill(q, dark, a.inst)
             xs = xr if xr < 0 else xl  # the wheel side facing us
-            q = self._project([(xs, 0.0, zw - dia / 2), (xs, 0.0, zw + dia / 2), (xs, dia, zw + dia / 2), (xs, dia, zw - dia / 2)])
+            q = self._project(
+                [(xs, 0.0, zw - dia / 2), (xs, 0.0, zw + dia / 2), (xs, dia, zw + dia / 2), (xs, dia, zw - dia / 2)]
+            )
             if q is not None:
                 self._fill(q, dark, a.inst)
 
@@ -119,6 +168,8 @@ class _Vehicles:
             return
         col = (250.0, 245.0, 215.0) if front else (200.0, 20.0, 20.0)
         for x0, x1 in ((xl + 0.05, xl + 0.3), (xr - 0.3, xr - 0.05)):
-            q = self._project([(x0, y - 0.15, zn - 0.01), (x1, y - 0.15, zn - 0.01), (x1, y, zn - 0.01), (x0, y, zn - 0.01)])
+            q = self._project(
+                [(x0, y - 0.15, zn - 0.01), (x1, y - 0.15, zn - 0.01), (x1, y, zn - 0.01), (x0, y, zn - 0.01)]
+            )
             if q is not None:
                 self._fill(q, col, None)
