@@ -17,6 +17,7 @@ from urllib.parse import urlparse
 
 import torch
 
+from tdnet_cli.distributed import local_rank, read_dist_env
 from tdnet_cli.errors import OutputExistsError, UsageError
 from tdnet_cli.fileio import is_partial_name, remove_stale_partials
 from tdnet_cli.pipeline.options import SegmentOptions
@@ -123,16 +124,8 @@ def resolve_shard(text: str | None, env: Mapping[str, str] = os.environ) -> tupl
     """``--shard`` if given, else torchrun's RANK/WORLD_SIZE when the world has several workers."""
     if text:
         return parse_shard(text)
-    if "RANK" in env and "WORLD_SIZE" in env:
-        try:
-            rank, world = int(env["RANK"]), int(env["WORLD_SIZE"])
-        except ValueError:
-            raise UsageError(f"bad RANK/WORLD_SIZE {env['RANK']!r}/{env['WORLD_SIZE']!r} in the environment") from None
-        if world > 1:
-            if not 0 <= rank < world:
-                raise UsageError(f"RANK {rank} is outside WORLD_SIZE {world}")
-            return rank, world
-    return None
+    world = read_dist_env(env)
+    return (world.rank, world.world) if world.distributed else None
 
 
 def select_shard(items: Sequence[str], shard: tuple[int, int] | None) -> list[str]:
@@ -145,11 +138,10 @@ def select_shard(items: Sequence[str], shard: tuple[int, int] | None) -> list[st
 
 def device_for_rank(device: str, env: Mapping[str, str] = os.environ) -> str:
     """Under torchrun, ``auto``/``cuda`` become ``cuda:LOCAL_RANK`` so each worker gets its own GPU."""
-    if "LOCAL_RANK" not in env or device not in ("auto", "cuda"):
+    if device not in ("auto", "cuda") or (device == "auto" and not torch.cuda.is_available()):
         return device
-    if device == "auto" and not torch.cuda.is_available():
-        return device
-    return f"cuda:{int(env['LOCAL_RANK'])}"
+    gpu = local_rank(env)
+    return device if gpu is None else f"cuda:{gpu}"
 
 
 def _input_name(spec: str) -> str:

@@ -13,7 +13,6 @@ import copy
 import hashlib
 import json
 import math
-import os
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -27,6 +26,7 @@ from torch.utils.data import DataLoader
 
 from tdnet_cli.config import dump_toml, validate
 from tdnet_cli.data.clips import AugmentConfig, ClipDataset, IterationSampler
+from tdnet_cli.distributed import DistEnv, read_dist_env
 from tdnet_cli.errors import (
     CheckpointError,
     DataError,
@@ -160,21 +160,10 @@ def scale_attention_logits(model: TDNet, factor: float) -> None:
 
 
 # -- distributed ------------------------------------------------------------------------------
-@dataclass
-class Dist:
-    rank: int = 0
-    world: int = 1
-    local_rank: int = 0
-
-    @property
-    def is_main(self) -> bool:
-        return self.rank == 0
-
-
-def _setup_distributed(device_opt: str) -> tuple[Dist, torch.device]:
-    if "RANK" not in os.environ or int(os.environ.get("WORLD_SIZE", "1")) <= 1:
-        return Dist(), resolve_device(device_opt)
-    d = Dist(int(os.environ["RANK"]), int(os.environ["WORLD_SIZE"]), int(os.environ.get("LOCAL_RANK", "0")))
+def _setup_distributed(device_opt: str) -> tuple[DistEnv, torch.device]:
+    d = read_dist_env()
+    if not d.distributed:
+        return d, resolve_device(device_opt)
     device = resolve_device(device_opt)
     if device.type == "cuda":
         device = torch.device("cuda", d.local_rank)

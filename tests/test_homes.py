@@ -1,0 +1,69 @@
+"""Issue 24, "one home for each fact": each fact read or parsed in one place, and the side effects
+that leaked out of two helpers (TF32 off for the rest of the process, a model moved to "meta")."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import pytest
+
+from tdnet_cli.distributed import DistEnv, local_rank, read_dist_env
+from tdnet_cli.errors import UsageError
+from tdnet_cli.pipeline.inputs import device_for_rank, resolve_shard
+
+
+# -- 1. the torchrun environment ---------------------------------------------------------------
+def test_dist_env_reads_torchrun_world():
+    assert read_dist_env({}) == DistEnv(0, 1, 0)
+    assert read_dist_env({"RANK": "0", "WORLD_SIZE": "1", "LOCAL_RANK": "0"}) == DistEnv()
+    assert read_dist_env({"RANK": "3"}) == DistEnv()  # no WORLD_SIZE: a single process, as train had it
+    d = read_dist_env({"RANK": "3", "WORLD_SIZE": "4", "LOCAL_RANK": "1"})
+    assert (d.rank, d.world, d.local_rank, d.distributed, d.is_main) == (3, 4, 1, True, False)
+    assert read_dist_env({"RANK": "1", "WORLD_SIZE": "2"}).local_rank == 0
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        d.rank = 0  # type: ignore[misc]
+
+
+@pytest.mark.parametrize(
+    ("env", "message"),
+    [
+        ({"RANK": "x", "WORLD_SIZE": "2"}, "bad RANK/WORLD_SIZE 'x'/'2' in the environment"),
+        ({"RANK": "0", "WORLD_SIZE": "two"}, "bad RANK/WORLD_SIZE '0'/'two' in the environment"),
+        ({"RANK": "2", "WORLD_SIZE": "2"}, "RANK 2 is outside WORLD_SIZE 2"),
+        ({"RANK": "-1", "WORLD_SIZE": "2"}, "RANK -1 is outside WORLD_SIZE 2"),
+        ({"RANK": "0", "WORLD_SIZE": "2", "LOCAL_RANK": "gpu0"}, "bad LOCAL_RANK 'gpu0' in the environment"),
+    ],
+)
+def test_dist_env_refuses_bad_values(env, message):
+    with pytest.raises(UsageError) as err:
+        read_dist_env(env)
+    assert str(err.value) == message
+    with pytest.raises(UsageError) as err:  # segment's sharding reads them the same way
+        resolve_shard(None, env)
+    assert str(err.value) == message
+
+
+def test_local_rank_and_device():
+    assert local_rank({}) is None
+    assert local_rank({"LOCAL_RANK": "2"}) == 2
+    with pytest.raises(UsageError, match="bad LOCAL_RANK '-1'"):
+        local_rank({"LOCAL_RANK": "-1"})
+    assert device_for_rank("cpu", {"LOCAL_RANK": "bad"}) == "cpu"  # not read where it does not matter
+    assert device_for_rank("cuda", {"LOCAL_RANK": "2"}) == "cuda:2"
+    assert resolve_shard(None, {"RANK": "1", "WORLD_SIZE": "3"}) == (1, 3)
+
+
+def test_train_goes_distributed_only_with_several_workers(monkeypatch):
+    from tdnet_cli.pipeline import train as train_mod
+
+    for key in ("RANK", "WORLD_SIZE", "LOCAL_RANK"):
+        monkeypatch.delenv(key, raising=False)
+    monkeypatch.setenv("RANK", "0")
+    d, device = train_mod._setup_distributed("cpu")
+    assert (d, device.type) == (DistEnv(), "cpu")
+    monkeypatch.setenv("WORLD_SIZE", "1")
+    assert train_mod._setup_distributed("cpu")[0] == DistEnv()
+    monkeypatch.setenv("RANK", "4")
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    with pytest.raises(UsageError, match="RANK 4 is outside WORLD_SIZE 2"):
+        train_mod._setup_distributed("cpu")
