@@ -37,7 +37,6 @@ __all__ = [
     "Predictor",
     "Stream",
     "bundled_weights",
-    "parse_size",
     "resolve_device",
     "upsample_argmax",
 ]
@@ -78,28 +77,6 @@ def resolve_device(device: str = "auto") -> torch.device:
     elif dev.type != "cpu":
         raise UsageError(f"unsupported device {device!r}", hint="use auto, cpu, cuda or cuda:N")
     return dev
-
-
-MAX_SIDE = 1 << 20  # a million pixels a side: beyond any camera or image format
-
-
-def parse_size(text: str | None) -> tuple[int, int] | None:
-    """``"HxW"`` -> (H, W); None stays None. Whether a size fits in memory is checked where the
-    model is built for it (``check_memory``), when the model is known."""
-    if text is None:
-        return None
-    try:
-        h, w = (int(v) for v in text.lower().replace(",", "x").split("x"))
-    except ValueError:
-        raise UsageError(f"bad size {text!r}", hint="write it as HEIGHTxWIDTH, e.g. 1024x2048") from None
-    if h < 16 or w < 16:
-        raise UsageError(f"size {text!r} is too small", hint="use at least 16x16")
-    if h > MAX_SIDE or w > MAX_SIDE:
-        raise UsageError(
-            f"size {text!r} is absurdly large (more than {MAX_SIDE} pixels a side)",
-            hint="write it as HEIGHTxWIDTH, e.g. 1024x2048",
-        )
-    return h, w
 
 
 @dataclass

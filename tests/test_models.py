@@ -8,11 +8,12 @@ import torch
 import torch.nn.functional as F
 
 from tdnet_cli.errors import UsageError
-from tdnet_cli.inference import Predictor, parse_size, resolve_device
+from tdnet_cli.inference import Predictor, resolve_device
 from tdnet_cli.models import create_model, list_models, optimize_for_inference, random_model
 from tdnet_cli.models.complexity import preset_complexity
 from tdnet_cli.models.resnet import feature_size
 from tdnet_cli.models.winograd import WinogradConv2d, use_winograd
+from tdnet_cli.sizes import parse_size
 from tdnet_cli.upsample import argmax_classes, upsample_argmax
 
 torch.manual_seed(0)

@@ -1,4 +1,4 @@
-"""The ``tdnet`` Typer application. Each command lives in its own module and registers itself."""
+"""The ``tdnet`` Typer application: each command is a plain function in its own module, registered here."""
 
 from __future__ import annotations
 
@@ -42,21 +42,28 @@ def _root(
     """Fast video semantic segmentation with Temporally Distributed Networks (TDNet)."""
 
 
-# Command modules register themselves on `app` when imported (one line each).
-from tdnet_cli.cli import bench as _bench  # noqa: F401
-from tdnet_cli.cli import eval as _eval  # noqa: F401
-from tdnet_cli.cli import inspect as _inspect  # noqa: F401
-from tdnet_cli.cli import models as _models  # noqa: F401
-from tdnet_cli.cli import segment as _segment  # noqa: F401
-from tdnet_cli.cli import synth as _synth  # noqa: F401
-from tdnet_cli.cli import train as _train  # noqa: F401
+from tdnet_cli.cli.bench import bench_command
+from tdnet_cli.cli.eval import eval_command
+from tdnet_cli.cli.inspect import inspect_command
+from tdnet_cli.cli.models import models_command
+from tdnet_cli.cli.segment import SegmentCommand, segment_command
+from tdnet_cli.cli.synth import synth_command
+from tdnet_cli.cli.train import train_command
 
 EXIT_CODES_HELP = (
     "Exit codes: 0 done; 1 the work started and something failed (a failed input, a write, a full disk); "
     "2 nothing was done (a bad option or a wrong file named); 130/143 interrupted by Ctrl-C/SIGTERM."
 )
-for _info in app.registered_commands:  # one statement of the rule, shown by every command's --help
-    _info.epilog = EXIT_CODES_HELP
+
+# Every command, registered here (the command modules do not import this one); each --help
+# ends with the one statement of the exit codes.
+app.command("segment", cls=SegmentCommand, epilog=EXIT_CODES_HELP)(segment_command)
+app.command("eval", epilog=EXIT_CODES_HELP)(eval_command)
+app.command("train", epilog=EXIT_CODES_HELP)(train_command)
+app.command("bench", epilog=EXIT_CODES_HELP)(bench_command)
+app.command("synth", epilog=EXIT_CODES_HELP)(synth_command)
+app.command("models", epilog=EXIT_CODES_HELP)(models_command)
+app.command("inspect", epilog=EXIT_CODES_HELP)(inspect_command)
 
 
 def _usage_line(exc: click_errors.UsageError) -> str:

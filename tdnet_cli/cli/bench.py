@@ -10,7 +10,6 @@ from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 from rich.table import Table
 
-from tdnet_cli.cli.app import app
 from tdnet_cli.cli.common import (
     CompileModeOpt,
     CompileOpt,
@@ -19,6 +18,7 @@ from tdnet_cli.cli.common import (
     HwDecodeOpt,
     JsonOpt,
     ModelOpt,
+    Precision,
     PrecisionOpt,
     QuietOpt,
     WeightsOpt,
@@ -32,7 +32,6 @@ if TYPE_CHECKING:
     from tdnet_cli.pipeline.bench import BenchReport, BenchResult
 
 
-@app.command("bench")
 @handle_errors
 def bench_command(
     weights: WeightsOpt = None,
@@ -43,7 +42,7 @@ def bench_command(
     frames: Annotated[int, typer.Option("--frames", "-n", help="Measured frames.")] = 20,
     warmup: Annotated[int, typer.Option("--warmup", help="Frames run first and not counted.")] = 5,
     device: DeviceOpt = "auto",
-    precision: PrecisionOpt = "fp32",
+    precision: PrecisionOpt = Precision.fp32,
     streams: Annotated[int, typer.Option("--streams", "-b", help="Streams batched in lockstep.")] = 1,
     compile: CompileOpt = False,
     compile_mode: CompileModeOpt = "default",
@@ -90,8 +89,9 @@ def bench_command(
     Model-only: latency mean/median/p95/max and fps over steady-state frames, the
     queue-filling frames apart, achieved GFLOP/s against the measured ceiling of the
     model's own heaviest conv, peak memory; --baseline runs a comparison in the same process."""
-    from tdnet_cli.inference import parse_size  # torch: loaded by the command, not by `tdnet --help`
+    # torch: loaded by the command, not by `tdnet --help`
     from tdnet_cli.pipeline.bench import run_bench
+    from tdnet_cli.sizes import parse_size
     from tdnet_cli.video import Encoding
 
     show = not (as_json or quiet)
@@ -117,7 +117,7 @@ def bench_command(
             frames=frames,
             warmup=warmup,
             device=device,
-            precision=precision,
+            precision=precision.value,
             streams=streams,
             compile=compile_choice(compile, compile_mode),
             winograd=False if no_winograd else None,

@@ -7,6 +7,7 @@ import functools
 import signal
 import threading
 from collections.abc import Callable, Iterator
+from enum import Enum
 from typing import Annotated, TypeVar
 
 import typer
@@ -20,6 +21,7 @@ from tdnet_cli.errors import (
     EXIT_USAGE,
     TdnetError,
     Terminated,
+    UsageError,
     os_error_line,
 )
 
@@ -96,8 +98,32 @@ ModelOpt = Annotated[
         "--model", "-m", help="Preset name (see `tdnet models`); random weights unless --weights.", show_default=False
     ),
 ]
-DeviceOpt = Annotated[str, typer.Option("--device", help="auto, cpu, cuda or cuda:N.")]
-PrecisionOpt = Annotated[str, typer.Option("--precision", help="fp32, bf16 or fp16 (fp16 on CUDA only).")]
+
+
+def _check_device(value: str) -> str:
+    """--device is checked while parsing, before any weights are read: a bad or absent device
+    is a one-line usage error (exit 2) at once."""
+    if value.strip().lower() in ("auto", "cpu"):
+        return value  # always there: no need to import torch to know
+    from tdnet_cli.inference import resolve_device  # torch: only for a device to look for
+
+    try:
+        resolve_device(value)
+    except UsageError as exc:
+        raise typer.BadParameter(str(exc)) from None
+    return value
+
+
+class Precision(str, Enum):
+    """--precision's values: Typer refuses any other while parsing."""
+
+    fp32 = "fp32"
+    bf16 = "bf16"
+    fp16 = "fp16"
+
+
+DeviceOpt = Annotated[str, typer.Option("--device", help="auto, cpu, cuda or cuda:N.", callback=_check_device)]
+PrecisionOpt = Annotated[Precision, typer.Option("--precision", help="fp16 on CUDA only.")]
 InputSizeOpt = Annotated[
     str | None,
     typer.Option(

@@ -13,13 +13,13 @@ from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 from rich.table import Table
 
-from tdnet_cli.cli.app import app
 from tdnet_cli.cli.common import (
     CompileModeOpt,
     CompileOpt,
     DeviceOpt,
     InputSizeOpt,
     ModelOpt,
+    Precision,
     PrecisionOpt,
     QuietOpt,
     WeightsOpt,
@@ -39,7 +39,6 @@ def _pct(v: float | None) -> str:
     return "n/a" if v is None or (isinstance(v, float) and math.isnan(v)) else f"{100 * v:.2f}"
 
 
-@app.command("eval")
 @handle_errors
 def eval_command(
     root: Annotated[
@@ -49,7 +48,7 @@ def eval_command(
     weights: WeightsOpt = None,
     model: ModelOpt = None,
     device: DeviceOpt = "auto",
-    precision: PrecisionOpt = "fp32",
+    precision: PrecisionOpt = Precision.fp32,
     input_size: InputSizeOpt = None,
     warmup: Annotated[int, typer.Option("--warmup", help="Extra frames fed before the N-1 the memory needs.")] = 0,
     no_sequence: Annotated[
@@ -102,8 +101,9 @@ def eval_command(
     Each annotated frame is predicted by a fresh stream after the frames before it, at full
     ground-truth resolution; the numbers equal the official cityscapesscripts evaluation.
     --json and --save-predictions never replace a file without --overwrite, and never an input."""
-    from tdnet_cli.inference import Predictor, parse_size  # torch: loaded by the command, not by --help
+    from tdnet_cli.inference import Predictor  # torch: loaded by the command, not by --help
     from tdnet_cli.pipeline.evaluate import check_options, check_outputs, evaluate
+    from tdnet_cli.sizes import parse_size
 
     # Options and outputs are checked before the model loads: a refusal costs nothing, creates nothing.
     city_list = check_options(
@@ -117,7 +117,7 @@ def eval_command(
         weights=weights,
         model=model,
         device=device,
-        precision=precision,
+        precision=precision.value,
         input_size=parse_size(input_size),
         compile=compile_choice(compile, compile_mode),
     )

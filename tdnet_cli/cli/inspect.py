@@ -9,11 +9,9 @@ import typer
 from rich.markup import escape
 from rich.table import Table
 
-from tdnet_cli.cli.app import app
 from tdnet_cli.cli.common import InputSizeOpt, JsonOpt, ModelOpt, console, handle_errors
 
 
-@app.command("inspect")
 @handle_errors
 def inspect_command(
     weights: Annotated[str, typer.Argument(help="A checkpoint: ours (.pt) or a released state dict (.pkl).")],
@@ -22,8 +20,9 @@ def inspect_command(
     as_json: JsonOpt = False,
 ) -> None:
     """Load a checkpoint and show its model, input size, classes and provenance."""
-    from tdnet_cli.inference import parse_size  # torch: loaded by the command, not by `tdnet --help`
+    # torch: loaded by the command, not by `tdnet --help`
     from tdnet_cli.models.checkpoint import describe, load_checkpoint
+    from tdnet_cli.sizes import parse_size
 
     info = describe(load_checkpoint(weights, preset=model, input_size=parse_size(input_size)))
     if as_json:

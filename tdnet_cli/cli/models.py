@@ -7,7 +7,6 @@ import json
 from rich.markup import escape
 from rich.table import Table
 
-from tdnet_cli.cli.app import app
 from tdnet_cli.cli.common import JsonOpt, console, handle_errors
 
 
@@ -37,7 +36,6 @@ def models_table() -> list[dict]:
     return rows
 
 
-@app.command("models")
 @handle_errors
 def models_command(as_json: JsonOpt = False) -> None:
     """List the model presets: paths, backbone, input size, size and cost per frame, weights."""

@@ -22,7 +22,6 @@ from rich.progress import (
 from rich.table import Table
 from typer.core import TyperCommand
 
-from tdnet_cli.cli.app import app
 from tdnet_cli.cli.common import (
     CompileModeOpt,
     CompileOpt,
@@ -32,6 +31,7 @@ from tdnet_cli.cli.common import (
     InputSizeOpt,
     JsonOpt,
     ModelOpt,
+    Precision,
     PrecisionOpt,
     QuietOpt,
     WeightsOpt,
@@ -184,7 +184,7 @@ def option_like_file(command: TyperCommand, args: list[str]) -> str | None:
     return None
 
 
-class _SegmentCommand(TyperCommand):
+class SegmentCommand(TyperCommand):
     """Says how to pass an input whose name starts with '-' before click reads it as options."""
 
     def parse_args(self, ctx: typer.Context, args: list[str]) -> list[str]:
@@ -205,7 +205,6 @@ class _SegmentCommand(TyperCommand):
         return super().parse_args(ctx, args)
 
 
-@app.command("segment", cls=_SegmentCommand)
 @handle_errors
 def segment_command(
     inputs: Annotated[
@@ -248,7 +247,7 @@ def segment_command(
     weights: WeightsOpt = None,
     model: ModelOpt = None,
     device: DeviceOpt = "auto",
-    precision: PrecisionOpt = "fp32",
+    precision: PrecisionOpt = Precision.fp32,
     input_size: InputSizeOpt = None,
     overwrite: Annotated[
         bool,
@@ -325,13 +324,14 @@ def segment_command(
     input is reported and skipped; the exit code is 1 if any input failed.
     """
     # torch and the pipeline load here, when the command runs, not for `tdnet --help`
-    from tdnet_cli.inference import Predictor, parse_size
+    from tdnet_cli.inference import Predictor
     from tdnet_cli.pipeline import (
         SegmentOptions,
         SegmentReport,
         device_for_rank,
         segment,
     )
+    from tdnet_cli.sizes import parse_size
     from tdnet_cli.video import Encoding
 
     inputs = _gather(inputs or [], list_file, shard, quiet=quiet or as_json)
@@ -353,7 +353,7 @@ def segment_command(
         weights=weights,
         model=model,
         device=device_for_rank(device),
-        precision=precision,
+        precision=precision.value,
         input_size=parse_size(input_size),
         compile=compile_choice(compile, compile_mode),
     )

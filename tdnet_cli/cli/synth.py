@@ -3,30 +3,18 @@
 from __future__ import annotations
 
 import json
-import re
 from pathlib import Path
 from typing import Annotated
 
 import typer
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
-from tdnet_cli.cli.app import app
 from tdnet_cli.cli.common import JsonOpt, QuietOpt, console, err_console, handle_errors
 from tdnet_cli.data import layout
 from tdnet_cli.errors import UsageError
-
-_SIZE_RE = re.compile(r"^([0-9]+)x([0-9]+)$")
-
-
-def parse_hw(text: str, option: str = "--size") -> tuple[int, int]:
-    """Strictly ``HxW`` (digits, a lower-case x, digits), e.g. ``1024x2048``."""
-    m = _SIZE_RE.match(text)
-    if m is None:
-        raise UsageError(f"bad {option} {text!r}", hint="write it as HEIGHTxWIDTH, e.g. 1024x2048")
-    return int(m[1]), int(m[2])
+from tdnet_cli.sizes import parse_hw
 
 
-@app.command("synth")
 @handle_errors
 def synth_command(
     out_dir: Annotated[Path, typer.Argument(help="Output folder (created; must be empty unless --overwrite).")],

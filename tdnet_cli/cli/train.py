@@ -11,7 +11,6 @@ import typer
 from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
-from tdnet_cli.cli.app import app
 from tdnet_cli.cli.common import JsonOpt, QuietOpt, console, err_console, fail, handle_errors
 from tdnet_cli.config import load_config, load_run_config, toml_string
 from tdnet_cli.errors import EXIT_INTERRUPTED, EXIT_TERMINATED, Terminated
@@ -22,7 +21,6 @@ def _note(text: str) -> None:
     err_console.print(f"[dim]{escape(text)}[/]", highlight=False, soft_wrap=True)
 
 
-@app.command("train")
 @handle_errors
 def train_command(
     config: Annotated[
