@@ -6,6 +6,15 @@ import pytest
 import torch
 
 
+@pytest.fixture(scope="session")
+def runner():
+    """Runs ``tdnet`` in this process (``result.stdout``/``stderr`` apart): the suite's one CliRunner,
+    tests/faults.py's, which its helpers use too."""
+    from faults import runner
+
+    return runner
+
+
 @pytest.fixture
 def eager_compile(monkeypatch):
     """Predictor's torch.compile through dynamo's eager backend: traced like the real thing,

@@ -13,7 +13,7 @@ from typer.testing import CliRunner
 
 from tdnet_cli.cli.app import app
 
-runner = CliRunner()
+runner = CliRunner()  # the suite's one; tests get it as the `runner` fixture (conftest.py)
 REPO = Path(__file__).resolve().parent.parent
 
 

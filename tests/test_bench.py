@@ -5,12 +5,9 @@ from __future__ import annotations
 import json
 
 import pytest
-from typer.testing import CliRunner
 
 from tdnet_cli.cli.app import app
 from tdnet_cli.pipeline.bench import latency_stats, run_bench
-
-runner = CliRunner()
 
 
 def test_latency_stats():
@@ -38,7 +35,7 @@ def test_model_only_report_is_consistent():
     assert r.peak_rss_mb > 0
 
 
-def test_ceiling_is_the_direct_conv_and_winograd_layers_are_reported_beside_it():
+def test_ceiling_is_the_direct_conv_and_winograd_layers_are_reported_beside_it(runner):
     from tdnet_cli.inference import Predictor
     from tdnet_cli.models.checkpoint import random_model
     from tdnet_cli.pipeline.bench import conv_ceiling
@@ -104,7 +101,7 @@ def test_preset_baseline_runs_at_the_same_size():
     assert report.baseline.filling is None  # a per-frame model has no queue
 
 
-def test_cli_json_and_table():
+def test_cli_json_and_table(runner):
     result = runner.invoke(
         app,
         ["bench", "--model", "td4-tiny", "--frames", "3", "--warmup", "0", "--device", "cpu", "--json", "--no-ceiling"],
@@ -133,7 +130,7 @@ def test_cli_json_and_table():
         ["--input", "x.mp4", "--encoder", "qsv"],
     ],
 )
-def test_cli_bad_options(args):
+def test_cli_bad_options(args, runner):
     result = runner.invoke(app, ["bench", "--model", "td4-tiny", "--device", "cpu", *args])
     assert result.exit_code == 2
     assert "Traceback" not in result.output

@@ -5,7 +5,6 @@ from __future__ import annotations
 import pytest
 import torch
 from conformance import key_listing, recipe_weights
-from typer.testing import CliRunner
 
 from tdnet_cli.cli.app import app
 from tdnet_cli.errors import CheckpointError
@@ -168,10 +167,9 @@ def test_read_state_dict_strips_prefix(tmp_path):
 
 
 # -- the CLI ---------------------------------------------------------------------------------
-runner = CliRunner()
 
 
-def test_inspect_cli(tmp_path, td4_small_sd):
+def test_inspect_cli(tmp_path, td4_small_sd, runner):
     path = tmp_path / "td4.pkl"
     torch.save(td4_small_sd, path, _use_new_zipfile_serialization=False)
     result = runner.invoke(app, ["inspect", str(path), "--json"])
@@ -180,7 +178,7 @@ def test_inspect_cli(tmp_path, td4_small_sd):
 
 
 @pytest.mark.parametrize("content", [b"", b"garbage" * 10])
-def test_bad_checkpoint_cli_one_line_exit_2(tmp_path, content):
+def test_bad_checkpoint_cli_one_line_exit_2(tmp_path, content, runner):
     path = tmp_path / "bad.pkl"
     path.write_bytes(content)
     result = runner.invoke(app, ["inspect", str(path)])

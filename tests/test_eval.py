@@ -11,7 +11,6 @@ import numpy as np
 import pytest
 import torch
 from official import official_scores
-from typer.testing import CliRunner
 
 from tdnet_cli.cli.app import app
 from tdnet_cli.data.cityscapes import CLASSES, label_id_to_train_id
@@ -22,8 +21,6 @@ from tdnet_cli.inference import Predictor
 from tdnet_cli.metrics import ConfusionMatrix, InstanceStats, scores
 from tdnet_cli.models import random_model
 from tdnet_cli.pipeline.evaluate import evaluate
-
-runner = CliRunner()
 
 
 @pytest.fixture(scope="module")
@@ -165,7 +162,7 @@ def test_missing_folders(tmp_path, predictor, make_root, dataset):
             evaluate(root, predictor=predictor)
 
 
-def test_cli_json_stdout_and_table(dataset):
+def test_cli_json_stdout_and_table(dataset, runner):
     result = runner.invoke(
         app, ["eval", str(dataset), "--model", "td4-tiny", "--device", "cpu", "--json", "-", "--limit", "2"]
     )
@@ -176,7 +173,7 @@ def test_cli_json_stdout_and_table(dataset):
     assert table.exit_code == 2 and "no city 'nowhere'" in table.output
 
 
-def test_compiled_predictor_scores_the_same(dataset, eager_compile, monkeypatch):
+def test_compiled_predictor_scores_the_same(dataset, eager_compile, monkeypatch, runner):
     """eval --compile: the same scores, with and without propagation (the ablation flips a
     model attribute between runs, which the compiled graphs must follow). Dynamo's eager
     backend keeps it fast."""
@@ -252,7 +249,7 @@ def test_all_paths_scores_the_frame_once_with_each_path(dataset, tmp_path):
         evaluate(dataset, predictor=predictor, all_paths=True, save_predictions=tmp_path / "pred")
 
 
-def test_cli_all_paths_reports_each_path(dataset):
+def test_cli_all_paths_reports_each_path(dataset, runner):
     args = ["eval", str(dataset), "--model", "td4-tiny", "--device", "cpu", "--limit", "1", "--all-paths"]
     data = json.loads(runner.invoke(app, args + ["--json", "-"]).stdout)
     assert data["paths_scored"] == 4 and len(data["path_miou"]) == 4

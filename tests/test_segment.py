@@ -11,8 +11,8 @@ import cv2
 import numpy as np
 import pytest
 import torch
+from faults import cli
 from media import H, W, encode_rgb, ffmpeg, make_clip, probe
-from typer.testing import CliRunner
 
 from tdnet_cli.cli.app import app
 from tdnet_cli.data.cityscapes import CLASSES, PALETTE, train_id_to_label_id
@@ -29,9 +29,6 @@ from tdnet_cli.pipeline import (
     select_shard,
 )
 from tdnet_cli.video import CutDetector, Encoding, PngSequenceWriter, VideoReader
-
-runner = CliRunner()
-
 
 # --------------------------------------------------------------------------- helpers
 
@@ -148,7 +145,7 @@ def fake_cli(monkeypatch):
 
 
 def invoke(*args: str, input: str | None = None):
-    return runner.invoke(app, ["segment", *map(str, args)], input=input)
+    return cli("segment", *args, input=input)
 
 
 def error_lines(result) -> list[str]:
@@ -639,7 +636,7 @@ def test_cli_converts_grey_rgba_and_16bit_pngs(tmp_path, fake_cli):
     assert list(labels) == ["f1", "f2", "f3"] and all((v == 100 // 14).all() for v in labels.values())
 
 
-def test_cli_shard_list_and_stdin(tmp_path, fake_cli):
+def test_cli_shard_list_and_stdin(tmp_path, fake_cli, runner):
     vids = [make_clip(tmp_path / f"v{i}.mp4", 2) for i in range(3)]
     listing = tmp_path / "list.txt"
     listing.write_text("# inputs\n" + "\n".join(map(str, vids)) + "\n\n")
@@ -670,7 +667,7 @@ def test_cli_usage_errors(tmp_path, fake_cli):
     assert result.exit_code == 0 and names(tmp_path) == ["in.mp4", "named.labelids", "named.mp4"]
 
 
-def test_help_mentions_urls():
+def test_help_mentions_urls(runner):
     result = runner.invoke(app, ["segment", "--help"], env={"COLUMNS": "200"})
     assert result.exit_code == 0 and "URL" in result.stdout and "--no-cut-detect" in result.stdout
 

@@ -13,7 +13,6 @@ from pathlib import Path
 import cv2
 import numpy as np
 import pytest
-from typer.testing import CliRunner
 
 from tdnet_cli.data import layout
 from tdnet_cli.data.cityscapes import CLASSES, LABELS, label_id_to_train_id
@@ -281,10 +280,9 @@ def test_layout_errors(dataset, tmp_path: Path) -> None:
 # ---- CLI ------------------------------------------------------------------------------
 
 
-def test_cli(tmp_path: Path) -> None:
+def test_cli(tmp_path: Path, runner) -> None:
     from tdnet_cli.cli.app import app
 
-    runner = CliRunner()
     out = tmp_path / "cli"
     res = runner.invoke(
         app,

@@ -15,7 +15,6 @@ import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
-from typer.testing import CliRunner
 
 from tdnet_cli.cli.app import app
 from tdnet_cli.config import DEFAULTS, apply_overrides, dump_toml, load_config
@@ -33,8 +32,6 @@ from tdnet_cli.losses import (
 )
 from tdnet_cli.models import load_checkpoint, random_model, save_checkpoint
 from tdnet_cli.pipeline.train import get_lr, init_from_pspnet, path_for_step, scale_attention_logits, train
-
-runner = CliRunner()
 
 
 # -- losses on tiny tensors ---------------------------------------------------------------------
@@ -487,7 +484,7 @@ def test_missing_or_corrupt_data_fails_before_work(tmp_path, data_root):
     assert not (tmp_path / "x").exists() and not (tmp_path / "y").exists()
 
 
-def test_cli_json_result_for_scripts(data_root, tmp_path):
+def test_cli_json_result_for_scripts(data_root, tmp_path, runner):
     sets = [
         f'data.root="{data_root}"',
         f'run.out="{tmp_path}"',
@@ -513,7 +510,7 @@ def test_cli_json_result_for_scripts(data_root, tmp_path):
     assert out["final_loss"] == [r["loss"] for r in logged if "loss" in r][-1]
 
 
-def test_cli_errors_are_one_line(tmp_path):
+def test_cli_errors_are_one_line(tmp_path, runner):
     result = runner.invoke(app, ["train", "--data", str(tmp_path / "none"), "--set", f'run.out="{tmp_path}"'])
     assert result.exit_code == 2 and "Traceback" not in result.output and "not found" in result.output
     result = runner.invoke(app, ["train", "--config", str(tmp_path / "missing.toml")])
