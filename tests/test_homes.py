@@ -4,12 +4,15 @@ that leaked out of two helpers (TF32 off for the rest of the process, a model mo
 from __future__ import annotations
 
 import dataclasses
+import subprocess
+import sys
 
 import pytest
 
 from tdnet_cli.distributed import DistEnv, local_rank, read_dist_env
 from tdnet_cli.errors import UsageError
 from tdnet_cli.pipeline.inputs import device_for_rank, resolve_shard
+from tdnet_cli.sizes import parse_hw, parse_size
 
 
 # -- 1. the torchrun environment ---------------------------------------------------------------
@@ -67,3 +70,23 @@ def test_train_goes_distributed_only_with_several_workers(monkeypatch):
     monkeypatch.setenv("WORLD_SIZE", "2")
     with pytest.raises(UsageError, match="RANK 4 is outside WORLD_SIZE 2"):
         train_mod._setup_distributed("cpu")
+
+
+# -- 2. sizes ----------------------------------------------------------------------------------
+def test_sizes_parse_without_torch():
+    code = "import sys, tdnet_cli.sizes; sys.exit('torch' in sys.modules)"
+    assert subprocess.run([sys.executable, "-c", code], check=False).returncode == 0
+
+
+def test_each_size_syntax_kept():
+    assert parse_size("512X1024") == parse_size("512,1024") == parse_size("512x1024") == (512, 1024)
+    assert parse_hw("512x1024") == (512, 1024)
+    assert parse_hw("8x8") == (8, 8)  # synth's frames have no model minimum
+    with pytest.raises(UsageError) as err:
+        parse_hw("512X1024", "--frame-size")
+    assert str(err.value) == "bad --frame-size '512X1024' (write it as HEIGHTxWIDTH, e.g. 1024x2048)"
+    with pytest.raises(UsageError) as err:
+        parse_size("8x8")
+    assert str(err.value) == "size '8x8' is too small (use at least 16x16)"
+    with pytest.raises(UsageError, match="absurdly large"):
+        parse_size(f"16x{(1 << 20) + 1}")
