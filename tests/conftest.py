@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 import torch
 
@@ -13,6 +15,35 @@ def runner():
     from faults import runner
 
     return runner
+
+
+@pytest.fixture(scope="session")
+def synth_data(tmp_path_factory):
+    """Makes a tiny synthetic dataset in the Cityscapes layout (``tdnet synth``'s generator, 20-frame
+    snippets): ``synth_data((h, w), val=(sequences, seed), ...)`` gives its root, one split per keyword.
+    Each distinct request is made once a session; tests that change a dataset copy it first."""
+    from tdnet_cli.data.synth import generate_dataset
+
+    made: dict[tuple, Path] = {}
+
+    def make(size: tuple[int, int], **splits: tuple[int, int]) -> Path:
+        key = (size, *sorted(splits.items()))
+        if key not in made:
+            root = tmp_path_factory.mktemp("synth")
+            for i, (split, (sequences, seed)) in enumerate(splits.items()):
+                generate_dataset(
+                    root,
+                    sequences=sequences,
+                    split=split,
+                    size=size,
+                    seed=seed,
+                    frames_per_sequence=20,
+                    overwrite=i > 0,  # a later split goes into the same, no longer empty, root
+                )
+            made[key] = root
+        return made[key]
+
+    return make
 
 
 @pytest.fixture

@@ -15,7 +15,6 @@ from official import official_scores
 from tdnet_cli.cli.app import app
 from tdnet_cli.data.cityscapes import CLASSES, label_id_to_train_id
 from tdnet_cli.data.layout import gt_path, list_annotated
-from tdnet_cli.data.synth import generate_dataset
 from tdnet_cli.errors import DataError, UsageError
 from tdnet_cli.inference import Predictor
 from tdnet_cli.metrics import ConfusionMatrix, InstanceStats, scores
@@ -24,10 +23,8 @@ from tdnet_cli.pipeline.evaluate import evaluate
 
 
 @pytest.fixture(scope="module")
-def dataset(tmp_path_factory):
-    root = tmp_path_factory.mktemp("cs")
-    generate_dataset(root, sequences=3, split="val", size=(128, 256), seed=11, frames_per_sequence=20)
-    return root
+def dataset(synth_data):
+    return synth_data((128, 256), val=(3, 11))
 
 
 @pytest.fixture(scope="module")

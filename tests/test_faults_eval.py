@@ -16,7 +16,6 @@ import numpy as np
 import pytest
 from faults import assert_one_error, cli, final_names, snapshot
 
-from tdnet_cli.data.synth import generate_dataset
 from tdnet_cli.errors import EXIT_FAILED, EXIT_OK, EXIT_USAGE
 
 REPO = Path(__file__).resolve().parent.parent
@@ -24,11 +23,9 @@ MODEL = ("--model", "td4-tiny", "--device", "cpu")
 
 
 @pytest.fixture(scope="module")
-def dataset(tmp_path_factory) -> Path:
+def dataset(synth_data) -> Path:
     """Two annotated frames in the Cityscapes layout, made by `tdnet synth`'s generator."""
-    root = tmp_path_factory.mktemp("faults-eval") / "ds"
-    generate_dataset(root, sequences=2, split="val", size=(128, 256), seed=11, frames_per_sequence=20)
-    return root
+    return synth_data((128, 256), val=(2, 11))
 
 
 @pytest.fixture

@@ -19,17 +19,14 @@ import torch
 from faults import assert_one_error, cli, final_names, snapshot
 
 from tdnet_cli.config import apply_overrides, dump_toml, load_config, load_run_config, toml_string
-from tdnet_cli.data.synth import generate_dataset
 from tdnet_cli.errors import EXIT_FAILED, EXIT_TERMINATED, EXIT_USAGE, Terminated, UsageError
 
 
 @pytest.fixture(scope="module")
-def data_root(tmp_path_factory):
+def data_root(synth_data):
     """Two tiny training snippets (as tests/test_train.py makes), no validation split: no run
     here spends time validating."""
-    root = tmp_path_factory.mktemp("synth")
-    generate_dataset(root, sequences=2, split="train", size=(96, 192), seed=1, frames_per_sequence=20)
-    return root
+    return synth_data((96, 192), train=(2, 1))
 
 
 def _sets(data_root, out, name, preset="td4-tiny", **over) -> list[str]:

@@ -20,7 +20,6 @@ from tdnet_cli.cli.app import app
 from tdnet_cli.config import DEFAULTS, apply_overrides, dump_toml, load_config
 from tdnet_cli.data.clips import _jitter_matrix
 from tdnet_cli.data.layout import list_annotated
-from tdnet_cli.data.synth import generate_dataset
 from tdnet_cli.errors import DataError, OutputExistsError, UsageError
 from tdnet_cli.losses import (
     Criterion,
@@ -175,11 +174,8 @@ def test_config_file_and_overrides(tmp_path):
 
 # -- training runs -----------------------------------------------------------------------------
 @pytest.fixture(scope="module")
-def data_root(tmp_path_factory):
-    root = tmp_path_factory.mktemp("synth")
-    generate_dataset(root, sequences=2, split="train", size=(96, 192), seed=1, frames_per_sequence=20)
-    generate_dataset(root, sequences=1, split="val", size=(96, 192), seed=2, frames_per_sequence=20, overwrite=True)
-    return root
+def data_root(synth_data):
+    return synth_data((96, 192), train=(2, 1), val=(1, 2))
 
 
 def tiny_config(data_root, out, name, **over) -> dict:
