@@ -8,6 +8,7 @@ import subprocess
 import sys
 
 import pytest
+import torch
 
 from tdnet_cli.distributed import DistEnv, local_rank, read_dist_env
 from tdnet_cli.errors import UsageError
@@ -90,3 +91,19 @@ def test_each_size_syntax_kept():
     assert str(err.value) == "size '8x8' is too small (use at least 16x16)"
     with pytest.raises(UsageError, match="absurdly large"):
         parse_size(f"16x{(1 << 20) + 1}")
+
+
+# -- 3. normalisation ----------------------------------------------------------------------------
+def test_clips_normalise_with_the_models_mean_and_std(synth_data):
+    from tdnet_cli.data.clips import AugmentConfig, ClipDataset
+    from tdnet_cli.models.checkpoint import MEAN, STD
+
+    root = synth_data((64, 128), train=(1, 0))
+    kw = {"clip_len": 1, "augment": AugmentConfig(crop=(32, 64)), "train": False}  # no border, no jitter
+    default = ClipDataset(root, "train", **kw)[0]["frames"]
+    mean, std = (0.5, 0.4, 0.3), (0.2, 0.25, 0.3)
+    own = ClipDataset(root, "train", mean=mean, std=std, **kw)[0]["frames"]
+    view = (1, 3, 1, 1)
+    pixels = default * torch.tensor(STD).view(view) + torch.tensor(MEAN).view(view)  # back to [0, 1]
+    expected = (pixels - torch.tensor(mean).view(view)) / torch.tensor(std).view(view)
+    torch.testing.assert_close(own, expected, atol=1e-5, rtol=1e-5)

@@ -12,6 +12,7 @@ with a single ``cv2.warpAffine`` per frame directly at the crop size.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -23,11 +24,9 @@ from torch.utils.data import Dataset, Sampler
 from tdnet_cli.data.cityscapes import IGNORE_INDEX, label_id_to_train_id
 from tdnet_cli.data.layout import FrameId, gt_path, list_annotated, sequence_path
 from tdnet_cli.errors import DataError, few
+from tdnet_cli.models.checkpoint import MEAN, STD
 
 __all__ = ["AugmentConfig", "ClipDataset", "IterationSampler", "check_dataset"]
-
-MEAN = np.array([0.485, 0.456, 0.406], dtype=np.float32)
-STD = np.array([0.229, 0.224, 0.225], dtype=np.float32)
 
 
 @dataclass(frozen=True)
@@ -79,14 +78,27 @@ def _jitter_matrix(bright: float, contrast: float, sat: float, mean: float) -> n
 
 class ClipDataset(Dataset):
     def __init__(
-        self, root: str | Path, split: str, *, clip_len: int, augment: AugmentConfig, seed: int = 0, train: bool = True
+        self,
+        root: str | Path,
+        split: str,
+        *,
+        clip_len: int,
+        augment: AugmentConfig,
+        seed: int = 0,
+        train: bool = True,
+        mean: Sequence[float] = MEAN,
+        std: Sequence[float] = STD,
     ) -> None:
+        """``mean``/``std`` (RGB, of [0, 1] pixels): the normalisation of the model being trained,
+        which its checkpoint records (LoadedModel.mean/std) and inference applies."""
         self.root = Path(root)
         self.split = split
         self.clip_len = clip_len
         self.augment = augment
         self.seed = seed
         self.train = train
+        self.mean = np.asarray(mean, dtype=np.float32).reshape(3)
+        self.std = np.asarray(std, dtype=np.float32).reshape(3)
         self.fids = check_dataset(root, split, clip_len)
 
     def __len__(self) -> int:
@@ -139,8 +151,8 @@ class ClipDataset(Dataset):
         ch, cw = self.augment.crop
         bright, contrast, sat = self._jitter(rng)
         out = np.empty((self.clip_len, ch, cw, 3), dtype=np.float32)
-        fill = tuple(float(v) for v in MEAN[::-1] * 255)  # frames stay BGR until the colour map
-        scale, shift = 1.0 / (255.0 * STD), MEAN / STD
+        fill = tuple(float(v) for v in self.mean[::-1] * 255)  # frames stay BGR until the colour map
+        scale, shift = 1.0 / (255.0 * self.std), self.mean / self.std
         for i, frame in enumerate(frames):
             if frame.shape[:2] != (h, w):
                 raise DataError(f"{fid.stem}: frames and labels differ in size")
