@@ -13,6 +13,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 import pytest
+from official import ground_truths, official_scores
 
 from tdnet_cli.data import layout
 from tdnet_cli.data.cityscapes import CLASSES, LABELS, label_id_to_train_id
@@ -83,25 +84,15 @@ def test_default_snippet_is_30_frames_with_annotation_at_20th(tmp_path: Path) ->
     assert fid.frame == numbers[layout.ANNOTATED_INDEX]
 
 
-def test_cityscapesscripts_finds_and_scores_them(dataset, tmp_path: Path, monkeypatch) -> None:
-    root, _ = dataset
-    monkeypatch.setenv("CITYSCAPES_DATASET", str(root))
-    if not hasattr(np, "in1d"):  # cityscapesscripts 2.3.0 still calls it; numpy >= 2.4 removed it
-        monkeypatch.setattr(np, "in1d", np.isin, raising=False)
-    from cityscapesscripts.evaluation import evalPixelLevelSemanticLabeling as ev
+def test_cityscapesscripts_finds_and_scores_them(dataset, tmp_path: Path) -> None:
     from cityscapesscripts.helpers.csHelpers import getCsFileInfo
 
-    gts = sorted(glob.glob(str(root / "gtFine" / "val" / "*" / "*_gtFine_labelIds.png")))
+    root, _ = dataset
+    gts = ground_truths(root, "val")
     assert len(gts) == N_SEQ
     for name in gts + glob.glob(str(root / "leftImg8bit*" / "val" / "*" / "*.png")):
         info = getCsFileInfo(name)  # the official parser: city_seq_frame_type[_type2].ext
         assert FrameId(info.city, int(info.sequenceNb), int(info.frameNb)) == FrameId.parse(name)
-
-    def score(pred_dir: Path) -> dict:
-        args = ev.args
-        args.predictionPath, args.predictionWalk = str(pred_dir), None
-        args.quiet, args.JSONOutput, args.evalPixelAccuracy, args.evalInstLevelScore = True, False, True, True
-        return ev.evaluateImgLists([ev.getPrediction(args, gt) for gt in gts], gts, args)
 
     perfect, wrong = tmp_path / "perfect", tmp_path / "wrong"
     for d in (perfect, wrong):
@@ -112,11 +103,11 @@ def test_cityscapesscripts_finds_and_scores_them(dataset, tmp_path: Path, monkey
         lab = read(Path(gt))
         lab[lab == 7] = 8  # road predicted as sidewalk
         cv2.imwrite(str(wrong / name), lab)
-    res = score(perfect)
+    res = official_scores(root, "val", perfect)
     assert res["averageScoreClasses"] == pytest.approx(1.0)
     assert res["averageScoreInstClasses"] == pytest.approx(1.0)
     assert all(res["classScores"][name] == pytest.approx(1.0) for name in CLASSES)  # none is NaN: all present
-    bad = score(wrong)
+    bad = official_scores(root, "val", wrong)
     assert bad["classScores"]["road"] == 0.0 and bad["averageScoreClasses"] < 0.95
 
 
