@@ -128,10 +128,10 @@ class Predictor:
         self.loaded = loaded
         self.precision = precision
         self.optimized = optimize
-        if self.device.type == "cuda" and precision == "fp32":
-            # fp32 means fp32: TF32 convolutions moved the conformance argmax to 99.83% on an H200.
-            torch.backends.cudnn.allow_tf32 = False
-            torch.backends.cuda.matmul.allow_tf32 = False
+        # fp32 means fp32: TF32 convolutions moved the conformance argmax to 99.83% on an H200.
+        # Off only while this predictor runs the model (_autocast): training validates with a
+        # predictor, and its own steps keep the TF32 setting they had.
+        self._tf32_off = self.device.type == "cuda" and precision == "fp32"
         # channels_last pays on the CPU (oneDNN); on an H200 the NCHW plain path ran td4-psp18 in
         # 6.3 ms against 16.1 ms for channels_last (docs/benchmarks.md), so GPUs keep NCHW.
         channels_last = self.device.type == "cpu"
@@ -281,6 +281,9 @@ class Predictor:
         return x
 
     def _autocast(self):
+        """The precision every model call runs at: autocast for bf16/fp16, no TF32 for CUDA fp32."""
+        if self._tf32_off:
+            return _TF32_OFF
         if self.precision == "fp32":
             return contextlib.nullcontext()
         return torch.autocast(self.device.type, dtype=_DTYPES[self.precision])
@@ -409,6 +412,34 @@ class Predictor:
         if self.sync_stages and self.device.type == "cuda":
             torch.cuda.synchronize(self.device)
         return time.perf_counter()
+
+
+class _TF32Off:
+    """TF32 off inside, the flags as they were after. They are process-wide and pipelines run
+    model stages on several threads at once, so the first to enter saves them and the last to
+    leave restores them."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._inside = 0
+        self._saved = (False, False)
+
+    def __enter__(self) -> None:
+        with self._lock:
+            if self._inside == 0:
+                self._saved = (torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32)
+                torch.backends.cudnn.allow_tf32 = False
+                torch.backends.cuda.matmul.allow_tf32 = False
+            self._inside += 1
+
+    def __exit__(self, *exc) -> None:
+        with self._lock:
+            self._inside -= 1
+            if self._inside == 0:
+                torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32 = self._saved
+
+
+_TF32_OFF = _TF32Off()
 
 
 def _as_batch(frames: np.ndarray) -> np.ndarray:

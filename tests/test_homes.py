@@ -7,6 +7,7 @@ import dataclasses
 import subprocess
 import sys
 
+import numpy as np
 import pytest
 import torch
 
@@ -107,3 +108,45 @@ def test_clips_normalise_with_the_models_mean_and_std(synth_data):
     pixels = default * torch.tensor(STD).view(view) + torch.tensor(MEAN).view(view)  # back to [0, 1]
     expected = (pixels - torch.tensor(mean).view(view)) / torch.tensor(std).view(view)
     torch.testing.assert_close(own, expected, atol=1e-5, rtol=1e-5)
+
+
+# -- 4. TF32 off only while a fp32 CUDA predictor runs -------------------------------------------
+@pytest.fixture
+def tf32_flags():
+    """Both TF32 flags on (as a training run may have them); put back as they were afterwards."""
+    saved = (torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32)
+    torch.backends.cudnn.allow_tf32 = torch.backends.cuda.matmul.allow_tf32 = True
+    yield lambda: (torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32)
+    torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32 = saved
+
+
+def test_tf32_off_is_scoped_and_nests(tf32_flags):
+    from tdnet_cli.inference import _TF32_OFF
+
+    with _TF32_OFF:
+        assert tf32_flags() == (False, False)
+        with _TF32_OFF:  # another thread's model stage, say
+            pass
+        assert tf32_flags() == (False, False)  # the outer one is still running
+    assert tf32_flags() == (True, True)
+
+
+def test_predictor_restores_tf32_after_running(tf32_flags):
+    from tdnet_cli.inference import Predictor
+    from tdnet_cli.models.checkpoint import random_model
+
+    pred = Predictor(random_model("td4-tiny", input_size=(64, 128)), device="cpu", optimize=False)
+    assert tf32_flags() == (True, True)  # constructing one changes nothing
+    pred._tf32_off = True  # what a fp32 predictor on a GPU sets; this runs where there may be none
+    seen, step = [], pred.model.step
+
+    def watched(*args, **kwargs):
+        seen.append(tf32_flags())
+        return step(*args, **kwargs)
+
+    pred.model.step = watched
+    stream = pred.new_stream()
+    for _ in range(2):
+        pred.segment(np.zeros((64, 128, 3), np.uint8), stream)
+    assert seen == [(False, False)] * 2
+    assert tf32_flags() == (True, True)
