@@ -150,3 +150,20 @@ def test_predictor_restores_tf32_after_running(tf32_flags):
         pred.segment(np.zeros((64, 128, 3), np.uint8), stream)
     assert seen == [(False, False)] * 2
     assert tf32_flags() == (True, True)
+
+
+# -- 5. counting FLOPs leaves the model alone ----------------------------------------------------
+def test_steady_gflops_keeps_the_callers_weights():
+    from tdnet_cli.models.complexity import preset_complexity, steady_gflops
+    from tdnet_cli.models.registry import get_preset
+
+    model = get_preset("td4-tiny").build().eval()
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    assert steady_gflops(model) == pytest.approx(preset_complexity("td4-tiny")[1])
+    after = model.state_dict()
+    assert after.keys() == before.keys()
+    for k, v in after.items():
+        assert v.device.type == "cpu", k
+        torch.testing.assert_close(v, before[k], rtol=0, atol=0, msg=k)
+    with torch.inference_mode():
+        model.step(torch.zeros(1, 3, *model.input_size), model.new_state(1))  # still runs

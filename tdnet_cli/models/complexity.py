@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import functools
 import math
 import os
@@ -34,12 +35,13 @@ def count_parameters(model: torch.nn.Module, *, inference: bool = True) -> int:
 def steady_gflops(model: torch.nn.Module, input_size: tuple[int, int] | None = None) -> float:
     """GFLOPs (2 x multiply-adds) of one frame once the memory queue is full.
 
-    Runs on the meta device, so even the large presets cost milliseconds.
+    Runs on a meta-device twin, so even the large presets cost milliseconds and ``model``
+    keeps its weights.
     """
     from torch.utils.flop_counter import FlopCounterMode
 
     h, w = input_size or model.input_size
-    meta = model.to("meta") if next(model.parameters()).device.type != "meta" else model
+    meta = _meta_twin(model) if next(model.parameters()).device.type != "meta" else model
     state = meta.new_state(1)
     x = torch.empty(1, 3, h, w, device="meta")
     with torch.no_grad():
@@ -49,6 +51,17 @@ def steady_gflops(model: torch.nn.Module, input_size: tuple[int, int] | None = N
         with counter:
             meta.step(x, state)
     return counter.get_total_flops() / 1e9
+
+
+def _meta_twin(model: torch.nn.Module) -> torch.nn.Module:
+    """A copy of ``model`` (same modules and settings) whose tensors are on the meta device: the
+    deep copy is handed meta stand-ins for the parameters and buffers, so no weight is copied."""
+    memo: dict[int, object] = {}
+    for p in model.parameters():
+        memo[id(p)] = torch.nn.Parameter(torch.empty_like(p, device="meta"), requires_grad=p.requires_grad)
+    for b in model.buffers():
+        memo[id(b)] = torch.empty_like(b, device="meta")
+    return copy.deepcopy(model, memo).to("meta")  # .to: any tensor the stand-ins missed
 
 
 @functools.cache
