@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib
 import json
 import math
 import shutil
@@ -119,9 +120,37 @@ def test_fallback_without_sequences(dataset, predictor, tmp_path):
     assert explicit.scores.miou == pytest.approx(report.scores.miou)
 
 
-def test_flip_averaging_runs_two_streams(dataset, predictor):
-    report = evaluate(dataset, predictor=predictor, flip=True, limit=2)
-    assert report.flip and report.evaluated == 2 and 0 <= report.scores.miou <= 1
+def test_flip_averaging_runs_two_streams(dataset, predictor, monkeypatch):
+    """--flip scores the mean of the frame's logits and its mirror image's logits mirrored back,
+    each from its own stream; this random model's logits change with a flip, so the mean is not
+    the plain logits."""
+    evaluate_module = importlib.import_module("tdnet_cli.pipeline.evaluate")  # the package's `evaluate` is the function
+    batches, scored = [], []
+    real_logits, real_upsample = predictor.logits, evaluate_module.upsample_argmax
+
+    def logits(batch, stream):
+        batches.append(batch)
+        return real_logits(batch, stream)
+
+    def upsample_argmax(logits, size):
+        scored.append(logits)
+        return real_upsample(logits, size)
+
+    monkeypatch.setattr(predictor, "logits", logits)
+    monkeypatch.setattr(evaluate_module, "upsample_argmax", upsample_argmax)
+    report = evaluate(dataset, predictor=predictor, flip=True, limit=1)
+    assert report.flip and report.evaluated == 1 and 0 <= report.scores.miou <= 1
+    assert len(batches) == predictor.num_paths and len(scored) == 1
+    # The same frames by hand: one stream on them, another on their mirror images.
+    plain, mirrored = predictor.new_stream(), predictor.new_stream()
+    for batch in batches:
+        assert batch.shape[0] == 2 and np.array_equal(batch[1], batch[0][:, ::-1])
+        unflipped = real_logits(batch[:1], plain)
+        flipped = real_logits(np.ascontiguousarray(batch[1:]), mirrored)
+    expected = (unflipped + flipped.flip(-1)) / 2
+    assert scored[0].shape == expected.shape
+    assert torch.allclose(scored[0], expected, atol=1e-4)
+    assert not torch.allclose(scored[0], unflipped, atol=1e-2)
 
 
 def test_missing_frames_listed_then_skipped(dataset, predictor, tmp_path):
