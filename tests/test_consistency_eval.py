@@ -7,19 +7,25 @@ the command is checked with the tiny preset for its shape, keys and exit codes.
 
 from __future__ import annotations
 
+import json
 import math
 from types import SimpleNamespace
 
 import cv2
 import numpy as np
 import pytest
+from faults import assert_one_error, cli
 from media import encode_rgb
 
+from tdnet_cli.cli.app import run
+from tdnet_cli.consistency import DEFAULT_PRESET, DEFAULT_WORK_SIZE
 from tdnet_cli.data.cityscapes import CLASSES
-from tdnet_cli.errors import InputError, UsageError
+from tdnet_cli.errors import EXIT_USAGE, InputError, UsageError
 from tdnet_cli.pipeline.consistency_eval import consistency_eval
 
 H, W = 64, 128
+TINY = ("--model", "td4-tiny", "--device", "cpu")
+RESULT_KEYS = {"tc", "flicker", "per_class", "pairs", "pixels"}
 
 
 def texture(seed: int, bright: bool = False) -> np.ndarray:
@@ -129,3 +135,93 @@ def test_tc_is_nan_free_on_a_single_frame(tmp_path):
     assert math.isnan(report.overall()["propagation"].tc)
     assert report.to_dict()["overall"]["propagation"]["tc"] is None
     assert any("single frame" in w for w in report.warnings)
+
+
+# -- the command ---------------------------------------------------------------------------------
+
+
+def run_json(*args: str) -> dict:
+    result = cli("eval", "--consistency", *args, *TINY, "--json", "-")
+    assert result.exit_code == 0, result.stderr
+    return json.loads(result.stdout)
+
+
+def test_json_keys(clips):
+    out = run_json(clips.still)
+    assert set(out) == {
+        "model", "input_size", "modes", "flow", "frames", "seconds", "fps", "overall", "inputs", "notes", "warnings",
+    }  # fmt: skip
+    assert out["model"] == "td4-tiny" and out["modes"] == ["propagation"] and out["frames"] == 5
+    assert out["flow"]["method"] == "opencv-dis"
+    assert (out["flow"]["preset"], out["flow"]["work_size"]) == (DEFAULT_PRESET, DEFAULT_WORK_SIZE)
+    assert set(out["overall"]) == {"propagation"} and set(out["overall"]["propagation"]) == RESULT_KEYS
+    (item,) = out["inputs"]
+    assert set(item) == {"input", "frames", "cuts", "seconds", "model_seconds", "flow_seconds", "results"}
+    assert item["input"] == clips.still and item["frames"] == 5 and set(item["results"]) == {"propagation"}
+    overall = out["overall"]["propagation"]
+    assert overall["pairs"] == 4 and set(overall["per_class"]) == set(CLASSES)
+    assert 0.0 <= overall["tc"] <= 1.0 and 0.0 <= overall["flicker"] <= 1.0
+
+
+def test_no_propagation_scores_the_per_frame_baseline(clips):
+    out = run_json(clips.still, "--no-propagation")
+    assert out["modes"] == ["per_frame"] and set(out["overall"]) == {"per_frame"}
+
+
+def test_compare_per_frame_reports_both(clips, tmp_path):
+    path = tmp_path / "both.json"
+    result = cli(
+        "eval", "--consistency", clips.still, "--compare-per-frame", *TINY, "--json", path, env={"COLUMNS": "200"}
+    )
+    assert result.exit_code == 0, result.stderr
+    # the table on stdout, the figures in the file
+    assert "TC (with memory)" in result.stdout and "TC (per frame)" in result.stdout
+    assert "TDNet's memory changes TC by" in result.stdout
+    out = json.loads(path.read_text())
+    assert out["modes"] == ["propagation", "per_frame"]
+    assert set(out["overall"]) == set(out["inputs"][0]["results"]) == {"propagation", "per_frame"}
+    for result in out["overall"].values():
+        assert set(result) == RESULT_KEYS and result["pairs"] == 4
+
+
+def test_json_file_is_written_and_not_replaced_without_overwrite(clips, tmp_path):
+    path = tmp_path / "tc.json"
+    assert cli("eval", "--consistency", clips.still, *TINY, "--json", path, "-q").exit_code == 0
+    assert json.loads(path.read_text())["frames"] == 5
+    assert_one_error(cli("eval", "--consistency", clips.still, *TINY, "--json", path), EXIT_USAGE, "exists")
+    assert_one_error(
+        cli("eval", "--consistency", clips.still, *TINY, "--json", clips.still, "--overwrite"),
+        EXIT_USAGE,
+        "never replaces an input",
+    )
+
+
+@pytest.mark.parametrize(
+    ("args", "needle"),
+    [
+        (["--consistency", "{root}/missing.mp4"], "missing.mp4: no such file or folder"),
+        (["--consistency", "{still}", "{root}/missing.mp4"], "missing.mp4: no such file or folder"),
+        (["--consistency"], "no inputs"),
+        (["--compare-per-frame", "{still}"], "--compare-per-frame applies to --consistency"),
+        (["--consistency", "{still}", "--compare-per-frame", "--no-propagation"], "drop --no-propagation"),
+        (["--consistency", "{still}", "--flip", "--limit", "2"], "--limit, --flip apply to eval ROOT"),
+        (["{still}", "{still}"], "eval takes one dataset folder"),
+    ],
+)
+def test_usage_errors_are_one_line_exit_2(clips, args, needle):
+    argv = [a.format(root=clips.root, still=clips.still) for a in args]
+    assert_one_error(cli("eval", *argv, *TINY), EXIT_USAGE, needle)
+
+
+def test_eval_without_root_is_still_a_missing_argument(capsys):
+    code = run(["eval", *TINY])
+    line = assert_one_error(SimpleNamespace(exit_code=code, stderr=capsys.readouterr().err), EXIT_USAGE, "Missing")
+    assert "'ROOT | INPUT'" in line and "tdnet eval --help" in line
+
+
+def test_help_states_the_flow_preset_and_working_size():
+    """The help cannot import tdnet_cli.consistency (cv2 stays out of `tdnet --help`), so it states
+    the values; this keeps them those of consistency.py."""
+    text = " ".join(cli("eval", "--help", env={"COLUMNS": "400"}).stdout.split())
+    assert f"preset '{DEFAULT_PRESET}'" in text and f"{DEFAULT_WORK_SIZE} px on the long side" in text
+    assert "--compare-per-frame" in text and "[ROOT | INPUT]..." in text

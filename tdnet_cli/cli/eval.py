@@ -3,14 +3,16 @@
 from __future__ import annotations
 
 import errno
+import functools
 import json
 import math
+from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated
 
 import typer
 from rich.markup import escape
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TaskID, TextColumn, TimeRemainingColumn
 from rich.table import Table
 
 from tdnet_cli.cli.common import (
@@ -29,9 +31,11 @@ from tdnet_cli.cli.common import (
     handle_errors,
     warn,
 )
-from tdnet_cli.errors import TdnetError, WriteError
+from tdnet_cli.errors import TdnetError, UsageError, WriteError, few
 
 if TYPE_CHECKING:
+    from tdnet_cli.inference import Predictor
+    from tdnet_cli.pipeline.consistency_eval import ConsistencyReport
     from tdnet_cli.pipeline.evaluate import EvalReport
 
 
@@ -41,9 +45,16 @@ def _pct(v: float | None) -> str:
 
 @handle_errors
 def eval_command(
+    ctx: typer.Context,
     root: Annotated[
-        Path, typer.Argument(help="Cityscapes-layout folder (gtFine/, leftImg8bit_sequence/ or leftImg8bit/).")
-    ],
+        list[str] | None,
+        typer.Argument(
+            metavar="ROOT | INPUT",
+            help="Cityscapes-layout folder (gtFine/, leftImg8bit_sequence/ or leftImg8bit/); with --consistency, "
+            "the footage to score: video files, URLs, folders of frames or globs, as `tdnet segment` reads them.",
+            show_default=False,
+        ),
+    ] = None,
     split: Annotated[str, typer.Option("--split", help="train, val or test.")] = "val",
     weights: WeightsOpt = None,
     model: ModelOpt = None,
@@ -92,19 +103,55 @@ def eval_command(
     overwrite: Annotated[
         bool, typer.Option("--overwrite", help="Replace existing --json/--save-predictions output.")
     ] = False,
+    consistency: Annotated[
+        bool,
+        typer.Option(
+            "--consistency",
+            help="Score the temporal consistency of the model's labels on INPUT... (no labels needed): TC, the "
+            "mIoU between each frame's labels and the next frame's warped back by optical flow, per class and "
+            "overall, and the flicker rate (share of compared pixels whose label changes), per input and over all. "
+            "Flow: OpenCV DIS, preset 'ultrafast', on frames shrunk to 512 px on the long side.",
+        ),
+    ] = False,
+    compare_per_frame: Annotated[
+        bool,
+        typer.Option(
+            "--compare-per-frame",
+            help="With --consistency: score the model with and without TDNet's memory (--no-propagation) side by "
+            "side, in one run, to show what the memory buys.",
+        ),
+    ] = False,
     compile: CompileOpt = False,
     compile_mode: CompileModeOpt = "default",
     quiet: QuietOpt = False,
 ) -> None:
-    """Cityscapes mIoU / iIoU / pixel accuracy with TDNet's temporal protocol.
+    """Cityscapes mIoU / iIoU / pixel accuracy with TDNet's temporal protocol, or (--consistency)
+    the temporal consistency of the labels on any footage.
 
     Each annotated frame is predicted by a fresh stream after the frames before it, at full
     ground-truth resolution; the numbers equal the official cityscapesscripts evaluation.
+    With --consistency each INPUT is a stream of its own, scored pair by pair (a hard scene cut
+    restarts the model's memory and the pairs).
     --json and --save-predictions never replace a file without --overwrite, and never an input."""
-    from tdnet_cli.inference import Predictor  # torch: loaded by the command, not by --help
-    from tdnet_cli.pipeline.evaluate import check_options, check_outputs, evaluate
-    from tdnet_cli.sizes import parse_size
+    load = functools.partial(
+        _predictor, weights=weights, model=model, device=device, precision=precision, input_size=input_size,
+        compile=compile, compile_mode=compile_mode,
+    )  # fmt: skip
+    if consistency or compare_per_frame:
+        _refuse_dataset_options(
+            consistency=consistency, compare_per_frame=compare_per_frame, no_propagation=no_propagation,
+            split=split != "val", warmup=warmup != 0, no_sequence=no_sequence, limit=limit is not None,
+            cities=cities is not None, flip=flip, save_predictions=save_predictions is not None,
+            skip_missing=skip_missing, all_paths=all_paths,
+        )  # fmt: skip
+        _consistency(
+            root or [], compare=compare_per_frame, propagation=not no_propagation, load=load, json_out=json_out,
+            weights=weights, overwrite=overwrite, quiet=quiet,
+        )  # fmt: skip
+        return
+    from tdnet_cli.pipeline.evaluate import check_options, check_outputs, evaluate  # torch: not for --help
 
+    root_dir = _one_root(ctx, root)
     # Options and outputs are checked before the model loads: a refusal costs nothing, creates nothing.
     city_list = check_options(
         split=split,
@@ -112,15 +159,8 @@ def eval_command(
         limit=limit,
         cities=[c.strip() for c in cities.split(",") if c.strip()] if cities is not None else None,
     )
-    check_outputs(root, json_path=json_out, save_predictions=save_predictions, weights=weights, overwrite=overwrite)
-    predictor = Predictor.create(
-        weights=weights,
-        model=model,
-        device=device,
-        precision=precision.value,
-        input_size=parse_size(input_size),
-        compile=compile_choice(compile, compile_mode),
-    )
+    check_outputs(root_dir, json_path=json_out, save_predictions=save_predictions, weights=weights, overwrite=overwrite)
+    predictor = load()
     show = not quiet and str(json_out) != "-"
     # No bar where stderr is not a terminal: rich would leave a blank line there, before any error line.
     with Progress(
@@ -139,7 +179,7 @@ def eval_command(
             bar.update(task, completed=done, total=total, miou=_pct(miou))
 
         report = evaluate(
-            root,
+            root_dir,
             predictor=predictor,
             split=split,
             warmup=warmup,
@@ -157,12 +197,59 @@ def eval_command(
         )
     if show:
         render(report)  # before the JSON file: a failure to write it loses no figure
-    if json_out is not None:
-        text = json.dumps(report.to_dict(), indent=2)
-        if str(json_out) == "-":
-            print(text)
-        else:
-            _write_json(json_out, text)
+    _emit_json(json_out, report.to_dict())
+
+
+def _one_root(ctx: typer.Context, items: list[str] | None) -> Path:
+    """The dataset folder of ``eval ROOT``: exactly one (several are footage for --consistency)."""
+    if not items:
+        try:  # typer >= 0.22 carries its own copy of click (as in app.py)
+            from typer._click.exceptions import MissingParameter
+        except ImportError:
+            from click.exceptions import MissingParameter
+        param = next(p for p in ctx.command.params if p.name == "root")
+        raise MissingParameter(ctx=ctx, param=param)
+    if len(items) > 1:
+        raise UsageError(
+            f"eval takes one dataset folder, got {len(items)}: {few(items)}",
+            hint="to score footage without labels, pass --consistency",
+        )
+    return Path(items[0])
+
+
+def _predictor(
+    *,
+    weights: str | None,
+    model: str | None,
+    device: str,
+    precision: Precision,
+    input_size: str | None,
+    compile: bool,
+    compile_mode: str,
+) -> Predictor:
+    """The model the options name (loaded after every option and output is checked)."""
+    from tdnet_cli.inference import Predictor  # torch: loaded by the command, not by --help
+    from tdnet_cli.sizes import parse_size
+
+    return Predictor.create(
+        weights=weights,
+        model=model,
+        device=device,
+        precision=precision.value,
+        input_size=parse_size(input_size),
+        compile=compile_choice(compile, compile_mode),
+    )
+
+
+def _emit_json(json_out: Path | None, data: dict) -> None:
+    """--json: '-' prints on stdout, a path is written (see _write_json); None does nothing."""
+    if json_out is None:
+        return
+    text = json.dumps(data, indent=2)
+    if str(json_out) == "-":
+        print(text)
+    else:
+        _write_json(json_out, text)
 
 
 def _write_json(path: Path, text: str) -> None:
@@ -219,3 +306,142 @@ def render(report: EvalReport) -> None:
         )
     if report.predictions_dir:
         console.print(f"predictions: {escape(report.predictions_dir)}", soft_wrap=True)
+
+
+# -- eval --consistency ------------------------------------------------------------------------
+
+_DATASET_OPTIONS = {
+    "split": "--split",
+    "warmup": "--warmup",
+    "no_sequence": "--no-sequence",
+    "limit": "--limit",
+    "cities": "--cities",
+    "flip": "--flip",
+    "save_predictions": "--save-predictions",
+    "skip_missing": "--skip-missing",
+    "all_paths": "--all-paths",
+}
+_MODE_NAMES = {"propagation": "with memory", "per_frame": "per frame"}
+
+
+def _refuse_dataset_options(*, consistency: bool, compare_per_frame: bool, no_propagation: bool, **given: bool) -> None:
+    """--consistency scores footage, not a dataset: refuse the options of a dataset's evaluation
+    (``given``: option -> whether it was set) and contradicting ones, before anything loads."""
+    if not consistency:
+        raise UsageError("--compare-per-frame applies to --consistency", hint="add --consistency INPUT...")
+    if no_propagation and compare_per_frame:
+        raise UsageError("--compare-per-frame runs with and without propagation", hint="drop --no-propagation")
+    used = [_DATASET_OPTIONS[name] for name, on in given.items() if on]
+    if used:
+        verb, it = ("applies", "it") if len(used) == 1 else ("apply", "them")
+        raise UsageError(f"{few(used)} {verb} to eval ROOT, not to --consistency", hint=f"drop {it}")
+
+
+def _consistency(
+    items: list[str],
+    *,
+    compare: bool,
+    propagation: bool,
+    load: Callable[[], Predictor],
+    json_out: Path | None,
+    weights: str | None,
+    overwrite: bool,
+    quiet: bool,
+) -> None:
+    """`eval --consistency INPUT...`: inputs and --json checked, then the model loaded and run with
+    TDNet's memory (``propagation``), without, or both (``compare``)."""
+    from tdnet_cli.pipeline import gather_inputs
+    from tdnet_cli.pipeline.consistency_eval import check_inputs, check_json, consistency_eval
+
+    inputs = gather_inputs(items)  # globs and repeats as `segment` expands them
+    check_inputs(inputs.specs)
+    if json_out is not None:
+        check_json(json_out, inputs.specs, weights=weights, overwrite=overwrite)
+    predictor = load()
+    modes = ("propagation", "per_frame") if compare else ("propagation",) if propagation else ("per_frame",)
+    show = not quiet and str(json_out) != "-"
+    with _InputBars(enabled=show and err_console.is_terminal) as bars:
+        report = consistency_eval(
+            inputs, predictor=predictor, modes=modes, progress=bars.update,
+            warn=None if quiet else warn,
+        )  # fmt: skip
+    if show:
+        render_consistency(report)  # before the JSON file: a failure to write it loses no figure
+    _emit_json(json_out, report.to_dict())
+
+
+class _InputBars:
+    """One transient bar per input on stderr, fed by consistency_eval's progress callback."""
+
+    def __init__(self, *, enabled: bool) -> None:
+        # No bar where stderr is not a terminal: rich would leave a blank line there, before any error line.
+        self.bars = Progress(
+            TextColumn("{task.description}"),
+            BarColumn(),
+            MofNCompleteColumn(),
+            TimeRemainingColumn(),
+            console=err_console,
+            transient=True,
+            disable=not enabled,
+        )
+        self.tasks: dict[int, TaskID] = {}
+
+    def __enter__(self) -> _InputBars:
+        self.bars.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.bars.stop()
+
+    def update(self, spec: str, index: int, count: int, done: int, total: int | None) -> None:
+        task = self.tasks.get(index)
+        if task is None:
+            label = spec if len(spec) <= 40 else "..." + spec[-37:]
+            prefix = f"[{index + 1}/{count}] " if count > 1 else ""
+            task = self.tasks[index] = self.bars.add_task(f"{prefix}{escape(label)}", total=total)
+        if total is not None and done > total:  # a video's frame count is an estimate
+            total = done
+        self.bars.update(task, completed=done, total=total)
+
+
+def render_consistency(report: ConsistencyReport) -> None:
+    """The figures of ``eval --consistency`` as tables: per input (and over all), then per class."""
+    for note in report.notes:
+        if note not in report.warnings:
+            err_console.print(f"[dim]note: {escape(note)}[/]", soft_wrap=True)
+    modes, overall = report.modes, report.overall()
+    tag = {m: f" ({_MODE_NAMES[m]})" if len(modes) > 1 else "" for m in modes}
+    title = f"temporal consistency of {report.model}" + ("" if "propagation" in modes else ", no propagation")
+    table = Table(title=escape(title))
+    table.add_column("input")
+    table.add_column("frames", justify="right")
+    table.add_column("pairs", justify="right")
+    for m in modes:
+        table.add_column(f"TC{tag[m]}", justify="right")
+        table.add_column(f"flicker{tag[m]}", justify="right")
+    rows = [(i.input, i.frames, i.results) for i in report.inputs]
+    if len(rows) > 1:
+        rows.append(("[bold]all[/]", report.frames, overall))
+    for name, frames, results in rows:
+        first = results[modes[0]]
+        cells = [x for m in modes for x in (_pct(results[m].tc), _pct(results[m].flicker))]
+        table.add_row(name if name.startswith("[bold]") else escape(name), str(frames), str(first.pairs), *cells)
+    console.print(table)
+    per_class = Table(title="TC per class (all inputs)")
+    per_class.add_column("class")
+    for m in modes:
+        per_class.add_column(f"TC{tag[m]}", justify="right")
+    for c, name in enumerate(report.classes):
+        values = [overall[m].per_class[c] for m in modes]
+        if not all(math.isnan(v) for v in values):  # classes seen in no frame are left out
+            per_class.add_row(escape(name), *(_pct(v) for v in values))
+    console.print(per_class)
+    gain = ""
+    if len(modes) > 1:
+        diff = overall["propagation"].tc - overall["per_frame"].tc
+        gain = "" if math.isnan(diff) else f"; TDNet's memory changes TC by {100 * diff:+.2f} points"
+    console.print(
+        f"[bold]TC {_pct(overall[modes[0]].tc)}[/]  flicker {_pct(overall[modes[0]].flicker)}{tag[modes[0]]}  "
+        f"(flow: OpenCV DIS {report.preset}, long side {report.work_size} px; {report.fps:.2f} frames/s{gain})",
+        soft_wrap=True,
+    )
