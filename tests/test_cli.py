@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 import subprocess
 import sys
 
@@ -28,18 +29,46 @@ def test_help_and_version_do_not_load_torch():
     assert out == ["0", "[]"]
 
 
+def td4_psp18_gflops() -> float:
+    """td4-psp18's GFLOPs (2 x multiply-adds of its convolutions and matrix products) for one frame
+    with a full memory queue, counted by hand from the architecture (TDNet paper and the released
+    layout), not by the code under test: one path of a dilated ResNet-18 (output stride 8), the
+    pyramid pooling, the query/key/value projections, three chained attentions and the head. Biases,
+    norms, pooling and resizing are left out, as torch's FLOP counter leaves them out."""
+
+    def out(n: int, kernel: int, stride: int, pad: int) -> int:  # a convolution's output side
+        return (n + 2 * pad - kernel) // stride + 1
+
+    h2, w2 = out(769, 7, 2, 3), out(1537, 7, 2, 3)  # 385 x 769 after the 7x7 stride-2 stem
+    h4, w4 = out(h2, 3, 2, 1), out(w2, 3, 2, 1)  # 193 x 385 after the 3x3 stride-2 max pool
+    h8, w8 = out(h4, 3, 2, 1), out(w4, 3, 2, 1)  # 97 x 193 from layer2's stride 2 on (dilated after it)
+    t = h8 * w8  # 18721 feature positions
+    macs = 3 * 64 * 7 * 7 * h2 * w2 + 4 * 64 * 64 * 9 * h4 * w4  # stem; layer1: two blocks of two 3x3 convs
+    for cin, c in ((64, 128), (128, 256), (256, 512)):  # layer2-4: 3x3 in, 3x3, 1x1 shortcut, one more block
+        macs += (cin * c * 9 + c * c * 9 + cin * c + 2 * c * c * 9) * t
+    macs += 512 * 128 * (1 + 2 * 2 + 3 * 3 + 6 * 6)  # pyramid pooling: four 1x1 convs 512 -> 128 on the bins
+    z, dk, dv = 512, 64, 512  # this path's pyramid group (2 x 512 / 2 groups), key and value widths
+    p = math.ceil(h8 / 4) * math.ceil(w8 / 4)  # memory positions: every 4th row and column, 25 x 49
+    macs += (z * dk + dk * dk + z * dv) * t + (z * dk + dk * dk) * p  # queries and values; keys on the memory grid
+    for targets in (p, p, t):  # each memory attends to the next frame's queries, the last to this frame's
+        macs += targets * p * (dk + dv) + targets * dv * dv  # q k^T, attention x v, the 1x1 output map
+    macs += (512 * 128 * 9 + 128 * 19) * t  # head: 3x3 conv 512 -> 128, 1x1 to the 19 classes
+    return 2 * macs / 1e9
+
+
 def test_models_table_lists_every_preset(runner):
     result = runner.invoke(app, ["models"], env={"COLUMNS": "160"})
     assert result.exit_code == 0
     for name in ("td4-psp18", "td2-psp50", "td4-mini", "psp18", "psp50", "psp101"):
         assert name in result.output
-    assert "514.2" in result.output  # td4-psp18 GFLOPs per steady frame
+    assert f"{td4_psp18_gflops():.1f}" in result.output  # 514.2: td4-psp18 GFLOPs per steady frame
 
 
 def test_models_json(runner):
     rows = json.loads(runner.invoke(app, ["models", "--json"]).output)
     by_name = {r["name"]: r for r in rows}
     assert by_name["td4-psp18"]["paths"] == 4 and by_name["td4-psp18"]["input_size"] == [769, 1537]
+    assert by_name["td4-psp18"]["gflops_per_frame"] == round(td4_psp18_gflops(), 2)
     assert by_name["td2-psp50"]["paper"]["miou"] == 79.9
 
 
