@@ -24,7 +24,10 @@ def inspect_command(
     from tdnet_cli.models.checkpoint import describe, load_checkpoint
     from tdnet_cli.sizes import parse_size
 
-    info = describe(load_checkpoint(weights, preset=model, input_size=parse_size(input_size)))
+    loaded = load_checkpoint(
+        weights, preset=model, input_size=parse_size(input_size), source="the path given to inspect"
+    )
+    info = describe(loaded)
     if as_json:
         print(json.dumps(info, indent=2))
         return

@@ -126,10 +126,13 @@ _OTHER_FORMATS = {  # leading bytes of files people pass by mistake -> what they
 }
 
 
-def load_payload(path: Path) -> Any:
-    """What ``torch.load(weights_only=True)`` reads, or one CheckpointError saying what the file is."""
+def load_payload(path: Path, source: str = "the path") -> Any:
+    """What ``torch.load(weights_only=True)`` reads, or one CheckpointError saying what the file is.
+
+    ``source`` is what the user passed the path as ("the --weights path", "model.init"): the hint
+    for a missing file names it, so it never points at an option the user did not use."""
     if not path.exists():
-        raise CheckpointError(f"weights file not found: {path}", hint="check the --weights path")
+        raise CheckpointError(f"weights file not found: {path}", hint=f"check {source}")
     if path.is_dir():
         raise CheckpointError(f"{path} is a folder, not a weights file", hint="pass the .pt or .pkl file")
     with open(path, "rb") as f:  # an unreadable file is an OSError: one line from handle_errors
@@ -247,9 +250,10 @@ def _check_finite(sd: Mapping[str, torch.Tensor], path: Path) -> None:
             )
 
 
-def read_state_dict(path: str | os.PathLike) -> dict[str, torch.Tensor]:
-    """The tensors of a checkpoint file (ours or raw), prefix ``module.`` stripped."""
-    return _unwrap(load_payload(Path(path)), Path(path))[0]
+def read_state_dict(path: str | os.PathLike, source: str = "the path") -> dict[str, torch.Tensor]:
+    """The tensors of a checkpoint file (ours or raw), prefix ``module.`` stripped; ``source``:
+    as for :func:`load_payload`."""
+    return _unwrap(load_payload(Path(path), source), Path(path))[0]
 
 
 def _dims(sd: Mapping[str, torch.Tensor], key: str, expected: str, where: str) -> tuple[int, ...]:
@@ -491,6 +495,7 @@ def load_checkpoint(
     input_size: tuple[int, int] | None = None,
     device: str | torch.device = "cpu",
     precision: str = "fp32",
+    source: str = "the path",
 ) -> LoadedModel:
     """Load our checkpoint or a raw (released) state dict into a ready model (eval mode).
 
@@ -498,10 +503,11 @@ def load_checkpoint(
     input size (TDNet's spatial LayerNorm weights are resized bilinearly). Nothing large is
     allocated before the file's shapes are checked against the model they describe (on the meta
     device) and the model's weights and activations at that size are known to fit on ``device``
-    (the model itself is built on the CPU; ``precision`` sizes the activations).
+    (the model itself is built on the CPU; ``precision`` sizes the activations). ``source``: what
+    the user passed the path as, for the hint of a missing file (:func:`load_payload`).
     """
     path = Path(path)
-    sd, meta = _unwrap(load_payload(path), path)
+    sd, meta = _unwrap(load_payload(path, source), path)
     config = _config_from_meta(meta, str(path)) if meta is not None else infer_config(sd, str(path))
     _check_config(config, str(path))
     name = meta.get("preset") if meta is not None else None
