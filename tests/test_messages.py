@@ -5,12 +5,61 @@ compares with, why the model can pass the ceiling, and when its timings are too 
 
 from __future__ import annotations
 
+from pathlib import Path
+
+import pytest
 from faults import assert_one_error, cli
+from media import make_clip
 
 from tdnet_cli.errors import EXIT_USAGE
+from tdnet_cli.models.checkpoint import random_model, save_checkpoint
+
+PRESET = "td4-tiny"  # a real TDNet layout, built in milliseconds
+
+
+@pytest.fixture(scope="module")
+def clip(tmp_path_factory) -> Path:
+    return make_clip(tmp_path_factory.mktemp("clip") / "clip.mp4", frames=2)
 
 
 # -- item 6: hints that name what the user passed --------------------------------------------------
 def test_inspect_of_a_missing_file_does_not_speak_of_weights_option(tmp_path):
     line = assert_one_error(cli("inspect", tmp_path / "nope.pt"), EXIT_USAGE, "weights file not found", "nope.pt")
     assert "--weights" not in line and "inspect" in line
+
+
+# -- item 6: a pattern that matches nothing --------------------------------------------------------
+def test_a_pattern_in_a_missing_folder_says_nothing_matches(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    line = assert_one_error(cli("segment", "nomatch/*.mp4"), EXIT_USAGE, "no files match 'nomatch/*.mp4'", "nomatch")
+    assert "writable" not in line and "beside" not in line
+    assert list(tmp_path.iterdir()) == []  # refused before anything was made
+
+
+def test_a_pattern_that_matches_nothing_is_refused_before_the_model_loads(tmp_path, clip, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    from tdnet_cli import inference
+
+    def no_model(*args, **kwargs):
+        raise AssertionError("the model loaded before a mistyped pattern was refused")
+
+    monkeypatch.setattr(inference.Predictor, "create", no_model)
+    line = assert_one_error(cli("segment", clip, "none*.mp4", "-d", "out"), EXIT_USAGE, "no files match 'none*.mp4'")
+    assert "there is no folder" not in line  # its folder (here) exists
+    assert not (tmp_path / "out").exists()
+
+
+def test_a_missing_input_in_a_missing_folder_is_missing_not_unwritable(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    save_checkpoint(tmp_path / "m.pt", random_model(PRESET))
+    result = cli("segment", "nodir/x.mp4", "--weights", "m.pt", "--device", "cpu")
+    line = assert_one_error(result, 1, "nodir/x.mp4: no such file or folder")
+    assert "writable" not in line
+
+
+# -- item 6: -o with -d ------------------------------------------------------------------------------
+@pytest.mark.parametrize("order", [("-o", "a.mp4", "-d", "out"), ("--out-dir", "out", "--output", "a.mp4")])
+def test_output_and_out_dir_together_are_refused(tmp_path, clip, monkeypatch, order):
+    monkeypatch.chdir(tmp_path)
+    assert_one_error(cli("segment", clip, *order), EXIT_USAGE, "-o/--output", "-d/--out-dir")
+    assert sorted(p.name for p in tmp_path.iterdir()) == []

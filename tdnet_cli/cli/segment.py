@@ -334,6 +334,11 @@ def segment_command(
     from tdnet_cli.sizes import parse_size
     from tdnet_cli.video import Encoding
 
+    if output is not None and out_dir is not None:
+        raise UsageError(
+            "-o/--output and -d/--out-dir exclude each other: -o names one input's output, -d the folder of all",
+            hint="drop one of them",
+        )
     inputs = _gather(inputs or [], list_file, shard, quiet=quiet or as_json)
     # bad or contradicting options are refused here, before the model loads
     options = SegmentOptions(
@@ -374,6 +379,7 @@ def _gather(items: list[str], list_file: str | None, shard: str | None, *, quiet
     """The command's inputs: arguments, ``--list`` and ``-`` (stdin), expanded and sharded
     (``--shard``, else torchrun's RANK/WORLD_SIZE) once."""
     from tdnet_cli.pipeline import gather_inputs, read_list, resolve_shard
+    from tdnet_cli.pipeline.inputs import check_matched
 
     items = list(items)
     lists = [list_file] if list_file else []
@@ -385,6 +391,7 @@ def _gather(items: list[str], list_file: str | None, shard: str | None, *, quiet
     if not items:
         raise UsageError("no inputs", hint="pass videos, folders, URLs or globs, or --list FILE")
     inputs = gather_inputs(items, shard=resolve_shard(shard))
+    check_matched(inputs)  # a mistyped pattern is the first thing to say about it
     if inputs.skipped and not quiet:
         warn(
             f"left out {len(inputs.skipped)} of tdnet's own outputs that the patterns matched "

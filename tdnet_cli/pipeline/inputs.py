@@ -18,7 +18,7 @@ from urllib.parse import urlparse
 import torch
 
 from tdnet_cli.distributed import local_rank, read_dist_env
-from tdnet_cli.errors import OutputExistsError, UsageError
+from tdnet_cli.errors import OutputExistsError, UsageError, few
 from tdnet_cli.fileio import is_partial_name, remove_stale_partials
 from tdnet_cli.pipeline.options import SegmentOptions
 from tdnet_cli.video import VIDEO_SUFFIXES, is_url, natural_key
@@ -26,6 +26,7 @@ from tdnet_cli.video.writer import refuse_foreign
 
 __all__ = [
     "InputSet",
+    "check_matched",
     "check_outputs",
     "claim_outputs",
     "device_for_rank",
@@ -49,13 +50,27 @@ class InputSet:
     shard: tuple[int, int] | None = None
     # what the patterns matched that tdnet wrote itself (left out: see expand_inputs)
     skipped: tuple[str, ...] = ()
+    # the patterns that matched nothing (kept in specs: see expand_inputs and check_matched)
+    unmatched: tuple[str, ...] = ()
 
 
 def gather_inputs(items: Iterable[str | Path], *, shard: tuple[int, int] | None = None) -> InputSet:
     """Expand ``items`` (:func:`expand_inputs`) and take this worker's share of them."""
     skipped: list[str] = []
-    specs = select_shard(expand_inputs(items, skipped), shard)
-    return InputSet(tuple(specs), shard, tuple(skipped))
+    unmatched: list[str] = []
+    specs = select_shard(expand_inputs(items, skipped, unmatched), shard)
+    return InputSet(tuple(specs), shard, tuple(skipped), tuple(unmatched))
+
+
+def check_matched(inputs: InputSet) -> None:
+    """Refuse the run if a pattern matched nothing: the user mistyped it, so say that before
+    any other check of that input (its folder, its outputs) can point elsewhere."""
+    if not inputs.unmatched:
+        return
+    # the folder part before the first wildcard: when it is missing, that is the typo
+    fixed = next((p for p in Path(inputs.unmatched[0]).parents if not glob.has_magic(str(p))), Path("."))
+    hint = f"there is no folder {fixed}" if len(inputs.unmatched) == 1 and not fixed.is_dir() else None
+    raise UsageError(f"no files match {few([repr(p) for p in inputs.unmatched])}", hint=hint)
 
 
 def read_list(path: str | Path) -> list[str]:
@@ -80,10 +95,13 @@ def is_tool_output(path: str | Path) -> bool:
     return name.endswith(tuple(f".{kind}{suffix}" for kind in ("overlay", "color") for suffix in VIDEO_SUFFIXES))
 
 
-def expand_inputs(items: Iterable[str | Path], skipped: list[str] | None = None) -> list[str]:
+def expand_inputs(
+    items: Iterable[str | Path], skipped: list[str] | None = None, unmatched: list[str] | None = None
+) -> list[str]:
     """Expand globs (natural order), keep URLs and plain paths as given, drop repeats.
 
-    A pattern that matches nothing is kept, so that it is reported as a failed input. What a
+    A pattern that matches nothing is kept, so that it is reported as a failed input, and
+    appended to ``unmatched`` (the CLI refuses the run instead: :func:`check_matched`). What a
     pattern matches that this tool wrote (:func:`is_tool_output`) is left out, so that a
     second run over ``dir/*.mp4`` does not segment its own overlays; those are appended to
     ``skipped``. A path named one by one is always kept.
@@ -98,6 +116,8 @@ def expand_inputs(items: Iterable[str | Path], skipped: list[str] | None = None)
             if skipped is not None:
                 skipped.extend(ours)
             expanded = [m for m in matches if m not in ours] if matches else [text]
+            if not matches and unmatched is not None:
+                unmatched.append(text)
         else:
             expanded = [text]
         for spec in expanded:
@@ -295,7 +315,8 @@ def claim_outputs(spec: str, options: SegmentOptions, claimed: dict[Path, str]) 
                 raise OutputExistsError(f"{path} exists", hint="use --overwrite, or --skip-existing to keep it")
     for path in plans.values():
         claimed[path.resolve()] = spec
-    if plans and options.output is None and options.out_dir is None and not is_url(spec):
+    # beside a missing input there is nothing to check: reading it says that it is missing
+    if plans and options.output is None and options.out_dir is None and not is_url(spec) and os.path.exists(spec):
         parent = next(iter(plans.values())).parent
         if not os.access(parent, os.W_OK | os.X_OK):
             raise UsageError(f"{spec}: cannot write beside the input ({parent} is not writable)", hint="use --out-dir")
