@@ -63,3 +63,36 @@ def test_output_and_out_dir_together_are_refused(tmp_path, clip, monkeypatch, or
     monkeypatch.chdir(tmp_path)
     assert_one_error(cli("segment", clip, *order), EXIT_USAGE, "-o/--output", "-d/--out-dir")
     assert sorted(p.name for p in tmp_path.iterdir()) == []
+
+
+# -- item 6: the demo model's notice is a warning everywhere -----------------------------------------
+@pytest.fixture(scope="module")
+def demo_weights(tmp_path_factory) -> Path:
+    """A tiny checkpoint standing in for the bundled demo model (TDNET_WEIGHTS points there)."""
+    return save_checkpoint(tmp_path_factory.mktemp("demo") / "demo.pt", random_model(PRESET))
+
+
+def _demo_notice(result) -> None:
+    assert result.exit_code == 0, result.output
+    lines = result.stderr.splitlines()
+    assert any(ln.startswith("warning: using the bundled demo model") for ln in lines), result.stderr
+    assert not any(ln.startswith("note:") for ln in lines), result.stderr
+
+
+def test_demo_model_notice_in_segment(tmp_path, clip, demo_weights):
+    env = {"TDNET_WEIGHTS": str(demo_weights)}
+    _demo_notice(cli("segment", clip, "-s", "labels", "-d", tmp_path / "out", "--device", "cpu", env=env))
+
+
+def test_demo_model_notice_in_eval(synth_data, demo_weights):
+    root = synth_data((64, 128), val=(1, 5))
+    _demo_notice(cli("eval", root, "--device", "cpu", "--limit", "1", env={"TDNET_WEIGHTS": str(demo_weights)}))
+
+
+def test_demo_model_notice_in_eval_consistency(clip, demo_weights):
+    _demo_notice(cli("eval", "--consistency", clip, "--device", "cpu", env={"TDNET_WEIGHTS": str(demo_weights)}))
+
+
+def test_demo_model_notice_in_bench(demo_weights):
+    args = ("bench", "--device", "cpu", "--frames", "1", "--warmup", "0", "--no-ceiling")
+    _demo_notice(cli(*args, env={"TDNET_WEIGHTS": str(demo_weights)}))

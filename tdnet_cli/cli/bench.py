@@ -26,6 +26,7 @@ from tdnet_cli.cli.common import (
     console,
     err_console,
     handle_errors,
+    warn,
 )
 
 if TYPE_CHECKING:
@@ -155,7 +156,7 @@ def _row(table: Table, label: str, r: BenchResult) -> None:
 
 def render(report: BenchReport) -> None:
     for note in report.notes:
-        err_console.print(f"[dim]note: {escape(note)}[/]", soft_wrap=True)
+        warn(note)  # the model's notices (demo model, random weights): warnings, as in segment
     env = report.env
     console.print(
         f"[bold]{escape(env['device_name'])}[/] ({escape(env['device'])}), torch {env['torch']}, "

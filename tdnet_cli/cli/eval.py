@@ -270,7 +270,7 @@ def _write_json(path: Path, text: str) -> None:
 def render(report: EvalReport) -> None:
     for note in report.notes:
         if note not in report.warnings:  # those were printed as warning lines already
-            err_console.print(f"[dim]note: {escape(note)}[/]", soft_wrap=True)
+            warn(note)  # the model's notices (demo model, random weights): warnings, as in segment
     s = report.scores
     table = Table(title=escape(f"{report.model} on {report.evaluated} frames"))
     table.add_column("class")
@@ -408,7 +408,7 @@ def render_consistency(report: ConsistencyReport) -> None:
     """The figures of ``eval --consistency`` as tables: per input (and over all), then per class."""
     for note in report.notes:
         if note not in report.warnings:
-            err_console.print(f"[dim]note: {escape(note)}[/]", soft_wrap=True)
+            warn(note)
     modes, overall = report.modes, report.overall()
     tag = {m: f" ({_MODE_NAMES[m]})" if len(modes) > 1 else "" for m in modes}
     title = f"temporal consistency of {report.model}" + ("" if "propagation" in modes else ", no propagation")

@@ -109,7 +109,7 @@ class _RichProgress:
 
     def warn(self, message: str) -> None:
         if not self.quiet:
-            self.bars.console.print(f"[yellow]warning:[/] {escape(message)}", highlight=False, soft_wrap=True)
+            warn(message)  # err_console, the bars' own: rich prints it above them
 
 
 def _with_input(result: InputResult) -> str:
