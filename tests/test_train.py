@@ -30,7 +30,8 @@ from tdnet_cli.losses import (
     ohem_cross_entropy,
 )
 from tdnet_cli.models import load_checkpoint, random_model, save_checkpoint
-from tdnet_cli.pipeline.train import get_lr, init_from_pspnet, path_for_step, scale_attention_logits, train
+from tdnet_cli.pipeline.train import get_lr, train
+from tdnet_cli.pipeline.train_setup import init_from_pspnet, path_for_step, scale_attention_logits
 
 
 # -- losses on tiny tensors ---------------------------------------------------------------------
@@ -459,7 +460,7 @@ def test_narrow_models_train_in_nchw_on_the_cpu():
     """A strided 1x1 convolution with < 8 input channels crashes oneDNN's channels_last
     backward (torch 2.13, AVX2): width 4 has one (layer2's 4 -> 8 downsample), width 8 not."""
     from tdnet_cli.models.registry import build, get_preset
-    from tdnet_cli.pipeline.train import channels_last_trains_safely
+    from tdnet_cli.pipeline.train_setup import channels_last_trains_safely
 
     narrow = dataclasses.replace(get_preset("psp-tiny").config, width=4)
     assert not channels_last_trains_safely(build(narrow))

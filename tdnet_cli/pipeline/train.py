@@ -18,38 +18,40 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import numpy as np
 import torch
 import torch.distributed as dist
 from torch import nn
-from torch.utils.data import DataLoader
 
 from tdnet_cli.config import dump_toml, validate
 from tdnet_cli.data.clips import AugmentConfig, ClipDataset, IterationSampler
 from tdnet_cli.distributed import DistEnv, read_dist_env
 from tdnet_cli.errors import (
-    CheckpointError,
     DataError,
-    TdnetError,
     UsageError,
 )
 from tdnet_cli.fileio import write_text
 from tdnet_cli.inference import Predictor, resolve_device
 from tdnet_cli.losses import Criterion
-from tdnet_cli.models.checkpoint import LoadedModel, load_checkpoint, read_state_dict
+from tdnet_cli.models.checkpoint import LoadedModel
 from tdnet_cli.models.registry import get_preset
-from tdnet_cli.models.tdnet import TDNet
 from tdnet_cli.pipeline.train_run import (
-    load_matching,
     load_train_state,
     remove_unfinished,
     run_dir_for,
     save,
     truncate_log,
 )
-from tdnet_cli.pipeline.train_signals import IterationBuffers, StopAtBoundary, ignore_stop_signals
+from tdnet_cli.pipeline.train_setup import (
+    TrainStep,
+    build_student,
+    build_teacher,
+    initialise,
+    make_loader,
+    place_models,
+)
+from tdnet_cli.pipeline.train_signals import IterationBuffers, StopAtBoundary
 
-__all__ = ["TrainResult", "channels_last_trains_safely", "get_lr", "init_from_pspnet", "train"]
+__all__ = ["TrainResult", "get_lr", "train"]
 
 ProgressFn = Callable[[int, int, dict], None]  # (iteration, total, last log record)
 
@@ -83,18 +85,6 @@ class TrainResult:
         }
 
 
-def channels_last_trains_safely(model: nn.Module) -> bool:
-    """Whether the CPU may train ``model`` in channels_last. Not when it has a strided 1x1
-    convolution with fewer than 8 input channels: torch 2.13's oneDNN (3.12, AVX2 jit_1x1
-    backward-weights kernel) then corrupts the heap (one thread: a crash; two: sometimes a
-    hang), measured with a lone Conv2d(4, 8, 1, stride=2) in channels_last. Only narrow
-    ``model.width`` models have one; NCHW trains them correctly."""
-    return not any(
-        isinstance(m, nn.Conv2d) and m.kernel_size == (1, 1) and m.stride != (1, 1) and m.in_channels < 8
-        for m in model.modules()
-    )
-
-
 def get_lr(it: int, o: dict) -> float:
     """Linear warm-up from warmup_ratio*lr, then poly decay to 0 at the last iteration."""
     if it < o["warmup_iters"]:
@@ -103,63 +93,6 @@ def get_lr(it: int, o: dict) -> float:
     return o["lr"] * (1 - it / o["iterations"]) ** o["power"]
 
 
-def path_for_step(seed: int, step: int, rank: int, num_paths: int) -> int:
-    """The path the annotated frame of micro-step ``step`` runs: every ``num_paths``
-    consecutive steps run each path once, in an order drawn afresh per cycle.
-
-    Drawn independently per step instead, the shares are uneven (seed 0: path 1 current in
-    225 of 1000 steps, path 4 in 261), while each path's encoder, head and attention only
-    learn on the steps where it is current. A function of (seed, step, rank): a resumed run
-    draws what an uninterrupted one would have."""
-    cycle, pos = divmod(step, num_paths)
-    return int(np.random.default_rng([seed, 3, cycle, rank]).permutation(num_paths)[pos])
-
-
-def init_from_pspnet(model: nn.Module, path: str) -> int:
-    """Copy a per-frame PSPNet's backbone (and pyramid convs) into every path, as the authors
-    initialise TDNet. Returns how many tensors were copied."""
-    sd = read_state_dict(path)
-    own = model.state_dict()
-    new = {}
-    n = getattr(model, "num_paths", 1)
-    for key, value in sd.items():
-        if key.startswith("pretrained."):
-            targets = (
-                [f"pretrained{p + 1}.{key[len('pretrained.') :]}" for p in range(n)]
-                if isinstance(model, TDNet)
-                else [key]
-            )
-        elif key.startswith("head.conv5.0.") and isinstance(model, TDNet):
-            targets = [f"psp{p + 1}.{key[len('head.conv5.0.') :]}" for p in range(n)]
-        else:
-            continue
-        for t in targets:
-            if t in own and own[t].shape == value.shape:
-                new[t] = value
-    if not new:
-        raise CheckpointError(
-            f"{path} has no backbone weights that fit {type(model).__name__}",
-            hint="--init takes a per-frame PSPNet checkpoint of the same backbone",
-        )
-    model.load_state_dict(new, strict=False)
-    return len(new)
-
-
-def scale_attention_logits(model: TDNet, factor: float) -> None:
-    """Multiply every query and key projection's last layer by sqrt(factor), so the attention
-    logits grow by ``factor``. At the default initialisation their spread is ~0.1: attention
-    is uniform, the propagated term is one vector per channel, the spatial LayerNorm removes
-    it, and the propagation gets next to no gradient."""
-    s = math.sqrt(factor)
-    with torch.no_grad():
-        for p in range(model.num_paths):
-            enc = model.path_modules(p)["enc"]
-            for proj in (enc.w_qs[1].conv, enc.w_ks[1].conv):
-                proj.weight.mul_(s)
-                proj.bias.mul_(s)
-
-
-# -- distributed ------------------------------------------------------------------------------
 def _setup_distributed(device_opt: str) -> tuple[DistEnv, torch.device]:
     d = read_dist_env()
     if not d.distributed:
@@ -219,19 +152,6 @@ def _loaded_for_save(model: nn.Module, preset: str, provenance: dict, keep_aux: 
     return LoadedModel(model=clean.eval(), preset=preset, provenance=provenance)
 
 
-def _next_batch(batches) -> dict:
-    """The next batch; an error a DataLoader worker raised (e.g. an unreadable frame) comes back
-    as "Caught DataError in DataLoader worker process 0. Original Traceback ...": keep its line."""
-    try:
-        return next(batches)
-    except TdnetError as exc:
-        text = str(exc).strip()
-        if "\n" not in text:
-            raise
-        last = text.splitlines()[-1]
-        raise type(exc)(last.split(": ", 1)[-1]) from None
-
-
 def train(
     config: dict,
     *,
@@ -251,16 +171,7 @@ def train(
     # Data first: a missing or broken folder fails before any model work.
     preset = get_preset(m_cfg["preset"])
     torch.manual_seed(r_cfg["seed"])  # the same initial weights in every run and on every rank
-    overrides = {k: m_cfg[k] for k in ("width", "memory_stride", "groups") if m_cfg[k]}
-    if preset.kind != "tdnet" and (tdnet_only := [k for k in overrides if k != "width"]):
-        raise UsageError(f"model.{tdnet_only[0]} applies to TDNet presets only", hint="drop the key")
-    try:
-        model = preset.build(aux=True, **overrides)
-    except ValueError as exc:  # e.g. channels not divisible by the groups
-        raise UsageError(
-            f"{preset.name} cannot be built with {overrides}: {exc}",
-            hint="choose model.width and model.groups that split the channels evenly",
-        ) from None
+    model = build_student(preset, m_cfg)
     clip_len = getattr(model, "num_paths", 1) if preset.kind == "tdnet" else 1
     augment = AugmentConfig(
         crop=tuple(model.input_size),
@@ -272,38 +183,9 @@ def train(
     dataset = ClipDataset(d_cfg["root"], d_cfg["train_split"], clip_len=clip_len, augment=augment, seed=r_cfg["seed"])
     has_val = _has_validation(Path(d_cfg["root"]), d_cfg["val_split"], r_cfg["val_every"])
 
-    if m_cfg["init"]:
-        say(f"initialised {init_from_pspnet(model, m_cfg['init'])} tensors from {m_cfg['init']}")
-    if preset.kind == "tdnet":
-        if m_cfg["attention_logit_scale"] != 1.0:
-            scale_attention_logits(model, m_cfg["attention_logit_scale"])
-        model.value_drop = m_cfg["value_drop"]
-    elif m_cfg["value_drop"] or m_cfg["attention_logit_scale"] != 1.0:
-        raise UsageError("model.value_drop and model.attention_logit_scale apply to TDNet presets only")
-    if m_cfg["resume_weights"]:
-        load_matching(model, m_cfg["resume_weights"], preset.name)
-    teacher = None
-    if m_cfg["teacher"]:
-        if preset.kind != "tdnet":
-            raise UsageError("a teacher distils into a TDNet preset only")
-        t = load_checkpoint(m_cfg["teacher"])
-        if t.kind != "gpspnet" or t.model.config.groups != model.num_paths:
-            raise CheckpointError(
-                f"{m_cfg['teacher']} is not a grouped PSPNet with {model.num_paths} groups",
-                hint="train one with a gpsp* preset first",
-            )
-        teacher = t.model.to(device).eval()
-        for p in teacher.parameters():
-            p.requires_grad_(False)
-    model.to(device)
-    channels_last = device.type == "cpu" and channels_last_trains_safely(model)
-    if channels_last:
-        # oneDNN convolves channels_last tensors without reordering them: a td4-mini training
-        # step took 1.7 s against 2.2 s in NCHW here. Activations follow the weights' layout.
-        # GPUs keep NCHW, which was the faster layout for inference on the H200 (inference.py).
-        model.to(memory_format=torch.channels_last)
-        if teacher is not None:
-            teacher.to(memory_format=torch.channels_last)
+    initialise(model, preset, m_cfg, say)
+    teacher = build_teacher(m_cfg, preset, model)
+    channels_last = place_models(model, teacher, device)
     if ddp.world > 1 and device.type == "cuda":
         model = nn.SyncBatchNorm.convert_sync_batchnorm(model)
     optimizer = torch.optim.SGD(
@@ -326,18 +208,21 @@ def train(
     log_path = run_dir / "metrics.jsonl"
     iterations, accum = o_cfg["iterations"], o_cfg["accumulate"]
     sampler = IterationSampler(start * accum, iterations * accum, d_cfg["batch_size"], ddp.rank, ddp.world)
-    workers = d_cfg["workers"]
-    loader = DataLoader(
-        dataset,
-        batch_size=d_cfg["batch_size"],
-        sampler=sampler,
-        num_workers=workers,
-        pin_memory=device.type == "cuda",
-        persistent_workers=False,
-        worker_init_fn=ignore_stop_signals if workers > 0 else None,
-        multiprocessing_context="spawn" if workers > 0 and device.type == "cuda" else None,
+    loader = make_loader(dataset, sampler, d_cfg, device)
+    step = TrainStep(
+        model,
+        teacher,
+        Criterion(config["loss"]),
+        scaler,
+        autocast,
+        device,
+        channels_last,
+        seed=r_cfg["seed"],
+        rank=ddp.rank,
+        clip_len=clip_len,
+        tdnet=preset.kind == "tdnet",
+        accum=accum,
     )
-    criterion = Criterion(config["loss"])
     history: list[dict] = []
     last_loss, interrupted = None, False
     t_log, completed, logged = time.perf_counter(), start, start
@@ -385,31 +270,7 @@ def train(
                     lr = get_lr(it, o_cfg)
                     for group in optimizer.param_groups:
                         group["lr"] = lr
-                    terms_sum: dict[str, float] = {}
-                    loss_sum = 0.0
-                    for micro in range(accum):
-                        batch = _next_batch(batches)
-                        frames = batch["frames"].to(device, non_blocking=True)
-                        if not channels_last:  # the loader's frames are channels_last views (clips.py)
-                            frames = frames.contiguous()
-                        labels = batch["label"].to(device, non_blocking=True)
-                        step_id = it * accum + micro
-                        path = (
-                            path_for_step(r_cfg["seed"], step_id, ddp.rank, clip_len)
-                            if preset.kind == "tdnet"
-                            else None
-                        )
-                        with autocast:
-                            out = model(frames, path) if preset.kind == "tdnet" else model(frames[:, -1])
-                            t_out = None
-                            if teacher is not None:
-                                with torch.no_grad():
-                                    t_out = teacher(frames[:, -1])
-                            loss, terms = criterion(out, labels, t_out, path)
-                        scaler.scale(loss / accum).backward()
-                        loss_sum += float(loss.detach()) / accum
-                        for k, v in terms.items():
-                            terms_sum[k] = terms_sum.get(k, 0.0) + v / accum
+                    loss_sum, terms_sum = step.gradients(batches, it)
                     stop.critical = True  # the step is never cut: parameters and momenta move together
                     scaler.step(optimizer)
                     scaler.update()
