@@ -96,3 +96,74 @@ def test_demo_model_notice_in_eval_consistency(clip, demo_weights):
 def test_demo_model_notice_in_bench(demo_weights):
     args = ("bench", "--device", "cpu", "--frames", "1", "--warmup", "0", "--no-ceiling")
     _demo_notice(cli(*args, env={"TDNET_WEIGHTS": str(demo_weights)}))
+
+
+# -- item 10: bench ------------------------------------------------------------------------------------
+BENCH = ("bench", "--model", PRESET, "--device", "cpu", "--warmup", "0")
+
+
+def test_spread_of_timed_steps():
+    from tdnet_cli.pipeline.bench import latency_stats, spread_warning
+
+    s = latency_stats([i / 1000 for i in range(10, 21)])  # 10..20 ms
+    assert (s.min_ms, s.p10_ms, s.median_ms, s.p90_ms, s.max_ms) == pytest.approx((10, 11, 15, 19, 20))
+    assert s.max_over_min == pytest.approx(2.0)
+    line = spread_warning({"this model": s})
+    assert "2.0x (10.0 to 20.0 ms)" in line and "busy" in line and "median is shaky" in line
+    assert "\n" not in line and "for this model" not in line  # one run: no label needed
+    even = latency_stats([0.010, 0.012, 0.015])  # 1.5x is not over the limit
+    assert spread_warning({"this model": even}) is None
+    assert spread_warning({"this model": even, "the baseline": None}) is None
+    both = spread_warning({"this model": even, "the baseline": s})
+    assert "for the baseline" in both and "this model" not in both
+
+
+@pytest.fixture
+def timed_ms(monkeypatch):
+    """Makes bench's timed steps take the given milliseconds, whatever the machine does."""
+    from tdnet_cli.pipeline import bench
+
+    real = bench.latency_stats
+
+    def use(*ms: float) -> None:
+        def fake(seconds):
+            return real([ms[i % len(ms)] / 1000 for i in range(len(seconds))]) if seconds else None
+
+        monkeypatch.setattr(bench, "latency_stats", fake)
+
+    return use
+
+
+def _warnings(result, needle: str) -> list[str]:
+    return [ln for ln in result.stderr.splitlines() if ln.startswith("warning:") and needle in ln]
+
+
+def test_bench_json_reports_the_spread_and_warns_when_it_is_wide(timed_ms):
+    import json
+
+    timed_ms(10, 10, 30)
+    result = cli(*BENCH, "--frames", "3", "--no-ceiling", "--json")
+    assert result.exit_code == 0, result.output
+    data = json.loads(result.stdout)
+    steady = data["result"]["steady"]
+    assert (steady["min_ms"], steady["p10_ms"], steady["median_ms"], steady["p90_ms"], steady["max_ms"]) == (
+        pytest.approx((10, 10, 10, 30, 30))
+    )
+    assert steady["max_over_min"] == pytest.approx(3.0)
+    assert len(data["warnings"]) == 1 and "3.0x (10.0 to 30.0 ms)" in data["warnings"][0]
+    assert len(_warnings(result, "vary widely")) == 1  # on stderr too
+    # the keys that were there stay
+    assert {"frames", "mean_ms", "median_ms", "p95_ms", "max_ms", "fps"} <= set(steady)
+    assert {"env", "result", "baseline", "ceiling", "fraction_of_ceiling", "end_to_end", "notes"} <= set(data)
+
+    timed_ms(10, 11, 12)
+    quiet = json.loads(cli(*BENCH, "--frames", "3", "--no-ceiling", "--json").stdout)
+    assert quiet["warnings"] == []
+
+
+def test_bench_table_shows_the_spread_and_one_warning(timed_ms):
+    timed_ms(10, 10, 30)
+    result = cli(*BENCH, "--frames", "3", "--no-ceiling", env={"COLUMNS": "200"})
+    assert result.exit_code == 0, result.output
+    assert "spread of the 3 timed steps, ms: min 10.0, p10 10.0, median 10.0, p90 30.0, max 30.0" in result.stdout
+    assert len(_warnings(result, "vary widely")) == 1

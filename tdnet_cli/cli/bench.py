@@ -30,7 +30,7 @@ from tdnet_cli.cli.common import (
 )
 
 if TYPE_CHECKING:
-    from tdnet_cli.pipeline.bench import BenchReport, BenchResult
+    from tdnet_cli.pipeline.bench import BenchReport, BenchResult, LatencyStats
 
 
 @handle_errors
@@ -131,6 +131,9 @@ def bench_command(
             progress=progress,
         )
     if as_json:
+        if not quiet:  # on stderr as well: a script that keeps only the figures is told too
+            for line in report.warnings:
+                warn(line)
         print(json.dumps(report.to_dict(), indent=2))
         return
     if not quiet:
@@ -154,6 +157,14 @@ def _row(table: Table, label: str, r: BenchResult) -> None:
     )
 
 
+def _spread(label: str, s: LatencyStats) -> str:
+    """The spread of the timed steps: how far the median can be trusted."""
+    return (
+        f"{label}spread of the {s.frames} timed steps, ms: min {s.min_ms:.1f}, p10 {s.p10_ms:.1f}, "
+        f"median {s.median_ms:.1f}, p90 {s.p90_ms:.1f}, max {s.max_ms:.1f} (max/min {s.max_over_min:.2f})"
+    )
+
+
 def render(report: BenchReport) -> None:
     for note in report.notes:
         warn(note)  # the model's notices (demo model, random weights): warnings, as in segment
@@ -169,6 +180,11 @@ def render(report: BenchReport) -> None:
     if report.baseline:
         _row(table, "baseline", report.baseline)
     console.print(table)
+    for label, row in (("", report.result), ("baseline ", report.baseline)):
+        if row is not None:
+            console.print(_spread(label, row.steady), highlight=False)
+    for line in report.warnings:
+        warn(line)
     r = report.result
     if r.streams > 1:
         console.print(f"per stream: {r.fps_per_stream:.2f} fps; total {r.fps_total:.2f} fps over {r.streams} streams")

@@ -44,9 +44,15 @@ __all__ = [
     "environment",
     "latency_stats",
     "run_bench",
+    "spread_warning",
 ]
 
 ProgressFn = Callable[[str, int, int], None]  # (phase, done, total)
+
+
+# Timed steps whose slowest is more than this many times the fastest were disturbed (another
+# program, frequency scaling): a quiet machine stays well under it once warmed up.
+SPREAD_LIMIT = 1.5
 
 
 @dataclass
@@ -57,15 +63,50 @@ class LatencyStats:
     p95_ms: float
     max_ms: float
     fps: float  # steps per second from the mean: frames / total time
+    # the spread of the timed steps: how far the median can be trusted
+    min_ms: float
+    p10_ms: float
+    p90_ms: float
+    max_over_min: float
 
 
 def latency_stats(seconds: list[float]) -> LatencyStats | None:
     if not seconds:
         return None
     ms = sorted(s * 1000.0 for s in seconds)
-    p95 = ms[min(len(ms) - 1, max(0, int(round(0.95 * (len(ms) - 1)))))]
+
+    def rank(q: float) -> float:  # nearest rank: a time that was measured
+        return ms[min(len(ms) - 1, max(0, int(round(q * (len(ms) - 1)))))]
+
     mean = statistics.fmean(ms)
-    return LatencyStats(len(ms), mean, statistics.median(ms), p95, ms[-1], 1000.0 / mean)
+    return LatencyStats(
+        len(ms),
+        mean,
+        statistics.median(ms),
+        rank(0.95),
+        ms[-1],
+        1000.0 / mean,
+        min_ms=ms[0],
+        p10_ms=rank(0.10),
+        p90_ms=rank(0.90),
+        max_over_min=ms[-1] / ms[0] if ms[0] > 0 else float("inf"),
+    )
+
+
+def spread_warning(stats: dict[str, LatencyStats | None]) -> str | None:
+    """One line when the timed steps of any of ``stats`` (label -> stats, e.g. "this model")
+    spread wider than :data:`SPREAD_LIMIT` (slowest / fastest), else None."""
+    wide = {k: s for k, s in stats.items() if s is not None and s.max_over_min > SPREAD_LIMIT}
+    if not wide:
+        return None
+    detail = ", ".join(
+        f"{s.max_over_min:.1f}x ({s.min_ms:.1f} to {s.max_ms:.1f} ms)" + (f" for {label}" if len(stats) > 1 else "")
+        for label, s in wide.items()
+    )
+    return (
+        f"the timed steps vary widely: slowest/fastest {detail}, over {SPREAD_LIMIT}x: the machine was "
+        "probably busy, so the median is shaky; run again on an idle machine"
+    )
 
 
 @dataclass
@@ -121,6 +162,7 @@ class BenchReport:
     ceiling: dict | None = None  # {"gflops": .., "shape": ..} of the model's heaviest conv alone
     end_to_end: dict | None = None
     notes: list[str] = field(default_factory=list)
+    warnings: list[str] = field(default_factory=list)  # about the measurement (e.g. a wide spread)
 
     @property
     def speedup(self) -> float | None:
@@ -141,6 +183,7 @@ class BenchReport:
             "fraction_of_ceiling": (self.result.achieved_gflops / self.ceiling["gflops"]) if self.ceiling else None,
             "end_to_end": self.end_to_end,
             "notes": self.notes,
+            "warnings": self.warnings,
         }
 
 
@@ -426,6 +469,9 @@ def run_bench(
             )
         report.baseline = bench_predictor(base, frames=frames, warmup=warmup, streams=streams, progress=progress)
         del base
+    timed = {"this model": report.result.steady} | ({"the baseline": report.baseline.steady} if report.baseline else {})
+    if (wide := spread_warning(timed)) is not None:
+        report.warnings.append(wide)
     if ceiling:
         report.ceiling = conv_ceiling(pred)
     return report
