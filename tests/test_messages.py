@@ -167,3 +167,36 @@ def test_bench_table_shows_the_spread_and_one_warning(timed_ms):
     assert result.exit_code == 0, result.output
     assert "spread of the 3 timed steps, ms: min 10.0, p10 10.0, median 10.0, p90 30.0, max 30.0" in result.stdout
     assert len(_warnings(result, "vary widely")) == 1
+
+
+@pytest.mark.parametrize(
+    "args, why",
+    [
+        ((), "the library may run some of the model's with fewer multiplies"),  # td4-tiny: no Winograd layer
+        (("--model", "td4-psp18", "--size", "65x129"), "its Winograd convolutions do fewer multiplies"),
+    ],
+)
+def test_bench_explains_a_share_of_the_ceiling_over_100_percent_on_the_same_line(monkeypatch, args, why):
+    from tdnet_cli.pipeline import bench
+
+    ceiling = {"gflops": 1e-6, "shape": "64->64 3x3 dilation 1 at 8x16", "gflop": 1e-3, "layer_gflops": None}
+    monkeypatch.setattr(bench, "conv_ceiling", lambda pred: dict(ceiling))
+    result = cli(*BENCH, "--frames", "1", *args, env={"COLUMNS": "300"})
+    assert result.exit_code == 0, result.output
+    line = next(ln for ln in result.stdout.splitlines() if ln.startswith("ceiling:"))
+    assert "the whole model reaches" in line and "(over 100%:" in line and why in line
+
+
+@pytest.mark.parametrize("ahead_fps, figure", [(1e6, "encode-ahead"), (1e-3, "one step at a time")])
+def test_bench_end_to_end_names_the_model_only_figure_it_compares_with(tmp_path, monkeypatch, ahead_fps, figure):
+    from tdnet_cli.pipeline import bench
+
+    ahead = {"fps": ahead_fps, "frames": 1, "seconds": 1 / ahead_fps, "workers": 2, "threads_per_worker": 1}
+    monkeypatch.setattr(bench, "bench_encode_ahead", lambda pred, **kw: dict(ahead))
+    clip = make_clip(tmp_path / "clip.mp4", frames=4)
+    result = cli(*BENCH, "--frames", "1", "--no-ceiling", "--input", clip, env={"COLUMNS": "400"})
+    assert result.exit_code == 0, result.output
+    line = next(ln for ln in result.stdout.splitlines() if ln.startswith("end to end"))
+    assert f"of model-only {figure}" in line and "the faster model-only figure" in line
+    other = "one step at a time: " if figure == "encode-ahead" else f"encode-ahead: {ahead_fps:.2f} fps"
+    assert other in line
