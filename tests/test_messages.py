@@ -28,6 +28,28 @@ def test_inspect_of_a_missing_file_does_not_speak_of_weights_option(tmp_path):
     assert "--weights" not in line and "inspect" in line
 
 
+@pytest.mark.parametrize(
+    "option, key",
+    [("--init", "--init / model.init"), ("--teacher", "--teacher / model.teacher"), (None, "model.resume_weights")],
+)
+def test_train_names_the_setting_of_a_missing_weights_file(synth_data, tmp_path, option, key):
+    from tdnet_cli.config import toml_string
+
+    root, missing = synth_data((96, 192), train=(2, 1)), tmp_path / "missing.pt"
+    sets = {
+        "data.root": toml_string(str(root)),
+        "run.out": toml_string(str(tmp_path / "runs")),
+        "model.preset": '"td4-tiny"',
+        "data.workers": "0",
+        "run.val_every": "0",
+    }
+    if option is None:
+        sets["model.resume_weights"] = toml_string(str(missing))
+    args = [a for k, v in sets.items() for a in ("--set", f"{k}={v}")] + ([option, missing] if option else [])
+    line = assert_one_error(cli("train", *args), EXIT_USAGE, "weights file not found", f"check {key}")
+    assert "--weights" not in line
+
+
 # -- item 6: a pattern that matches nothing --------------------------------------------------------
 def test_a_pattern_in_a_missing_folder_says_nothing_matches(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)

@@ -52,7 +52,7 @@ def save(path: Path, loaded: LoadedModel, extra: dict | None = None) -> Path:
 def load_matching(model: nn.Module, path: str, preset_name: str) -> None:
     """model.resume_weights: every tensor of the file whose name the model has (fine-tuning may
     drop a head); one of another shape is a CheckpointError, not a traceback."""
-    src, own = read_state_dict(path), model.state_dict()
+    src, own = read_state_dict(path, "model.resume_weights"), model.state_dict()
     shapes = [
         f"{k} {tuple(v.shape)} vs {tuple(own[k].shape)}"
         for k, v in src.items()

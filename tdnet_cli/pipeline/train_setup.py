@@ -63,7 +63,7 @@ def path_for_step(seed: int, step: int, rank: int, num_paths: int) -> int:
 def init_from_pspnet(model: nn.Module, path: str) -> int:
     """Copy a per-frame PSPNet's backbone (and pyramid convs) into every path, as the authors
     initialise TDNet. Returns how many tensors were copied."""
-    sd = read_state_dict(path)
+    sd = read_state_dict(path, "--init / model.init")
     own = model.state_dict()
     new = {}
     n = getattr(model, "num_paths", 1)
@@ -154,7 +154,7 @@ def build_teacher(m_cfg: dict, preset, model: nn.Module) -> nn.Module | None:
         return None
     if preset.kind != "tdnet":
         raise UsageError("a teacher distils into a TDNet preset only")
-    t = load_checkpoint(m_cfg["teacher"])
+    t = load_checkpoint(m_cfg["teacher"], source="--teacher / model.teacher")
     if t.kind != "gpspnet" or t.model.config.groups != model.num_paths:
         raise CheckpointError(
             f"{m_cfg['teacher']} is not a grouped PSPNet with {model.num_paths} groups",
