@@ -5,16 +5,18 @@ Runs in the pipeline's writer thread; knows writers and frames, nothing of model
 
 from __future__ import annotations
 
+import time
 from collections.abc import Sequence
 
 import cv2
 import numpy as np
 
+from tdnet_cli.consistency import ConsistencyMeter
 from tdnet_cli.data.cityscapes import IGNORE_INDEX, palette_lut, train_id_to_label_id
-from tdnet_cli.video import Frame, PngSequenceWriter, VideoWriter
+from tdnet_cli.video import CutDetector, Frame, PngSequenceWriter, VideoWriter
 from tdnet_cli.video.color import YUV420, rgb_to_i420, rgb_to_yuv
 
-__all__ = ["Renderer"]
+__all__ = ["ConsistencyTap", "Renderer"]
 
 # a legend's (classes present, row height, font scale, padding, box width, box height)
 _Layout = tuple[list[int], int, float, int, int, int]
@@ -194,3 +196,29 @@ class Renderer:
         drawn = YUV420(rgb_to_i420(rgb, frame.matrix).reshape(-1), bh, bw, frame.matrix)
         for plane, new in zip(corner, (drawn.y, drawn.u, drawn.v)):
             plane[:] = new
+
+
+class ConsistencyTap:
+    """A :class:`Renderer` that also scores the temporal consistency of the labels it writes
+    (`segment --consistency`). Runs in the writer thread, in frame order, so the model stage
+    does not wait for the flow. A hard scene cut (the same :class:`CutDetector` decisions the
+    model loop makes, on the same frames) starts a new pair chain, as the model's memory does."""
+
+    def __init__(self, render: Renderer, meter: ConsistencyMeter, cuts: CutDetector | None) -> None:
+        self.render, self.meter, self.cuts = render, meter, cuts
+        self.seconds = 0.0  # time spent scoring, for the report
+
+    def __call__(self, frame: Frame, labels: np.ndarray) -> None:
+        self.emit(frame, labels, self.prepare(frame, labels))
+
+    def prepare(self, frame: Frame, labels: np.ndarray) -> dict[str, np.ndarray]:
+        return self.render.prepare(frame, labels)
+
+    def emit(self, frame: Frame, labels: np.ndarray, done: dict[str, np.ndarray]) -> None:
+        t0 = time.perf_counter()
+        if self.cuts is not None and self.cuts(frame):
+            self.meter.reset()
+        # a video frame's luma plane is the grey image the flow wants: no RGB conversion
+        self.meter.update(frame.yuv.y if frame.yuv is not None else frame.image, labels)
+        self.seconds += time.perf_counter() - t0
+        self.render.emit(frame, labels, done)

@@ -312,6 +312,15 @@ def segment_command(
     crf: Annotated[int, typer.Option("--crf", help="Video output quality, 0-51 (lower = better, bigger).")] = 20,
     encoder: EncoderOpt = "x264",
     hw_decode: HwDecodeOpt = False,
+    consistency: Annotated[
+        bool,
+        typer.Option(
+            "--consistency",
+            help="Also score the temporal consistency of the labels written: TC (the mIoU between each "
+            "frame's labels and the next frame's warped back by optical flow; OpenCV DIS 'ultrafast', "
+            "long side 512 px) and the flicker rate, per input and overall (see `tdnet eval --consistency`).",
+        ),
+    ] = False,
     compile: CompileOpt = False,
     compile_mode: CompileModeOpt = "default",
     as_json: JsonOpt = False,
@@ -345,6 +354,7 @@ def segment_command(
         save=tuple(s.value for s in save), out_dir=out_dir, output=output, alpha=alpha, legend=legend,
         overwrite=overwrite, skip_existing=skip_existing, into_folder=into_folder, cut_detect=cut_detect,
         fps=fps, threads=threads, encoding=Encoding(x264_preset, crf, encoder), hw_decode=hw_decode,
+        consistency=consistency,
     )  # fmt: skip
     if not inputs.specs:
         if as_json:
@@ -371,6 +381,13 @@ def segment_command(
         print(json.dumps(report.to_dict()))
     elif not quiet:
         _summary(report.results, report.seconds)
+        if report.consistency is not None:
+            tc, flicker = report.consistency["tc"], report.consistency["flicker"]
+            console.print(
+                f"temporal consistency: TC {'-' if tc is None else f'{100 * tc:.2f}'}, flicker "
+                f"{'-' if flicker is None else f'{100 * flicker:.2f} %'} over {report.consistency['pairs']} frame pairs",
+                highlight=False,
+            )
     if report.failures:
         raise typer.Exit(1)
 

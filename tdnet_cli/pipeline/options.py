@@ -26,7 +26,8 @@ class SegmentOptions:
     ``encoding``: how video outputs are encoded (x264 or NVENC, see
     :class:`~tdnet_cli.video.Encoding`). ``hw_decode``: decode videos on the GPU (NVDEC).
     ``decode_yuv=False`` decodes videos to RGB instead of YUV 4:2:0 (the slower route;
-    kept for comparisons).
+    kept for comparisons). ``consistency`` also scores the temporal consistency (TC, flicker)
+    of the labels written, per input and overall (:mod:`tdnet_cli.consistency`).
 
     ``overwrite`` replaces existing outputs, but a PNG folder only when every entry in it is
     a file an earlier run recorded writing there (its hidden ``.tdnet-output.json``); folders
@@ -51,6 +52,7 @@ class SegmentOptions:
     encoding: Encoding = field(default_factory=Encoding)
     hw_decode: bool = False
     decode_yuv: bool = True
+    consistency: bool = False
 
     def __post_init__(self) -> None:
         # normalised once here (frozen: hence object.__setattr__), so every reader sees one form

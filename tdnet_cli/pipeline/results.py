@@ -25,6 +25,7 @@ class InputResult:
     error: str | None = None
     warnings: list[str] = field(default_factory=list)
     threads: int | None = None  # torch CPU threads used (None on GPU)
+    consistency: dict[str, Any] | None = None  # TC of the labels written (--consistency)
 
     @property
     def fps(self) -> float:
@@ -40,7 +41,7 @@ class InputResult:
             "seconds": round(self.seconds, 3), "fps": round(self.fps, 2), "model_fps": round(self.model_fps, 2),
             "cuts": self.cuts, "outputs": self.outputs, "error": self.error, "warnings": self.warnings,
             "threads": self.threads,
-        }  # fmt: skip
+        } | ({"consistency": self.consistency} if self.consistency is not None else {})  # fmt: skip
 
 
 @dataclass
@@ -50,6 +51,7 @@ class SegmentReport:
     results: list[InputResult] = field(default_factory=list)
     seconds: float = 0.0
     shard: tuple[int, int] | None = None
+    consistency: dict[str, Any] | None = None  # TC over every input (--consistency)
 
     @property
     def frames(self) -> int:
@@ -84,7 +86,7 @@ class SegmentReport:
             "shard": list(self.shard) if self.shard else None,
             "outputs": self.outputs,
             "results": [r.to_dict() for r in self.results],
-        }
+        } | ({"consistency": self.consistency} if self.consistency is not None else {})
 
 
 class ProgressHook(Protocol):

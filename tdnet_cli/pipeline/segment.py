@@ -17,6 +17,7 @@ from pathlib import Path
 
 import torch
 
+from tdnet_cli.consistency import ConsistencyMeter, merge
 from tdnet_cli.errors import InputError, TdnetError, os_error_line
 from tdnet_cli.pipeline.inputs import (
     InputSet,
@@ -40,9 +41,10 @@ from tdnet_cli.pipeline.stream import (
     run_stream,
     spare_workers,
 )
-from tdnet_cli.render import Renderer
+from tdnet_cli.render import ConsistencyTap, Renderer
 from tdnet_cli.video import (
     DEFAULT_FOLDER_FPS,
+    CutDetector,
     Encoding,
     FrameSource,
     PngSequenceWriter,
@@ -127,6 +129,7 @@ def segment(
     threads = _Threads(predictor, options.threads)
     report = SegmentReport(shard=inputs.shard)
     claimed: dict[Path, str] = {}
+    meters: list[ConsistencyMeter] | None = [] if options.consistency else None
     started = time.perf_counter()
     try:
         for index, spec in enumerate(inputs.specs):
@@ -146,6 +149,7 @@ def segment(
                     claimed=claimed,
                     encoding=encoding,
                     decode_gpu=decode_gpu,
+                    meters=meters,
                 )
             except INPUT_FAILURES as exc:
                 result.status = "failed"
@@ -158,6 +162,8 @@ def segment(
     finally:
         report.seconds = time.perf_counter() - started
         threads.restore()
+    if meters:
+        report.consistency = merge(meters).to_dict(predictor.classes)
     return report
 
 
@@ -184,8 +190,10 @@ def _process(
     claimed: dict[Path, str],
     encoding: Encoding,
     decode_gpu: int | None,
+    meters: list[ConsistencyMeter] | None = None,
 ) -> None:
-    """One input, start to finish; raises on failure (the caller records it)."""
+    """One input, start to finish; raises on failure (the caller records it). With ``meters``
+    (``--consistency``), the input's ConsistencyMeter is appended to it."""
     plans = claim_outputs(spec, options, claimed)
     if not plans:
         result.status = "skipped"
@@ -202,9 +210,15 @@ def _process(
         writers = _open_writers(plans, source, options, encoding=encoding, workers=workers)
         try:
             render = Renderer(writers, predictor.palette, predictor.classes, options.alpha, options.legend)
+            if meters is not None:
+                meters.append(ConsistencyMeter(len(predictor.classes)))
+                render = ConsistencyTap(render, meters[-1], CutDetector() if options.cut_detect else None)
             stats = run_stream(
                 source, predictor, render, cut_detect=options.cut_detect, hook=hook, tuner=tuner, workers=workers
             )
+            if meters is not None:
+                result.consistency = meters[-1].result().to_dict(predictor.classes)
+                result.consistency["seconds"] = round(render.seconds, 3)
             result.frames, result.model_seconds, result.cuts = stats.frames, stats.model_seconds, stats.cuts
             if stats.frames == 0:
                 raise InputError(f"{spec}: no frames (an empty or unreadable video)")
