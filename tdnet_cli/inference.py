@@ -193,7 +193,7 @@ class Predictor:
         dev = resolve_device(device)
         fits = {"input_size": input_size, "device": dev, "precision": precision}
         if weights is not None:
-            loaded = load_checkpoint(weights, preset=model, **fits)
+            loaded = load_checkpoint(weights, preset=model, source="the --weights path", **fits)
         elif model is not None:
             loaded = random_model(model, **fits)
             notes.append(f"{model} has random weights: pass --weights FILE for real predictions")
