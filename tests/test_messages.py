@@ -50,7 +50,6 @@ def test_train_names_the_setting_of_a_missing_weights_file(synth_data, tmp_path,
     assert "--weights" not in line
 
 
-# -- item 6: a pattern that matches nothing --------------------------------------------------------
 def test_a_missing_weights_file_names_the_option(tmp_path, clip):
     line = assert_one_error(
         cli("segment", clip, "--weights", tmp_path / "nope.pt", "-d", tmp_path), EXIT_USAGE, "weights file not found"
@@ -58,6 +57,7 @@ def test_a_missing_weights_file_names_the_option(tmp_path, clip):
     assert "check the --weights path" in line
 
 
+# -- item 6: a pattern that matches nothing --------------------------------------------------------
 def test_a_pattern_in_a_missing_folder_says_nothing_matches(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     line = assert_one_error(cli("segment", "nomatch/*.mp4"), EXIT_USAGE, "no files match 'nomatch/*.mp4'", "nomatch")
