@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import os
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 from rich.markup import escape
@@ -15,10 +15,54 @@ from tdnet_cli.cli.common import JsonOpt, QuietOpt, console, err_console, fail, 
 from tdnet_cli.config import load_config, load_run_config, toml_string
 from tdnet_cli.errors import EXIT_INTERRUPTED, EXIT_TERMINATED, Terminated
 
+if TYPE_CHECKING:
+    from tdnet_cli.pipeline.train import TrainResult
+
 
 def _note(text: str) -> None:
     """A progress note from training (resumed, initialised): one line, the text as it is."""
     err_console.print(f"[dim]{escape(text)}[/]", highlight=False, soft_wrap=True)
+
+
+def _train_with_bar(cfg: dict, resume: Path | None, show: bool) -> TrainResult:
+    """train() with its reports on stderr: a bar from when its checks pass (a refusal gets none)."""
+    from tdnet_cli.pipeline.train import train  # torch: loaded by the command, not by `tdnet --help`
+
+    bar = Progress(
+        TextColumn("train"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TextColumn("{task.fields[info]}"),
+        TimeElapsedColumn(),
+        TimeRemainingColumn(),
+        console=err_console,
+        disable=not show or not err_console.is_terminal,
+    )  # a log file gets no bar
+    tasks: list = []
+
+    def started(done: int, total: int) -> None:
+        bar.start()
+        tasks.append(bar.add_task("train", total=total, completed=done, info=""))
+
+    def progress(done: int, total: int, rec: dict) -> None:
+        info = f"loss {rec['loss']:.3f} lr {rec['lr']:.2e} {rec['it_s']:.2f} it/s"
+        bar.update(tasks[0], completed=done, info=info)
+
+    try:
+        return train(
+            cfg,
+            resume=str(resume) if resume else None,
+            progress=progress,
+            log=_note if show else None,
+            started=started,
+        )
+    except BaseException:
+        for task in tasks:
+            bar.update(task, visible=False)  # a failure ends in its one error line, not the bar
+        raise
+    finally:
+        if tasks:  # a bar that never started has nothing to stop
+            bar.stop()
 
 
 @handle_errors
@@ -68,36 +112,11 @@ def train_command(
     ):
         if value is not None:
             sets.append(f"{key}={toml_string(value)}")  # a TOML string: quotes and backslashes kept
-    from tdnet_cli.pipeline.train import train  # torch: loaded by the command, not by `tdnet --help`
-
     cfg = load_run_config(resume, sets) if resume else load_config(config, sets)
     main = int(os.environ.get("RANK", "0")) == 0
     show = main and not quiet and not as_json
     try:
-        with Progress(
-            TextColumn("train"),
-            BarColumn(),
-            MofNCompleteColumn(),
-            TextColumn("{task.fields[info]}"),
-            TimeElapsedColumn(),
-            TimeRemainingColumn(),
-            console=err_console,
-            disable=not show or not err_console.is_terminal,
-        ) as bar:  # a log file gets no bar
-            task = bar.add_task("train", total=cfg["optim"]["iterations"], info="")
-
-            def progress(done: int, total: int, rec: dict) -> None:
-                bar.update(
-                    task, completed=done, info=f"loss {rec['loss']:.3f} lr {rec['lr']:.2e} {rec['it_s']:.2f} it/s"
-                )
-
-            try:
-                result = train(
-                    cfg, resume=str(resume) if resume else None, progress=progress, log=_note if show else None
-                )
-            except BaseException:
-                bar.update(task, visible=False)  # a failure ends in its one error line, not the bar
-                raise
+        result = _train_with_bar(cfg, resume, show)
     except KeyboardInterrupt as exc:
         # One line: how it stopped and, from train's note, where last.pt is and how to go on.
         code = EXIT_TERMINATED if isinstance(exc, Terminated) else EXIT_INTERRUPTED

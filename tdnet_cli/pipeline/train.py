@@ -36,6 +36,7 @@ from tdnet_cli.models.checkpoint import LoadedModel
 from tdnet_cli.models.registry import get_preset
 from tdnet_cli.pipeline.train_run import (
     load_train_state,
+    read_train_state,
     remove_unfinished,
     run_dir_for,
     save,
@@ -54,6 +55,7 @@ from tdnet_cli.pipeline.train_signals import IterationBuffers, StopAtBoundary
 __all__ = ["TrainResult", "get_lr", "train"]
 
 ProgressFn = Callable[[int, int, dict], None]  # (iteration, total, last log record)
+StartFn = Callable[[int, int], None]  # (iteration the run starts at, total): the checks passed, work begins
 
 
 @dataclass
@@ -158,15 +160,22 @@ def train(
     resume: str | None = None,
     progress: ProgressFn | None = None,
     log: Callable[[str], None] | None = None,
+    started: StartFn | None = None,
 ) -> TrainResult:
     """Train as ``config`` says (see tdnet_cli.config.DEFAULTS); with ``resume`` (a run folder)
     continue it exactly: model, optimiser, scaler and iteration come from its last.pt, and
-    data order, augmentation, paths and dropout are functions of (seed, iteration)."""
+    data order, augmentation, paths and dropout are functions of (seed, iteration).
+
+    Nothing is printed: rank 0 reports through ``log`` (notes), ``started`` (once, when the
+    checks passed) and ``progress``."""
     validate(config)
     m_cfg, d_cfg, o_cfg, r_cfg = config["model"], config["data"], config["optim"], config["run"]
     ddp, device = _setup_distributed(r_cfg["device"])
     say = (log or (lambda s: None)) if ddp.is_main else (lambda s: None)
     run_dir = run_dir_for(config, resume)
+    saved = read_train_state(run_dir, o_cfg["iterations"]) if resume else None  # a finished run stops here
+    if started and ddp.is_main:
+        started(saved.iteration if saved else 0, o_cfg["iterations"])
 
     # Data first: a missing or broken folder fails before any model work.
     preset = get_preset(m_cfg["preset"])
@@ -196,8 +205,10 @@ def train(
     scaler = torch.amp.GradScaler(device.type, enabled=amp_dtype == torch.float16)
 
     start, best_miou = 0, None
-    if resume:
-        start, best_miou = load_train_state(run_dir, model, optimizer, scaler, o_cfg["iterations"])
+    if saved:
+        load_train_state(saved, model, optimizer, scaler)
+        start, best_miou = saved.iteration, saved.best_miou
+        del saved  # the tensors now live in the model and optimiser
         say(f"resumed {run_dir} at iteration {start}")
     core = model
     if ddp.world > 1:

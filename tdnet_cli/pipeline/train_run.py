@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import datetime as _dt
 import json
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
@@ -21,7 +22,16 @@ from tdnet_cli.models.checkpoint import (
     save_checkpoint,
 )
 
-__all__ = ["load_matching", "load_train_state", "remove_unfinished", "run_dir_for", "save", "truncate_log"]
+__all__ = [
+    "SavedState",
+    "load_matching",
+    "load_train_state",
+    "read_train_state",
+    "remove_unfinished",
+    "run_dir_for",
+    "save",
+    "truncate_log",
+]
 
 
 def run_dir_for(config: dict, resume: str | None) -> Path:
@@ -67,28 +77,61 @@ def load_matching(model: nn.Module, path: str, preset_name: str) -> None:
     model.load_state_dict({k: v for k, v in src.items() if k in own}, strict=False)
 
 
-def load_train_state(run_dir: Path, model: nn.Module, optimizer, scaler, iterations: int) -> tuple[int, float | None]:
-    """Model, optimiser and scaler from run_dir/last.pt, through the guarded loader (weights
-    only, never unpickling code). A truncated, foreign or damaged file is one CheckpointError."""
+@dataclass
+class SavedState:
+    """What run_dir/last.pt holds, read once: checked before any work, loaded after the model is built."""
+
+    path: Path
+    iteration: int
+    best_miou: float | None
+    state_dict: dict
+    train_state: dict
+
+
+_FIX = "restore a good copy of last.pt, or start anew with another --name"
+
+
+def read_train_state(run_dir: Path, iterations: int) -> SavedState:
+    """run_dir/last.pt through the guarded loader (weights only, never unpickling code), and where
+    it stands against ``iterations``: a run already there (or past it) is refused here, before any
+    data or model work. A truncated, foreign or damaged file is one CheckpointError."""
     path = run_dir / "last.pt"
-    fix = "restore a good copy of last.pt, or start anew with another --name"
     try:
         state = load_payload(path)
     except CheckpointError as exc:
-        raise CheckpointError(exc.message, hint=fix) from None
+        raise CheckpointError(exc.message, hint=_FIX) from None
     if not isinstance(state, dict) or state.get("format") != CHECKPOINT_FORMAT:
-        raise CheckpointError(f"{path} is not a training state saved by tdnet train", hint=fix)
+        raise CheckpointError(f"{path} is not a training state saved by tdnet train", hint=_FIX)
     ts, sd = state.get("train_state"), state.get("state_dict")
     if not isinstance(ts, dict) or not isinstance(sd, dict):
-        raise CheckpointError(f"{path} holds weights but no training state", hint=fix)
+        raise CheckpointError(f"{path} holds weights but no training state", hint=_FIX)
+    iteration, best = ts.get("iteration"), ts.get("best_miou")
+    if not isinstance(iteration, int) or iteration < 0 or not (best is None or isinstance(best, float)):
+        raise CheckpointError(
+            f"{path} holds a damaged training state (iteration {iteration!r}, best_miou {best!r})", hint=_FIX
+        )
+    if iteration == iterations:
+        raise UsageError(
+            f"{run_dir} is already at {iteration}/{iterations} iterations",
+            hint=f"raise optim.iterations to continue, e.g. --set optim.iterations={2 * iterations}",
+        )
+    if iteration > iterations:
+        raise UsageError(
+            f"{path} is at iteration {iteration}, past optim.iterations={iterations}",
+            hint=f"resume with --set optim.iterations=N, N > {iteration}",
+        )
+    return SavedState(path, iteration, best, sd, ts)
+
+
+def load_train_state(saved: SavedState, model: nn.Module, optimizer, scaler) -> None:
+    """Model, optimiser and scaler from what read_train_state read; a state that does not fit
+    them is one CheckpointError."""
+    path, ts = saved.path, saved.train_state
     try:
-        load_state_dict_strict(model, sd, str(path), f"the model of {run_dir / 'config.toml'}")
+        load_state_dict_strict(model, saved.state_dict, str(path), f"the model of {path.parent / 'config.toml'}")
     except CheckpointError as exc:
-        raise CheckpointError(exc.message, hint=fix) from None
+        raise CheckpointError(exc.message, hint=_FIX) from None
     try:
-        iteration, best = ts["iteration"], ts.get("best_miou")
-        if not isinstance(iteration, int) or iteration < 0 or not (best is None or isinstance(best, float)):
-            raise ValueError(f"iteration {iteration!r}, best_miou {best!r}")
         optimizer.load_state_dict(ts["optimizer"])
         for group in optimizer.param_groups:
             for p in group["params"]:
@@ -98,13 +141,7 @@ def load_train_state(run_dir: Path, model: nn.Module, optimizer, scaler, iterati
         if ts["scaler"] or not scaler.is_enabled():  # a run begun without loss scaling starts a fresh scaler
             scaler.load_state_dict(ts["scaler"])
     except (KeyError, TypeError, ValueError, RuntimeError, IndexError, AttributeError) as exc:
-        raise CheckpointError(f"{path} holds a damaged training state ({first_line(exc)})", hint=fix) from None
-    if iteration > iterations:
-        raise UsageError(
-            f"{path} is at iteration {iteration}, past optim.iterations={iterations}",
-            hint=f"resume with --set optim.iterations=N, N >= {iteration}",
-        )
-    return iteration, best
+        raise CheckpointError(f"{path} holds a damaged training state ({first_line(exc)})", hint=_FIX) from None
 
 
 def truncate_log(log_path: Path, iteration: int) -> None:
