@@ -137,7 +137,10 @@ def test_sigterm_to_the_process_group_with_workers_saves_last_and_exits_143(data
     finally:
         if proc.poll() is None:
             os.killpg(proc.pid, signal.SIGKILL)
-    result = subprocess.CompletedProcess(proc.args, proc.returncode, out, err)
+    saying = [ln for ln in err.splitlines() if ln.startswith("stopping after iteration")]
+    assert len(saying) == 1 and "saving" in saying[0] and "last.pt" in saying[0], err  # said before saving
+    rest = "\n".join(ln for ln in err.splitlines() if ln not in saying)
+    result = subprocess.CompletedProcess(proc.args, proc.returncode, out, rest)
     line = assert_one_error(result, EXIT_TERMINATED, "terminated", "last.pt", f"--resume {run}")
     saved = _state(run)["train_state"]["iteration"]
     assert saved >= 2 and f"after iteration {saved}" in line

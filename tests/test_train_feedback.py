@@ -1,18 +1,23 @@
-"""What `tdnet train` tells a new user (issue 25 item 3): resuming a finished run is one line
-before any work."""
+"""What `tdnet train` tells a new user (issue 25 items 3 and 7): resuming a finished run is one
+line before any work; the bar moves every iteration and ends on the whole run's rate; an
+interruption says at once that it is saving last.pt."""
 
 from __future__ import annotations
 
 import json
+import re
 import shutil
+import signal
+import time
 from pathlib import Path
+from types import SimpleNamespace
 from typing import ClassVar
 
 import pytest
 from faults import assert_one_error, cli, snapshot
 
 from tdnet_cli.config import toml_string
-from tdnet_cli.errors import EXIT_USAGE
+from tdnet_cli.errors import EXIT_INTERRUPTED, EXIT_TERMINATED, EXIT_USAGE
 
 
 @pytest.fixture(scope="module")
@@ -127,3 +132,80 @@ def test_raising_the_iterations_continues_a_finished_run(finished, bar, tmp_path
     assert [u[1] for u in _updates(bar)] == [3]
     records = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
     assert [r["iteration"] for r in records] == [1, 2, 3]
+
+
+# -- item 7: the bar, its rate, and what an interruption says ---------------------------------------
+def test_bar_moves_every_iteration_and_ends_on_the_whole_runs_rate(data_root, tmp_path, bar, monkeypatch):
+    import tdnet_cli.pipeline.train as train_mod
+
+    real, times = train_mod.TrainStep.gradients, {}
+
+    def slow_first(self, batches, it):  # a slow first step (a warm-up) that the last log window misses
+        if it > 0:
+            return real(self, batches, it)
+        times["loop"] = t0 = time.perf_counter()
+        out = real(self, batches, it)
+        time.sleep(5 * (time.perf_counter() - t0) + 0.5)  # whatever the machine's speed: 6x the step
+        return out
+
+    monkeypatch.setattr(train_mod.TrainStep, "gradients", slow_first)
+    bar.on_update = staticmethod(lambda done: times.__setitem__(done, time.perf_counter()))
+    result = cli("train", *_args(data_root, tmp_path, "bar", **{"optim.iterations": "4", "run.log_every": "2"}))
+    assert result.exit_code == 0, result.stderr
+    assert bar.events[:2] == [("start",), ("task", 0, 4)] and bar.events[-1] == ("stop",)
+    updates = _updates(bar)
+    assert [u[1] for u in updates] == [1, 2, 3, 4]  # every iteration, not every run.log_every
+    records = [json.loads(line) for line in (tmp_path / "bar" / "metrics.jsonl").read_text().splitlines()]
+    assert [r["iteration"] for r in records] == [1, 2, 4]  # the log still every 2 (and the first, the last)
+    for (_, done, info), rec in zip(updates, [records[0], records[1], None, records[2]]):
+        assert info.startswith(f"loss {rec['loss']:.3f} lr") if rec else info.startswith("loss ")
+    rate = float(re.fullmatch(r"loss \S+ lr \S+ ([\d.]+) it/s", updates[-1][2]).group(1))
+    whole = 4 / (times[4] - times["loop"])  # iterations / the loop's wall time, the slow step included
+    assert rate == pytest.approx(whole, rel=0.03, abs=0.006)
+    assert records[-1]["it_s"] > 1.3 * whole  # not the last log window's rate (iterations 3-4)
+
+
+@pytest.mark.parametrize(
+    "signum,code,what",
+    [(signal.SIGINT, EXIT_INTERRUPTED, "interrupted"), (signal.SIGTERM, EXIT_TERMINATED, "terminated")],
+)
+def test_an_interruption_says_it_is_saving_before_it_saves(data_root, tmp_path, bar, monkeypatch, signum, code, what):
+    import tdnet_cli.cli.train as cli_train
+    import tdnet_cli.pipeline.train as train_mod
+
+    order: list[tuple[str, str]] = []
+    real_save, real_note = train_mod.save, cli_train._note
+
+    def save(path, *args, **kwargs):
+        order.append(("save", path.name))
+        return real_save(path, *args, **kwargs)
+
+    def note(text: str) -> None:
+        order.append(("note", text))
+        real_note(text)
+
+    monkeypatch.setattr(train_mod, "save", save)
+    monkeypatch.setattr(cli_train, "_note", note)
+    bar.on_update = staticmethod(lambda done: signal.raise_signal(signum) if done == 2 else None)
+    run = tmp_path / "cut"
+    result = cli("train", *_args(data_root, tmp_path, "cut", **{"optim.iterations": "50"}))
+    saying = f"stopping after iteration 2: saving {run / 'last.pt'} ..."
+    assert order == [("note", saying), ("save", "last.pt")]  # said before the save began, not after it
+    lines = result.stderr.splitlines()
+    assert lines[0] == saying, result.stderr
+    rest = SimpleNamespace(exit_code=result.exit_code, stdout=result.stdout, stderr="\n".join(lines[1:]))
+    assert_one_error(
+        rest,
+        code,
+        what,
+        "after iteration 2",
+        f"saved {run / 'last.pt'}",
+        f"--resume {run}",
+    )
+    assert bar.events[-2:] == [("hide",), ("stop",)]
+
+
+def test_quiet_interruption_is_the_error_line_alone(data_root, tmp_path, bar):
+    bar.on_update = staticmethod(lambda done: signal.raise_signal(signal.SIGINT) if done == 1 else None)
+    result = cli("train", "--quiet", *_args(data_root, tmp_path, "q", **{"optim.iterations": "50"}))
+    assert_one_error(result, EXIT_INTERRUPTED, "interrupted after iteration 1", "last.pt")

@@ -25,7 +25,8 @@ def _note(text: str) -> None:
 
 
 def _train_with_bar(cfg: dict, resume: Path | None, show: bool) -> TrainResult:
-    """train() with its reports on stderr: a bar from when its checks pass (a refusal gets none)."""
+    """train() with its reports on stderr: a bar from when its checks pass (a refusal gets none),
+    moved every iteration, and a note the moment an interruption starts saving last.pt."""
     from tdnet_cli.pipeline.train import train  # torch: loaded by the command, not by `tdnet --help`
 
     bar = Progress(
@@ -45,8 +46,11 @@ def _train_with_bar(cfg: dict, resume: Path | None, show: bool) -> TrainResult:
         tasks.append(bar.add_task("train", total=total, completed=done, info=""))
 
     def progress(done: int, total: int, rec: dict) -> None:
-        info = f"loss {rec['loss']:.3f} lr {rec['lr']:.2e} {rec['it_s']:.2f} it/s"
+        info = f"loss {rec['loss']:.3f} lr {rec['lr']:.2e} {rec['run_it_s']:.2f} it/s"  # the whole run's rate
         bar.update(tasks[0], completed=done, info=info)
+
+    def saving(done: int, path: Path) -> None:
+        _note(f"stopping after iteration {done}: saving {path} ...")
 
     try:
         return train(
@@ -55,6 +59,7 @@ def _train_with_bar(cfg: dict, resume: Path | None, show: bool) -> TrainResult:
             progress=progress,
             log=_note if show else None,
             started=started,
+            saving=saving if show else None,
         )
     except BaseException:
         for task in tasks:

@@ -54,8 +54,11 @@ from tdnet_cli.pipeline.train_signals import IterationBuffers, StopAtBoundary
 
 __all__ = ["TrainResult", "get_lr", "train"]
 
-ProgressFn = Callable[[int, int, dict], None]  # (iteration, total, last log record)
+# (iteration, total, this iteration's record): called every iteration; the record is what metrics.jsonl
+# logs every run.log_every iterations, plus "run_it_s", the rate of the whole loop so far.
+ProgressFn = Callable[[int, int, dict], None]
 StartFn = Callable[[int, int], None]  # (iteration the run starts at, total): the checks passed, work begins
+SavingFn = Callable[[int, Path], None]  # (iteration, last.pt): an interruption is saving the state now
 
 
 @dataclass
@@ -161,13 +164,14 @@ def train(
     progress: ProgressFn | None = None,
     log: Callable[[str], None] | None = None,
     started: StartFn | None = None,
+    saving: SavingFn | None = None,
 ) -> TrainResult:
     """Train as ``config`` says (see tdnet_cli.config.DEFAULTS); with ``resume`` (a run folder)
     continue it exactly: model, optimiser, scaler and iteration come from its last.pt, and
     data order, augmentation, paths and dropout are functions of (seed, iteration).
 
     Nothing is printed: rank 0 reports through ``log`` (notes), ``started`` (once, when the
-    checks passed) and ``progress``."""
+    checks passed), ``progress`` (every iteration) and ``saving`` (an interruption saving last.pt)."""
     validate(config)
     m_cfg, d_cfg, o_cfg, r_cfg = config["model"], config["data"], config["optim"], config["run"]
     ddp, device = _setup_distributed(r_cfg["device"])
@@ -271,6 +275,7 @@ def train(
                         truncate_log(log_path, start)
                 batches = iter(loader)
                 model.train()
+                t_run = time.perf_counter()
                 for it in range(start, iterations):
                     stop.hold = True
                     buffers.take()
@@ -291,21 +296,21 @@ def train(
                     if not math.isfinite(loss_sum):
                         raise UsageError(f"the loss became {loss_sum} at iteration {it}", hint="lower optim.lr")
                     last_loss = loss_sum
-                    done = it + 1
+                    done, now = it + 1, time.perf_counter()
+                    record = {
+                        "iteration": done,
+                        "loss": loss_sum,
+                        **terms_sum,
+                        "lr": lr,
+                        "it_s": (done - logged) / max(now - t_log, 1e-9),  # since the last record logged
+                        "time": time.time(),
+                    }
                     if done % r_cfg["log_every"] == 0 or done == iterations or done == start + 1:
-                        now = time.perf_counter()
-                        record = {
-                            "iteration": done,
-                            "loss": loss_sum,
-                            **terms_sum,
-                            "lr": lr,
-                            "it_s": (done - logged) / max(now - t_log, 1e-9),
-                            "time": time.time(),
-                        }
                         t_log, logged = now, done
                         write_log(record)
-                        if progress and ddp.is_main:
-                            progress(done, iterations, record)
+                    if progress and ddp.is_main:  # every iteration: the bar moves even between log records
+                        run_rate = (done - start) / max(now - t_run, 1e-9)  # the whole loop, validation included
+                        progress(done, iterations, {**record, "run_it_s": run_rate})
                     if ddp.is_main and (done % r_cfg["save_every"] == 0):
                         save_last(done)
                     stop.check()  # a signal held during this iteration stops here, at the boundary
@@ -328,6 +333,8 @@ def train(
                 if mid_iteration:  # a second signal cut the iteration: back to where it began
                     buffers.restore()
                 if ddp.is_main and (run_dir / "config.toml").is_file():  # else nothing was made yet
+                    if saving:  # writing last.pt takes seconds: say so before, not only after
+                        saving(completed, run_dir / "last.pt")
                     save_last(completed)
                     exc.add_note(
                         f"after iteration {completed}: saved {run_dir / 'last.pt'}; continue with --resume {run_dir}"
