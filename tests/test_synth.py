@@ -192,15 +192,16 @@ def test_same_street_at_any_size() -> None:
     assert (down == small).mean() > 0.8
 
 
-def test_refuses_non_empty_folder(tmp_path: Path) -> None:
+def test_refuses_a_split_that_is_there_unless_overwrite(tmp_path: Path) -> None:
     out = tmp_path / "o"
     out.mkdir()
     (out / "keep.txt").write_text("mine")
-    with pytest.raises(OutputExistsError, match="not empty"):
-        generate_dataset(out, sequences=1, size=(64, 128), frames_per_sequence=FRAMES)
-    assert sorted(p.name for p in out.iterdir()) == ["keep.txt"]
-    generate_dataset(out, sequences=1, size=(64, 128), frames_per_sequence=FRAMES, overwrite=True)
+    generate_dataset(out, sequences=1, size=(64, 128), frames_per_sequence=FRAMES)  # a new split: no flag
     assert (out / "keep.txt").read_text() == "mine" and (out / "gtFine").is_dir()
+    with pytest.raises(OutputExistsError, match="already holds the train split"):
+        generate_dataset(out, sequences=1, size=(64, 128), frames_per_sequence=FRAMES)
+    generate_dataset(out, sequences=1, size=(64, 128), frames_per_sequence=FRAMES, overwrite=True)
+    assert (out / "keep.txt").read_text() == "mine"
     (tmp_path / "file").write_text("x")
     with pytest.raises(OutputExistsError):
         generate_dataset(tmp_path / "file", sequences=1, size=(64, 128))
@@ -297,10 +298,11 @@ def test_cli(tmp_path: Path, runner) -> None:
     info = json.loads(res.stdout)
     assert info["frames"] == 20 and info["annotated"] == 1 and info["size"] == [64, 128] and info["split"] == "val"
     assert layout.list_annotated(out, "val")
-    # same again: refused, one line, exit 2
-    res = runner.invoke(app, ["synth", str(out), "--sequences", "1", "--size", "64x128", "--frames", "20"])
-    assert res.exit_code == 2 and "not empty" in res.output and "--overwrite" in res.output
-    res = runner.invoke(app, ["synth", str(out), "-n", "1", "--size", "64x128", "--frames", "20", "--overwrite", "-q"])
+    # same split again: refused, one line, exit 2
+    again = ["synth", str(out), "--sequences", "1", "--size", "64x128", "--frames", "20", "--split", "val"]
+    res = runner.invoke(app, again)
+    assert res.exit_code == 2 and "already holds the val split" in res.output and "--overwrite" in res.output
+    res = runner.invoke(app, [*again, "--overwrite", "-q"])
     assert res.exit_code == 0 and res.stdout == ""
     for bad in ("64*128", "64x", "x128", "64X128", " 64x128", "64x128x3"):
         res = runner.invoke(app, ["synth", str(tmp_path / "b"), "--size", bad])

@@ -17,7 +17,9 @@ from tdnet_cli.sizes import parse_hw
 
 @handle_errors
 def synth_command(
-    out_dir: Annotated[Path, typer.Argument(help="Output folder (created; must be empty unless --overwrite).")],
+    out_dir: Annotated[
+        Path, typer.Argument(help="Dataset folder (created if needed); a second run adds the other split.")
+    ],
     sequences: Annotated[int, typer.Option("--sequences", "-n", min=1, help="Number of 30-frame snippets.")] = 10,
     split: Annotated[str, typer.Option("--split", help="train or val.")] = "train",
     size: Annotated[str, typer.Option("--size", help="Frame size HxW, e.g. 512x1024.")] = "1024x2048",
@@ -31,14 +33,16 @@ def synth_command(
         ),
     ] = layout.SNIPPET_LENGTH,
     overwrite: Annotated[
-        bool, typer.Option("--overwrite", help="Write into a non-empty folder, replacing files.")
+        bool,
+        typer.Option("--overwrite", help="Write over the split if it is already there (same-named files replaced)."),
     ] = False,
     quiet: QuietOpt = False,
     json_out: JsonOpt = False,
 ) -> None:
     """Generate driving snippets with exact labels in the Cityscapes layout.
 
-    Writes leftImg8bit_sequence/, leftImg8bit/ and gtFine/, ready for `tdnet eval` and `tdnet train`."""
+    Writes leftImg8bit_sequence/, leftImg8bit/ and gtFine/ of one --split, for `tdnet eval` and `tdnet train`.
+    Run it again with the other --split to add that split to the same folder."""
     if split not in ("train", "val"):
         raise UsageError(f"bad --split {split!r}", hint="use train or val")
     from tdnet_cli.data.synth import generate_dataset  # numpy, OpenCV: loaded by the command, not by --help

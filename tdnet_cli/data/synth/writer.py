@@ -83,13 +83,24 @@ def _check_args(
     return h, w
 
 
-def _check_output(out: Path, overwrite: bool) -> None:
-    """The output folder must be a writable folder, empty unless ``overwrite``."""
+def _split_folders(out: Path, split: str) -> list[Path]:
+    """The folders a split is written under (leftImg8bit_sequence/{split}, ...), from the same
+    path functions _write_frame uses."""
+    fid = layout.FrameId("x", 0, 0)
+    paths = (layout.sequence_path(out, split, fid), layout.image_path(out, split, fid), layout.gt_path(out, split, fid))
+    return [q.parents[1] for q in paths]  # {top}/{split}/{city}/{file} -> {top}/{split}
+
+
+def _check_output(out: Path, split: str, overwrite: bool) -> None:
+    """The output folder must be a writable folder without ``split`` in it, unless ``overwrite``.
+    Adding a split to a dataset needs no flag: only the split's own folders are written to."""
     if out.exists() and not out.is_dir():
         raise OutputExistsError(f"{out} exists and is not a folder", hint="choose another output folder")
-    if out.is_dir() and any(out.iterdir()) and not overwrite:
+    there = [str(f.relative_to(out)) for f in _split_folders(out, split) if f.exists()]
+    if there and not overwrite:
         raise OutputExistsError(
-            f"output folder {out} is not empty", hint="choose an empty folder, or pass --overwrite to write into it"
+            f"{out} already holds the {split} split ({', '.join(there)})",
+            hint="pass --overwrite to write over it (same-named files are replaced), or choose another folder",
         )
     check_writable(out, "output folder", hint="choose another output folder")  # before any file is made
 
@@ -133,11 +144,12 @@ def generate_dataset(
 
     Every snippet frame goes to ``leftImg8bit_sequence``; frame ``layout.ANNOTATED_INDEX``
     of each also to ``leftImg8bit`` and ``gtFine`` (labelIds, color, instanceIds).
-    ``progress(done, total)`` is called after every frame.
+    ``progress(done, total)`` is called after every frame. A split already under ``out_dir`` is
+    written over only with ``overwrite``; another split is added beside it without.
     """
     h, w = _check_args(size, split, sequences, frames_per_sequence, seed)
     out = Path(out_dir)
-    _check_output(out, overwrite)
+    _check_output(out, split, overwrite)
     cities = _CITIES[split]
     lut = label_color_lut()
     total = sequences * frames_per_sequence
