@@ -1,11 +1,13 @@
-"""What `tdnet train` tells a new user (issue 25 items 3 and 7): resuming a finished run is one
-line before any work; the bar moves every iteration and ends on the whole run's rate; an
-interruption says at once that it is saving last.pt."""
+"""What `tdnet train` and `tdnet synth` tell a new user (issue 25 items 3, 7 and 8): resuming a
+finished run is one line before any work; the bar moves every iteration and ends on the whole
+run's rate; an interruption says at once that it is saving last.pt; the README's training recipe
+runs in the order it is written; `tdnet synth` adds a split without --overwrite."""
 
 from __future__ import annotations
 
 import json
 import re
+import shlex
 import shutil
 import signal
 import time
@@ -14,9 +16,11 @@ from types import SimpleNamespace
 from typing import ClassVar
 
 import pytest
-from faults import assert_one_error, cli, snapshot
+import tomllib
+from faults import REPO, assert_one_error, cli, snapshot
 
 from tdnet_cli.config import toml_string
+from tdnet_cli.data import layout
 from tdnet_cli.errors import EXIT_INTERRUPTED, EXIT_TERMINATED, EXIT_USAGE
 
 
@@ -209,3 +213,67 @@ def test_quiet_interruption_is_the_error_line_alone(data_root, tmp_path, bar):
     bar.on_update = staticmethod(lambda done: signal.raise_signal(signal.SIGINT) if done == 1 else None)
     result = cli("train", "--quiet", *_args(data_root, tmp_path, "q", **{"optim.iterations": "50"}))
     assert_one_error(result, EXIT_INTERRUPTED, "interrupted after iteration 1", "last.pt")
+
+
+# -- item 8: the README's training recipe, and synth adding a split ---------------------------------
+def _readme_commands() -> list[list[str]]:
+    """The `tdnet ...` lines of the README's bash blocks, split as a shell would (comments dropped)."""
+    text = (REPO / "README.md").read_text()
+    blocks = re.findall(r"```bash\n(.*?)```", text, flags=re.DOTALL)
+    return [shlex.split(line, comments=True) for b in blocks for line in b.splitlines() if line.startswith("tdnet ")]
+
+
+def test_readme_trains_each_run_after_the_runs_it_starts_from():
+    made: dict[str, set[str]] = {}  # dataset root -> splits synthesised so far
+    trained: set[str] = set()
+    configs = 0
+    for cmd in _readme_commands():
+        if cmd[1] == "synth":
+            split = cmd[cmd.index("--split") + 1] if "--split" in cmd else "train"
+            made.setdefault(cmd[2], set()).add(split)
+        elif cmd[1] == "train" and "--config" in cmd:
+            cfg = tomllib.loads((REPO / cmd[cmd.index("--config") + 1]).read_text())
+            assert "train" in made.get(cfg["data"]["root"], set()), f"{cmd}: no earlier synth of its data"
+            for key in ("init", "teacher"):
+                source = cfg["model"].get(key)
+                if source:
+                    assert re.fullmatch(r"runs/[\w-]+/model\.pt", source) and Path(source).parent.name in trained, (
+                        f"{cmd}: model.{key} {source} is not trained by an earlier line"
+                    )
+            assert "out" not in cfg["run"]  # the runs/ above
+            trained.add(cfg["run"]["name"])
+            configs += 1
+    assert configs >= 3 and {"psp-mini", "gpsp-mini", "td4-mini"} <= trained
+
+
+def test_readme_synth_lines_run_as_written(tmp_path, monkeypatch):
+    """The README's synth commands, made tiny: the second adds the val split without a flag."""
+    monkeypatch.chdir(tmp_path)
+    lines = [cmd for cmd in _readme_commands() if cmd[1] == "synth"]
+    assert len(lines) >= 2 and not any("--overwrite" in cmd for cmd in lines)
+    for cmd in lines:
+        args = cmd[1:]
+        args[args.index("--sequences") + 1] = "1"
+        args[args.index("--size") + 1] = "64x128"
+        result = cli(*args, "--quiet")
+        assert result.exit_code == 0, (cmd, result.stderr)
+    root = Path(lines[0][2])
+    assert layout.list_annotated(root, "train") and layout.list_annotated(root, "val")
+
+
+def test_synth_adds_a_split_and_replaces_one_only_with_overwrite(tmp_path):
+    root, tiny = tmp_path / "set", ["--sequences", "1", "--size", "64x128", "--frames", "20", "--quiet"]
+    assert cli("synth", root, "--split", "train", *tiny).exit_code == 0
+    (root / "notes.txt").write_text("mine")
+    before = snapshot(root)
+    result = cli("synth", root, "--split", "val", "--seed", "2", *tiny)
+    assert result.exit_code == 0, result.stderr
+    after = snapshot(root)
+    assert {k: after[k] for k in before} == before  # the train split and the user's file untouched
+    assert {Path(k).parts[1] for k in after.keys() - before.keys() if len(Path(k).parts) > 1} == {"val"}
+    result = cli("synth", root, "--split", "val", *tiny)
+    assert_one_error(result, EXIT_USAGE, f"{root} already holds the val split", "--overwrite")
+    assert snapshot(root) == after
+    result = cli("synth", root, "--split", "val", "--seed", "2", *tiny, "--overwrite")
+    assert result.exit_code == 0, result.stderr
+    assert snapshot(root) == after  # the same split, written over with the same bytes
