@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import json
 from pathlib import Path
 from typing import Annotated
@@ -50,7 +51,13 @@ def synth_command(
     hw = parse_hw(size)
     # No bar where stderr is not a terminal: rich would leave a blank line there, before any error line.
     show = not quiet and not json_out and err_console.is_terminal
-    if show:
+    generate = functools.partial(
+        generate_dataset, out_dir, sequences=sequences, split=split, size=hw, seed=seed,
+        frames_per_sequence=frames, overwrite=overwrite,
+    )  # fmt: skip
+    if not show:
+        result = generate()
+    else:
         progress = Progress(
             TextColumn("[bold]synth[/]"),
             BarColumn(),
@@ -67,26 +74,7 @@ def synth_command(
                 t = progress.tasks[0].elapsed or 0.0
                 progress.update(task, completed=done, fps=done / t if t > 0 else 0.0)
 
-            result = generate_dataset(
-                out_dir,
-                sequences=sequences,
-                split=split,
-                size=hw,
-                seed=seed,
-                frames_per_sequence=frames,
-                overwrite=overwrite,
-                progress=report,
-            )
-    else:
-        result = generate_dataset(
-            out_dir,
-            sequences=sequences,
-            split=split,
-            size=hw,
-            seed=seed,
-            frames_per_sequence=frames,
-            overwrite=overwrite,
-        )
+            result = generate(progress=report)
     if json_out:
         typer.echo(json.dumps(result.to_dict()))
     elif not quiet:
