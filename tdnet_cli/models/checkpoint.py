@@ -10,10 +10,7 @@ import dataclasses
 import io
 import math
 import os
-import pickle
 import re
-import warnings
-import zipfile
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -23,14 +20,14 @@ import torch
 from torch import nn
 
 from tdnet_cli.data.cityscapes import CLASSES, PALETTE
-from tdnet_cli.errors import CheckpointError, few, first_line
+from tdnet_cli.errors import CheckpointError, few
 from tdnet_cli.fileio import atomic_path
 from tdnet_cli.models.complexity import check_memory
-from tdnet_cli.models.grouped_psp import GroupedPSPNetConfig
-from tdnet_cli.models.pspnet import PSPNetConfig
+from tdnet_cli.models.infer import infer_config
 from tdnet_cli.models.registry import KINDS, PRESETS, build, get_preset, kind_of
 from tdnet_cli.models.resnet import RESNET_SPECS
 from tdnet_cli.models.tdnet import TDNetConfig
+from tdnet_cli.models.weights_file import FORMAT, FORMAT_VERSION, load_payload, read_state_dict, unwrap_payload
 
 __all__ = [
     "FORMAT",
@@ -44,8 +41,6 @@ __all__ = [
     "save_checkpoint",
 ]
 
-FORMAT = "tdnet-checkpoint"
-FORMAT_VERSION = 1
 MEAN = (0.485, 0.456, 0.406)
 STD = (0.229, 0.224, 0.225)
 
@@ -113,240 +108,6 @@ def atomic_torch_save(obj: Any, path: Path) -> None:
 
 
 # -- reading ------------------------------------------------------------------------------
-_ZIP_MAGIC = b"PK\x03\x04"  # torch.save since PyTorch 1.6
-_LEGACY_MAGIC = b"\x80\x02\x8a\x0a\x6c\xfc\x9c\x46\xf9\x20\x6a\xa8\x50\x19"  # older torch.save (pickled magic number)
-_OTHER_FORMATS = {  # leading bytes of files people pass by mistake -> what they are
-    b"\x93NUMPY": "a NumPy array (.npy)",
-    b"\x89HDF": "an HDF5 file (Keras/TensorFlow weights?)",
-    b"\x1f\x8b": "a gzip archive",
-    b"\xfd7zXZ": "an xz archive",
-    b"BZh": "a bzip2 archive",
-    b"\x7fELF": "a program (ELF executable)",
-    b"%PDF": "a PDF document",
-}
-
-
-def load_payload(path: Path, source: str = "the path") -> Any:
-    """What ``torch.load(weights_only=True)`` reads, or one CheckpointError saying what the file is.
-
-    ``source`` is what the user passed the path as ("the --weights path", "model.init"): the hint
-    for a missing file names it, so it never points at an option the user did not use."""
-    if not path.exists():
-        raise CheckpointError(f"weights file not found: {path}", hint=f"check {source}")
-    if path.is_dir():
-        raise CheckpointError(f"{path} is a folder, not a weights file", hint="pass the .pt or .pkl file")
-    with open(path, "rb") as f:  # an unreadable file is an OSError: one line from handle_errors
-        head = f.read(512)
-    if not head:
-        raise CheckpointError(f"{path} is empty (0 bytes), not a checkpoint", hint="download the weights again")
-    if not head.startswith((_ZIP_MAGIC, _LEGACY_MAGIC)):
-        raise CheckpointError(
-            f"{path} is not a PyTorch checkpoint: it is {_what_is(head)}",
-            hint="pass the .pt or .pkl file written by torch.save",
-        )
-    try:
-        with warnings.catch_warnings():  # torch's notes on pickle protocols would be a second line
-            warnings.simplefilter("ignore")
-            return torch.load(path, map_location="cpu", weights_only=True)
-    except pickle.UnpicklingError as exc:
-        found = re.search(r"Unsupported global: GLOBAL ([\w.]+)", str(exc))
-        if found:
-            raise CheckpointError(
-                f"{path} needs code to unpickle (it refers to the Python object {found.group(1)}); "
-                "refusing to unpickle it: tdnet loads tensors only, never code from a weights file",
-                hint="if you trust it, load it in Python and re-save its tensors: "
-                "torch.save(obj.state_dict(), 'plain.pt')",
-            ) from None
-        raise CheckpointError(
-            f"{path} is damaged: its pickled data is corrupt ({first_line(exc, 120)})",
-            hint="download the weights again",
-        ) from None
-    except EOFError:
-        raise CheckpointError(
-            f"{path} is truncated: the file ends before the checkpoint does ({path.stat().st_size} bytes)",
-            hint="download the weights again",
-        ) from None
-    except (RuntimeError, zipfile.BadZipFile, ValueError, KeyError, AttributeError) as exc:
-        names = _zip_names(path) if head.startswith(_ZIP_MAGIC) else []
-        if names is None:
-            raise CheckpointError(
-                f"{path} is truncated: a zip archive without its end (central directory), {path.stat().st_size} bytes",
-                hint="download the weights again",
-            ) from None
-        if names and not any(n.endswith("data.pkl") for n in names):
-            raise CheckpointError(
-                f"{path} is a zip archive that torch.save did not write (it holds {few(names)})",
-                hint="unpack it and pass the .pt or .pkl file inside",
-            ) from None
-        raise CheckpointError(
-            f"{path} is damaged or not written by torch.save ({first_line(exc, 120)})",
-            hint="download the weights again",
-        ) from None
-
-
-def _zip_names(path: Path) -> list[str] | None:
-    """The names in a zip file, or None if it has no central directory (a cut-off download)."""
-    try:
-        with zipfile.ZipFile(path) as z:
-            return z.namelist()
-    except (zipfile.BadZipFile, OSError, EOFError):
-        return None
-
-
-def _what_is(head: bytes) -> str:
-    """A few words on what a non-checkpoint file holds, from its first bytes."""
-    for magic, what in _OTHER_FORMATS.items():
-        if head.startswith(magic):
-            return what
-    if head.startswith(b"\x80"):  # pickle protocol 2+
-        return "a Python pickle that torch.save did not write"
-    try:
-        text = head.decode("utf-8")
-    except UnicodeDecodeError as exc:
-        text = head[: exc.start].decode("utf-8") if exc.start > len(head) - 4 else None
-    if text is not None and all(ch.isprintable() or ch in "\t\r\n" for ch in text):
-        if text.startswith("version https://git-lfs"):
-            return "a Git LFS pointer, not the weights (run `git lfs pull`)"
-        if text.lstrip().lower().startswith(("<!doctype html", "<html")):
-            return "an HTML page (the download saved a web page, not the file)"
-        first = text.strip().splitlines()[0][:40] if text.strip() else ""
-        return f"a text file (it starts with {first!r})"
-    return f"unknown binary data (not a zip archive or a pickle; it starts with {head[:8].hex(' ')})"
-
-
-def _unwrap(obj: Any, path: Path) -> tuple[dict, dict | None]:
-    """Return (state_dict, our metadata or None) from whatever the file holds."""
-    meta = None
-    if isinstance(obj, Mapping) and obj.get("format") == FORMAT:
-        meta = dict(obj)
-        obj = meta.get("state_dict")
-        if not isinstance(obj, Mapping):
-            raise CheckpointError(
-                f"{path}: a tdnet checkpoint without its tensors ('state_dict' is missing)",
-                hint="download or export the checkpoint again",
-            )
-    elif isinstance(obj, Mapping):
-        for key in ("state_dict", "model_state", "model"):
-            if key in obj and isinstance(obj[key], Mapping):
-                obj = obj[key]
-                break
-    if not isinstance(obj, Mapping) or not obj or not all(isinstance(v, torch.Tensor) for v in obj.values()):
-        raise CheckpointError(f"{path} does not hold a state dict of tensors", hint="pass a TDNet or PSPNet checkpoint")
-    sd = {str(k).removeprefix("module."): v for k, v in obj.items()}
-    _check_finite(sd, path)
-    return sd, meta
-
-
-def _check_finite(sd: Mapping[str, torch.Tensor], path: Path) -> None:
-    """Refuse NaN or infinite weights: they turn every prediction into one class, silently."""
-    for key, t in sd.items():
-        if t.is_floating_point() and t.numel() and not bool(torch.isfinite(t).all()):
-            nan, inf = int(torch.isnan(t).sum()), int(torch.isinf(t).sum())
-            what = " and ".join(s for s in (f"{nan} NaN" if nan else "", f"{inf} infinite" if inf else "") if s)
-            raise CheckpointError(
-                f"{path}: tensor {key} holds {what} value(s) of {t.numel()}; "
-                "the weights are broken (a diverged training run?)",
-                hint="use an earlier or another checkpoint",
-            )
-
-
-def read_state_dict(path: str | os.PathLike, source: str = "the path") -> dict[str, torch.Tensor]:
-    """The tensors of a checkpoint file (ours or raw), prefix ``module.`` stripped; ``source``:
-    as for :func:`load_payload`."""
-    return _unwrap(load_payload(Path(path), source), Path(path))[0]
-
-
-def _dims(sd: Mapping[str, torch.Tensor], key: str, expected: str, where: str) -> tuple[int, ...]:
-    """The shape of ``sd[key]``, which must have as many dimensions as ``expected`` names, each >= 1."""
-    shape = tuple(sd[key].shape)
-    rank = expected.count(",") + 1
-    if len(shape) != rank or min(shape, default=0) < 1:
-        raise CheckpointError(f"{where}: {key} has shape {shape}; expected {expected}")
-    return shape
-
-
-def _backbone_from_keys(sd: Mapping[str, torch.Tensor], prefix: str, where: str) -> tuple[str, int]:
-    """(backbone name, width) from the block layout; the width is layer1's first conv's output
-    (``width`` for both block kinds), so a damaged stem is reported by the shape check instead."""
-    bottleneck = f"{prefix}.layer1.0.conv3.weight" in sd
-    counts = []
-    for layer in range(1, 5):
-        pat = re.compile(rf"^{re.escape(prefix)}\.layer{layer}\.(\d+)\.conv1\.weight$")
-        counts.append(len({m.group(1) for k in sd if (m := pat.match(k))}))
-    block = "bottleneck" if bottleneck else "basic"
-    for name, spec in RESNET_SPECS.items():
-        if spec.block == block and spec.layers == tuple(counts):
-            width = _dims(sd, f"{prefix}.layer1.0.conv1.weight", "(width, channels, k, k)", where)[0]
-            return name, width
-    raise CheckpointError(f"{where}: unrecognised backbone under {prefix!r} (a {block} ResNet with blocks {counts})")
-
-
-def infer_config(sd: Mapping[str, torch.Tensor], where: str = "the state dict") -> TDNetConfig | PSPNetConfig:
-    """Work out a model configuration from a state dict's key layout and shapes.
-
-    Every shape read here is checked first (dimensions, divisibility), naming the key; the shapes
-    of all other keys are checked against the model built from the result (``load_checkpoint``).
-    """
-    try:
-        if "pretrained1.layer1.0.conv1.weight" in sd:
-            return _infer_tdnet(sd, where)
-        if "pretrained.layer1.0.conv1.weight" in sd and "group_convs.0.weight" in sd:
-            backbone, width = _backbone_from_keys(sd, "pretrained", where)
-            return GroupedPSPNetConfig(
-                backbone=backbone,
-                width=width,
-                groups=len({k.split(".")[1] for k in sd if k.startswith("group_convs.")}),
-                num_classes=_dims(sd, "classifier.3.weight", "(classes, channels, 1, 1)", where)[0],
-                aux="auxlayer.conv5.0.weight" in sd,
-            )
-        if "pretrained.layer1.0.conv1.weight" in sd and "head.conv5.1.weight" in sd:
-            backbone, width = _backbone_from_keys(sd, "pretrained", where)
-            return PSPNetConfig(
-                backbone=backbone,
-                width=width,
-                num_classes=_dims(sd, "head.conv5.5.weight", "(classes, channels, 1, 1)", where)[0],
-                aux="auxlayer.conv5.0.weight" in sd,
-            )
-    except KeyError as exc:
-        raise CheckpointError(f"{where}: incomplete TDNet/PSPNet state dict: key {exc.args[0]!r} is missing") from None
-    raise CheckpointError(
-        f"{where} is not a TDNet or PSPNet state dict (no 'pretrained1.*' or 'pretrained.*' + 'head.conv5.*' keys; "
-        f"first keys: {', '.join(list(sd)[:3])})"
-    )
-
-
-def _infer_tdnet(sd: Mapping[str, torch.Tensor], where: str) -> TDNetConfig:
-    n = len({m.group(1) for k in sd if (m := re.match(r"^pretrained(\d+)\.", k))})
-    if n < 2:
-        raise CheckpointError(f"{where}: a TDNet state dict with one path (only pretrained1.*); expected 2 or more")
-    backbone, width = _backbone_from_keys(sd, "pretrained1", where)
-    c = 8 * width * (4 if RESNET_SPECS[backbone].block == "bottleneck" else 1)  # the backbone's channels
-    value_dim, d = _dims(sd, "enc1.w_vs.0.conv.weight", "(value_dim, channels, 1, 1)", where)[:2]
-    # the encoder takes 2c/G channels: one of G groups of the pyramid's 2c, G dividing c/4
-    if (2 * c) % d or (c // 4) % ((2 * c) // d):
-        raise CheckpointError(
-            f"{where}: enc1.w_vs.0.conv.weight takes {d} channels; expected 2 x {c} / G "
-            f"for a group count G dividing {c // 4} (the backbone gives {c} channels)"
-        )
-    head = _dims(sd, "head1.conv5.0.weight", "(value_dim / reduction, value_dim, 3, 3)", where)[0]
-    if value_dim % head:
-        raise CheckpointError(
-            f"{where}: head1.conv5.0.weight has {head} output channels; expected a divisor "
-            f"of value_dim {value_dim} (from enc1.w_vs.0.conv.weight)"
-        )
-    fh, fw = _dims(sd, "layer_norm1.ln.weight", "(feature height, feature width)", where)
-    return TDNetConfig(
-        num_paths=n,
-        groups=(2 * c) // d,
-        backbone=backbone,
-        width=width,
-        key_dim=_dims(sd, "enc1.w_qs.1.conv.weight", "(key_dim, key_dim, 1, 1)", where)[0],
-        value_dim=value_dim,
-        head_reduction=value_dim // head,
-        num_classes=_dims(sd, "head1.conv5.4.weight", "(classes, channels, 1, 1)", where)[0],
-        input_size=((fh - 1) * 8 + 1, (fw - 1) * 8 + 1),
-        aux="aux1.conv5.0.weight" in sd,
-    )
 
 
 _OPTIONAL_FIELDS = ("aux", "memory_stride")  # settings added after the first checkpoints; defaults fit those
@@ -507,7 +268,7 @@ def load_checkpoint(
     the user passed the path as, for the hint of a missing file (:func:`load_payload`).
     """
     path = Path(path)
-    sd, meta = _unwrap(load_payload(path, source), path)
+    sd, meta = unwrap_payload(load_payload(path, source), path)
     config = _config_from_meta(meta, str(path)) if meta is not None else infer_config(sd, str(path))
     _check_config(config, str(path))
     name = meta.get("preset") if meta is not None else None
