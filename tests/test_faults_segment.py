@@ -18,7 +18,7 @@ from media import ffmpeg, make_clip, probe
 
 from tdnet_cli.errors import OutputExistsError
 from tdnet_cli.fileio import STALE_AFTER_S, remove_stale_partials
-from tdnet_cli.video.writer import MANIFEST, PngSequenceWriter
+from tdnet_cli.video.png_writer import MANIFEST, PngSequenceWriter
 
 MODEL = ("-w", str(REPO / "weights" / "td4-mini-synth.pt"), "--device", "cpu", "--threads", "1")
 

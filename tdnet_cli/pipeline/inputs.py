@@ -22,7 +22,7 @@ from tdnet_cli.errors import OutputExistsError, UsageError, few
 from tdnet_cli.fileio import is_partial_name, remove_stale_partials
 from tdnet_cli.pipeline.options import SegmentOptions
 from tdnet_cli.video import VIDEO_SUFFIXES, is_url, natural_key
-from tdnet_cli.video.writer import refuse_foreign
+from tdnet_cli.video.png_writer import refuse_foreign
 
 __all__ = [
     "InputSet",

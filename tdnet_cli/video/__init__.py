@@ -3,25 +3,23 @@
 from tdnet_cli.video.color import YUV420
 from tdnet_cli.video.cuts import CutDetector
 from tdnet_cli.video.ffmpeg import ffmpeg_exe
-from tdnet_cli.video.reader import (
+from tdnet_cli.video.folder import FrameFolderReader, to_rgb8
+from tdnet_cli.video.frames import (
     DEFAULT_FOLDER_FPS,
     IMAGE_EXTENSIONS,
     Frame,
-    FrameFolderReader,
     FrameSource,
     SourceInfo,
-    VideoReader,
     is_url,
     natural_key,
-    open_source,
-    to_rgb8,
 )
+from tdnet_cli.video.png_writer import PngSequenceWriter
+from tdnet_cli.video.reader import VideoReader, open_source
 from tdnet_cli.video.writer import (
     ENCODERS,
     VIDEO_SUFFIXES,
     X264_PRESETS,
     Encoding,
-    PngSequenceWriter,
     VideoWriter,
     check_encoding,
     encoded_size,

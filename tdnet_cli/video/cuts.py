@@ -5,7 +5,7 @@ from __future__ import annotations
 import cv2
 import numpy as np
 
-from tdnet_cli.video.reader import Frame
+from tdnet_cli.video.frames import Frame
 
 __all__ = ["CutDetector"]
 

@@ -1,4 +1,5 @@
-"""Streaming frame sources: videos (anything ffmpeg opens, URLs included) and frame folders.
+"""Streaming frame sources: videos (anything ffmpeg opens, URLs included) and frame folders
+(tdnet_cli/video/folder.py), opened by :func:`open_source`.
 
 Both yield frames one at a time, so memory stays flat however long the input: uint8 RGB
 ``(H, W, 3)``, or for videos opened with ``yuv=True`` the decoder's own YUV 4:2:0 planes
@@ -15,110 +16,22 @@ import subprocess
 import threading
 from collections import deque
 from collections.abc import Iterator
-from dataclasses import dataclass
 from fractions import Fraction
 from pathlib import Path
-from typing import Protocol
 
-import cv2
 import numpy as np
 
 from tdnet_cli.errors import InputError
 from tdnet_cli.video.color import YUV420
 from tdnet_cli.video.ffmpeg import ffmpeg_exe, gpu_line
+from tdnet_cli.video.folder import FrameFolderReader
+from tdnet_cli.video.frames import (
+    Frame,
+    SourceInfo,
+    is_url,
+)
 
-__all__ = [
-    "DEFAULT_FOLDER_FPS",
-    "IMAGE_EXTENSIONS",
-    "Frame",
-    "FrameFolderReader",
-    "FrameSource",
-    "SourceInfo",
-    "VideoReader",
-    "is_url",
-    "natural_key",
-    "open_source",
-    "to_rgb8",
-]
-
-IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff")
-# A folder of frames has no rate of its own: videos made of one play at this unless told
-# otherwise (Cityscapes sequences were recorded at 17 Hz).
-DEFAULT_FOLDER_FPS = 17.0
-_URL_RE = re.compile(r"^[A-Za-z][A-Za-z0-9+.\-]*://")
-
-
-def is_url(spec: str) -> bool:
-    """True for ``scheme://...`` inputs, which go to ffmpeg untouched."""
-    return bool(_URL_RE.match(spec))
-
-
-def natural_key(name: str) -> list:
-    """Sort key that orders ``frame2`` before ``frame10``."""
-    return [int(tok) if tok.isdigit() else tok.lower() for tok in re.split(r"(\d+)", name)]
-
-
-class Frame:
-    """One input frame: ``index``, ``name`` (output stem: the frame file's stem for folders,
-    the zero-padded index for videos) and its pixels, as RGB or as the decoder's YUV 4:2:0.
-
-    ``image`` is always (H, W, 3) uint8 RGB; for a YUV frame it is converted on first use,
-    so code that only needs the planes (blending, the model's small input) never pays for it.
-    """
-
-    __slots__ = ("_rgb", "index", "name", "yuv")
-
-    def __init__(self, index: int, name: str, image: np.ndarray | None = None, *, yuv: YUV420 | None = None) -> None:
-        if (image is None) == (yuv is None):
-            raise ValueError("a Frame takes RGB pixels or YUV planes, one of the two")
-        self.index, self.name, self.yuv, self._rgb = index, name, yuv, image
-
-    @property
-    def size(self) -> tuple[int, int]:
-        """(H, W)"""
-        return (self.yuv.height, self.yuv.width) if self.yuv is not None else self._rgb.shape[:2]
-
-    @property
-    def image(self) -> np.ndarray:
-        if self._rgb is None:
-            self._rgb = self.yuv.to_rgb()
-        return self._rgb
-
-    def rgb(self, size: tuple[int, int] | None = None) -> np.ndarray:
-        """RGB at ``size`` (H, W), default the frame's own; from YUV planes, resized before
-        conversion, so a small size is cheap."""
-        if size is None or tuple(size) == self.size:
-            return self.image
-        if self.yuv is not None and self._rgb is None:
-            return self.yuv.to_rgb(size)
-        return cv2.resize(self.image, (size[1], size[0]), interpolation=cv2.INTER_LINEAR)
-
-    def __repr__(self) -> str:
-        kind = f"yuv420 {self.yuv.matrix}" if self.yuv is not None else "rgb"
-        return f"Frame({self.index}, {self.name!r}, {self.size[1]}x{self.size[0]} {kind})"
-
-
-@dataclass(frozen=True)
-class SourceInfo:
-    uri: str
-    kind: str  # "video" or "frames"
-    width: int
-    height: int
-    fps: Fraction | None  # None for frame folders
-    frame_count: int | None  # exact for folders; an estimate (duration x fps) for videos
-    has_audio: bool = False
-    codec: str | None = None
-    matrix: str | None = None  # colour matrix of YUV frames ("bt601"/"bt709"); None: RGB frames
-
-
-class FrameSource(Protocol):
-    info: SourceInfo
-    problems: list[str]  # non-fatal read errors (corrupt data); filled while iterating
-
-    def __iter__(self) -> Iterator[Frame]: ...
-
-    def close(self) -> None: ...
-
+__all__ = ["VideoReader", "open_source"]
 
 # --------------------------------------------------------------------------- videos
 
@@ -442,96 +355,6 @@ class VideoReader:
         if proc is not None and proc.poll() is None:
             with contextlib.suppress(Exception):  # interpreter shutdown: nothing left to tell
                 self.close()
-
-
-# --------------------------------------------------------------------------- frame folders
-
-
-def to_rgb8(image: np.ndarray) -> np.ndarray:
-    """Any OpenCV-decoded image (grey, grey+alpha, BGR, BGRA; 8 or 16 bit) -> uint8 RGB.
-
-    Alpha is dropped (the stored colours are shown); 16-bit samples are scaled to 8 bits.
-    """
-    if image.dtype == np.uint16:
-        image = cv2.convertScaleAbs(image, alpha=255.0 / 65535.0)
-    elif image.dtype != np.uint8:
-        raise InputError(f"unsupported sample type {image.dtype} (use 8- or 16-bit images)")
-    if image.ndim == 2:
-        return cv2.cvtColor(image, cv2.COLOR_GRAY2RGB)
-    channels = image.shape[2]
-    if channels == 1:
-        return cv2.cvtColor(image[:, :, 0], cv2.COLOR_GRAY2RGB)
-    if channels == 2:  # grey + alpha
-        return cv2.cvtColor(np.ascontiguousarray(image[:, :, 0]), cv2.COLOR_GRAY2RGB)
-    if channels == 3:
-        return cv2.cvtColor(image, cv2.COLOR_BGR2RGB)
-    if channels == 4:
-        return cv2.cvtColor(image, cv2.COLOR_BGRA2RGB)
-    raise InputError(f"unsupported image with {channels} channels")
-
-
-def _read_image(path: Path) -> np.ndarray:
-    # imdecode of the bytes (not imread) so non-ASCII paths work and errors are ours
-    try:
-        data = np.fromfile(str(path), dtype=np.uint8)
-    except OSError as exc:
-        raise InputError(f"{path}: cannot read ({exc.strerror or exc})") from None
-    image = cv2.imdecode(data, cv2.IMREAD_UNCHANGED) if data.size else None
-    if image is None:
-        raise InputError(f"{path}: not a readable image")
-    try:
-        return to_rgb8(image)
-    except InputError as exc:
-        raise InputError(f"{path}: {exc.message}") from None
-
-
-class FrameFolderReader:
-    """Frames of a folder of images (png/jpg/...), in natural order (``f2`` before ``f10``).
-
-    Every frame must have the first frame's size; a different one raises InputError
-    when it is reached. Output names keep the frame files' stems.
-    """
-
-    def __init__(self, folder: str | Path) -> None:
-        self.folder = Path(folder)
-        self.problems: list[str] = []
-        try:
-            entries = [p for p in self.folder.iterdir() if p.suffix.lower() in IMAGE_EXTENSIONS and p.is_file()]
-        except OSError as exc:
-            raise InputError(f"{folder}: cannot list folder ({exc.strerror or exc})") from None
-        if not entries:
-            raise InputError(
-                f"{folder}: no frames (png/jpg) in this folder", hint="point at the folder that holds the images"
-            )
-        self.files = sorted(entries, key=lambda p: natural_key(p.name))
-        stems = [p.stem for p in self.files]
-        if len(set(stems)) != len(stems):
-            # a.png and a.jpg would write the same output name
-            raise InputError(f"{folder}: two frames share a name stem (e.g. a.png and a.jpg)")
-        self._first = _read_image(self.files[0])
-        h, w = self._first.shape[:2]
-        self.info = SourceInfo(uri=str(folder), kind="frames", width=w, height=h, fps=None, frame_count=len(self.files))
-
-    def __iter__(self) -> Iterator[Frame]:
-        w, h = self.info.width, self.info.height
-        for index, path in enumerate(self.files):
-            image = self._first if index == 0 else _read_image(path)
-            if image.shape[:2] != (h, w):
-                raise InputError(
-                    f"{path}: frame size {image.shape[1]}x{image.shape[0]} differs from the first frame's {w}x{h}",
-                    hint="all frames of a folder must have one size",
-                )
-            yield Frame(index, path.stem, image)
-        self._first = None  # type: ignore[assignment]
-
-    def close(self) -> None:
-        pass
-
-    def __enter__(self) -> FrameFolderReader:
-        return self
-
-    def __exit__(self, *exc) -> None:
-        self.close()
 
 
 def open_source(

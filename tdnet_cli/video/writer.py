@@ -7,21 +7,16 @@ context manager on any exception, Ctrl-C and SIGTERM included) deletes the tempo
 after a SIGKILL, :func:`tdnet_cli.fileio.remove_stale_partials` lets a later run remove it. An existing
 final output is an :class:`OutputExistsError` unless ``overwrite=True``.
 
-A PNG folder written with ``manifest=True`` holds a hidden :data:`MANIFEST` naming the
-files written, so a later run can tell a folder of ours (safe to replace) from one holding
-anything else (:func:`foreign_entry`).
+Here: the video writer (H.264 through ffmpeg) and the rules both writers share; PNG
+sequences and their manifest are in :mod:`tdnet_cli.video.png_writer`.
 """
 
 from __future__ import annotations
 
 import errno
-import json
 import os
-import shutil
 import subprocess
 import tempfile
-from collections import deque
-from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from fractions import Fraction
 from pathlib import Path
@@ -30,7 +25,7 @@ import cv2
 import numpy as np
 
 from tdnet_cli.errors import OutputExistsError, TdnetError, UsageError, WriteError
-from tdnet_cli.fileio import commit_file, partial_path, write_error, write_png
+from tdnet_cli.fileio import commit_file, partial_path, write_error
 from tdnet_cli.video.color import MATRICES, YUV420, rgb_to_i420
 from tdnet_cli.video.ffmpeg import ffmpeg_exe, gpu_error
 
@@ -41,14 +36,12 @@ _COLOR_TAGS = {
 }
 
 __all__ = [
-    "MANIFEST",
     "VIDEO_SUFFIXES",
     "Encoding",
-    "PngSequenceWriter",
     "VideoWriter",
+    "check_target",
     "encoded_size",
-    "foreign_entry",
-    "refuse_foreign",
+    "unlink_quietly",
 ]
 
 VIDEO_SUFFIXES = (".mp4", ".mov", ".m4v", ".mkv")
@@ -110,65 +103,6 @@ class Encoding:
         return ["-c:v", "libx264", "-preset", self.preset, "-crf", str(self.crf)]
 
 
-# The hidden list of the files a PNG folder of ours holds (see PngSequenceWriter(manifest=True)).
-MANIFEST = ".tdnet-output.json"
-_TOOL = "tdnet"
-
-
-def _read_manifest(folder: Path) -> set[str] | None:
-    """The file names our manifest in ``folder`` records, or None (no manifest, or not ours)."""
-    path = folder / MANIFEST
-    try:
-        if path.is_symlink() or not path.is_file() or path.stat().st_size > 64 << 20:
-            return None
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        return None
-    if not isinstance(data, dict) or data.get("tool") != _TOOL or not isinstance(data.get("files"), list):
-        return None
-    return {f for f in data["files"] if isinstance(f, str) and "/" not in f and f not in ("", ".", "..")}
-
-
-def _write_manifest(folder: Path, names: set[str]) -> None:
-    text = json.dumps({"tool": _TOOL, "note": "files written here by tdnet segment", "files": sorted(names)})
-    tmp = folder / f"{MANIFEST}.{os.getpid()}.tmp"
-    try:
-        tmp.write_text(text + "\n", encoding="utf-8")
-        os.replace(tmp, folder / MANIFEST)
-    except OSError as exc:
-        _unlink(tmp)
-        raise write_error(folder, exc) from None
-    except BaseException:  # Ctrl-C, SIGTERM: no stray file left in the user's folder
-        _unlink(tmp)
-        raise
-
-
-def foreign_entry(folder: str | Path) -> str | None:
-    """None when every entry of ``folder`` is a file our manifest there records (a folder
-    ``--overwrite`` may replace); else the name of one entry that is not (``name/`` for a folder)."""
-    folder = Path(folder)
-    ours = _read_manifest(folder)
-    for entry in sorted(os.scandir(folder), key=lambda e: e.name):
-        if entry.name == MANIFEST and ours is not None:
-            continue
-        if entry.is_dir(follow_symlinks=False):
-            return f"{entry.name}/"
-        if ours is None or entry.name not in ours or not entry.is_file(follow_symlinks=False):
-            return entry.name
-    return None
-
-
-def refuse_foreign(folder: str | Path) -> None:
-    """OutputExistsError (one line naming one foreign entry and the way on) unless
-    :func:`foreign_entry` finds the folder all ours."""
-    foreign = foreign_entry(folder)
-    if foreign is not None:
-        raise OutputExistsError(
-            f"{folder} holds {foreign}, which tdnet has no record of writing there: --overwrite replaces only "
-            f"folders of its own", hint="pass --into-folder to add the PNGs to it, replacing only same-named "
-            "files; or choose another output")  # fmt: skip
-
-
 # ffmpeg reports a failed write with the system's own words (av_err2str is strerror)
 _WRITE_FAILURES = tuple(
     os.strerror(e)
@@ -190,7 +124,7 @@ def encoded_size(width: int, height: int) -> tuple[int, int]:
     return width + (width & 1), height + (height & 1)
 
 
-def _check_target(final: Path, overwrite: bool) -> None:
+def check_target(final: Path, overwrite: bool) -> None:
     if final.exists() and not overwrite:
         raise OutputExistsError(f"{final} exists", hint="use --overwrite, or --skip-existing to keep it")
     parent = final.parent
@@ -200,7 +134,7 @@ def _check_target(final: Path, overwrite: bool) -> None:
         raise UsageError(f"output folder {parent} is not writable", hint="choose a writable output folder")
 
 
-def _unlink(path: Path) -> None:
+def unlink_quietly(path: Path) -> None:
     try:
         path.unlink()
     except FileNotFoundError:
@@ -246,7 +180,7 @@ class VideoWriter:
         self.encoding = (encoding or Encoding(preset, crf)).check()
         if self.path.suffix.lower() not in VIDEO_SUFFIXES:
             raise UsageError(f"{self.path}: a video output needs one of {', '.join(VIDEO_SUFFIXES)}")
-        _check_target(self.path, overwrite)
+        check_target(self.path, overwrite)
         self.width, self.height = width, height
         self.overwrite = overwrite
         self.audio_from = audio_from
@@ -374,7 +308,7 @@ class VideoWriter:
             log = proc.stderr.decode("utf-8", "replace")
             # measured before the half-written copy is deleted: it is what filled the disk
             full = any(m in log for m in _WRITE_FAILURES[:2]) or _disk_full(muxed.parent)
-            _unlink(muxed)
+            unlink_quietly(muxed)
             last = (log.strip().splitlines()[-1:] or [""])[0]
             if full:  # a failed write is a failed output, not a video without its audio
                 raise WriteError(
@@ -399,154 +333,11 @@ class VideoWriter:
                 self._proc.stdin.close()
             except OSError:
                 pass
-        _unlink(self._tmp)
-        _unlink(self._tmp.with_name(self._tmp.name.replace(".partial", ".partial-av")))
+        unlink_quietly(self._tmp)
+        unlink_quietly(self._tmp.with_name(self._tmp.name.replace(".partial", ".partial-av")))
         self._log.close()
 
     def __enter__(self) -> VideoWriter:
-        return self
-
-    def __exit__(self, exc_type, exc, tb) -> None:
-        if exc_type is None:
-            self.close()
-        else:
-            self.abort()
-
-
-def _write_frame_png(target: Path, image: np.ndarray, rgb: bool, where: Path) -> None:
-    """One frame's PNG inside the writer's temporary folder (which is the atomic part)."""
-    write_png(target, cv2.cvtColor(image, cv2.COLOR_RGB2BGR) if rgb else image, where=where, atomic=False)
-
-
-class PngSequenceWriter:
-    """One PNG per frame into a folder: 8-bit grey (label maps) or RGB (colour images).
-
-    Files go to a temporary folder that is renamed to ``path`` by :meth:`close`.
-
-    ``manifest=True`` (what ``tdnet segment`` uses) records the files written in a hidden
-    :data:`MANIFEST`, and ``overwrite`` then replaces an existing folder only if every entry
-    in it is a file such a manifest records (:func:`foreign_entry`), deleting only those.
-    ``into=True`` writes into an existing folder instead: same-named files are replaced,
-    every other entry is left alone.
-    """
-
-    def __init__(
-        self, path: str | Path, *, overwrite: bool = False, workers: int = 0, manifest: bool = False, into: bool = False
-    ) -> None:
-        self.path = Path(path)
-        _check_target(self.path, overwrite or into)
-        if self.path.exists() and not self.path.is_dir():
-            raise OutputExistsError(f"{self.path} exists and is not a folder")
-        self.overwrite, self.manifest, self.into = overwrite, manifest, into
-        if manifest and overwrite and not into and self.path.is_dir():
-            refuse_foreign(self.path)
-        self.frames = 0
-        self.warnings: list[str] = []
-        self._names: set[str] = set()
-        self._tmp = partial_path(self.path, folder=True)
-        self._closed = False
-        if self._tmp.exists():  # left by an earlier process with our pid: ours to replace
-            shutil.rmtree(self._tmp)
-        self._tmp.mkdir()
-        # PNG encoding (~6 ms at 2048x1024) releases the GIL: with spare cores a few
-        # threads keep it off the critical path; a bounded backlog keeps memory flat.
-        self._pool = ThreadPoolExecutor(workers, thread_name_prefix="png") if workers > 0 else None
-        self._pending: deque[Future] = deque()
-        self._backlog = 2 * workers
-
-    def write(self, name: str, image: np.ndarray, *, rgb: bool = False) -> None:
-        """Write ``name``.png; ``image`` is (H, W) uint8, or (H, W, 3) RGB with ``rgb=True``.
-
-        With workers the write is asynchronous: do not modify ``image`` afterwards. Errors
-        surface in a later ``write`` or in ``close``.
-        """
-        target = self._tmp / f"{name}.png"
-        self._names.add(target.name)
-        self.frames += 1
-        if self._pool is None:
-            _write_frame_png(target, image, rgb, self.path)
-            return
-        while len(self._pending) >= self._backlog:
-            self._pending.popleft().result()
-        self._pending.append(self._pool.submit(_write_frame_png, target, image, rgb, self.path))
-
-    def _finish_pending(self) -> None:
-        while self._pending:
-            self._pending.popleft().result()
-        if self._pool is not None:
-            self._pool.shutdown()
-
-    def close(self) -> Path:
-        """Move the finished folder to its final name (or its files into it, with ``into``)."""
-        if self._closed:
-            return self.path
-        try:
-            self._finish_pending()
-            if self.into and self.path.is_dir():
-                self._merge()
-            elif self.path.exists() or self.path.is_symlink():
-                if not self.overwrite:
-                    raise OutputExistsError(f"{self.path} exists", hint="use --overwrite")
-                self._replace()
-            else:
-                if self.manifest:
-                    _write_manifest(self._tmp, self._names)
-                os.replace(self._tmp, self.path)
-        except BaseException:
-            self.abort()
-            raise
-        self._closed = True
-        return self.path
-
-    def _replace(self) -> None:
-        """Swap the new folder in for the old one; the window without any output is one rename."""
-        if not self.manifest:
-            old = self.path.with_name(f".{self.path.name}.{os.getpid()}.old")
-            os.replace(self.path, old)
-            os.replace(self._tmp, self.path)
-            shutil.rmtree(old, ignore_errors=True)
-            return
-        refuse_foreign(self.path)  # again: something may have been added since the start
-        _write_manifest(self._tmp, self._names)
-        old = self.path.with_name(f".{self.path.name}.{os.getpid()}.old")
-        listed = _read_manifest(self.path) or set()
-        os.replace(self.path, old)
-        os.replace(self._tmp, self.path)
-        for name in listed | {MANIFEST}:  # delete only what our manifest named, then the empty folder
-            entry = old / name
-            if entry.is_file() and not entry.is_symlink():
-                _unlink(entry)
-        try:
-            old.rmdir()
-        except OSError:  # something appeared there meanwhile: keep it, and say where
-            self.warnings.append(
-                f"{self.path.name}: files added to the old folder while it was replaced were kept in {old}"
-            )
-
-    def _merge(self) -> None:
-        """Move our files into the existing folder, replacing only same-named files."""
-        for name in sorted(self._names):
-            target = self.path / name
-            if target.is_dir() and not target.is_symlink():
-                raise OutputExistsError(f"{target} is a folder; the PNG of that frame cannot replace it")
-        ours = _read_manifest(self.path)
-        for name in sorted(self._names):
-            os.replace(self._tmp / name, self.path / name)
-        if ours is not None or not (self.path / MANIFEST).exists():
-            _write_manifest(self.path, (ours or set()) | self._names)  # never over a file of that name not ours
-        shutil.rmtree(self._tmp, ignore_errors=True)
-
-    def abort(self) -> None:
-        """Delete the temporary folder (idempotent)."""
-        if self._closed:
-            return
-        self._closed = True
-        if self._pool is not None:
-            self._pool.shutdown(wait=True, cancel_futures=True)
-        self._pending.clear()
-        shutil.rmtree(self._tmp, ignore_errors=True)
-
-    def __enter__(self) -> PngSequenceWriter:
         return self
 
     def __exit__(self, exc_type, exc, tb) -> None:

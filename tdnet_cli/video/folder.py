@@ -1,0 +1,102 @@
+"""Frame folders as a stream: the images of one folder in natural order, read with OpenCV,
+as uint8 RGB frames."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import cv2
+import numpy as np
+
+from tdnet_cli.errors import InputError
+from tdnet_cli.video.frames import IMAGE_EXTENSIONS, Frame, SourceInfo, natural_key
+
+__all__ = ["FrameFolderReader", "to_rgb8"]
+
+
+def to_rgb8(image: np.ndarray) -> np.ndarray:
+    """Any OpenCV-decoded image (grey, grey+alpha, BGR, BGRA; 8 or 16 bit) -> uint8 RGB.
+
+    Alpha is dropped (the stored colours are shown); 16-bit samples are scaled to 8 bits.
+    """
+    if image.dtype == np.uint16:
+        image = cv2.convertScaleAbs(image, alpha=255.0 / 65535.0)
+    elif image.dtype != np.uint8:
+        raise InputError(f"unsupported sample type {image.dtype} (use 8- or 16-bit images)")
+    if image.ndim == 2:
+        return cv2.cvtColor(image, cv2.COLOR_GRAY2RGB)
+    channels = image.shape[2]
+    if channels == 1:
+        return cv2.cvtColor(image[:, :, 0], cv2.COLOR_GRAY2RGB)
+    if channels == 2:  # grey + alpha
+        return cv2.cvtColor(np.ascontiguousarray(image[:, :, 0]), cv2.COLOR_GRAY2RGB)
+    if channels == 3:
+        return cv2.cvtColor(image, cv2.COLOR_BGR2RGB)
+    if channels == 4:
+        return cv2.cvtColor(image, cv2.COLOR_BGRA2RGB)
+    raise InputError(f"unsupported image with {channels} channels")
+
+
+def _read_image(path: Path) -> np.ndarray:
+    # imdecode of the bytes (not imread) so non-ASCII paths work and errors are ours
+    try:
+        data = np.fromfile(str(path), dtype=np.uint8)
+    except OSError as exc:
+        raise InputError(f"{path}: cannot read ({exc.strerror or exc})") from None
+    image = cv2.imdecode(data, cv2.IMREAD_UNCHANGED) if data.size else None
+    if image is None:
+        raise InputError(f"{path}: not a readable image")
+    try:
+        return to_rgb8(image)
+    except InputError as exc:
+        raise InputError(f"{path}: {exc.message}") from None
+
+
+class FrameFolderReader:
+    """Frames of a folder of images (png/jpg/...), in natural order (``f2`` before ``f10``).
+
+    Every frame must have the first frame's size; a different one raises InputError
+    when it is reached. Output names keep the frame files' stems.
+    """
+
+    def __init__(self, folder: str | Path) -> None:
+        self.folder = Path(folder)
+        self.problems: list[str] = []
+        try:
+            entries = [p for p in self.folder.iterdir() if p.suffix.lower() in IMAGE_EXTENSIONS and p.is_file()]
+        except OSError as exc:
+            raise InputError(f"{folder}: cannot list folder ({exc.strerror or exc})") from None
+        if not entries:
+            raise InputError(
+                f"{folder}: no frames (png/jpg) in this folder", hint="point at the folder that holds the images"
+            )
+        self.files = sorted(entries, key=lambda p: natural_key(p.name))
+        stems = [p.stem for p in self.files]
+        if len(set(stems)) != len(stems):
+            # a.png and a.jpg would write the same output name
+            raise InputError(f"{folder}: two frames share a name stem (e.g. a.png and a.jpg)")
+        self._first = _read_image(self.files[0])
+        h, w = self._first.shape[:2]
+        self.info = SourceInfo(uri=str(folder), kind="frames", width=w, height=h, fps=None, frame_count=len(self.files))
+
+    def __iter__(self) -> Iterator[Frame]:
+        w, h = self.info.width, self.info.height
+        for index, path in enumerate(self.files):
+            image = self._first if index == 0 else _read_image(path)
+            if image.shape[:2] != (h, w):
+                raise InputError(
+                    f"{path}: frame size {image.shape[1]}x{image.shape[0]} differs from the first frame's {w}x{h}",
+                    hint="all frames of a folder must have one size",
+                )
+            yield Frame(index, path.stem, image)
+        self._first = None  # type: ignore[assignment]
+
+    def close(self) -> None:
+        pass
+
+    def __enter__(self) -> FrameFolderReader:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
