@@ -30,16 +30,8 @@ def synth_data(tmp_path_factory):
         key = (size, *sorted(splits.items()))
         if key not in made:
             root = tmp_path_factory.mktemp("synth")
-            for i, (split, (sequences, seed)) in enumerate(splits.items()):
-                generate_dataset(
-                    root,
-                    sequences=sequences,
-                    split=split,
-                    size=size,
-                    seed=seed,
-                    frames_per_sequence=20,
-                    overwrite=i > 0,  # a later split goes into the same, no longer empty, root
-                )
+            for split, (sequences, seed) in splits.items():  # a split adds its own folders to the root
+                generate_dataset(root, sequences=sequences, split=split, size=size, seed=seed, frames_per_sequence=20)
             made[key] = root
         return made[key]
 
