@@ -140,7 +140,7 @@ def test_raising_the_iterations_continues_a_finished_run(finished, bar, tmp_path
 
 # -- item 7: the bar, its rate, and what an interruption says ---------------------------------------
 def test_bar_moves_every_iteration_and_ends_on_the_whole_runs_rate(data_root, tmp_path, bar, monkeypatch):
-    import tdnet_cli.pipeline.train as train_mod
+    import tdnet_cli.pipeline.train_loop as train_mod
 
     # train's clock, made to read 10 s for the first step (a warm-up) and 1 s for each later one.
     clock, real = [1000.0], train_mod.TrainStep.gradients
@@ -171,7 +171,7 @@ def test_bar_moves_every_iteration_and_ends_on_the_whole_runs_rate(data_root, tm
 )
 def test_an_interruption_says_it_is_saving_before_it_saves(data_root, tmp_path, bar, monkeypatch, signum, code, what):
     import tdnet_cli.cli.train as cli_train
-    import tdnet_cli.pipeline.train as train_mod
+    import tdnet_cli.pipeline.train_loop as train_mod
 
     order: list[tuple[str, str]] = []
     real_save, real_note = train_mod.save, cli_train._note

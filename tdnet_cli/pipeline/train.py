@@ -9,11 +9,6 @@ rank 0 logs and writes checkpoints.
 
 from __future__ import annotations
 
-import copy
-import hashlib
-import json
-import math
-import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -22,25 +17,21 @@ import torch
 import torch.distributed as dist
 from torch import nn
 
-from tdnet_cli.config import dump_toml, validate
+from tdnet_cli.config import validate
 from tdnet_cli.data.clips import AugmentConfig, ClipDataset, IterationSampler
 from tdnet_cli.distributed import DistEnv, read_dist_env
 from tdnet_cli.errors import (
     DataError,
-    UsageError,
 )
-from tdnet_cli.fileio import write_text
-from tdnet_cli.inference import Predictor, resolve_device
+from tdnet_cli.inference import resolve_device
 from tdnet_cli.losses import Criterion
-from tdnet_cli.models.checkpoint import LoadedModel
 from tdnet_cli.models.registry import get_preset
+from tdnet_cli.pipeline.train_loop import ProgressFn, SavingFn, TrainLoop, get_lr
 from tdnet_cli.pipeline.train_run import (
     load_train_state,
     read_train_state,
     remove_unfinished,
     run_dir_for,
-    save,
-    truncate_log,
 )
 from tdnet_cli.pipeline.train_setup import (
     TrainStep,
@@ -50,15 +41,11 @@ from tdnet_cli.pipeline.train_setup import (
     make_loader,
     place_models,
 )
-from tdnet_cli.pipeline.train_signals import IterationBuffers, StopAtBoundary
+from tdnet_cli.pipeline.train_signals import StopAtBoundary
 
 __all__ = ["TrainResult", "get_lr", "train"]
 
-# (iteration, total, this iteration's record): called every iteration; the record is what metrics.jsonl
-# logs every run.log_every iterations, plus "run_it_s", the rate of the whole loop so far.
-ProgressFn = Callable[[int, int, dict], None]
 StartFn = Callable[[int, int], None]  # (iteration the run starts at, total): the checks passed, work begins
-SavingFn = Callable[[int, Path], None]  # (iteration, last.pt): an interruption is saving the state now
 
 
 @dataclass
@@ -90,14 +77,6 @@ class TrainResult:
         }
 
 
-def get_lr(it: int, o: dict) -> float:
-    """Linear warm-up from warmup_ratio*lr, then poly decay to 0 at the last iteration."""
-    if it < o["warmup_iters"]:
-        r = o["warmup_ratio"]
-        return o["lr"] * (r + (1 - r) * it / max(1, o["warmup_iters"]))
-    return o["lr"] * (1 - it / o["iterations"]) ** o["power"]
-
-
 def _setup_distributed(device_opt: str) -> tuple[DistEnv, torch.device]:
     d = read_dist_env()
     if not d.distributed:
@@ -109,16 +88,6 @@ def _setup_distributed(device_opt: str) -> tuple[DistEnv, torch.device]:
     if not dist.is_initialized():
         dist.init_process_group("nccl" if device.type == "cuda" else "gloo")
     return d, device
-
-
-def _weights_digest(model: nn.Module) -> str:
-    """SHA-256 of the parameters. (BatchNorm running stats are left out: each replica updates
-    them from its own batch and DDP re-broadcasts rank 0's at every forward.)"""
-    h = hashlib.sha256()
-    for k, v in model.named_parameters():
-        h.update(k.encode())
-        h.update(v.detach().cpu().contiguous().numpy().tobytes())
-    return h.hexdigest()
 
 
 # -- the run -------------------------------------------------------------------------------------
@@ -145,16 +114,6 @@ def _autocast(device: torch.device, cuda_amp: bool, cpu_amp: bool = False):
         # Weights, gradients and the optimiser stay fp32; bf16 needs no loss scaling.
         return torch.autocast("cpu", dtype=torch.bfloat16), torch.bfloat16
     return torch.autocast(device.type, enabled=False), None
-
-
-def _loaded_for_save(model: nn.Module, preset: str, provenance: dict, keep_aux: bool) -> LoadedModel:
-    """A checkpointable copy; without the training-only auxiliary head unless ``keep_aux``."""
-    if keep_aux:
-        return LoadedModel(model=model, preset=preset, provenance=provenance)
-    cfg = type(model.config)(**{**model.config.__dict__, "aux": False})
-    clean = type(model)(cfg)
-    clean.load_state_dict({k: v for k, v in model.state_dict().items() if k in clean.state_dict()})
-    return LoadedModel(model=clean.eval(), preset=preset, provenance=provenance)
 
 
 def train(
@@ -220,203 +179,33 @@ def train(
             model, device_ids=[device.index] if device.type == "cuda" else None, find_unused_parameters=True
         )
 
-    log_path = run_dir / "metrics.jsonl"
     iterations, accum = o_cfg["iterations"], o_cfg["accumulate"]
     sampler = IterationSampler(start * accum, iterations * accum, d_cfg["batch_size"], ddp.rank, ddp.world)
-    loader = make_loader(dataset, sampler, d_cfg, device)
     step = TrainStep(
-        model,
-        teacher,
-        Criterion(config["loss"]),
-        scaler,
-        autocast,
-        device,
-        channels_last,
-        seed=r_cfg["seed"],
-        rank=ddp.rank,
-        clip_len=clip_len,
-        tdnet=preset.kind == "tdnet",
-        accum=accum,
-    )
-    history: list[dict] = []
-    last_loss, interrupted = None, False
-    t_log, completed, logged = time.perf_counter(), start, start
-    buffers = IterationBuffers(core)
-    mid_iteration = False  # the model's buffers have moved past `completed` (a forward pass ran)
-
-    def save_last(iteration: int) -> Path:
-        provenance = {"config": config, "iteration": iteration, "preset": preset.name}
-        payload = {
-            "iteration": iteration,
-            "optimizer": optimizer.state_dict(),
-            "scaler": scaler.state_dict(),
-            "best_miou": best_miou,
-        }
-        return save(
-            run_dir / "last.pt",
-            _loaded_for_save(core, preset.name, provenance, keep_aux=True),
-            extra={"train_state": payload},
-        )
-
-    def write_log(record: dict) -> None:
-        history.append(record)
-        if ddp.is_main:
-            with open(log_path, "a") as f:
-                f.write(json.dumps(record) + "\n")
-
-    batches, made = None, ddp.is_main and not resume and not run_dir.exists()
+        model, teacher, Criterion(config["loss"]), scaler, autocast, device, channels_last,
+        seed=r_cfg["seed"], rank=ddp.rank, clip_len=clip_len, tdnet=preset.kind == "tdnet", accum=accum,
+    )  # fmt: skip
+    loop = TrainLoop(
+        config, preset.name, model, core, optimizer, scaler, step, ddp, device, run_dir, start, best_miou,
+        has_val, resumed=bool(resume), progress=progress, saving=saving,
+    )  # fmt: skip
+    interrupted, made = False, ddp.is_main and not resume and not run_dir.exists()
     try:
         with StopAtBoundary() as stop:
             try:
-                if ddp.is_main:
-                    run_dir.mkdir(parents=True, exist_ok=True)
-                    write_text(run_dir / "config.toml", dump_toml(config))
-                    if resume:
-                        truncate_log(log_path, start)
-                batches = iter(loader)
-                model.train()
-                t_run = time.perf_counter()
-                for it in range(start, iterations):
-                    stop.hold = True
-                    buffers.take()
-                    mid_iteration = True
-                    # Dropout and friends draw from a generator seeded by (seed, iteration, rank), so a
-                    # resumed run repeats exactly what an uninterrupted one would have drawn.
-                    torch.manual_seed((r_cfg["seed"] * 1_000_003 + it) * 1009 + ddp.rank)
-                    lr = get_lr(it, o_cfg)
-                    for group in optimizer.param_groups:
-                        group["lr"] = lr
-                    loss_sum, terms_sum = step.gradients(batches, it)
-                    stop.critical = True  # the step is never cut: parameters and momenta move together
-                    scaler.step(optimizer)
-                    scaler.update()
-                    optimizer.zero_grad(set_to_none=True)
-                    completed, mid_iteration = it + 1, False
-                    stop.critical = False
-                    if not math.isfinite(loss_sum):
-                        raise UsageError(f"the loss became {loss_sum} at iteration {it}", hint="lower optim.lr")
-                    last_loss = loss_sum
-                    done, now = it + 1, time.perf_counter()
-                    record = {
-                        "iteration": done,
-                        "loss": loss_sum,
-                        **terms_sum,
-                        "lr": lr,
-                        "it_s": (done - logged) / max(now - t_log, 1e-9),  # since the last record logged
-                        "time": time.time(),
-                    }
-                    if done % r_cfg["log_every"] == 0 or done == iterations or done == start + 1:
-                        t_log, logged = now, done
-                        write_log(record)
-                    if progress and ddp.is_main:  # every iteration: the bar moves even between log records
-                        run_rate = (done - start) / max(now - t_run, 1e-9)  # the whole loop, validation included
-                        progress(done, iterations, {**record, "run_it_s": run_rate})
-                    if ddp.is_main and (done % r_cfg["save_every"] == 0):
-                        save_last(done)
-                    stop.check()  # a signal held during this iteration stops here, at the boundary
-                    stop.hold = False
-                    if has_val and r_cfg["val_every"] and done % r_cfg["val_every"] == 0 and done != iterations:
-                        best_miou = _validate(
-                            core, preset.name, config, device, done, best_miou, run_dir, write_log, ddp
-                        )
-                        model.train()
-                stop.hold = False
-                if has_val and iterations > start:
-                    best_miou = _validate(
-                        core, preset.name, config, device, iterations, best_miou, run_dir, write_log, ddp
-                    )
-                last = _finish(
-                    core, preset.name, config, iterations, best_miou, last_loss, run_dir, write_log, ddp, save_last
-                )
+                last = loop.run(make_loader(dataset, sampler, d_cfg, device), stop)
             except KeyboardInterrupt as exc:
-                interrupted = stop.critical = True  # no further signal cuts the save of last.pt
-                if mid_iteration:  # a second signal cut the iteration: back to where it began
-                    buffers.restore()
-                if ddp.is_main and (run_dir / "config.toml").is_file():  # else nothing was made yet
-                    if saving:  # writing last.pt takes seconds: say so before, not only after
-                        saving(completed, run_dir / "last.pt")
-                    save_last(completed)
-                    exc.add_note(
-                        f"after iteration {completed}: saved {run_dir / 'last.pt'}; continue with --resume {run_dir}"
-                    )
+                interrupted = True
+                loop.interrupted(exc, stop)
                 raise
             finally:
-                shutdown = getattr(batches, "_shutdown_workers", None)
-                if shutdown is not None:  # workers ignore SIGTERM: stop them now, not at garbage collection
-                    shutdown()
+                loop.stop_workers()
     except Exception:
         if ddp.is_main and not resume:
             remove_unfinished(run_dir, made)  # nothing resumable was saved: the name stays free
         raise
     best = run_dir / "best.pt"
     return TrainResult(
-        run_dir, iterations, last, best if best.exists() else None, best_miou, last_loss, log_path, interrupted, history
-    )
-
-
-def _finish(core, preset_name, config, iterations, best_miou, last_loss, run_dir, write_log, ddp, save_last) -> Path:
-    """After the last iteration: replicas' agreement (DDP), last.pt and the final model.pt."""
-    if ddp.world > 1:
-        digests = [None] * ddp.world
-        dist.all_gather_object(digests, _weights_digest(core))
-        write_log({"iteration": iterations, "ranks_in_sync": len(set(digests)) == 1, "weights_sha256": digests})
-        dist.barrier()
-    if not ddp.is_main:
-        return run_dir / "last.pt"
-    last = save_last(iterations)
-    final_provenance = {
-        "config": config,
-        "iterations": iterations,
-        "preset": preset_name,
-        "best_val_miou": best_miou,
-        "final_loss": last_loss,
-    }
-    save(run_dir / "model.pt", _loaded_for_save(core, preset_name, final_provenance, keep_aux=False))
-    return last
-
-
-def _validate(core, preset_name, config, device, iteration, best_miou, run_dir, write_log, ddp) -> float | None:
-    """Score the current weights with the eval core (rank 0) and keep best.pt."""
-    from tdnet_cli.pipeline.evaluate import evaluate
-
-    if not ddp.is_main:
-        if ddp.world > 1:
-            dist.barrier()
-        return best_miou
-    d, r = config["data"], config["run"]
-    loaded = _loaded_for_save(core, preset_name, {}, keep_aux=False)
-    pred = Predictor(
-        LoadedModel(model=copy.deepcopy(loaded.model).to(device).eval(), preset=preset_name), device=device
-    )
-    try:
-        # Every path scored on each frame: a video runs them all, and they can differ by points.
-        report = evaluate(
-            d["root"],
-            predictor=pred,
-            split=d["val_split"],
-            limit=r["val_limit"] or None,
-            skip_missing=True,
-            all_paths=True,
-        )
-    except DataError as exc:
-        write_log({"iteration": iteration, "val_error": str(exc)})
-        if ddp.world > 1:
-            dist.barrier()
-        return best_miou
-    miou = report.scores.miou
-    write_log(
-        {
-            "iteration": iteration,
-            "val_miou": miou,
-            "val_pixel_accuracy": report.scores.pixel_accuracy,
-            "val_frames": report.evaluated,
-            "val_paths": report.paths_scored,
-        }
-    )
-    if best_miou is None or miou > best_miou:
-        best_miou = miou
-        provenance = {"config": config, "iteration": iteration, "val_miou": miou, "preset": preset_name}
-        save(run_dir / "best.pt", _loaded_for_save(core, preset_name, provenance, keep_aux=False))
-    if ddp.world > 1:
-        dist.barrier()
-    return best_miou
+        run_dir, iterations, last, best if best.exists() else None, loop.best_miou, loop.last_loss,
+        loop.log_path, interrupted, loop.history,
+    )  # fmt: skip
