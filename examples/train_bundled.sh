@@ -13,5 +13,5 @@ tdnet train --config examples/train-td4-mini.toml "$@"
 cp runs/td4-mini/model.pt weights/td4-mini-synth.pt
 # 200 unseen annotated frames, each scored with all four paths, with and without the memory.
 tdnet synth data/synth-test3 --split val --sequences 200 --size 512x1024 --frames 20 --seed 5 --quiet
-tdnet eval data/synth-test3 --weights weights/td4-mini-synth.pt --all-paths --json runs/td4-mini/eval-test3.json --overwrite --quiet
-tdnet eval data/synth-test3 --weights weights/td4-mini-synth.pt --all-paths --no-propagation --json runs/td4-mini/eval-test3-sub.json --overwrite --quiet
+tdnet eval data/synth-test3 --weights weights/td4-mini-synth.pt --all-paths --json-file runs/td4-mini/eval-test3.json --overwrite --quiet
+tdnet eval data/synth-test3 --weights weights/td4-mini-synth.pt --all-paths --no-propagation --json-file runs/td4-mini/eval-test3-sub.json --overwrite --quiet

@@ -141,7 +141,7 @@ def test_tc_is_nan_free_on_a_single_frame(tmp_path):
 
 
 def run_json(*args: str) -> dict:
-    result = cli("eval", "--consistency", *args, *TINY, "--json", "-")
+    result = cli("eval", "--consistency", *args, *TINY, "--json")
     assert result.exit_code == 0, result.stderr
     return json.loads(result.stdout)
 
@@ -171,7 +171,7 @@ def test_no_propagation_scores_the_per_frame_baseline(clips):
 def test_compare_per_frame_reports_both(clips, tmp_path):
     path = tmp_path / "both.json"
     result = cli(
-        "eval", "--consistency", clips.still, "--compare-per-frame", *TINY, "--json", path, env={"COLUMNS": "200"}
+        "eval", "--consistency", clips.still, "--compare-per-frame", *TINY, "--json-file", path, env={"COLUMNS": "200"}
     )
     assert result.exit_code == 0, result.stderr
     # the table on stdout, the figures in the file
@@ -186,11 +186,11 @@ def test_compare_per_frame_reports_both(clips, tmp_path):
 
 def test_json_file_is_written_and_not_replaced_without_overwrite(clips, tmp_path):
     path = tmp_path / "tc.json"
-    assert cli("eval", "--consistency", clips.still, *TINY, "--json", path, "-q").exit_code == 0
+    assert cli("eval", "--consistency", clips.still, *TINY, "--json-file", path, "-q").exit_code == 0
     assert json.loads(path.read_text())["frames"] == 5
-    assert_one_error(cli("eval", "--consistency", clips.still, *TINY, "--json", path), EXIT_USAGE, "exists")
+    assert_one_error(cli("eval", "--consistency", clips.still, *TINY, "--json-file", path), EXIT_USAGE, "exists")
     assert_one_error(
-        cli("eval", "--consistency", clips.still, *TINY, "--json", clips.still, "--overwrite"),
+        cli("eval", "--consistency", clips.still, *TINY, "--json-file", clips.still, "--overwrite"),
         EXIT_USAGE,
         "never replaces an input",
     )

@@ -190,7 +190,7 @@ def test_missing_folders(tmp_path, predictor, make_root, dataset):
 
 def test_cli_json_stdout_and_table(dataset, runner):
     result = runner.invoke(
-        app, ["eval", str(dataset), "--model", "td4-tiny", "--device", "cpu", "--json", "-", "--limit", "2"]
+        app, ["eval", str(dataset), "--model", "td4-tiny", "--device", "cpu", "--json", "--limit", "2"]
     )
     assert result.exit_code == 0, result.output
     data = json.loads(result.stdout)
@@ -277,7 +277,7 @@ def test_all_paths_scores_the_frame_once_with_each_path(dataset, tmp_path):
 
 def test_cli_all_paths_reports_each_path(dataset, runner):
     args = ["eval", str(dataset), "--model", "td4-tiny", "--device", "cpu", "--limit", "1", "--all-paths"]
-    data = json.loads(runner.invoke(app, args + ["--json", "-"]).stdout)
+    data = json.loads(runner.invoke(app, args + ["--json"]).stdout)
     assert data["paths_scored"] == 4 and len(data["path_miou"]) == 4
     table = runner.invoke(app, args)
     assert table.exit_code == 0 and "mIoU by path:" in table.output and "all 4 paths" in table.output

@@ -20,6 +20,7 @@ from tdnet_cli.cli.common import (
     CompileOpt,
     DeviceOpt,
     InputSizeOpt,
+    JsonOpt,
     ModelOpt,
     Precision,
     PrecisionOpt,
@@ -80,9 +81,15 @@ def eval_command(
             "--save-predictions", help="Write label-id PNGs that cityscapesscripts reads.", show_default=False
         ),
     ] = None,
-    json_out: Annotated[
+    as_json: JsonOpt = False,
+    json_file: Annotated[
         Path | None,
-        typer.Option("--json", help="Write every figure to this JSON file ('-' for stdout).", show_default=False),
+        typer.Option(
+            "--json-file",
+            metavar="FILE",
+            help="Write every figure to this JSON file (checked before the work starts; see --overwrite).",
+            show_default=False,
+        ),
     ] = None,
     skip_missing: Annotated[
         bool, typer.Option("--skip-missing", help="Skip frames without images; report them.")
@@ -101,7 +108,7 @@ def eval_command(
         ),
     ] = False,
     overwrite: Annotated[
-        bool, typer.Option("--overwrite", help="Replace existing --json/--save-predictions output.")
+        bool, typer.Option("--overwrite", help="Replace existing --json-file/--save-predictions output.")
     ] = False,
     consistency: Annotated[
         bool,
@@ -132,7 +139,8 @@ def eval_command(
     ground-truth resolution; the numbers equal the official cityscapesscripts evaluation.
     With --consistency each INPUT is a stream of its own, scored pair by pair (a hard scene cut
     restarts the model's memory and the pairs).
-    --json and --save-predictions never replace a file without --overwrite, and never an input."""
+    --json-file and --save-predictions never replace a file without --overwrite, and never an input."""
+    _refuse_json_value(root or [], as_json=as_json, json_file=json_file)
     load = functools.partial(
         _predictor, weights=weights, model=model, device=device, precision=precision, input_size=input_size,
         compile=compile, compile_mode=compile_mode,
@@ -145,13 +153,13 @@ def eval_command(
             skip_missing=skip_missing, all_paths=all_paths,
         )  # fmt: skip
         _consistency(
-            root or [], compare=compare_per_frame, propagation=not no_propagation, load=load, json_out=json_out,
-            weights=weights, overwrite=overwrite, quiet=quiet,
+            root or [], compare=compare_per_frame, propagation=not no_propagation, load=load, as_json=as_json,
+            json_file=json_file, weights=weights, overwrite=overwrite, quiet=quiet,
         )  # fmt: skip
         return
     from tdnet_cli.pipeline.evaluate import check_options, check_outputs, evaluate  # torch: not for --help
 
-    root_dir = _one_root(ctx, root)
+    root_dir = _one_root(ctx, root, as_json=as_json)
     # Options and outputs are checked before the model loads: a refusal costs nothing, creates nothing.
     city_list = check_options(
         split=split,
@@ -159,9 +167,11 @@ def eval_command(
         limit=limit,
         cities=[c.strip() for c in cities.split(",") if c.strip()] if cities is not None else None,
     )
-    check_outputs(root_dir, json_path=json_out, save_predictions=save_predictions, weights=weights, overwrite=overwrite)
+    check_outputs(
+        root_dir, json_path=json_file, save_predictions=save_predictions, weights=weights, overwrite=overwrite
+    )
     predictor = load()
-    show = not quiet and str(json_out) != "-"
+    show = not (quiet or as_json)  # with --json, stdout holds the JSON document alone
     # No bar where stderr is not a terminal: rich would leave a blank line there, before any error line.
     with Progress(
         TextColumn("eval"),
@@ -197,10 +207,29 @@ def eval_command(
         )
     if show:
         render(report)  # before the JSON file: a failure to write it loses no figure
-    _emit_json(json_out, report.to_dict())
+    elif not quiet:
+        _warn_notes(report)
+    _emit_json(report.to_dict(), stdout=as_json, path=json_file)
 
 
-def _one_root(ctx: typer.Context, items: list[str] | None) -> Path:
+def _refuse_json_value(items: list[str], *, as_json: bool, json_file: Path | None) -> None:
+    """eval's --json used to take a file name; it is now the flag every command has, so an old
+    `--json FILE` leaves FILE among the inputs. Say so, rather than read it as a dataset or a video."""
+    if json_file is not None and str(json_file) == "-":
+        raise UsageError("--json-file names a file; '-' is not one", hint="pass --json to print the JSON on stdout")
+    if not as_json:
+        return
+    stray = next((i for i in items if i == "-" or i.lower().endswith(".json")), None)
+    if stray == "-":
+        raise UsageError("--json takes no value: it prints the JSON on stdout", hint="drop the '-' after --json")
+    if stray is not None:
+        raise UsageError(
+            f"--json takes no file name, so {stray} was read as an input",
+            hint=f"to write the figures to a file, pass --json-file {stray}",
+        )
+
+
+def _one_root(ctx: typer.Context, items: list[str] | None, *, as_json: bool) -> Path:
     """The dataset folder of ``eval ROOT``: exactly one (several are footage for --consistency)."""
     if not items:
         try:  # typer >= 0.22 carries its own copy of click (as in app.py)
@@ -210,10 +239,12 @@ def _one_root(ctx: typer.Context, items: list[str] | None) -> Path:
         param = next(p for p in ctx.command.params if p.name == "root")
         raise MissingParameter(ctx=ctx, param=param)
     if len(items) > 1:
-        raise UsageError(
-            f"eval takes one dataset folder, got {len(items)}: {few(items)}",
-            hint="to score footage without labels, pass --consistency",
+        hint = (
+            "--json takes no value; to write the figures to a file, pass --json-file FILE"
+            if as_json
+            else "to score footage without labels, pass --consistency"
         )
+        raise UsageError(f"eval takes one dataset folder, got {len(items)}: {few(items)}", hint=hint)
     return Path(items[0])
 
 
@@ -241,36 +272,44 @@ def _predictor(
     )
 
 
-def _emit_json(json_out: Path | None, data: dict) -> None:
-    """--json: '-' prints on stdout, a path is written (see _write_json); None does nothing."""
-    if json_out is None:
+def _emit_json(data: dict, *, stdout: bool, path: Path | None) -> None:
+    """--json prints the figures on stdout, then --json-file writes them (see _write_json)."""
+    if not stdout and path is None:
         return
     text = json.dumps(data, indent=2)
-    if str(json_out) == "-":
+    if stdout:
         print(text)
-    else:
-        _write_json(json_out, text)
+    if path is not None:
+        _write_json(path, text, printed=stdout)
 
 
-def _write_json(path: Path, text: str) -> None:
-    """Write the results atomically; if that fails, print them on stdout so the work is not lost."""
+def _write_json(path: Path, text: str, *, printed: bool) -> None:
+    """Write the results atomically; if that fails, print them on stdout (unless --json already
+    did) so the work is not lost."""
     from tdnet_cli.fileio import write_text
 
     try:
         write_text(path, text + "\n")
     except (OSError, TdnetError) as exc:
-        print(text)
+        if not printed:
+            print(text)
         full = getattr(exc, "errno", None) in (errno.ENOSPC, errno.EDQUOT)
         reason = "the disk is full" if full else getattr(exc, "strerror", None) or str(exc)
         raise WriteError(
-            f"could not write --json {path}: {reason}", hint="the results are printed on stdout above"
+            f"could not write --json-file {path}: {reason}", hint="the results are printed on stdout above"
         ) from None
 
 
-def render(report: EvalReport) -> None:
+def _warn_notes(report: EvalReport | ConsistencyReport) -> None:
+    """The model's notices (demo model, random weights) as warning lines on stderr, as in segment;
+    those already printed as warnings during the run are not repeated."""
     for note in report.notes:
-        if note not in report.warnings:  # those were printed as warning lines already
-            warn(note)  # the model's notices (demo model, random weights): warnings, as in segment
+        if note not in report.warnings:
+            warn(note)
+
+
+def render(report: EvalReport) -> None:
+    _warn_notes(report)
     s = report.scores
     table = Table(title=escape(f"{report.model} on {report.evaluated} frames"))
     table.add_column("class")
@@ -343,23 +382,24 @@ def _consistency(
     compare: bool,
     propagation: bool,
     load: Callable[[], Predictor],
-    json_out: Path | None,
+    as_json: bool,
+    json_file: Path | None,
     weights: str | None,
     overwrite: bool,
     quiet: bool,
 ) -> None:
-    """`eval --consistency INPUT...`: inputs and --json checked, then the model loaded and run with
+    """`eval --consistency INPUT...`: inputs and --json-file checked, then the model loaded and run with
     TDNet's memory (``propagation``), without, or both (``compare``)."""
     from tdnet_cli.pipeline import gather_inputs
     from tdnet_cli.pipeline.consistency_eval import check_inputs, check_json, consistency_eval
 
     inputs = gather_inputs(items)  # globs and repeats as `segment` expands them
     check_inputs(inputs.specs)
-    if json_out is not None:
-        check_json(json_out, inputs.specs, weights=weights, overwrite=overwrite)
+    if json_file is not None:
+        check_json(json_file, inputs.specs, weights=weights, overwrite=overwrite)
     predictor = load()
     modes = ("propagation", "per_frame") if compare else ("propagation",) if propagation else ("per_frame",)
-    show = not quiet and str(json_out) != "-"
+    show = not (quiet or as_json)
     with _InputBars(enabled=show and err_console.is_terminal) as bars:
         report = consistency_eval(
             inputs, predictor=predictor, modes=modes, progress=bars.update,
@@ -367,7 +407,9 @@ def _consistency(
         )  # fmt: skip
     if show:
         render_consistency(report)  # before the JSON file: a failure to write it loses no figure
-    _emit_json(json_out, report.to_dict())
+    elif not quiet:
+        _warn_notes(report)
+    _emit_json(report.to_dict(), stdout=as_json, path=json_file)
 
 
 class _InputBars:
@@ -406,9 +448,7 @@ class _InputBars:
 
 def render_consistency(report: ConsistencyReport) -> None:
     """The figures of ``eval --consistency`` as tables: per input (and over all), then per class."""
-    for note in report.notes:
-        if note not in report.warnings:
-            warn(note)
+    _warn_notes(report)
     modes, overall = report.modes, report.overall()
     tag = {m: f" ({_MODE_NAMES[m]})" if len(modes) > 1 else "" for m in modes}
     title = f"temporal consistency of {report.model}" + ("" if "propagation" in modes else ", no propagation")

@@ -145,22 +145,22 @@ def check_inputs(specs: Sequence[str]) -> None:
 
 
 def check_json(path: str | os.PathLike, specs: Sequence[str], *, weights: str | None, overwrite: bool) -> None:
-    """Refuse, creating nothing, a --json file that is a folder, exists (without ``overwrite``),
+    """Refuse, creating nothing, a --json-file that is a folder, exists (without ``overwrite``),
     is an input or the weights, or cannot be written. ``-`` (stdout) is always fine."""
     if str(path) == "-":
         return
     path = Path(path)
     if path.is_dir():
-        raise UsageError(f"--json {path} is a folder", hint=f"name a file, e.g. {path / 'consistency.json'}")
+        raise UsageError(f"--json-file {path} is a folder", hint=f"name a file, e.g. {path / 'consistency.json'}")
     if path.exists() or path.is_symlink():
         if not overwrite:
             raise OutputExistsError(
-                f"--json {path} exists", hint="pass --overwrite to replace it, or name another file"
+                f"--json-file {path} exists", hint="pass --overwrite to replace it, or name another file"
             )
         for other in [*specs, *([weights] if weights else [])]:
             if not is_url(other) and _same_file(path, other):
-                raise UsageError(f"--json {path} is the input {other}; --overwrite never replaces an input")
-    check_writable(path, "--json", hint="name a --json file in a writable folder")
+                raise UsageError(f"--json-file {path} is the input {other}; --overwrite never replaces an input")
+    check_writable(path, "--json-file", hint="name a file in a writable folder")
 
 
 def _same_file(a: Path, b: str) -> bool:

@@ -177,19 +177,22 @@ def _same_file(a: Path, b: str | os.PathLike) -> bool:
 
 def _check_json(path: Path, root: Path, weights: str | None, overwrite: bool) -> None:
     if path.is_dir():
-        raise UsageError(f"--json {path} is a folder", hint=f"name a file, e.g. {path / 'eval.json'}")
+        raise UsageError(f"--json-file {path} is a folder", hint=f"name a file, e.g. {path / 'eval.json'}")
     if (folder := _data_folder_of(path, root)) is not None:
-        raise UsageError(f"--json {path} is inside the dataset's input folder {folder}", hint="name a file elsewhere")
+        raise UsageError(
+            f"--json-file {path} is inside the dataset's input folder {folder}", hint="name a file elsewhere"
+        )
     if path.exists() or path.is_symlink():
         if not overwrite:
             raise OutputExistsError(
-                f"--json {path} exists", hint="pass --overwrite to replace it, or name another file"
+                f"--json-file {path} exists", hint="pass --overwrite to replace it, or name another file"
             )
         if weights and _same_file(path, weights):
             raise UsageError(
-                f"--json {path} is the --weights file; --overwrite never replaces an input", hint="name another file"
+                f"--json-file {path} is the --weights file; --overwrite never replaces an input",
+                hint="name another file",
             )
-    check_writable(path, "--json", hint="name a --json file in a writable folder")
+    check_writable(path, "--json-file", hint="name a file in a writable folder")
 
 
 def _foreign_entries(folder: Path) -> list[str]:
@@ -255,14 +258,14 @@ def check_outputs(
     overwrite: bool = False,
 ) -> None:
     """Refuse, before any work and creating nothing, outputs that cannot be written or would
-    replace something: an existing file without ``overwrite``, a folder as --json, a file as
+    replace something: an existing file without ``overwrite``, a folder as --json-file, a file as
     --save-predictions, anything inside the dataset's input folders or the weights file, a
     predictions folder holding files eval does not write, an unwritable place."""
     root = Path(root)
     if json_path is not None and str(json_path) != "-":
         _check_json(Path(json_path), root, weights, overwrite)
         if save_predictions is not None and Path(json_path).resolve() == Path(save_predictions).resolve():
-            raise UsageError("--json and --save-predictions name the same path", hint="give each its own")
+            raise UsageError("--json-file and --save-predictions name the same path", hint="give each its own")
     if save_predictions is not None:
         _check_predictions(Path(save_predictions), root, overwrite)
 
