@@ -14,6 +14,7 @@ import typer
 from rich.console import Console
 from rich.markup import escape
 
+from tdnet_cli.download import reporting
 from tdnet_cli.errors import (
     EXIT_FAILED,
     EXIT_INTERRUPTED,
@@ -43,6 +44,27 @@ def warn(message: str) -> None:
     err_console.print(f"[yellow]warning:[/] {escape(message)}", highlight=False, soft_wrap=True)
 
 
+@contextlib.contextmanager
+def _download_bar(url: str) -> Iterator[Callable[[int, int | None], None]]:
+    """A weights download's bar on stderr (bytes, rate, time left); a log file gets none."""
+    from rich.progress import BarColumn, DownloadColumn, Progress, TextColumn, TimeRemainingColumn, TransferSpeedColumn
+
+    name = url.rsplit("/", 1)[-1] or url
+    bar = Progress(
+        TextColumn(f"downloading {escape(name)}"),
+        BarColumn(),
+        DownloadColumn(),
+        TransferSpeedColumn(),
+        TimeRemainingColumn(),
+        console=err_console,
+        transient=True,
+        disable=not err_console.is_terminal,
+    )
+    with bar:
+        task = bar.add_task("download", total=None)
+        yield lambda done, total: bar.update(task, completed=done, total=total)
+
+
 def _raise_terminated(signum, frame) -> None:
     raise Terminated()
 
@@ -68,7 +90,7 @@ def handle_errors(func: F) -> F:
     @functools.wraps(func)
     def wrapper(*args, **kwargs):
         try:
-            with _sigterm_as_exception():
+            with _sigterm_as_exception(), reporting(_download_bar):
                 return func(*args, **kwargs)
         except TdnetError as exc:
             raise fail(str(exc), exc.exit_code) from None
@@ -88,6 +110,7 @@ WeightsOpt = Annotated[
     typer.Option(
         "--weights",
         "-w",
+        metavar="FILE",
         help="Checkpoint: ours (.pt) or a released TDNet/PSPNet state dict (.pkl).",
         show_default=False,
     ),
@@ -95,7 +118,11 @@ WeightsOpt = Annotated[
 ModelOpt = Annotated[
     str | None,
     typer.Option(
-        "--model", "-m", help="Preset name (see `tdnet models`); random weights unless --weights.", show_default=False
+        "--model",
+        "-m",
+        metavar="NAME",
+        help="Preset name (see `tdnet models`); random weights unless --weights.",
+        show_default=False,
     ),
 ]
 
@@ -122,12 +149,15 @@ class Precision(str, Enum):
     fp16 = "fp16"
 
 
-DeviceOpt = Annotated[str, typer.Option("--device", help="auto, cpu, cuda or cuda:N.", callback=_check_device)]
+DeviceOpt = Annotated[
+    str, typer.Option("--device", metavar="DEVICE", help="auto, cpu, cuda or cuda:N.", callback=_check_device)
+]
 PrecisionOpt = Annotated[Precision, typer.Option("--precision", help="fp16 on CUDA only.")]
 InputSizeOpt = Annotated[
     str | None,
     typer.Option(
         "--input-size",
+        metavar="HxW",
         help="Model input HxW, e.g. 1024x2048. Released checkpoints fix it (769x1537); another size "
         "resizes their spatial LayerNorm weights bilinearly to the new feature size.",
         show_default=False,
@@ -137,6 +167,7 @@ EncoderOpt = Annotated[
     str,
     typer.Option(
         "--encoder",
+        metavar="[x264|nvenc]",
         help="Video output encoder: x264 (CPU) or nvenc (NVIDIA GPU; --x264-preset maps to its "
         "p1-p7, --crf to its constant quality).",
     ),
@@ -155,6 +186,7 @@ CompileModeOpt = Annotated[
     str,
     typer.Option(
         "--compile-mode",
+        metavar="MODE",
         help="With --compile (and implying it unless 'default'): default, reduce-overhead (CUDA graphs), "
         "max-autotune or max-autotune-no-cudagraphs.",
     ),

@@ -27,7 +27,14 @@ from tdnet_cli.models.infer import infer_config
 from tdnet_cli.models.registry import KINDS, PRESETS, build, get_preset, kind_of
 from tdnet_cli.models.resnet import RESNET_SPECS
 from tdnet_cli.models.tdnet import TDNetConfig
-from tdnet_cli.models.weights_file import FORMAT, FORMAT_VERSION, load_payload, read_state_dict, unwrap_payload
+from tdnet_cli.models.weights_file import (
+    FORMAT,
+    FORMAT_VERSION,
+    load_named,
+    load_payload,
+    read_state_dict,
+    unwrap_payload,
+)
 
 __all__ = [
     "FORMAT",
@@ -258,7 +265,8 @@ def load_checkpoint(
     precision: str = "fp32",
     source: str = "the path",
 ) -> LoadedModel:
-    """Load our checkpoint or a raw (released) state dict into a ready model (eval mode).
+    """Load our checkpoint or a raw (released) state dict, from a file or an http(s) URL (downloaded
+    into the cache once), into a ready model (eval mode).
 
     ``preset`` checks that the file is that model; ``input_size`` runs the model at another
     input size (TDNet's spatial LayerNorm weights are resized bilinearly). Nothing large is
@@ -267,17 +275,17 @@ def load_checkpoint(
     (the model itself is built on the CPU; ``precision`` sizes the activations). ``source``: what
     the user passed the path as, for the hint of a missing file (:func:`load_payload`).
     """
-    path = Path(path)
-    sd, meta = unwrap_payload(load_payload(path, source), path)
-    config = _config_from_meta(meta, str(path)) if meta is not None else infer_config(sd, str(path))
-    _check_config(config, str(path))
+    payload, where = load_named(path, source)  # a URL is downloaded first; messages name the URL
+    sd, meta = unwrap_payload(payload, where)
+    config = _config_from_meta(meta, where) if meta is not None else infer_config(sd, where)
+    _check_config(config, where)
     name = meta.get("preset") if meta is not None else None
     name = name if isinstance(name, str) and name else _preset_name(config)
     if preset is not None:
-        _check_preset(path, config, name, preset)
+        _check_preset(where, config, name, preset)
         name = preset
     expected = f"a {name} model" if name != "custom" else "the model its keys describe"
-    _check_shapes(_meta_model(config).state_dict(), sd, str(path), expected)
+    _check_shapes(_meta_model(config).state_dict(), sd, where, expected)
     target = config if input_size is None else dataclasses.replace(config, input_size=tuple(input_size))
     check_memory(
         target,
@@ -290,15 +298,15 @@ def load_checkpoint(
         name=name if name != "custom" else "this model",
     )
     model = build(config)
-    load_state_dict_strict(model, sd, str(path), expected)
+    load_state_dict_strict(model, sd, where, expected)
     if input_size is not None and tuple(input_size) != tuple(model.input_size):
         model.set_input_size(tuple(input_size))
     model.eval()
-    info = _meta_info(meta, config.num_classes, str(path))
-    return LoadedModel(model=model, preset=name, **info, source="tdnet" if meta else "state_dict", path=str(path))
+    info = _meta_info(meta, config.num_classes, where)
+    return LoadedModel(model=model, preset=name, **info, source="tdnet" if meta else "state_dict", path=where)
 
 
-def _check_preset(path: Path, config, name: str, preset: str) -> None:
+def _check_preset(path: str, config, name: str, preset: str) -> None:
     """Refuse a file that is not the ``--model`` the user named."""
     want = get_preset(preset)
     got = "a" + ("n" if name[0] in "aeiou" else "") + f" {name}" if name != "custom" else "a custom model"

@@ -1,6 +1,7 @@
 """What a weights file holds, read safely: ``torch.load(..., weights_only=True)`` or one
 CheckpointError that says what the file is (empty, text, an LFS pointer, a truncated or foreign
-zip, a pickle that needs code to load) and how to get a good one."""
+zip, a pickle that needs code to load) and how to get a good one. A weights "file" may be an
+http(s) URL: it is downloaded into the cache (tdnet_cli/download.py) and read the same way."""
 
 from __future__ import annotations
 
@@ -15,9 +16,10 @@ from typing import Any
 
 import torch
 
+from tdnet_cli.download import fetch, is_url, split_digest
 from tdnet_cli.errors import CheckpointError, few, first_line
 
-__all__ = ["FORMAT", "FORMAT_VERSION", "load_payload", "read_state_dict", "unwrap_payload"]
+__all__ = ["FORMAT", "FORMAT_VERSION", "load_named", "load_payload", "locate", "read_state_dict", "unwrap_payload"]
 
 FORMAT = "tdnet-checkpoint"  # the "format" key of the files save_checkpoint writes
 FORMAT_VERSION = 1
@@ -35,22 +37,24 @@ _OTHER_FORMATS = {  # leading bytes of files people pass by mistake -> what they
 }
 
 
-def load_payload(path: Path, source: str = "the path") -> Any:
+def load_payload(path: Path, source: str = "the path", *, name: str | None = None) -> Any:
     """What ``torch.load(weights_only=True)`` reads, or one CheckpointError saying what the file is.
 
     ``source`` is what the user passed the path as ("the --weights path", "model.init"): the hint
-    for a missing file names it, so it never points at an option the user did not use."""
+    for a missing file names it, so it never points at an option the user did not use. ``name``
+    is what messages call the file (the URL of a download), the path itself by default."""
+    name = name or str(path)
     if not path.exists():
-        raise CheckpointError(f"weights file not found: {path}", hint=f"check {source}")
+        raise CheckpointError(f"weights file not found: {name}", hint=f"check {source}")
     if path.is_dir():
-        raise CheckpointError(f"{path} is a folder, not a weights file", hint="pass the .pt or .pkl file")
+        raise CheckpointError(f"{name} is a folder, not a weights file", hint="pass the .pt or .pkl file")
     with open(path, "rb") as f:  # an unreadable file is an OSError: one line from handle_errors
         head = f.read(512)
     if not head:
-        raise CheckpointError(f"{path} is empty (0 bytes), not a checkpoint", hint="download the weights again")
+        raise CheckpointError(f"{name} is empty (0 bytes), not a checkpoint", hint="download the weights again")
     if not head.startswith((_ZIP_MAGIC, _LEGACY_MAGIC)):
         raise CheckpointError(
-            f"{path} is not a PyTorch checkpoint: it is {_what_is(head)}",
+            f"{name} is not a PyTorch checkpoint: it is {_what_is(head)}",
             hint="pass the .pt or .pkl file written by torch.save",
         )
     try:
@@ -61,34 +65,34 @@ def load_payload(path: Path, source: str = "the path") -> Any:
         found = re.search(r"Unsupported global: GLOBAL ([\w.]+)", str(exc))
         if found:
             raise CheckpointError(
-                f"{path} needs code to unpickle (it refers to the Python object {found.group(1)}); "
+                f"{name} needs code to unpickle (it refers to the Python object {found.group(1)}); "
                 "refusing to unpickle it: tdnet loads tensors only, never code from a weights file",
                 hint="if you trust it, load it in Python and re-save its tensors: "
                 "torch.save(obj.state_dict(), 'plain.pt')",
             ) from None
         raise CheckpointError(
-            f"{path} is damaged: its pickled data is corrupt ({first_line(exc, 120)})",
+            f"{name} is damaged: its pickled data is corrupt ({first_line(exc, 120)})",
             hint="download the weights again",
         ) from None
     except EOFError:
         raise CheckpointError(
-            f"{path} is truncated: the file ends before the checkpoint does ({path.stat().st_size} bytes)",
+            f"{name} is truncated: the file ends before the checkpoint does ({path.stat().st_size} bytes)",
             hint="download the weights again",
         ) from None
     except (RuntimeError, zipfile.BadZipFile, ValueError, KeyError, AttributeError) as exc:
         names = _zip_names(path) if head.startswith(_ZIP_MAGIC) else []
         if names is None:
             raise CheckpointError(
-                f"{path} is truncated: a zip archive without its end (central directory), {path.stat().st_size} bytes",
+                f"{name} is truncated: a zip archive without its end (central directory), {path.stat().st_size} bytes",
                 hint="download the weights again",
             ) from None
         if names and not any(n.endswith("data.pkl") for n in names):
             raise CheckpointError(
-                f"{path} is a zip archive that torch.save did not write (it holds {few(names)})",
+                f"{name} is a zip archive that torch.save did not write (it holds {few(names)})",
                 hint="unpack it and pass the .pt or .pkl file inside",
             ) from None
         raise CheckpointError(
-            f"{path} is damaged or not written by torch.save ({first_line(exc, 120)})",
+            f"{name} is damaged or not written by torch.save ({first_line(exc, 120)})",
             hint="download the weights again",
         ) from None
 
@@ -123,8 +127,8 @@ def _what_is(head: bytes) -> str:
     return f"unknown binary data (not a zip archive or a pickle; it starts with {head[:8].hex(' ')})"
 
 
-def unwrap_payload(obj: Any, path: Path) -> tuple[dict, dict | None]:
-    """Return (state_dict, our metadata or None) from whatever the file holds."""
+def unwrap_payload(obj: Any, path: str | Path) -> tuple[dict, dict | None]:
+    """Return (state_dict, our metadata or None) from whatever the file holds (``path``: its name in messages)."""
     meta = None
     if isinstance(obj, Mapping) and obj.get("format") == FORMAT:
         meta = dict(obj)
@@ -146,7 +150,7 @@ def unwrap_payload(obj: Any, path: Path) -> tuple[dict, dict | None]:
     return sd, meta
 
 
-def _check_finite(sd: Mapping[str, torch.Tensor], path: Path) -> None:
+def _check_finite(sd: Mapping[str, torch.Tensor], path: str | Path) -> None:
     """Refuse NaN or infinite weights: they turn every prediction into one class, silently."""
     for key, t in sd.items():
         if t.is_floating_point() and t.numel() and not bool(torch.isfinite(t).all()):
@@ -159,7 +163,29 @@ def _check_finite(sd: Mapping[str, torch.Tensor], path: Path) -> None:
             )
 
 
+def locate(spec: str | os.PathLike) -> tuple[Path, str]:
+    """(the local file, the name messages give it) of a path, or of an http(s) URL, which is
+    downloaded into the cache the first time (:mod:`tdnet_cli.download`)."""
+    if is_url(spec):
+        url = str(spec)
+        return fetch(url), split_digest(url)[0]
+    return Path(spec), str(spec)
+
+
+def load_named(spec: str | os.PathLike, source: str = "the path") -> tuple[Any, str]:
+    """:func:`load_payload` of a path or URL, and the name messages give it. A download that
+    is not a checkpoint (an HTML page, a truncated file) leaves the cache: the next run fetches it anew."""
+    path, name = locate(spec)
+    try:
+        return load_payload(path, source, name=name), name
+    except CheckpointError:
+        if name != str(path):
+            path.unlink(missing_ok=True)
+        raise
+
+
 def read_state_dict(path: str | os.PathLike, source: str = "the path") -> dict[str, torch.Tensor]:
-    """The tensors of a checkpoint file (ours or raw), prefix ``module.`` stripped; ``source``:
-    as for :func:`load_payload`."""
-    return unwrap_payload(load_payload(Path(path), source), Path(path))[0]
+    """The tensors of a checkpoint file (ours or raw) or URL, prefix ``module.`` stripped;
+    ``source``: as for :func:`load_payload`."""
+    payload, name = load_named(path, source)
+    return unwrap_payload(payload, name)[0]
