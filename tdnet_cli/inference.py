@@ -37,17 +37,27 @@ __all__ = [
     "Predictor",
     "Stream",
     "bundled_weights",
+    "random_weights_warning",
     "resolve_device",
     "upsample_argmax",
 ]
 
 DEFAULT_PRESET = "td4-mini"
 BUNDLED_WEIGHTS = "td4-mini-synth.pt"
+RANDOM_WEIGHTS = "random weights"  # the words in every warning of a model without trained weights
 PRECISIONS = ("fp32", "bf16", "fp16")
 # torch.compile's modes; "reduce-overhead" replays CUDA graphs (one launch per step on a GPU)
 COMPILE_MODES = ("default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs")
 _CUDA_GRAPH_MODES = ("reduce-overhead", "max-autotune")  # the modes that replay CUDA graphs
 _DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}
+
+
+def random_weights_warning(model: str) -> str:
+    """What every command says of a model that runs with random weights (no --weights)."""
+    return (
+        f"{RANDOM_WEIGHTS} ({model}): the output is meaningless; pass --weights FILE or URL for real "
+        "predictions (weights/README.md links the authors' checkpoints)"
+    )
 
 
 def bundled_weights() -> Path | None:
@@ -164,7 +174,8 @@ class Predictor:
         # (0.24 ms for 512x256 against 0.9-1.9 ms through torch ops, docs/benchmarks.md)
         levels = torch.arange(256, dtype=torch.float32).view(1, 1, 256, 1).expand(1, 3, 256, 1)
         self._norm_table = ((levels - self._mean.cpu()) / self._std.cpu())[0, :, :, 0].T.contiguous().numpy()[None]
-        self.notes: list[str] = []
+        self.notes: list[str] = []  # what to tell the user before a run (demo model, random weights, --compile)
+        self.warnings: list[str] = []  # the notes a result's "warnings" must carry (random weights)
         # Per-stage wall time (seconds), accumulated by `segment`; `bench` reads it. With
         # `sync_stages` CUDA is synchronised between stages so the split is honest (slower).
         self.stage_seconds = {"preprocess": 0.0, "model": 0.0, "postprocess": 0.0}
@@ -196,7 +207,7 @@ class Predictor:
             loaded = load_checkpoint(weights, preset=model, source="the --weights path", **fits)
         elif model is not None:
             loaded = random_model(model, **fits)
-            notes.append(f"{model} has random weights: pass --weights FILE for real predictions")
+            notes.append(random_weights_warning(model))
         else:
             bundled = bundled_weights()
             if bundled is not None:
@@ -207,10 +218,7 @@ class Predictor:
                 )
             else:
                 loaded = random_model(DEFAULT_PRESET, **fits)
-                notes.append(
-                    f"no bundled weights found: {DEFAULT_PRESET} with random weights; "
-                    "pass --weights FILE for real predictions"
-                )
+                notes.append(f"no bundled weights found; {random_weights_warning(DEFAULT_PRESET)}")
         pred = cls(loaded, device=dev, precision=precision, optimize=optimize, compile=compile, winograd=winograd)
         if compile:
             notes.append(
@@ -218,6 +226,8 @@ class Predictor:
                 "(tens of seconds each on a CPU) before running at full speed"
             )
         pred.notes = notes
+        # a result made with random weights says so in its --json "warnings" too, not only on stderr
+        pred.warnings = [n for n in notes if RANDOM_WEIGHTS in n]
         return pred
 
     # -- facts ---------------------------------------------------------------------------

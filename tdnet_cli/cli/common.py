@@ -111,7 +111,8 @@ WeightsOpt = Annotated[
         "--weights",
         "-w",
         metavar="FILE",
-        help="Checkpoint: ours (.pt) or a released TDNet/PSPNet state dict (.pkl).",
+        help="Checkpoint: ours (.pt) or a released TDNet/PSPNet state dict (.pkl); a file or an http(s) URL "
+        "(downloaded once into the cache, ~/.cache/tdnet; add #sha256=HEX to check it).",
         show_default=False,
     ),
 ]

@@ -452,7 +452,12 @@ def run_bench(
     if source is not None:
         # NVENC/NVDEC tried before the timing too
         hardware_video(encoding, hw_decode=hw_decode, gpu=model_gpu(pred.device))
-    report = BenchReport(env=environment(pred.device), result=None, notes=list(pred.notes))  # type: ignore[arg-type]
+    report = BenchReport(
+        env=environment(pred.device),
+        result=None,  # type: ignore[arg-type]
+        notes=[n for n in pred.notes if n not in pred.warnings],
+        warnings=list(pred.warnings),  # random weights: the result's warnings, as in eval
+    )
     report.env.update(precision=precision, input_size=list(pred.input_size))
     report.result = bench_predictor(pred, frames=frames, warmup=warmup, streams=streams, progress=progress)
     if streams == 1:

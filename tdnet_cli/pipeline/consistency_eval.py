@@ -207,6 +207,10 @@ def consistency_eval(
         if warn is not None:
             warn(message)
 
+    for message in getattr(predictor, "warnings", []):  # random weights: a warning of the result, not a note
+        report.notes = [n for n in report.notes if n != message]
+        warned(message)
+
     if inputs.skipped:
         warned(
             f"left out {len(inputs.skipped)} of tdnet's own outputs that the patterns matched "

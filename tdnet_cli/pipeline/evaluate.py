@@ -376,8 +376,10 @@ def evaluate(
     samples, protocol, skipped, notes = plan_samples(
         root, split, history=history, use_sequence=use_sequence, cities=cities, limit=limit, skip_missing=skip_missing
     )
-    # plan_samples' only note is the fallback to the per-frame protocol: a warning, not a footnote.
-    warnings = list(notes)
+    # plan_samples' only note is the fallback to the per-frame protocol: a warning, not a footnote;
+    # so is the model's random weights (Predictor.warnings)
+    model_warnings = list(getattr(predictor, "warnings", []))
+    warnings = model_warnings + notes
     if save_dir is not None and (others := _check_not_inputs(save_dir, samples)):
         warnings.append(
             f"{save_dir} keeps {len(others)} prediction PNGs this run does not write ({few(others, 2)}); "
@@ -474,7 +476,7 @@ def evaluate(
         seconds=time.perf_counter() - t0,
         frames_run=frames_run,
         predictions_dir=str(save_dir) if save_dir is not None else None,
-        notes=notes + list(predictor.notes),
+        notes=notes + [n for n in predictor.notes if n not in model_warnings],
         propagation=propagation,
         paths_scored=len(first_paths),
         path_miou=[scores(c).miou for c in path_confs] or None,
