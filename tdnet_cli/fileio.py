@@ -45,10 +45,12 @@ def partial_path(final: Path, *, folder: bool = False) -> Path:
     return final.with_name(f".{final.stem}.{os.getpid()}.partial{final.suffix}")
 
 
-# Our temporaries, exactly: ".NAME.PID.partial.d" (PNG folders), ".STEM.PID.partial.EXT" (videos)
-# and ".STEM.PID.partial-av.EXT" (a video while its audio is added).
+# Our temporaries, exactly: ".NAME.PID.partial.d" (PNG folders), ".STEM.PID.partial.EXT" (videos),
+# ".STEM.PID.partial-av.EXT" (a video while its audio is added) and ".STEM.PID.partial.png" (an
+# image output of an image input).
 _PARTIAL = re.compile(
-    r"^\.(?P<name>.+)\.(?P<pid>[0-9]+)\.(?:partial\.d|partial(?:-av)?\.(?:mp4|mov|m4v|mkv))$", re.IGNORECASE
+    r"^\.(?P<name>.+)\.(?P<pid>[0-9]+)\.(?:partial\.d|partial\.png|partial(?:-av)?\.(?:mp4|mov|m4v|mkv))$",
+    re.IGNORECASE,
 )
 # A temporary of a dead process is removed only once it has not changed for this long: the
 # pid of a writer on another host sharing the folder (NFS, --shard workers on several nodes)

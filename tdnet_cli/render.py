@@ -13,7 +13,7 @@ import numpy as np
 
 from tdnet_cli.consistency import ConsistencyMeter
 from tdnet_cli.data.cityscapes import IGNORE_INDEX, palette_lut, train_id_to_label_id
-from tdnet_cli.video import CutDetector, Frame, PngSequenceWriter, VideoWriter
+from tdnet_cli.video import CutDetector, Frame, PngFilesWriter, PngSequenceWriter, VideoWriter
 from tdnet_cli.video.color import YUV420, rgb_to_i420, rgb_to_yuv
 
 __all__ = ["ConsistencyTap", "Renderer"]
@@ -42,7 +42,7 @@ class Renderer:
 
     def __init__(
         self,
-        writers: dict[str, VideoWriter | PngSequenceWriter],
+        writers: dict[str, VideoWriter | PngSequenceWriter | PngFilesWriter],
         palette: Sequence[tuple[int, int, int]],
         classes: Sequence[str],
         alpha: float,
@@ -72,12 +72,14 @@ class Renderer:
                 done["overlay"] = self._overlay_yuv(yuv, labels, overlay.matrix)
             else:
                 done["overlay"] = overlay.prepare(self._overlay_rgb(frame.image, labels))
+        elif overlay is not None:  # a PNG per image (image inputs): BGR, what PNG writing takes
+            done["overlay"] = cv2.cvtColor(self._overlay_rgb(frame.image, labels), cv2.COLOR_RGB2BGR)
         if isinstance(color, VideoWriter):
             if self._planar(color):
                 done["color"] = self._labels_yuv(labels, color.matrix)
             else:
                 done["color"] = color.prepare(self._colorize(labels))
-        elif isinstance(color, PngSequenceWriter):
+        elif color is not None:
             done["color"] = cv2.merge(
                 (cv2.LUT(labels, self.lut_b), cv2.LUT(labels, self.lut_g), cv2.LUT(labels, self.lut_r))
             )  # BGR: what PNG writing takes
@@ -207,6 +209,7 @@ class ConsistencyTap:
     def __init__(self, render: Renderer, meter: ConsistencyMeter, cuts: CutDetector | None) -> None:
         self.render, self.meter, self.cuts = render, meter, cuts
         self.seconds = 0.0  # time spent scoring, for the report
+        self._size: tuple[int, int] | None = None
 
     def __call__(self, frame: Frame, labels: np.ndarray) -> None:
         self.emit(frame, labels, self.prepare(frame, labels))
@@ -216,8 +219,10 @@ class ConsistencyTap:
 
     def emit(self, frame: Frame, labels: np.ndarray, done: dict[str, np.ndarray]) -> None:
         t0 = time.perf_counter()
-        if self.cuts is not None and self.cuts(frame):
+        cut = self.cuts is not None and self.cuts(frame)
+        if cut or (self._size is not None and frame.size != self._size):  # as the model loop decides
             self.meter.reset()
+        self._size = frame.size
         # a video frame's luma plane is the grey image the flow wants: no RGB conversion
         self.meter.update(frame.yuv.y if frame.yuv is not None else frame.image, labels)
         self.seconds += time.perf_counter() - t0

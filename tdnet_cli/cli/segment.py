@@ -211,8 +211,11 @@ def segment_command(
         list[str] | None,
         typer.Argument(
             help="Video files (any container/codec ffmpeg reads), anything ffmpeg opens as a URL "
-            "(rtsp://, http(s)://, ...), folders of frames (png/jpg, natural order) or globs. "
-            "'-' reads input paths from stdin, one per line.",
+            "(rtsp://, http(s)://, ...), folders of frames (png/jpg, natural order), image files or globs. "
+            "The image files of one folder (however named: a glob, a list, one by one) are ONE sequence, "
+            "read in natural order with the model's memory carried from each to the next, and each gets "
+            "its own outputs (a.png -> a.overlay.png, a.labels.png, ...); --each makes every image its own "
+            "input. '-' reads input paths from stdin, one per line.",
             show_default=False,
         ),
     ] = None,
@@ -239,7 +242,7 @@ def segment_command(
             help="What to write (repeatable): overlay = H.264 mp4 of the frames blended "
             "with the class colours (input's fps, size and audio); color = the colour map (mp4, or PNGs "
             "for a folder); labels = train-id PNGs (0..18, 255 ignore); labelids = Cityscapes label-id "
-            "PNGs, the format the official evaluation reads.",
+            "PNGs, the format the official evaluation reads. Image inputs get one PNG of each per image.",
         ),
     ] = [SaveKind.overlay],  # noqa: B006 - typer needs a literal default
     alpha: Annotated[float, typer.Option("--alpha", min=0.0, max=1.0, help="Colour weight in the overlay.")] = 0.5,
@@ -269,6 +272,14 @@ def segment_command(
     ] = False,
     skip_existing: Annotated[
         bool, typer.Option("--skip-existing", help="Leave existing outputs alone and write only the missing ones.")
+    ] = False,
+    each: Annotated[
+        bool,
+        typer.Option(
+            "--each",
+            help="Segment every image file on its own, with a fresh memory (unrelated photos), "
+            "instead of the images of a folder as one sequence (frames of a video).",
+        ),
     ] = False,
     cut_detect: Annotated[
         bool, typer.Option("--cut-detect/--no-cut-detect", help="Reset the model's memory at hard scene cuts.")
@@ -326,11 +337,15 @@ def segment_command(
     as_json: JsonOpt = False,
     quiet: QuietOpt = False,
 ) -> None:
-    """Segment videos or frame folders: overlay video, colour maps, label PNGs.
+    """Segment videos, frame folders or images: overlay video, colour maps, label PNGs.
 
-    Each input is its own stream; outputs are named after it (NAME.overlay.mp4, NAME.color.mp4,
-    NAME.labels/, NAME.labelids/) and written under a temporary name until complete. A bad
-    input is reported and skipped; the exit code is 1 if any input failed.
+    Each video, URL or folder is its own stream; its outputs are named after it
+    (NAME.overlay.mp4, NAME.color.mp4, NAME.labels/, NAME.labelids/). Image files are read as
+    one sequence per folder, in natural order (one stream: TDNet's memory carries from each
+    image to the next; a scene cut or a change of size resets it), unless --each; an image gets
+    images out under its own name, beside it or under --out-dir (a.png -> a.overlay.png,
+    a.color.png, a.labels.png, a.labelids.png). Outputs are written under a temporary name
+    until complete. A bad input is reported and skipped; the exit code is 1 if any input failed.
     """
     # torch and the pipeline load here, when the command runs, not for `tdnet --help`
     from tdnet_cli.inference import Predictor
@@ -348,13 +363,13 @@ def segment_command(
             "-o/--output and -d/--out-dir exclude each other: -o names one input's output, -d the folder of all",
             hint="drop one of them",
         )
-    inputs = _gather(inputs or [], list_file, shard, quiet=quiet or as_json)
+    inputs = _gather(inputs or [], list_file, shard, each=each, quiet=quiet or as_json)
     # bad or contradicting options are refused here, before the model loads
     options = SegmentOptions(
         save=tuple(s.value for s in save), out_dir=out_dir, output=output, alpha=alpha, legend=legend,
         overwrite=overwrite, skip_existing=skip_existing, into_folder=into_folder, cut_detect=cut_detect,
         fps=fps, threads=threads, encoding=Encoding(x264_preset, crf, encoder), hw_decode=hw_decode,
-        consistency=consistency,
+        consistency=consistency, each_image=each,
     )  # fmt: skip
     if not inputs.specs:
         if as_json:
@@ -392,9 +407,10 @@ def segment_command(
         raise typer.Exit(1)
 
 
-def _gather(items: list[str], list_file: str | None, shard: str | None, *, quiet: bool) -> InputSet:
-    """The command's inputs: arguments, ``--list`` and ``-`` (stdin), expanded and sharded
-    (``--shard``, else torchrun's RANK/WORLD_SIZE) once."""
+def _gather(items: list[str], list_file: str | None, shard: str | None, *, each: bool, quiet: bool) -> InputSet:
+    """The command's inputs: arguments, ``--list`` and ``-`` (stdin), expanded, images grouped
+    (one sequence per folder, or each its own with ``each``) and sharded (``--shard``, else
+    torchrun's RANK/WORLD_SIZE) once."""
     from tdnet_cli.pipeline import gather_inputs, read_list, resolve_shard
     from tdnet_cli.pipeline.inputs import check_matched
 
@@ -407,7 +423,7 @@ def _gather(items: list[str], list_file: str | None, shard: str | None, *, quiet
         items.extend(read_list(source))
     if not items:
         raise UsageError("no inputs", hint="pass videos, folders, URLs or globs, or --list FILE")
-    inputs = gather_inputs(items, shard=resolve_shard(shard))
+    inputs = gather_inputs(items, shard=resolve_shard(shard), images="each" if each else "sequence")
     check_matched(inputs)  # a mistyped pattern is the first thing to say about it
     if inputs.skipped and not quiet:
         warn(

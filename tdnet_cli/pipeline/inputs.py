@@ -13,6 +13,7 @@ import sys
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TypeVar
 from urllib.parse import urlparse
 
 import torch
@@ -21,20 +22,25 @@ from tdnet_cli.distributed import local_rank, read_dist_env
 from tdnet_cli.errors import OutputExistsError, UsageError, few
 from tdnet_cli.fileio import is_partial_name, remove_stale_partials
 from tdnet_cli.pipeline.options import SegmentOptions
-from tdnet_cli.video import VIDEO_SUFFIXES, is_url, natural_key
+from tdnet_cli.video import IMAGE_EXTENSIONS, VIDEO_SUFFIXES, is_url, natural_key
 from tdnet_cli.video.png_writer import refuse_foreign
 
 __all__ = [
+    "ImageSequence",
     "InputSet",
+    "Spec",
     "check_matched",
     "check_outputs",
     "claim_outputs",
     "device_for_rank",
     "expand_inputs",
     "gather_inputs",
+    "group_images",
+    "is_image_file",
     "is_tool_output",
     "is_video_output",
     "parse_shard",
+    "plan_images",
     "plan_outputs",
     "read_list",
     "resolve_shard",
@@ -42,11 +48,37 @@ __all__ = [
 ]
 
 
+IMAGE_OUTPUT_SUFFIX = ".png"
+T = TypeVar("T")
+
+
+@dataclass(frozen=True)
+class ImageSequence:
+    """Image files read as one stream (one model memory carried from each to the next), each
+    with outputs under its own name (``a.png`` -> ``a.overlay.png``): see :func:`group_images`."""
+
+    images: tuple[str, ...]  # paths as given, in natural order of their names
+
+    @property
+    def label(self) -> str:
+        """How reports name it: the image, or the first one, the last one's name and the count."""
+        if len(self.images) == 1:
+            return self.images[0]
+        return f"{self.images[0]} .. {Path(self.images[-1]).name} ({len(self.images)} images)"
+
+    def __str__(self) -> str:
+        return self.label
+
+
+# an input: a path, URL or folder (one stream each), or image files read as one stream
+Spec = str | ImageSequence
+
+
 @dataclass(frozen=True)
 class InputSet:
-    """The inputs of one run after glob expansion and sharding (:func:`gather_inputs`)."""
+    """The inputs of one run after glob expansion, grouping of images and sharding (:func:`gather_inputs`)."""
 
-    specs: tuple[str, ...]
+    specs: tuple[Spec, ...]
     shard: tuple[int, int] | None = None
     # what the patterns matched that tdnet wrote itself (left out: see expand_inputs)
     skipped: tuple[str, ...] = ()
@@ -54,12 +86,56 @@ class InputSet:
     unmatched: tuple[str, ...] = ()
 
 
-def gather_inputs(items: Iterable[str | Path], *, shard: tuple[int, int] | None = None) -> InputSet:
-    """Expand ``items`` (:func:`expand_inputs`) and take this worker's share of them."""
+def gather_inputs(
+    items: Iterable[str | Path], *, shard: tuple[int, int] | None = None, images: str | None = None
+) -> InputSet:
+    """Expand ``items`` (:func:`expand_inputs`) and take this worker's share of them. ``images``:
+    None leaves image files as plain paths; "sequence" or "each" groups them (:func:`group_images`)
+    before sharding, so a sequence goes to one worker whole."""
     skipped: list[str] = []
     unmatched: list[str] = []
-    specs = select_shard(expand_inputs(items, skipped, unmatched), shard)
+    expanded: list[Spec] = list(expand_inputs(items, skipped, unmatched))
+    if images is not None:
+        expanded = group_images(expanded, each=images == "each")
+    specs = select_shard(expanded, shard)
     return InputSet(tuple(specs), shard, tuple(skipped), tuple(unmatched))
+
+
+def is_image_file(spec: Spec) -> bool:
+    """An existing image file (png, jpg, ...), not a URL."""
+    return (
+        isinstance(spec, str)
+        and not is_url(spec)
+        and Path(spec).suffix.lower() in IMAGE_EXTENSIONS
+        and os.path.isfile(spec)
+    )
+
+
+def group_images(specs: Sequence[Spec], *, each: bool = False) -> list[Spec]:
+    """Image files become :class:`ImageSequence` inputs: all those in one folder, however they
+    were named (a glob, a list, one by one), form one sequence in natural order of their names,
+    placed where the first of them was; with ``each`` every image is a sequence of its own
+    (fresh memory). Other inputs are kept as they are."""
+    out: list[Spec] = []
+    groups: dict[Path, list[str]] = {}
+    where: dict[Path, int] = {}
+    for spec in specs:
+        if not is_image_file(spec):
+            out.append(spec)
+            continue
+        assert isinstance(spec, str)
+        if each:
+            out.append(ImageSequence((spec,)))
+            continue
+        folder = Path(spec).parent.resolve()
+        if folder not in groups:
+            groups[folder] = []
+            where[folder] = len(out)
+            out.append(spec)  # a placeholder, replaced below
+        groups[folder].append(spec)
+    for folder, members in groups.items():
+        out[where[folder]] = ImageSequence(tuple(sorted(members, key=lambda p: natural_key(Path(p).name))))
+    return out
 
 
 def check_matched(inputs: InputSet) -> None:
@@ -84,15 +160,18 @@ def read_list(path: str | Path) -> list[str]:
 
 def is_tool_output(path: str | Path) -> bool:
     """Whether ``path`` is named like something ``segment`` writes: ``*.overlay.mp4``,
-    ``*.color.mp4`` (any video suffix), ``*.color/``, ``*.labels/``, ``*.labelids/``, or one
-    of our hidden temporaries."""
+    ``*.color.mp4`` (any video suffix), ``*.color/``, ``*.labels/``, ``*.labelids/``, the
+    images of image inputs (``*.overlay.png``, ``*.color.png``, ``*.labels.png``,
+    ``*.labelids.png``), or one of our hidden temporaries."""
     path = Path(path)
     name = path.name.lower()
     if is_partial_name(path.name) is not None:
         return True
     if path.is_dir():
         return name.endswith((".color", ".labels", ".labelids"))
-    return name.endswith(tuple(f".{kind}{suffix}" for kind in ("overlay", "color") for suffix in VIDEO_SUFFIXES))
+    videos = tuple(f".{kind}{suffix}" for kind in ("overlay", "color") for suffix in VIDEO_SUFFIXES)
+    images = tuple(f".{kind}{IMAGE_OUTPUT_SUFFIX}" for kind in ("overlay", "color", "labels", "labelids"))
+    return name.endswith(videos + images)
 
 
 def expand_inputs(
@@ -148,7 +227,7 @@ def resolve_shard(text: str | None, env: Mapping[str, str] = os.environ) -> tupl
     return (world.rank, world.world) if world.distributed else None
 
 
-def select_shard(items: Sequence[str], shard: tuple[int, int] | None) -> list[str]:
+def select_shard(items: Sequence[T], shard: tuple[int, int] | None) -> list[T]:
     """Worker i of n takes items i, i+n, i+2n, ...: balanced and needs no coordination."""
     if shard is None:
         return list(items)
@@ -215,6 +294,52 @@ def plan_outputs(
     return plans
 
 
+def plan_images(
+    seq: ImageSequence,
+    save: Sequence[str],
+    *,
+    out_dir: str | Path | None = None,
+    output: str | Path | None = None,
+) -> dict[str, dict[str, Path]]:
+    """Where each requested output of each image of ``seq`` goes, by kind and then by the
+    image's stem (its frame's name): ``NAME.KIND.png`` beside the image or under ``out_dir``.
+    With ``output`` (a sequence of one image) the first kind goes exactly there and the others
+    beside it, named after it."""
+    if output is not None and len(seq.images) > 1:
+        raise UsageError(
+            f"-o names the output of a single input; {seq.label} are one sequence, each image with "
+            "outputs under its own name",
+            hint="use --out-dir for them, or name one image",
+        )
+    plans: dict[str, dict[str, Path]] = {kind: {} for kind in save}
+    for image in seq.images:
+        stem = Path(image).stem
+        if stem in plans[save[0]]:
+            raise UsageError(
+                f"{image} and another image of {seq.label} share the name {stem}, so their outputs would too",
+                hint="rename one, or segment them in separate runs",
+            )
+        if output is not None:
+            output = Path(output)
+            if output.suffix.lower() != IMAGE_OUTPUT_SUFFIX:
+                raise UsageError(f"-o {output}: the outputs of an image are PNG images", hint="give a .png name")
+            base = output.with_suffix("")
+        else:
+            base = (Path(out_dir) if out_dir is not None else Path(image).parent) / stem
+        for i, kind in enumerate(save):
+            path = output if output is not None and i == 0 else base.with_name(f"{base.name}.{kind}.png")
+            plans[kind][stem] = path
+    return plans
+
+
+def _planned(spec: Spec, options: SegmentOptions) -> list[tuple[str, Path]]:
+    """Every (kind, path) ``spec`` would write under ``options``."""
+    if isinstance(spec, ImageSequence):
+        plans = plan_images(spec, options.save, out_dir=options.out_dir, output=options.output)
+        return [(kind, path) for kind, paths in plans.items() for path in paths.values()]
+    return list(plan_outputs(spec, options.save, out_dir=options.out_dir, output=options.output).items())
+
+
 def _check_out_dir(out_dir: Path, option: str = "--out-dir") -> None:
     """``out_dir`` exists (made if needed) and is writable; ``option`` is what the user passed."""
     try:
@@ -233,7 +358,7 @@ def is_video_output(kind: str, path: Path) -> bool:
     return kind in ("overlay", "color") and path.suffix.lower() in VIDEO_SUFFIXES
 
 
-def _check_plans(specs: Sequence[str], options: SegmentOptions) -> dict[Path, set[str]]:
+def _check_plans(specs: Sequence[Spec], options: SegmentOptions) -> dict[Path, set[str]]:
     """Refuse, before anything is written, an output that is an input (same path, a symlink or
     hard link to it, the input frame folder, or a PNG folder holding an input: a usage error
     with or without --overwrite), and an --overwrite that would replace what tdnet did not
@@ -241,17 +366,18 @@ def _check_plans(specs: Sequence[str], options: SegmentOptions) -> dict[Path, se
     inputs: dict[tuple[int, int], str] = {}
     parents: dict[Path, str] = {}
     for spec in specs:
-        if is_url(spec):
-            continue
-        try:
-            st = os.stat(spec)
-        except OSError:
-            continue  # a missing input fails on its own
-        inputs[(st.st_dev, st.st_ino)] = spec
-        parents[Path(spec).resolve().parent] = spec
+        for path in spec.images if isinstance(spec, ImageSequence) else (spec,):
+            if is_url(path):
+                continue
+            try:
+                st = os.stat(path)
+            except OSError:
+                continue  # a missing input fails on its own
+            inputs[(st.st_dev, st.st_ino)] = path
+            parents[Path(path).resolve().parent] = path
     folders: dict[Path, set[str]] = {}
     for spec in specs:
-        for kind, path in plan_outputs(spec, options.save, out_dir=options.out_dir, output=options.output).items():
+        for kind, path in _planned(spec, options):
             folders.setdefault(path.parent, set()).add(path.name)
             try:
                 st = os.stat(path)
@@ -262,10 +388,11 @@ def _check_plans(specs: Sequence[str], options: SegmentOptions) -> dict[Path, se
                     f"the {kind} output {path} is the input {inputs[(st.st_dev, st.st_ino)]}",
                     hint="choose another output: an input is never written over",
                 )
-            if is_video_output(kind, path):
+            if is_video_output(kind, path) or isinstance(spec, ImageSequence):
                 if options.overwrite and path.is_dir():
+                    what = "an image" if isinstance(spec, ImageSequence) else "a video"
                     raise OutputExistsError(
-                        f"{path} is a folder, not a video: --overwrite replaces only files",
+                        f"{path} is a folder, not {what}: --overwrite replaces only files",
                         hint="choose another output name",
                     )
                 continue
@@ -291,33 +418,61 @@ def check_outputs(inputs: InputSet, options: SegmentOptions) -> None:
         _check_out_dir(options.out_dir)
     if output is not None:
         if specs:
-            plan_outputs(specs[0], options.save, output=output)  # a bad -o is a usage error, not a failed input
+            _planned(specs[0], options)  # a bad -o is a usage error, not a failed input
         _check_out_dir(output.parent, "-o")
     for folder, names in sorted(_check_plans(specs, options).items()):
         remove_stale_partials(folder, ours=names)  # left by a run killed with SIGKILL: its process is gone
 
 
-def claim_outputs(spec: str, options: SegmentOptions, claimed: dict[Path, str]) -> dict[str, Path]:
+def _claim(kind: str, path: Path, spec: Spec, options: SegmentOptions, claimed: dict[Path, str]) -> bool:
+    """Whether to write ``path`` (False: it exists and ``skip_existing`` keeps it). Raises
+    OutputExistsError for an output that exists (without --overwrite) or another input claimed."""
+    other = claimed.get(path.resolve())
+    if other is not None:
+        raise OutputExistsError(
+            f"{path} is also the output of {other}", hint="inputs with the same name need -o or separate runs"
+        )
+    if path.exists() or path.is_symlink():
+        if options.skip_existing:
+            return False
+        folder_ok = options.into_folder and not is_video_output(kind, path) and not isinstance(spec, ImageSequence)
+        if not (options.overwrite or folder_ok):
+            raise OutputExistsError(f"{path} exists", hint="use --overwrite, or --skip-existing to keep it")
+    return True
+
+
+def claim_outputs(
+    spec: Spec, options: SegmentOptions, claimed: dict[Path, str]
+) -> dict[str, Path] | dict[str, dict[str, Path]]:
     """The outputs of ``spec`` to write (existing ones left out with ``skip_existing``),
     recorded in ``claimed`` (resolved path -> input) so no two inputs of a run write the
-    same file. Raises OutputExistsError for an output that exists or another input claimed."""
-    plans = plan_outputs(spec, options.save, out_dir=options.out_dir, output=options.output)
-    for kind, path in list(plans.items()):
-        other = claimed.get(path.resolve())
-        if other is not None:
-            raise OutputExistsError(
-                f"{path} is also the output of {other}", hint="inputs with the same name need -o or separate runs"
-            )
-        if path.exists() or path.is_symlink():
-            if options.skip_existing:
+    same file: by kind (:func:`plan_outputs`), or for an image sequence by kind and then by
+    image stem (:func:`plan_images`; kinds with nothing left to write are dropped). Raises
+    OutputExistsError for an output that exists or another input claimed."""
+    plans: dict = (
+        plan_images(spec, options.save, out_dir=options.out_dir, output=options.output)
+        if isinstance(spec, ImageSequence)
+        else plan_outputs(spec, options.save, out_dir=options.out_dir, output=options.output)
+    )
+    paths: list[Path] = []
+    for kind, value in list(plans.items()):
+        if isinstance(value, dict):
+            for stem, path in list(value.items()):
+                if not _claim(kind, path, spec, options, claimed):
+                    del value[stem]
+            if not value:
                 del plans[kind]
-            elif not (options.overwrite or (options.into_folder and not is_video_output(kind, path))):
-                raise OutputExistsError(f"{path} exists", hint="use --overwrite, or --skip-existing to keep it")
-    for path in plans.values():
-        claimed[path.resolve()] = spec
+            paths.extend(value.values())
+        elif _claim(kind, value, spec, options, claimed):
+            paths.append(value)
+        else:
+            del plans[kind]
+    for path in paths:
+        claimed[path.resolve()] = str(spec)
+    first = spec.images[0] if isinstance(spec, ImageSequence) else spec
     # beside a missing input there is nothing to check: reading it says that it is missing
-    if plans and options.output is None and options.out_dir is None and not is_url(spec) and os.path.exists(spec):
-        parent = next(iter(plans.values())).parent
+    if paths and options.output is None and options.out_dir is None and not is_url(first) and os.path.exists(first):
+        parent = paths[0].parent
         if not os.access(parent, os.W_OK | os.X_OK):
             raise UsageError(f"{spec}: cannot write beside the input ({parent} is not writable)", hint="use --out-dir")
     return plans

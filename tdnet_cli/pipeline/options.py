@@ -28,6 +28,8 @@ class SegmentOptions:
     ``decode_yuv=False`` decodes videos to RGB instead of YUV 4:2:0 (the slower route;
     kept for comparisons). ``consistency`` also scores the temporal consistency (TC, flicker)
     of the labels written, per input and overall (:mod:`tdnet_cli.consistency`).
+    ``each_image``: image files are inputs of their own (fresh memory each) instead of one
+    sequence per folder (:func:`~tdnet_cli.pipeline.inputs.group_images`).
 
     ``overwrite`` replaces existing outputs, but a PNG folder only when every entry in it is
     a file an earlier run recorded writing there (its hidden ``.tdnet-output.json``); folders
@@ -53,6 +55,7 @@ class SegmentOptions:
     hw_decode: bool = False
     decode_yuv: bool = True
     consistency: bool = False
+    each_image: bool = False
 
     def __post_init__(self) -> None:
         # normalised once here (frozen: hence object.__setattr__), so every reader sees one form

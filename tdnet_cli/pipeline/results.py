@@ -26,6 +26,7 @@ class InputResult:
     warnings: list[str] = field(default_factory=list)
     threads: int | None = None  # torch CPU threads used (None on GPU)
     consistency: dict[str, Any] | None = None  # TC of the labels written (--consistency)
+    images: list[str] | None = None  # the image files of an image-sequence input, in order
 
     @property
     def fps(self) -> float:
@@ -41,7 +42,8 @@ class InputResult:
             "seconds": round(self.seconds, 3), "fps": round(self.fps, 2), "model_fps": round(self.model_fps, 2),
             "cuts": self.cuts, "outputs": self.outputs, "error": self.error, "warnings": self.warnings,
             "threads": self.threads,
-        } | ({"consistency": self.consistency} if self.consistency is not None else {})  # fmt: skip
+        } | ({"images": self.images} if self.images is not None else {}) | (
+            {"consistency": self.consistency} if self.consistency is not None else {})  # fmt: skip
 
 
 @dataclass

@@ -1,10 +1,12 @@
-"""The `segment` pipeline: inputs (videos, URLs, frame folders) -> overlays, colour maps, label PNGs.
+"""The `segment` pipeline: inputs (videos, URLs, frame folders, images) -> overlays, colour
+maps, label PNGs.
 
 The orchestration only: check the whole run up front (:mod:`~tdnet_cli.pipeline.inputs`),
 then per input open the source and the writers and run the stream
 (:mod:`~tdnet_cli.pipeline.stream`: reader, model and writer threads overlap so the
 end-to-end rate approaches the model's own). Each input is its own stream (fresh
-predictor state). A bad input is recorded as failed and the batch goes on. This module is
+predictor state); the image files of one folder are one input, a sequence, unless
+``each_image``. A bad input is recorded as failed and the batch goes on. This module is
 core code: progress is reported through a :class:`ProgressHook`, never printed.
 """
 
@@ -20,7 +22,9 @@ import torch
 from tdnet_cli.consistency import ConsistencyMeter, merge
 from tdnet_cli.errors import InputError, TdnetError, os_error_line
 from tdnet_cli.pipeline.inputs import (
+    ImageSequence,
     InputSet,
+    Spec,
     check_outputs,
     claim_outputs,
     gather_inputs,
@@ -47,6 +51,8 @@ from tdnet_cli.video import (
     CutDetector,
     Encoding,
     FrameSource,
+    ImageSequenceReader,
+    PngFilesWriter,
     PngSequenceWriter,
     VideoWriter,
     open_source,
@@ -108,8 +114,9 @@ def segment(
     """Segment every input with ``predictor``, writing what ``options`` asks for (default:
     an overlay video beside each input).
 
-    ``inputs``: an :class:`InputSet` (expanded and sharded, e.g. by the CLI), or paths,
-    globs, URLs and frame folders, expanded here. NVENC and NVDEC (``options.encoding``,
+    ``inputs``: an :class:`InputSet` (expanded, grouped and sharded, e.g. by the CLI), or
+    paths, globs, URLs, frame folders and images, expanded here (the image files of one
+    folder are one sequence unless ``options.each_image``). NVENC and NVDEC (``options.encoding``,
     ``options.hw_decode``) run on the predictor's GPU (GPU 0, or the driver's choice, for a
     CPU model) and are tried on a few frames first. An output that is an input is refused
     whatever the options.
@@ -121,7 +128,7 @@ def segment(
     options = options if options is not None else SegmentOptions()
     hook = progress if progress is not None else SilentProgress()
     if not isinstance(inputs, InputSet):
-        inputs = gather_inputs(inputs)
+        inputs = gather_inputs(inputs, images="each" if options.each_image else "sequence")
     encoding, decode_gpu = hardware_video(
         options.encoding, hw_decode=options.hw_decode, gpu=model_gpu(predictor.device)
     )
@@ -133,7 +140,9 @@ def segment(
     started = time.perf_counter()
     try:
         for index, spec in enumerate(inputs.specs):
-            result = InputResult(input=spec)
+            result = InputResult(input=str(spec))
+            if isinstance(spec, ImageSequence):
+                result.images = list(spec.images)
             tuner = threads.tuner()
             t0 = time.perf_counter()
             try:
@@ -178,7 +187,7 @@ def _one_line(exc: BaseException) -> str:
 
 
 def _process(
-    spec: str,
+    spec: Spec,
     index: int,
     count: int,
     result: InputResult,
@@ -197,13 +206,17 @@ def _process(
     plans = claim_outputs(spec, options, claimed)
     if not plans:
         result.status = "skipped"
-        hook.start_input(spec, index, count, 0)
+        hook.start_input(str(spec), index, count, 0)
         return
-    # videos as YUV 4:2:0 (see Renderer); frame folders are RGB
-    source = open_source(spec, yuv=options.decode_yuv, hw_decode=decode_gpu)
+    # videos as YUV 4:2:0 (see Renderer); frame folders and images are RGB
+    source: FrameSource = (
+        ImageSequenceReader(spec.images, uri=spec.label)
+        if isinstance(spec, ImageSequence)
+        else open_source(spec, yuv=options.decode_yuv, hw_decode=decode_gpu)
+    )
     try:
         info = source.info
-        hook.start_input(spec, index, count, info.frame_count)
+        hook.start_input(str(spec), index, count, info.frame_count)
         if tuner is not None and info.frame_count is not None and info.frame_count < tuner.frames_needed + 8:
             tuner = None  # too short to measure; keep the current thread count
         workers = spare_workers()
@@ -223,7 +236,8 @@ def _process(
             if stats.frames == 0:
                 raise InputError(f"{spec}: no frames (an empty or unreadable video)")
             for w in writers.values():
-                result.outputs.append(str(w.close()))
+                closed = w.close()
+                result.outputs.extend(str(p) for p in (closed if isinstance(closed, list) else [closed]))
                 result.warnings.extend(w.warnings)
         except BaseException:
             for w in writers.values():
@@ -243,15 +257,22 @@ def _process(
 
 
 def _open_writers(
-    plans: dict[str, Path], source: FrameSource, options: SegmentOptions, *, encoding: Encoding, workers: int
-) -> dict[str, VideoWriter | PngSequenceWriter]:
+    plans: dict[str, Path] | dict[str, dict[str, Path]],
+    source: FrameSource,
+    options: SegmentOptions,
+    *,
+    encoding: Encoding,
+    workers: int,
+) -> dict[str, VideoWriter | PngSequenceWriter | PngFilesWriter]:
     """A writer per planned output; none left open if one fails."""
     info = source.info
     rate = info.fps if info.fps else Fraction(options.fps or DEFAULT_FOLDER_FPS).limit_denominator(1001)
-    writers: dict[str, VideoWriter | PngSequenceWriter] = {}
+    writers: dict[str, VideoWriter | PngSequenceWriter | PngFilesWriter] = {}
     try:
         for kind, path in plans.items():
-            if is_video_output(kind, path):
+            if isinstance(path, dict):  # an image sequence: a PNG per image, under its own name
+                writers[kind] = PngFilesWriter(path, overwrite=options.overwrite)
+            elif is_video_output(kind, path):
                 audio = info.uri if (kind == "overlay" and info.has_audio) else None
                 # YUV frames keep their own colour matrix (blended in place); RGB ones get BT.601
                 writers[kind] = VideoWriter(

@@ -213,11 +213,15 @@ def _read_loop(
     cuts: CutDetector | None,
     prepare: Callable[[Frame, bool], Any],
 ) -> None:
-    """Decode, test for cuts and start the model's input (``prepare(frame, is_cut)``), ahead
-    of the model."""
+    """Decode, test for cuts (a change of frame size is one) and start the model's input
+    (``prepare(frame, is_cut)``), ahead of the model."""
     try:
+        size = None
         for frame in source:
             is_cut = cuts(frame) if cuts is not None else False
+            # images of another size (a sequence of image files) are another shot whatever cut detection says
+            is_cut = is_cut or (size is not None and frame.size != size)
+            size = frame.size
             if not _put(q, (frame, is_cut, prepare(frame, is_cut)), stop):
                 return
         _put(q, _END, stop)

@@ -3,7 +3,7 @@
 from tdnet_cli.video.color import YUV420
 from tdnet_cli.video.cuts import CutDetector
 from tdnet_cli.video.ffmpeg import ffmpeg_exe
-from tdnet_cli.video.folder import FrameFolderReader, to_rgb8
+from tdnet_cli.video.folder import FrameFolderReader, ImageSequenceReader, to_rgb8
 from tdnet_cli.video.frames import (
     DEFAULT_FOLDER_FPS,
     IMAGE_EXTENSIONS,
@@ -13,7 +13,7 @@ from tdnet_cli.video.frames import (
     is_url,
     natural_key,
 )
-from tdnet_cli.video.png_writer import PngSequenceWriter
+from tdnet_cli.video.png_writer import PngFilesWriter, PngSequenceWriter
 from tdnet_cli.video.reader import VideoReader, open_source
 from tdnet_cli.video.writer import (
     ENCODERS,
@@ -37,6 +37,8 @@ __all__ = [
     "Frame",
     "FrameFolderReader",
     "FrameSource",
+    "ImageSequenceReader",
+    "PngFilesWriter",
     "PngSequenceWriter",
     "SourceInfo",
     "VideoReader",

@@ -1,9 +1,9 @@
-"""Frame folders as a stream: the images of one folder in natural order, read with OpenCV,
-as uint8 RGB frames."""
+"""Images as a stream: the images of one folder in natural order, or a list of image files,
+read with OpenCV as uint8 RGB frames."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 
 import cv2
@@ -12,7 +12,7 @@ import numpy as np
 from tdnet_cli.errors import InputError
 from tdnet_cli.video.frames import IMAGE_EXTENSIONS, Frame, SourceInfo, natural_key
 
-__all__ = ["FrameFolderReader", "to_rgb8"]
+__all__ = ["FrameFolderReader", "ImageSequenceReader", "to_rgb8"]
 
 
 def to_rgb8(image: np.ndarray) -> np.ndarray:
@@ -53,38 +53,30 @@ def _read_image(path: Path) -> np.ndarray:
         raise InputError(f"{path}: {exc.message}") from None
 
 
-class FrameFolderReader:
-    """Frames of a folder of images (png/jpg/...), in natural order (``f2`` before ``f10``).
+class ImageSequenceReader:
+    """Frames of image files (png/jpg/...) read in the order given, as one stream; output names
+    keep the files' stems.
 
-    Every frame must have the first frame's size; a different one raises InputError
-    when it is reached. Output names keep the frame files' stems.
+    With ``same_size`` every frame must have the first frame's size (a different one raises
+    InputError when it is reached); without, sizes may change from one image to the next (the
+    pipeline starts a new shot there: see :func:`tdnet_cli.pipeline.stream.run_stream`).
     """
 
-    def __init__(self, folder: str | Path) -> None:
-        self.folder = Path(folder)
+    def __init__(self, files: Sequence[str | Path], *, uri: str, same_size: bool = False) -> None:
+        self.files = [Path(f) for f in files]
         self.problems: list[str] = []
-        try:
-            entries = [p for p in self.folder.iterdir() if p.suffix.lower() in IMAGE_EXTENSIONS and p.is_file()]
-        except OSError as exc:
-            raise InputError(f"{folder}: cannot list folder ({exc.strerror or exc})") from None
-        if not entries:
-            raise InputError(
-                f"{folder}: no frames (png/jpg) in this folder", hint="point at the folder that holds the images"
-            )
-        self.files = sorted(entries, key=lambda p: natural_key(p.name))
-        stems = [p.stem for p in self.files]
-        if len(set(stems)) != len(stems):
-            # a.png and a.jpg would write the same output name
-            raise InputError(f"{folder}: two frames share a name stem (e.g. a.png and a.jpg)")
+        self.same_size = same_size
+        if not self.files:
+            raise InputError(f"{uri}: no images")
         self._first = _read_image(self.files[0])
         h, w = self._first.shape[:2]
-        self.info = SourceInfo(uri=str(folder), kind="frames", width=w, height=h, fps=None, frame_count=len(self.files))
+        self.info = SourceInfo(uri=uri, kind="frames", width=w, height=h, fps=None, frame_count=len(self.files))
 
     def __iter__(self) -> Iterator[Frame]:
         w, h = self.info.width, self.info.height
         for index, path in enumerate(self.files):
             image = self._first if index == 0 else _read_image(path)
-            if image.shape[:2] != (h, w):
+            if self.same_size and image.shape[:2] != (h, w):
                 raise InputError(
                     f"{path}: frame size {image.shape[1]}x{image.shape[0]} differs from the first frame's {w}x{h}",
                     hint="all frames of a folder must have one size",
@@ -95,8 +87,30 @@ class FrameFolderReader:
     def close(self) -> None:
         pass
 
-    def __enter__(self) -> FrameFolderReader:
+    def __enter__(self) -> ImageSequenceReader:
         return self
 
     def __exit__(self, *exc) -> None:
         self.close()
+
+
+class FrameFolderReader(ImageSequenceReader):
+    """Frames of a folder of images (png/jpg/...), in natural order (``f2`` before ``f10``),
+    all of the first frame's size."""
+
+    def __init__(self, folder: str | Path) -> None:
+        self.folder = Path(folder)
+        try:
+            entries = [p for p in self.folder.iterdir() if p.suffix.lower() in IMAGE_EXTENSIONS and p.is_file()]
+        except OSError as exc:
+            raise InputError(f"{folder}: cannot list folder ({exc.strerror or exc})") from None
+        if not entries:
+            raise InputError(
+                f"{folder}: no frames (png/jpg) in this folder", hint="point at the folder that holds the images"
+            )
+        files = sorted(entries, key=lambda p: natural_key(p.name))
+        stems = [p.stem for p in files]
+        if len(set(stems)) != len(stems):
+            # a.png and a.jpg would write the same output name
+            raise InputError(f"{folder}: two frames share a name stem (e.g. a.png and a.jpg)")
+        super().__init__(files, uri=str(folder), same_size=True)

@@ -1,6 +1,7 @@
 """Label and colour-map PNG sequences: one PNG per frame in a folder made under a temporary
 name, with a hidden manifest of the files tdnet wrote there (what lets ``--overwrite`` replace
-a folder of ours and refuse anyone else's)."""
+a folder of ours and refuse anyone else's); and PNG files each under its own name, the
+outputs of image inputs."""
 
 from __future__ import annotations
 
@@ -15,10 +16,10 @@ import cv2
 import numpy as np
 
 from tdnet_cli.errors import OutputExistsError
-from tdnet_cli.fileio import partial_path, write_error, write_png
+from tdnet_cli.fileio import commit_file, partial_path, write_error, write_png
 from tdnet_cli.video.writer import check_target, unlink_quietly
 
-__all__ = ["MANIFEST", "PngSequenceWriter", "foreign_entry", "refuse_foreign"]
+__all__ = ["MANIFEST", "PngFilesWriter", "PngSequenceWriter", "foreign_entry", "refuse_foreign"]
 
 # The hidden list of the files a PNG folder of ours holds (see PngSequenceWriter(manifest=True)).
 MANIFEST = ".tdnet-output.json"
@@ -213,6 +214,74 @@ class PngSequenceWriter:
         shutil.rmtree(self._tmp, ignore_errors=True)
 
     def __enter__(self) -> PngSequenceWriter:
+        return self
+
+    def __exit__(self, exc_type, exc, tb) -> None:
+        if exc_type is None:
+            self.close()
+        else:
+            self.abort()
+
+
+class PngFilesWriter:
+    """One PNG file per frame, each under its own final name (``targets``: frame name -> path),
+    as `segment` writes the outputs of image inputs (``a.png`` -> ``a.labels.png``).
+
+    Each PNG is written under a hidden temporary beside its target; :meth:`close` renames them
+    all into place once the whole sequence is done, so an interrupted or failed run leaves no
+    finished-looking file. Frames not in ``targets`` (outputs kept by ``--skip-existing``) are
+    not written. An existing target is an :class:`OutputExistsError` unless ``overwrite``, and
+    a folder in a target's place is refused even then.
+    """
+
+    def __init__(self, targets: dict[str, Path], *, overwrite: bool = False) -> None:
+        self.targets = {name: Path(p) for name, p in targets.items()}
+        for final in self.targets.values():
+            check_target(final, overwrite)
+            if final.is_dir() and not final.is_symlink():
+                raise OutputExistsError(f"{final} is a folder, not an image: --overwrite replaces only files")
+        self.overwrite = overwrite
+        self.frames = 0
+        self.warnings: list[str] = []
+        self._written: dict[Path, Path] = {}  # temporary -> final, in frame order
+        self._committed: list[Path] = []
+        self._closed = False
+
+    def write(self, name: str, image: np.ndarray, *, rgb: bool = False) -> None:
+        """Write frame ``name``'s PNG (see :meth:`PngSequenceWriter.write`) to its temporary."""
+        self.frames += 1
+        final = self.targets.get(name)
+        if final is None:
+            return
+        tmp = partial_path(final)
+        self._written[tmp] = final  # before writing: abort() removes a half-written one too
+        _write_frame_png(tmp, image, rgb, final.parent)
+
+    def close(self) -> list[Path]:
+        """Rename every finished PNG to its final name; the final paths, in frame order."""
+        if self._closed:
+            return list(self._committed)
+        try:
+            for tmp, final in list(self._written.items()):
+                commit_file(tmp, final, self.overwrite)
+                del self._written[tmp]
+                self._committed.append(final)
+        except BaseException:
+            self.abort()
+            raise
+        self._closed = True
+        return list(self._committed)
+
+    def abort(self) -> None:
+        """Delete every temporary not yet renamed (idempotent)."""
+        if self._closed:
+            return
+        self._closed = True
+        for tmp in self._written:
+            unlink_quietly(tmp)
+        self._written.clear()
+
+    def __enter__(self) -> PngFilesWriter:
         return self
 
     def __exit__(self, exc_type, exc, tb) -> None:
