@@ -4,8 +4,13 @@ from __future__ import annotations
 
 import json
 import math
+import re
+import shlex
 import subprocess
 import sys
+
+import pytest
+import typer
 
 from tdnet_cli import __version__
 from tdnet_cli.cli.app import app
@@ -96,3 +101,65 @@ def test_bad_precision_or_device_fail_while_parsing(capsys, tmp_path):
             assert run([command, *target, "--weights", missing, option]) == 2
             err = capsys.readouterr().err
             assert needle in err and "missing.pt" not in err and len(err.strip().splitlines()) == 1, err
+
+
+# -- issue 25 item 5: --help shows flags as flags, choices as choices, and examples -------------
+
+COMMANDS = sorted(typer.main.get_command(app).commands)
+TYPE_TAG = re.compile(r"<(bool|str|int|float|path|list\[)|\{\w+\}")  # typer's own labels
+
+
+def render_help(runner, *argv: str) -> str:
+    result = runner.invoke(app, [*argv, "--help"], env={"COLUMNS": "100"}, terminal_width=100)
+    assert result.exit_code == 0, result.output
+    return result.stdout
+
+
+def test_every_command_is_in_this_list():
+    assert set(COMMANDS) >= {"segment", "eval", "train", "bench", "synth", "models", "inspect"}
+
+
+@pytest.mark.parametrize("argv", [[], *([c] for c in COMMANDS)], ids=lambda a: " ".join(a) or "tdnet")
+def test_help_shows_no_type_tags(runner, argv):
+    text = render_help(runner, *argv)
+    assert not TYPE_TAG.search(text), TYPE_TAG.search(text)
+    assert re.search(r"--help\s{2,}Show this message", text)  # a flag: no label between name and help
+
+
+def test_flags_take_no_value_and_choices_show_their_values(runner):
+    segment = render_help(runner, "segment")
+    for flag, help_start in (("--legend", "Draw"), ("--overwrite", "Replace"), ("--json", "Print")):
+        assert re.search(rf"{flag}\s{{2,}}{help_start}", segment), flag
+    assert re.search(r"--save\s+-s\s+SAVE\s", segment)  # four choices: named, and listed in its help
+    for command in ("segment", "eval", "bench"):
+        assert "[fp32|bf16|fp16]" in render_help(runner, command), command
+    assert re.search(r"--input-size\s+HxW", render_help(runner, "bench"))
+    assert "Usage: tdnet synth [OPTIONS] OUT" in render_help(runner, "synth")  # not typer's {out_dir}
+
+
+def test_every_flag_has_no_label_and_every_value_one(runner):
+    """Each option as --help labels it: a flag with nothing, a value with a name (no type tag)."""
+    group = typer.main.get_command(app)
+    root = group.make_context("tdnet", [], resilient_parsing=True)
+    for name in COMMANDS:
+        command = group.get_command(root, name)
+        for param in command.get_params(command.make_context(name, [], parent=root, resilient_parsing=True)):
+            if param.param_type_name != "option":
+                continue
+            label = param.metavar
+            assert (label == "") if param.is_flag else bool(label and not TYPE_TAG.search(label)), (name, param.name)
+
+
+@pytest.mark.parametrize("command", COMMANDS)
+def test_every_command_shows_examples_that_parse(runner, command, monkeypatch):
+    text = render_help(runner, command)
+    examples = [ln.strip() for ln in text.splitlines() if ln.strip().startswith("tdnet ")]
+    assert 2 <= len(examples) <= 3, text
+    assert "Examples" in text and "# " in text  # each example says what it does
+    monkeypatch.setattr("tdnet_cli.inference.resolve_device", lambda name: None)  # cuda in an example
+    group = typer.main.get_command(app)
+    root = group.make_context("tdnet", [], resilient_parsing=True)
+    for line in examples:
+        args = shlex.split(line)[1:]
+        assert args[0] == command, line
+        group.get_command(root, command).make_context(command, args[1:], parent=root).close()

@@ -15,6 +15,7 @@ except ImportError:  # older typer runs on click itself
 
 from tdnet_cli import __version__
 from tdnet_cli.cli.common import fail
+from tdnet_cli.cli.helptext import EXIT_CODES_HELP, Command, Group, HelpLabels, epilog
 from tdnet_cli.errors import EXIT_INTERRUPTED, EXIT_OK, EXIT_USAGE
 
 app = typer.Typer(
@@ -24,6 +25,7 @@ app = typer.Typer(
     add_completion=False,
     pretty_exceptions_enable=False,
     rich_markup_mode="rich",
+    cls=Group,
 )
 
 
@@ -50,20 +52,22 @@ from tdnet_cli.cli.segment import SegmentCommand, segment_command
 from tdnet_cli.cli.synth import synth_command
 from tdnet_cli.cli.train import train_command
 
-EXIT_CODES_HELP = (
-    "Exit codes: 0 done; 1 the work started and something failed (a failed input, a write, a full disk); "
-    "2 nothing was done (a bad option or a wrong file named); 130/143 interrupted by Ctrl-C/SIGTERM."
-)
+
+class _SegmentCommand(HelpLabels, SegmentCommand):
+    """segment's own parsing, with the help labels every command has."""
+
 
 # Every command, registered here (the command modules do not import this one); each --help
-# ends with the one statement of the exit codes.
-app.command("segment", cls=SegmentCommand, epilog=EXIT_CODES_HELP)(segment_command)
-app.command("eval", epilog=EXIT_CODES_HELP)(eval_command)
-app.command("train", epilog=EXIT_CODES_HELP)(train_command)
-app.command("bench", epilog=EXIT_CODES_HELP)(bench_command)
-app.command("synth", epilog=EXIT_CODES_HELP)(synth_command)
-app.command("models", epilog=EXIT_CODES_HELP)(models_command)
-app.command("inspect", epilog=EXIT_CODES_HELP)(inspect_command)
+# ends with its examples and the one statement of the exit codes (helptext.py).
+app.command("segment", cls=_SegmentCommand, epilog=epilog("segment"))(segment_command)
+app.command("eval", cls=Command, epilog=epilog("eval"))(eval_command)
+app.command("train", cls=Command, epilog=epilog("train"))(train_command)
+app.command("bench", cls=Command, epilog=epilog("bench"))(bench_command)
+app.command("synth", cls=Command, epilog=epilog("synth"))(synth_command)
+app.command("models", cls=Command, epilog=epilog("models"))(models_command)
+app.command("inspect", cls=Command, epilog=epilog("inspect"))(inspect_command)
+
+__all__ = ["EXIT_CODES_HELP", "app", "main", "run"]
 
 
 def _usage_line(exc: click_errors.UsageError) -> str:

@@ -16,6 +16,7 @@ from tdnet_cli.cli.common import (
     DeviceOpt,
     EncoderOpt,
     HwDecodeOpt,
+    InputSizeOpt,
     JsonOpt,
     ModelOpt,
     Precision,
@@ -28,6 +29,7 @@ from tdnet_cli.cli.common import (
     handle_errors,
     warn,
 )
+from tdnet_cli.errors import UsageError
 
 if TYPE_CHECKING:
     from tdnet_cli.pipeline.bench import BenchReport, BenchResult, LatencyStats
@@ -37,10 +39,9 @@ if TYPE_CHECKING:
 def bench_command(
     weights: WeightsOpt = None,
     model: ModelOpt = None,
-    size: Annotated[
-        str | None, typer.Option("--size", help="Input HxW (default: the model's own).", show_default=False)
-    ] = None,
-    frames: Annotated[int, typer.Option("--frames", "-n", help="Measured frames.")] = 20,
+    input_size: InputSizeOpt = None,
+    old_size: Annotated[str | None, typer.Option("--size", hidden=True, help="Deprecated: --input-size.")] = None,
+    frames: Annotated[int, typer.Option("--frames", help="Measured frames.")] = 20,
     warmup: Annotated[int, typer.Option("--warmup", help="Frames run first and not counted.")] = 5,
     device: DeviceOpt = "auto",
     precision: PrecisionOpt = Precision.fp32,
@@ -59,6 +60,7 @@ def bench_command(
         str | None,
         typer.Option(
             "--baseline",
+            metavar="NAME",
             help="Also time a preset (e.g. psp101) or 'reference' (same weights, plain fp32 "
             "path mirroring the authors' code) in the same run, and print the ratio.",
             show_default=False,
@@ -71,13 +73,14 @@ def bench_command(
         typer.Option(
             "--input",
             "-i",
+            metavar="VIDEO",
             help="A video: also run the real segment pipeline on it, with a per-stage breakdown "
             "(decode, preprocess, model, postprocess, render, encode) beside the model-only fps.",
             show_default=False,
         ),
     ] = None,
     x264_preset: Annotated[
-        str, typer.Option("--x264-preset", help="With --input: the overlay's x264 preset.")
+        str, typer.Option("--x264-preset", metavar="PRESET", help="With --input: the overlay's x264 preset.")
     ] = "veryfast",
     crf: Annotated[int, typer.Option("--crf", help="With --input: the overlay's x264 CRF.")] = 20,
     encoder: EncoderOpt = "x264",
@@ -95,6 +98,7 @@ def bench_command(
     from tdnet_cli.sizes import parse_size
     from tdnet_cli.video import Encoding
 
+    size = _input_size(input_size, old_size, quiet=quiet)
     show = not (as_json or quiet)
     # No bar where stderr is not a terminal: rich would leave a blank line there, before any error line.
     with Progress(
@@ -190,6 +194,17 @@ def _model_only_figure(r: BenchResult, e: dict) -> str:
         )
     figure = f"model-only one step at a time {e['model_only_fps']:.2f} fps" + (" per stream" if r.streams > 1 else "")
     return figure + (f" (the faster model-only figure; encode-ahead: {ahead:.2f} fps)" if ahead is not None else "")
+
+
+def _input_size(input_size: str | None, old_size: str | None, *, quiet: bool) -> str | None:
+    """--input-size, as every command names it; bench's old --size still works, with a warning."""
+    if old_size is None:
+        return input_size
+    if input_size is not None:
+        raise UsageError("--size is the old name of --input-size", hint="pass --input-size alone")
+    if not quiet:
+        warn("--size is deprecated in bench: use --input-size (as segment, eval and inspect do)")
+    return old_size
 
 
 def render(report: BenchReport) -> None:

@@ -56,7 +56,7 @@ def eval_command(
             show_default=False,
         ),
     ] = None,
-    split: Annotated[str, typer.Option("--split", help="train, val or test.")] = "val",
+    split: Annotated[str, typer.Option("--split", metavar="SPLIT", help="train, val or test.")] = "val",
     weights: WeightsOpt = None,
     model: ModelOpt = None,
     device: DeviceOpt = "auto",
@@ -72,13 +72,16 @@ def eval_command(
     ] = False,
     limit: Annotated[int | None, typer.Option("--limit", help="Evaluate only the first N annotated frames.")] = None,
     cities: Annotated[
-        str | None, typer.Option("--cities", help="Comma-separated cities, e.g. frankfurt,lindau.")
+        str | None, typer.Option("--cities", metavar="CITY,...", help="Comma-separated cities, e.g. frankfurt,lindau.")
     ] = None,
     flip: Annotated[bool, typer.Option("--flip", help="Average with the horizontally flipped stream.")] = False,
     save_predictions: Annotated[
         Path | None,
         typer.Option(
-            "--save-predictions", help="Write label-id PNGs that cityscapesscripts reads.", show_default=False
+            "--save-predictions",
+            metavar="DIR",
+            help="Write label-id PNGs that cityscapesscripts reads.",
+            show_default=False,
         ),
     ] = None,
     as_json: JsonOpt = False,

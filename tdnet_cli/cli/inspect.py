@@ -14,7 +14,9 @@ from tdnet_cli.cli.common import InputSizeOpt, JsonOpt, ModelOpt, console, handl
 
 @handle_errors
 def inspect_command(
-    weights: Annotated[str, typer.Argument(help="A checkpoint: ours (.pt) or a released state dict (.pkl).")],
+    weights: Annotated[
+        str, typer.Argument(metavar="FILE", help="A checkpoint: ours (.pt) or a released state dict (.pkl).")
+    ],
     model: ModelOpt = None,
     input_size: InputSizeOpt = None,
     as_json: JsonOpt = False,

@@ -19,11 +19,14 @@ from tdnet_cli.sizes import parse_hw
 @handle_errors
 def synth_command(
     out_dir: Annotated[
-        Path, typer.Argument(help="Dataset folder (created if needed); a second run adds the other split.")
+        Path,
+        typer.Argument(metavar="OUT", help="Dataset folder (created if needed); a second run adds the other split."),
     ],
-    sequences: Annotated[int, typer.Option("--sequences", "-n", min=1, help="Number of 30-frame snippets.")] = 10,
-    split: Annotated[str, typer.Option("--split", help="train or val.")] = "train",
-    size: Annotated[str, typer.Option("--size", help="Frame size HxW, e.g. 512x1024.")] = "1024x2048",
+    sequences: Annotated[
+        int, typer.Option("--sequences", "-n", min=1, help="Number of snippets (of --frames frames each).")
+    ] = 10,
+    split: Annotated[str, typer.Option("--split", metavar="SPLIT", help="train or val.")] = "train",
+    size: Annotated[str, typer.Option("--size", metavar="HxW", help="Frame size HxW, e.g. 512x1024.")] = "1024x2048",
     seed: Annotated[int, typer.Option("--seed", min=0, help="Same seed, same bytes.")] = 0,
     frames: Annotated[
         int,

@@ -73,32 +73,42 @@ def _train_with_bar(cfg: dict, resume: Path | None, show: bool) -> TrainResult:
 @handle_errors
 def train_command(
     config: Annotated[
-        Path | None, typer.Option("--config", "-c", help="TOML config (see examples/*.toml).", show_default=False)
+        Path | None,
+        typer.Option("--config", "-c", metavar="FILE", help="TOML config (see examples/*.toml).", show_default=False),
     ] = None,
     overrides: Annotated[
         list[str] | None,
         typer.Option(
-            "--set", help="Override a config key, e.g. --set optim.lr=0.005 (repeatable).", show_default=False
+            "--set",
+            metavar="KEY=VALUE",
+            help="Override a config key, e.g. --set optim.lr=0.005 (repeatable).",
+            show_default=False,
         ),
     ] = None,
     data: Annotated[
-        str | None, typer.Option("--data", help="Dataset root (= --set data.root=...).", show_default=False)
+        str | None,
+        typer.Option("--data", metavar="DIR", help="Dataset root (= --set data.root=...).", show_default=False),
     ] = None,
     preset: Annotated[
-        str | None, typer.Option("--model", "-m", help="Preset to train (= model.preset).", show_default=False)
+        str | None,
+        typer.Option("--model", "-m", metavar="NAME", help="Preset to train (= model.preset).", show_default=False),
     ] = None,
     teacher: Annotated[
-        str | None, typer.Option("--teacher", help="Grouped PSPNet checkpoint to distil from.", show_default=False)
+        str | None,
+        typer.Option("--teacher", metavar="FILE", help="Grouped PSPNet checkpoint to distil from.", show_default=False),
     ] = None,
     init: Annotated[
         str | None,
-        typer.Option("--init", help="Per-frame PSPNet checkpoint to initialise every path.", show_default=False),
+        typer.Option(
+            "--init", metavar="FILE", help="Per-frame PSPNet checkpoint to initialise every path.", show_default=False
+        ),
     ] = None,
     name: Annotated[
-        str | None, typer.Option("--name", help="Run folder name under run.out.", show_default=False)
+        str | None, typer.Option("--name", metavar="NAME", help="Run folder name under run.out.", show_default=False)
     ] = None,
     resume: Annotated[
-        Path | None, typer.Option("--resume", help="Continue a run folder exactly (runs/NAME).", show_default=False)
+        Path | None,
+        typer.Option("--resume", metavar="DIR", help="Continue a run folder exactly (runs/NAME).", show_default=False),
     ] = None,
     quiet: QuietOpt = False,
     as_json: JsonOpt = False,
