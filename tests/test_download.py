@@ -234,3 +234,19 @@ def test_init_from_a_url(server, weights_bytes, tmp_path):
     model = random_model(PRESET).model
     assert init_from_pspnet(model, f"{server.url}/psp.pt") > 0
     assert server.gets("/psp.pt") == [None]
+
+
+def test_weights_readme_commands_parse():
+    """weights/README.md's shell lines name options the CLI has (as tests/test_readme.py does for README.md)."""
+    import shlex
+
+    from faults import REPO
+    from test_readme import parse
+
+    text = (REPO / "weights" / "README.md").read_text()
+    blocks = re.findall(r"^```bash\n(.*?)^```", text, flags=re.MULTILINE | re.DOTALL)
+    lines = [shlex.split(ln, comments=True) for b in blocks for ln in b.splitlines()]
+    commands = [words[1:] for words in lines if words[:1] == ["tdnet"]]
+    assert any("https://" in " ".join(c) for c in commands)
+    for args in commands:
+        parse(args)
