@@ -15,7 +15,10 @@ from tdnet_cli.cli.common import InputSizeOpt, JsonOpt, ModelOpt, console, handl
 @handle_errors
 def inspect_command(
     weights: Annotated[
-        str, typer.Argument(metavar="FILE", help="A checkpoint: ours (.pt) or a released state dict (.pkl).")
+        str,
+        typer.Argument(
+            metavar="FILE", help="A checkpoint: ours (.pt) or a released state dict (.pkl); a file or an http(s) URL."
+        ),
     ],
     model: ModelOpt = None,
     input_size: InputSizeOpt = None,

@@ -95,12 +95,20 @@ def train_command(
     ] = None,
     teacher: Annotated[
         str | None,
-        typer.Option("--teacher", metavar="FILE", help="Grouped PSPNet checkpoint to distil from.", show_default=False),
+        typer.Option(
+            "--teacher",
+            metavar="FILE",
+            help="Grouped PSPNet checkpoint to distil from (a file or an http(s) URL).",
+            show_default=False,
+        ),
     ] = None,
     init: Annotated[
         str | None,
         typer.Option(
-            "--init", metavar="FILE", help="Per-frame PSPNet checkpoint to initialise every path.", show_default=False
+            "--init",
+            metavar="FILE",
+            help="Per-frame PSPNet checkpoint to initialise every path (a file or an http(s) URL).",
+            show_default=False,
         ),
     ] = None,
     name: Annotated[
