@@ -130,7 +130,7 @@ def test_flags_take_no_value_and_choices_show_their_values(runner):
     segment = render_help(runner, "segment")
     for flag, help_start in (("--legend", "Draw"), ("--overwrite", "Replace"), ("--json", "Print")):
         assert re.search(rf"{flag}\s{{2,}}{help_start}", segment), flag
-    assert re.search(r"--save\s+-s\s+SAVE\s", segment)  # four choices: named, and listed in its help
+    assert re.search(r"--save\s+-s\s+KIND\s", segment)  # four choices: named, and listed in its help
     for command in ("segment", "eval", "bench"):
         assert "[fp32|bf16|fp16]" in render_help(runner, command), command
     assert re.search(r"--input-size\s+HxW", render_help(runner, "bench"))
