@@ -55,8 +55,8 @@ _DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}
 def random_weights_warning(model: str) -> str:
     """What every command says of a model that runs with random weights (no --weights)."""
     return (
-        f"{RANDOM_WEIGHTS} ({model}): the output is meaningless; pass --weights FILE or URL for real "
-        "predictions (weights/README.md links the authors' checkpoints)"
+        f"{RANDOM_WEIGHTS} ({model}): its predictions are meaningless; pass --weights FILE or URL for real "
+        "ones (weights/README.md links the authors' checkpoints)"
     )
 
 

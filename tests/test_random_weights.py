@@ -11,7 +11,7 @@ from faults import cli
 from media import make_clip
 
 PRESET = "td4-tiny"
-LOUD = f"warning: random weights ({PRESET}): the output is meaningless; pass --weights FILE or URL"
+LOUD = f"warning: random weights ({PRESET}): its predictions are meaningless; pass --weights FILE or URL"
 
 
 @pytest.fixture(scope="module")
