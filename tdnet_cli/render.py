@@ -75,7 +75,7 @@ class Renderer:
         elif overlay is not None:  # a PNG per image (image inputs): BGR, what PNG writing takes
             done["overlay"] = cv2.cvtColor(self._overlay_rgb(frame.image, labels), cv2.COLOR_RGB2BGR)
         if isinstance(color, VideoWriter):
-            if self._planar(color):
+            if not color.lossless and self._planar(color):
                 done["color"] = self._labels_yuv(labels, color.matrix)
             else:
                 done["color"] = color.prepare(self._colorize(labels))
@@ -165,16 +165,20 @@ class Renderer:
         return present, row, scale, pad, width, height
 
     def _draw_legend(self, image: np.ndarray, labels: np.ndarray, layout: _Layout | None = None) -> None:
-        """Swatch + name of each class present in this frame, top-left, on a dimmed box."""
+        """Swatch (framed in white) + name of each class present in this frame, top-left, on a dimmed box."""
         layout = layout or self._legend_layout(labels, image.shape[0])
         if layout is None:
             return
         present, row, scale, pad, width, height = layout
         box = image[:height, :width]
         box[:] = (box.astype(np.uint16) * 2 // 5).astype(np.uint8)  # dim the background for legibility
+        edge = max(1, row // 10)
         for k, i in enumerate(present):
             y = pad + k * (row + pad)
-            cv2.rectangle(image, (pad, y), (pad + row - 1, y + row - 1), self.palette[i], thickness=-1)
+            # each swatch sits in a white frame: dark classes (bus, train, truck) would vanish on the dim box
+            cv2.rectangle(image, (pad, y), (pad + row - 1, y + row - 1), (255, 255, 255), thickness=-1)
+            inner = ((pad + edge, y + edge), (pad + row - 1 - edge, y + row - 1 - edge))
+            cv2.rectangle(image, *inner, self.palette[i], thickness=-1)
             cv2.putText(
                 image,
                 self.classes[i],

@@ -118,7 +118,21 @@ def _with_input(result: InputResult) -> str:
     return err if result.input in err else f"{result.input}: {err}"
 
 
+def _outputs_text(result: InputResult) -> str:
+    """An input's outputs for people: an image sequence's PNGs by kind, the first, the last
+    one's name and the count (``--json`` lists every file)."""
+    if result.images is None or len(result.outputs) <= 2:
+        return ", ".join(result.outputs)
+    groups: dict[str, list[str]] = {}
+    for out in result.outputs:
+        suffixes = Path(out).suffixes
+        groups.setdefault(suffixes[-2] if len(suffixes) > 1 else "", []).append(out)
+    return ", ".join(g[0] if len(g) == 1 else f"{g[0]} .. {Path(g[-1]).name} ({len(g)} files)" for g in groups.values())
+
+
 def _summary(results: list[InputResult], seconds: float) -> None:
+    """One line for one input; for several a table of the numbers, then each input's outputs or
+    its failure on a line of its own, never cut whatever the terminal's width."""
     frames = sum(r.frames for r in results)
     failed = sum(r.status == "failed" for r in results)
     if len(results) == 1:
@@ -127,7 +141,7 @@ def _summary(results: list[InputResult], seconds: float) -> None:
             console.print(
                 escape(
                     f"{r.input}: {r.frames} frames in {r.seconds:.1f} s ({r.fps:.1f} fps; model "
-                    f"{r.model_fps:.1f} fps) -> {', '.join(r.outputs)}"
+                    f"{r.model_fps:.1f} fps) -> {_outputs_text(r)}"
                 ),
                 highlight=False,
                 soft_wrap=True,
@@ -136,26 +150,21 @@ def _summary(results: list[InputResult], seconds: float) -> None:
             console.print(escape(f"{r.input}: skipped (outputs exist)"), highlight=False, soft_wrap=True)
         return
     table = Table(title="tdnet segment")
-    for col, just in (
-        ("input", "left"),
-        ("status", "left"),
-        ("frames", "right"),
-        ("fps", "right"),
-        ("model fps", "right"),
-        ("outputs", "left"),
-    ):
-        table.add_column(col, justify=just)  # type: ignore[arg-type]
+    table.add_column("input", overflow="fold")
+    table.add_column("status", no_wrap=True)
+    for col in ("frames", "fps", "model fps"):
+        table.add_column(col, justify="right", no_wrap=True)
     style = {"ok": "green", "failed": "red", "skipped": "dim"}
     for r in results:
         table.add_row(
-            escape(r.input),
-            f"[{style[r.status]}]{r.status}[/]",
-            str(r.frames),
-            f"{r.fps:.1f}",
-            f"{r.model_fps:.1f}",
-            escape("\n".join(r.outputs)),
+            escape(r.input), f"[{style[r.status]}]{r.status}[/]", str(r.frames), f"{r.fps:.1f}", f"{r.model_fps:.1f}"
         )
     console.print(table)
+    for r in results:
+        if r.outputs:
+            console.print(escape(f"{r.input} -> {_outputs_text(r)}"), highlight=False, soft_wrap=True)
+        if r.status == "failed":
+            console.print(f"[red]failed:[/] {escape(_with_input(r))}", highlight=False, soft_wrap=True)
     fps = frames / seconds if seconds > 0 else 0.0
     console.print(f"{len(results)} inputs, {frames} frames, {fps:.1f} fps overall; {failed} failed", highlight=False)
 
@@ -247,9 +256,10 @@ def segment_command(
             "-s",
             metavar="KIND",
             help="What to write (repeatable): overlay = H.264 mp4 of the frames blended "
-            "with the class colours (input's fps, size and audio); color = the colour map (mp4, or PNGs "
-            "for a folder); labels = train-id PNGs (0..18, 255 ignore); labelids = Cityscapes label-id "
-            "PNGs, the format the official evaluation reads. Image inputs get one PNG of each per image.",
+            "with the class colours (input's fps, size and audio); color = the colour map (a lossless "
+            "RGB H.264 mp4, so every pixel is a class colour; PNGs for a folder); labels = train-id PNGs "
+            "(0..18, 255 ignore); labelids = Cityscapes label-id PNGs, the format the official evaluation "
+            "reads. Image inputs get one PNG of each per image.",
         ),
     ] = [SaveKind.overlay],  # noqa: B006 - typer needs a literal default
     alpha: Annotated[float, typer.Option("--alpha", min=0.0, max=1.0, help="Colour weight in the overlay.")] = 0.5,

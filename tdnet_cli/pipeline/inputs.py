@@ -253,6 +253,19 @@ def _input_name(spec: str) -> str:
     return path.stem or path.name
 
 
+def _folder_of(folder: Path) -> Path:
+    """The folder holding the frame folder ``folder``, written as the user wrote it (``frames/``
+    -> ``.``; ``runs/a/frames`` -> ``runs/a``); for ``.`` or ``x/..``, which name no folder, the
+    real one, relative to the current folder when it is under it (as an absolute path only when not)."""
+    if folder.name not in ("", "..") and not folder.is_symlink():
+        return folder.parent
+    real = folder.resolve().parent
+    try:
+        return real.relative_to(Path.cwd())
+    except ValueError:
+        return real
+
+
 def plan_outputs(
     spec: str,
     save: Sequence[str],
@@ -275,9 +288,9 @@ def plan_outputs(
         if out_dir is not None:
             where = Path(out_dir)
         elif is_url(spec):
-            where = Path.cwd()
+            where = Path(".")
         else:
-            where = Path(spec).resolve().parent if folder_input else Path(spec).parent
+            where = _folder_of(Path(spec)) if folder_input else Path(spec).parent
         base = where / _input_name(spec)
     plans: dict[str, Path] = {}
     for i, kind in enumerate(save):

@@ -54,6 +54,17 @@ class SegmentReport:
     seconds: float = 0.0
     shard: tuple[int, int] | None = None
     consistency: dict[str, Any] | None = None  # TC over every input (--consistency)
+    # what ran: the predictor's model name, weights file (None: random weights), device, precision
+    model: str | None = None
+    weights: str | None = None
+    device: str | None = None
+    precision: str | None = None
+    notes: list[str] = field(default_factory=list)  # said before the run (the demo model, random weights)
+
+    @property
+    def warnings(self) -> list[str]:
+        """Every warning of the run: the model's, then each input's."""
+        return list(dict.fromkeys([*self.notes, *(w for r in self.results for w in r.warnings)]))
 
     @property
     def frames(self) -> int:
@@ -88,6 +99,11 @@ class SegmentReport:
             "shard": list(self.shard) if self.shard else None,
             "outputs": self.outputs,
             "results": [r.to_dict() for r in self.results],
+            "model": self.model,
+            "weights": self.weights,
+            "device": self.device,
+            "precision": self.precision,
+            "warnings": self.warnings,
         } | ({"consistency": self.consistency} if self.consistency is not None else {})
 
 

@@ -134,7 +134,7 @@ def segment(
     )
     check_outputs(inputs, options)
     threads = _Threads(predictor, options.threads)
-    report = SegmentReport(shard=inputs.shard)
+    report = _new_report(predictor, inputs.shard)
     claimed: dict[Path, str] = {}
     meters: list[ConsistencyMeter] | None = [] if options.consistency else None
     started = time.perf_counter()
@@ -174,6 +174,22 @@ def segment(
     if meters:
         report.consistency = merge(meters).to_dict(predictor.classes)
     return report
+
+
+def _new_report(predictor: StreamPredictor, shard: tuple[int, int] | None) -> SegmentReport:
+    """An empty report naming what runs: model, weights, device, precision, and the model's notes
+    (demo model, random weights), which the CLI shows as warnings. Predictors other than
+    :class:`~tdnet_cli.inference.Predictor` may lack any of these."""
+    loaded = getattr(predictor, "loaded", None)
+    path = getattr(loaded, "path", None)
+    return SegmentReport(
+        shard=shard,
+        model=getattr(predictor, "name", None),
+        weights=str(path) if path is not None else None,
+        device=str(predictor.device),
+        precision=getattr(predictor, "precision", None),
+        notes=list(dict.fromkeys([*predictor.notes, *getattr(predictor, "warnings", [])])),
+    )
 
 
 def _one_line(exc: BaseException) -> str:
@@ -284,6 +300,7 @@ def _open_writers(
                     overwrite=options.overwrite,
                     encoding=encoding,
                     matrix=info.matrix or "bt601",
+                    lossless=kind == "color",  # a colour map must decode to palette colours only
                 )
             else:
                 # the manifest lets a later --overwrite tell this folder from one holding other files

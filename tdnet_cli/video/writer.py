@@ -157,6 +157,9 @@ class VideoWriter:
       are when the container allows, else re-encoded to AAC; if both fail the video is
       kept without audio and ``warnings`` says so).
     - The container follows the suffix (.mp4/.mov/.m4v/.mkv).
+    - ``lossless=True`` stores the RGB frames exactly (libx264rgb at ``-qp 0``, 4:4:4, any size,
+      whatever the encoding says): what a colour map needs to map back to classes, at a small
+      cost for its flat regions; some players (browsers) cannot play it.
     """
 
     def __init__(
@@ -172,6 +175,7 @@ class VideoWriter:
         crf: int = 20,
         matrix: str = "bt601",
         encoding: Encoding | None = None,
+        lossless: bool = False,
     ) -> None:
         self.path = Path(path)
         if matrix not in MATRICES:
@@ -191,16 +195,21 @@ class VideoWriter:
         fps = Fraction(fps).limit_denominator(1_000_000)
         # A file, not a pipe: no thread needed to drain it. Closed in close()/abort(), not a with block.
         self._log = tempfile.TemporaryFile()  # noqa: SIM115
-        self._enc_w, self._enc_h = encoded_size(width, height)
-        cmd = [
-            ffmpeg_exe(), "-hide_banner", "-nostdin", "-loglevel", "error", "-y",
-            # the input is declared in the output's colour matrix: ffmpeg must not convert it
-            "-f", "rawvideo", "-pix_fmt", "yuv420p", "-s", f"{self._enc_w}x{self._enc_h}",
-            *_COLOR_TAGS[matrix], "-color_range", "tv",
-            "-framerate", f"{fps.numerator}/{fps.denominator}", "-i", "-",
-            *self.encoding.ffmpeg_args(), "-pix_fmt", "yuv420p",
-            *_COLOR_TAGS[matrix], "-color_range", "tv",
-        ]  # fmt: skip
+        self.lossless = lossless
+        self._enc_w, self._enc_h = (width, height) if lossless else encoded_size(width, height)
+        rate = ["-framerate", f"{fps.numerator}/{fps.denominator}"]
+        cmd = [ffmpeg_exe(), "-hide_banner", "-nostdin", "-loglevel", "error", "-y"]
+        if lossless:  # RGB in, RGB stored: every pixel decodes to the colour written
+            cmd += ["-f", "rawvideo", "-pix_fmt", "rgb24", "-s", f"{width}x{height}", *rate, "-i", "-",
+                    "-c:v", "libx264rgb", "-preset", self.encoding.preset, "-qp", "0", "-pix_fmt", "rgb24"]  # fmt: skip
+        else:
+            cmd += [
+                # the input is declared in the output's colour matrix: ffmpeg must not convert it
+                "-f", "rawvideo", "-pix_fmt", "yuv420p", "-s", f"{self._enc_w}x{self._enc_h}",
+                *_COLOR_TAGS[matrix], "-color_range", "tv", *rate, "-i", "-",
+                *self.encoding.ffmpeg_args(), "-pix_fmt", "yuv420p",
+                *_COLOR_TAGS[matrix], "-color_range", "tv",
+            ]  # fmt: skip
         if self.path.suffix.lower() != ".mkv":
             cmd += ["-movflags", "+faststart"]
         cmd.append(str(self._tmp))
@@ -213,10 +222,13 @@ class VideoWriter:
         self.write_prepared(self.prepare(frame))
 
     def prepare(self, frame: np.ndarray) -> np.ndarray:
-        """The encoder's input for an RGB frame (padded YUV 4:2:0). Thread-safe: callers may
-        prepare frames in parallel and :meth:`write_prepared` them in order."""
+        """The encoder's input for an RGB frame (padded YUV 4:2:0, or the RGB itself when
+        lossless). Thread-safe: callers may prepare frames in parallel and
+        :meth:`write_prepared` them in order."""
         if frame.shape != (self.height, self.width, 3) or frame.dtype != np.uint8:
             raise ValueError(f"frame {frame.shape} {frame.dtype} != ({self.height}, {self.width}, 3) uint8")
+        if self.lossless:
+            return np.ascontiguousarray(frame)
         dh, dw = self._enc_h - self.height, self._enc_w - self.width
         if dh or dw:
             frame = cv2.copyMakeBorder(frame, 0, dh, 0, dw, cv2.BORDER_REPLICATE)
@@ -226,13 +238,16 @@ class VideoWriter:
 
     @property
     def frame_bytes(self) -> int:
-        """Bytes of one prepared frame (YUV 4:2:0 at the encoded size)."""
+        """Bytes of one prepared frame (YUV 4:2:0 at the encoded size, or RGB when lossless)."""
+        if self.lossless:
+            return self._enc_h * self._enc_w * 3
         return YUV420.nbytes(self._enc_h, self._enc_w)
 
     def write_prepared(self, yuv: np.ndarray) -> None:
-        """Append a frame made by :meth:`prepare`, or any I420 buffer of the encoded size."""
+        """Append a frame made by :meth:`prepare`, or any buffer of its layout and size."""
         if yuv.size != self.frame_bytes:
-            raise ValueError(f"{yuv.size} bytes is not one {self._enc_w}x{self._enc_h} YUV 4:2:0 frame")
+            what = "RGB" if self.lossless else "YUV 4:2:0"
+            raise ValueError(f"{yuv.size} bytes is not one {self._enc_w}x{self._enc_h} {what} frame")
         assert self._proc.stdin is not None
         try:
             self._proc.stdin.write(memoryview(yuv.reshape(-1)))
