@@ -248,3 +248,14 @@ def test_a_bad_image_fails_the_sequence_and_writes_nothing(tmp_path, fake):
     result = segment(f"{tmp_path}/frames/*.png", "-s", "overlay", "-s", "labels")
     assert_one_error(result, 1, "f3.png: not a readable image")
     assert snapshot(tmp_path) == before  # no output of f1, f2 under a final name, no temporary
+
+
+def test_a_frame_folder_does_not_read_the_outputs_of_an_images_run_as_frames(tmp_path, fake):
+    frames(tmp_path / "frames", 3)
+    assert segment(f"{tmp_path}/frames/*.png", "-s", "overlay", "-s", "labels", "-q").exit_code == 0
+    (tmp_path / "frames" / ".hidden.png").write_bytes(b"not a frame")
+    result = segment(tmp_path / "frames", "-s", "labels", "-d", tmp_path / "out", "--json")
+    assert result.exit_code == 0, result.stderr
+    assert sorted(read_pngs(tmp_path / "out" / "frames.labels")) == ["f1", "f2", "f3"]
+    (warning,) = json.loads(result.stdout)["warnings"]
+    assert "left out 6 of tdnet's own outputs" in warning and "f1.labels.png" in warning

@@ -22,7 +22,7 @@ from tdnet_cli.distributed import local_rank, read_dist_env
 from tdnet_cli.errors import OutputExistsError, UsageError, few
 from tdnet_cli.fileio import is_partial_name, remove_stale_partials
 from tdnet_cli.pipeline.options import SegmentOptions
-from tdnet_cli.video import IMAGE_EXTENSIONS, VIDEO_SUFFIXES, is_url, natural_key
+from tdnet_cli.video import IMAGE_EXTENSIONS, VIDEO_SUFFIXES, is_image_output, is_url, natural_key
 from tdnet_cli.video.png_writer import refuse_foreign
 
 __all__ = [
@@ -170,8 +170,7 @@ def is_tool_output(path: str | Path) -> bool:
     if path.is_dir():
         return name.endswith((".color", ".labels", ".labelids"))
     videos = tuple(f".{kind}{suffix}" for kind in ("overlay", "color") for suffix in VIDEO_SUFFIXES)
-    images = tuple(f".{kind}{IMAGE_OUTPUT_SUFFIX}" for kind in ("overlay", "color", "labels", "labelids"))
-    return name.endswith(videos + images)
+    return name.endswith(videos) or is_image_output(name)
 
 
 def expand_inputs(

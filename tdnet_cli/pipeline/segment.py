@@ -20,7 +20,7 @@ from pathlib import Path
 import torch
 
 from tdnet_cli.consistency import ConsistencyMeter, merge
-from tdnet_cli.errors import InputError, TdnetError, os_error_line
+from tdnet_cli.errors import InputError, TdnetError, few, os_error_line
 from tdnet_cli.pipeline.inputs import (
     ImageSequence,
     InputSet,
@@ -230,6 +230,11 @@ def _process(
         if isinstance(spec, ImageSequence)
         else open_source(spec, yuv=options.decode_yuv, hw_decode=decode_gpu)
     )
+    left_out = getattr(source, "left_out", [])
+    if left_out:  # a frame folder that also holds the outputs of an images run
+        result.warnings.append(
+            f"{spec}: left out {len(left_out)} of tdnet's own outputs in the folder ({few(left_out)}); they are no frames"
+        )
     try:
         info = source.info
         hook.start_input(str(spec), index, count, info.frame_count)

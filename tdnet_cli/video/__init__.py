@@ -7,9 +7,11 @@ from tdnet_cli.video.folder import FrameFolderReader, ImageSequenceReader, to_rg
 from tdnet_cli.video.frames import (
     DEFAULT_FOLDER_FPS,
     IMAGE_EXTENSIONS,
+    IMAGE_OUTPUT_KINDS,
     Frame,
     FrameSource,
     SourceInfo,
+    is_image_output,
     is_url,
     natural_key,
 )
@@ -29,6 +31,7 @@ __all__ = [
     "DEFAULT_FOLDER_FPS",
     "ENCODERS",
     "IMAGE_EXTENSIONS",
+    "IMAGE_OUTPUT_KINDS",
     "VIDEO_SUFFIXES",
     "X264_PRESETS",
     "YUV420",
@@ -46,6 +49,7 @@ __all__ = [
     "check_encoding",
     "encoded_size",
     "ffmpeg_exe",
+    "is_image_output",
     "is_url",
     "natural_key",
     "open_source",

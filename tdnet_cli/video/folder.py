@@ -10,7 +10,7 @@ import cv2
 import numpy as np
 
 from tdnet_cli.errors import InputError
-from tdnet_cli.video.frames import IMAGE_EXTENSIONS, Frame, SourceInfo, natural_key
+from tdnet_cli.video.frames import IMAGE_EXTENSIONS, Frame, SourceInfo, is_image_output, natural_key
 
 __all__ = ["FrameFolderReader", "ImageSequenceReader", "to_rgb8"]
 
@@ -96,14 +96,22 @@ class ImageSequenceReader:
 
 class FrameFolderReader(ImageSequenceReader):
     """Frames of a folder of images (png/jpg/...), in natural order (``f2`` before ``f10``),
-    all of the first frame's size."""
+    all of the first frame's size. Hidden files and the images `segment` wrote there for image
+    inputs (``a.overlay.png``, ...: see :func:`is_image_output`) are no frames; the latter are
+    listed in ``left_out``."""
 
     def __init__(self, folder: str | Path) -> None:
         self.folder = Path(folder)
         try:
-            entries = [p for p in self.folder.iterdir() if p.suffix.lower() in IMAGE_EXTENSIONS and p.is_file()]
+            entries = [
+                p
+                for p in self.folder.iterdir()
+                if p.suffix.lower() in IMAGE_EXTENSIONS and not p.name.startswith(".") and p.is_file()
+            ]
         except OSError as exc:
             raise InputError(f"{folder}: cannot list folder ({exc.strerror or exc})") from None
+        self.left_out = sorted((p.name for p in entries if is_image_output(p.name)), key=natural_key)
+        entries = [p for p in entries if not is_image_output(p.name)]
         if not entries:
             raise InputError(
                 f"{folder}: no frames (png/jpg) in this folder", hint="point at the folder that holds the images"

@@ -15,9 +15,21 @@ import numpy as np
 
 from tdnet_cli.video.color import YUV420
 
-__all__ = ["DEFAULT_FOLDER_FPS", "IMAGE_EXTENSIONS", "Frame", "FrameSource", "SourceInfo", "is_url", "natural_key"]
+__all__ = [
+    "DEFAULT_FOLDER_FPS",
+    "IMAGE_EXTENSIONS",
+    "IMAGE_OUTPUT_KINDS",
+    "Frame",
+    "FrameSource",
+    "SourceInfo",
+    "is_image_output",
+    "is_url",
+    "natural_key",
+]
 
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff")
+# what `segment` writes for an image input a.png: a.overlay.png, a.color.png, a.labels.png, a.labelids.png
+IMAGE_OUTPUT_KINDS = ("overlay", "color", "labels", "labelids")
 # A folder of frames has no rate of its own: videos made of one play at this unless told
 # otherwise (Cityscapes sequences were recorded at 17 Hz).
 DEFAULT_FOLDER_FPS = 17.0
@@ -27,6 +39,11 @@ _URL_RE = re.compile(r"^[A-Za-z][A-Za-z0-9+.\-]*://")
 def is_url(spec: str) -> bool:
     """True for ``scheme://...`` inputs, which go to ffmpeg untouched."""
     return bool(_URL_RE.match(spec))
+
+
+def is_image_output(name: str) -> bool:
+    """Whether a file name is one `segment` gives the outputs of image inputs (``a.labels.png``)."""
+    return name.lower().endswith(tuple(f".{kind}.png" for kind in IMAGE_OUTPUT_KINDS))
 
 
 def natural_key(name: str) -> list:
