@@ -250,3 +250,13 @@ def test_weights_readme_commands_parse():
     assert any("https://" in " ".join(c) for c in commands)
     for args in commands:
         parse(args)
+
+
+def test_a_google_drive_page_says_to_download_in_a_browser(tmp_path, monkeypatch):
+    """The authors' link is a Drive page: what comes back is HTML, and the hint says what to do."""
+    page = tmp_path / "view"
+    page.write_text("<!DOCTYPE html><html><head><title>checkpoint.zip - Google Drive</title></head></html>")
+    monkeypatch.setattr("tdnet_cli.models.weights_file.fetch", lambda url: page)  # no Google from a test
+    url = "https://drive.google.com/file/d/1TgoAHhbULe14cUQF-zbo7KudSK-CJDga/view?usp=sharing"
+    assert_one_error(cli("inspect", url), 2, url, "an HTML page", "download it in a browser", "weights/README.md")
+    assert not page.exists(), "the page stayed in the cache"

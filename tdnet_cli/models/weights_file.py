@@ -178,9 +178,14 @@ def load_named(spec: str | os.PathLike, source: str = "the path") -> tuple[Any, 
     path, name = locate(spec)
     try:
         return load_payload(path, source, name=name), name
-    except CheckpointError:
-        if name != str(path):
-            path.unlink(missing_ok=True)
+    except CheckpointError as exc:
+        if name == str(path):
+            raise
+        path.unlink(missing_ok=True)
+        if "drive.google.com" in name:  # its links give programs a page, and the authors' files are a zip
+            raise CheckpointError(
+                exc.message, hint="download it in a browser, unpack it and pass the .pkl file (see weights/README.md)"
+            ) from None
         raise
 
 
