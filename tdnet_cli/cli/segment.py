@@ -446,7 +446,7 @@ def _gather(items: list[str], list_file: str | None, shard: str | None, *, each:
     for source in lists:
         items.extend(read_list(source))
     if not items:
-        raise UsageError("no inputs", hint="pass videos, folders, URLs or globs, or --list FILE")
+        raise UsageError("no inputs", hint="pass videos, folders, images, URLs or globs, or --list FILE")
     inputs = gather_inputs(items, shard=resolve_shard(shard), images="each" if each else "sequence")
     check_matched(inputs)  # a mistyped pattern is the first thing to say about it
     if inputs.skipped and not quiet:
