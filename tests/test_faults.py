@@ -51,7 +51,9 @@ def test_parse_errors_are_one_line_exit_2(capsys, argv, needle):
 
 
 def test_bracketed_names_are_printed_as_given(tmp_path):
-    """Rich markup must not eat user text: 'clip[red]x.mp4' stays 'clip[red]x.mp4'."""
-    for name in ("clip[red]x.mp4", "nofile[b].mp4"):
+    """Rich markup must not eat user text: 'clip[red]x.mp4' stays 'clip[red]x.mp4'. A name that
+    exists is taken as it is (a failed input, 1); one that does not is a glob matching nothing (2)."""
+    (tmp_path / "clip[red]x.mp4").write_bytes(b"not a video")
+    for name, code in (("clip[red]x.mp4", 1), ("nofile[b].mp4", 2)):
         result = cli("segment", tmp_path / name, "--weights", "weights/td4-mini-synth.pt")
-        assert_one_error(result, 1, name)
+        assert_one_error(result, code, name)
