@@ -260,3 +260,28 @@ def test_a_google_drive_page_says_to_download_in_a_browser(tmp_path, monkeypatch
     url = "https://drive.google.com/file/d/1TgoAHhbULe14cUQF-zbo7KudSK-CJDga/view?usp=sharing"
     assert_one_error(cli("inspect", url), 2, url, "an HTML page", "download it in a browser", "weights/README.md")
     assert not page.exists(), "the page stayed in the cache"
+
+
+@pytest.mark.slow  # a dataset and one training iteration: about 20 s on 2 cores
+def test_train_takes_init_and_teacher_urls(server, synth_data, tmp_path):
+    """`tdnet train --init URL --teacher URL`: both downloaded, one iteration trains; a 404 is one line."""
+    from tdnet_cli.config import toml_string
+
+    for name, preset in (("psp.pt", "psp-tiny"), ("gpsp.pt", "gpsp-tiny")):
+        server.files[f"/{name}"] = save_checkpoint(tmp_path / name, random_model(preset)).read_bytes()
+    root = synth_data((96, 192), train=(2, 1))
+    sets = {
+        "data.root": toml_string(str(root)),
+        "run.out": toml_string(str(tmp_path / "runs")),
+        "model.preset": f'"{PRESET}"',
+        "data.workers": "0",
+        "run.val_every": "0",
+        "optim.iterations": "1",
+        "data.batch_size": "2",
+    }
+    args = [a for k, v in sets.items() for a in ("--set", f"{k}={v}")]
+    result = cli("train", *args, "--init", f"{server.url}/psp.pt", "--teacher", f"{server.url}/gpsp.pt", "--json")
+    assert result.exit_code == 0, result.output
+    assert server.gets("/psp.pt") == [None] and server.gets("/gpsp.pt") == [None]
+    missing = f"{server.url}/none.pt"
+    assert_one_error(cli("train", *args, "--init", missing), 2, f"cannot download {missing}: HTTP 404")
