@@ -30,6 +30,8 @@ def test_segment_says_random_weights(tmp_path, clip, as_json):
     result = cli(*args, *(["--json"] if as_json else []))
     assert result.exit_code == 0, result.output
     _loud_once(result.stderr)
+    if as_json:
+        assert any(w.startswith(LOUD.removeprefix("warning: ")) for w in json.loads(result.stdout)["warnings"])
 
 
 def test_eval_json_warns_of_random_weights(synth_data):
