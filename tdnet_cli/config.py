@@ -46,8 +46,10 @@ DEFAULTS: dict[str, dict[str, Any]] = {
         "momentum": 0.9,
         "weight_decay": 1e-4,
         "power": 0.9,  # poly decay
-        "warmup_iters": 200,  # linear warm-up from warmup_ratio * lr
-        "warmup_ratio": 0.1,
+        "warmup": "exp",  # "exp": 1e-5 * (lr / 1e-5) ** (it / warmup_iters), then poly over the rest (the authors')
+        # "linear": from warmup_ratio * lr to lr, then poly over all iterations (the bundled demo's)
+        "warmup_iters": 1000,
+        "warmup_ratio": 0.1,  # "linear" only
         "accumulate": 1,  # gradient accumulation steps per iteration
     },
     "loss": {
@@ -273,6 +275,7 @@ def _validate_optim(o: dict, loss: dict) -> None:
     for key in ("weight_decay", "power"):
         _need(_finite(o[key]) and o[key] >= 0, f"optim.{key}", o[key], "a number >= 0")
     _need(_whole(o["warmup_iters"], 0), "optim.warmup_iters", o["warmup_iters"], "a whole number >= 0")
+    _need(o["warmup"] in ("exp", "linear"), "optim.warmup", o["warmup"], '"exp" or "linear"')
     _need(
         _finite(o["warmup_ratio"]) and 0 <= o["warmup_ratio"] <= 1, "optim.warmup_ratio", o["warmup_ratio"], "in [0, 1]"
     )

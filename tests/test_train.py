@@ -120,7 +120,14 @@ def test_criterion_weights_each_term():
 
 
 def test_lr_schedule():
-    o = {**DEFAULTS["optim"], "iterations": 100, "lr": 0.01, "warmup_iters": 10, "warmup_ratio": 0.1}
+    o = {
+        **DEFAULTS["optim"],
+        "warmup": "linear",
+        "iterations": 100,
+        "lr": 0.01,
+        "warmup_iters": 10,
+        "warmup_ratio": 0.1,
+    }
     assert get_lr(0, o) == pytest.approx(0.001)
     assert get_lr(5, o) == pytest.approx(0.001 + 0.009 * 0.5)
     assert get_lr(10, o) == pytest.approx(0.01 * 0.9**0.9)

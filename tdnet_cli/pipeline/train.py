@@ -39,6 +39,7 @@ from tdnet_cli.pipeline.train_setup import (
     build_teacher,
     initialise,
     make_loader,
+    make_optimizer,
     place_models,
 )
 from tdnet_cli.pipeline.train_signals import StopAtBoundary
@@ -160,9 +161,7 @@ def train(
     channels_last = place_models(model, teacher, device)
     if ddp.world > 1 and device.type == "cuda":
         model = nn.SyncBatchNorm.convert_sync_batchnorm(model)
-    optimizer = torch.optim.SGD(
-        model.parameters(), lr=o_cfg["lr"], momentum=o_cfg["momentum"], weight_decay=o_cfg["weight_decay"]
-    )
+    optimizer = make_optimizer(model, o_cfg)
     autocast, amp_dtype = _autocast(device, r_cfg["amp"], r_cfg["amp_cpu"])
     # fp16 (CUDA without bf16) needs loss scaling; bf16 and fp32 do not.
     scaler = torch.amp.GradScaler(device.type, enabled=amp_dtype == torch.float16)

@@ -41,12 +41,23 @@ ProgressFn = Callable[[int, int, dict], None]
 SavingFn = Callable[[int, Path], None]  # (iteration, last.pt): an interruption is saving the state now
 
 
+EXP_WARMUP_START = 1e-5  # the exponential warm-up's first learning rate (the authors')
+
+
 def get_lr(it: int, o: dict) -> float:
-    """Linear warm-up from warmup_ratio*lr, then poly decay to 0 at the last iteration."""
-    if it < o["warmup_iters"]:
-        r = o["warmup_ratio"]
-        return o["lr"] * (r + (1 - r) * it / max(1, o["warmup_iters"]))
-    return o["lr"] * (1 - it / o["iterations"]) ** o["power"]
+    """The learning rate of iteration ``it`` (0-based) as ``optim`` says.
+
+    "exp" (the authors'): 1e-5 * (lr / 1e-5) ** (it / warmup_iters) during the warm-up, so it
+    reaches lr at ``warmup_iters``, then poly decay over the remaining iterations, to 0 at the
+    last. "linear": from warmup_ratio * lr up to lr, then poly decay over all iterations."""
+    lr, warm, total = o["lr"], o["warmup_iters"], o["iterations"]
+    if o["warmup"] == "linear":
+        if it < warm:
+            return lr * (o["warmup_ratio"] + (1 - o["warmup_ratio"]) * it / warm)
+        return lr * (1 - it / total) ** o["power"]
+    if it < warm:
+        return EXP_WARMUP_START * (lr / EXP_WARMUP_START) ** (it / warm)
+    return lr * max(0.0, 1 - (it - warm) / max(1, total - warm)) ** o["power"]
 
 
 def weights_digest(model: nn.Module) -> str:

@@ -29,6 +29,7 @@ __all__ = [
     "init_from_pspnet",
     "initialise",
     "make_loader",
+    "make_optimizer",
     "next_batch",
     "path_for_step",
     "place_models",
@@ -194,6 +195,29 @@ def make_loader(dataset: ClipDataset, sampler: IterationSampler, d_cfg: dict, de
         worker_init_fn=ignore_stop_signals if workers > 0 else None,
         multiprocessing_context="spawn" if workers > 0 and device.type == "cuda" else None,
     )
+
+
+def decay_split(model: nn.Module) -> tuple[list[nn.Parameter], list[nn.Parameter]]:
+    """The trainable parameters as (conv and linear weights, everything else): the authors decay
+    only the former; BatchNorm, LayerNorm and biases keep no weight decay. Model order, each once."""
+    decay_ids = {
+        id(m.weight)
+        for m in model.modules()
+        if isinstance(m, (nn.modules.conv._ConvNd, nn.Linear)) and isinstance(m.weight, nn.Parameter)
+    }
+    decay, no_decay, seen = [], [], set()
+    for p in model.parameters():
+        if p.requires_grad and id(p) not in seen:
+            seen.add(id(p))
+            (decay if id(p) in decay_ids else no_decay).append(p)
+    return decay, no_decay
+
+
+def make_optimizer(model: nn.Module, o_cfg: dict) -> torch.optim.SGD:
+    """SGD with momentum; optim.weight_decay on conv and linear weights only (decay_split)."""
+    decay, no_decay = decay_split(model)
+    groups = [{"params": decay, "weight_decay": o_cfg["weight_decay"]}, {"params": no_decay, "weight_decay": 0.0}]
+    return torch.optim.SGD(groups, lr=o_cfg["lr"], momentum=o_cfg["momentum"])
 
 
 @dataclass

@@ -1,0 +1,76 @@
+"""The authors' training recipe (issue 20, phase 2): optimiser and schedule (item 7)."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from torch import nn
+
+from tdnet_cli.config import DEFAULTS, load_config
+from tdnet_cli.errors import UsageError
+from tdnet_cli.models.registry import get_preset
+from tdnet_cli.pipeline.train import get_lr
+from tdnet_cli.pipeline.train_setup import decay_split, make_optimizer
+
+AUTHORS = {**DEFAULTS["optim"], "lr": 0.01, "warmup_iters": 1000, "iterations": 40000}
+
+
+# -- item 7: optimiser and schedule --------------------------------------------------------------
+def test_the_default_schedule_is_the_authors():
+    assert DEFAULTS["optim"]["warmup"] == "exp" and DEFAULTS["optim"]["warmup_iters"] == 1000
+    assert DEFAULTS["optim"]["momentum"] == 0.9 and DEFAULTS["optim"]["weight_decay"] == 1e-4
+
+
+def test_exponential_warm_up_then_poly_over_the_rest():
+    assert get_lr(0, AUTHORS) == pytest.approx(1e-5, rel=1e-9)
+    assert get_lr(500, AUTHORS) == pytest.approx(1e-5 * 1000**0.5, rel=1e-9)  # 3.16e-4: half-way in log space
+    assert get_lr(1000, AUTHORS) == pytest.approx(0.01, rel=1e-9)
+    assert get_lr(1001, AUTHORS) == pytest.approx(0.01 * (1 - 1 / 39000) ** 0.9, rel=1e-9)
+    assert get_lr(40000, AUTHORS) == 0.0
+    assert get_lr(20500, AUTHORS) == pytest.approx(0.01 * 0.5**0.9, rel=1e-9)  # poly over the 39000 left
+    rates = [get_lr(i, AUTHORS) for i in range(0, 1001, 50)]
+    assert rates == sorted(rates)  # rising through the warm-up
+
+
+def test_the_linear_warm_up_stays_available():
+    o = {**AUTHORS, "warmup": "linear", "iterations": 100, "warmup_iters": 10, "warmup_ratio": 0.1}
+    assert get_lr(0, o) == pytest.approx(0.001)
+    assert get_lr(5, o) == pytest.approx(0.0055)
+    assert get_lr(10, o) == pytest.approx(0.01 * 0.9**0.9)  # poly over all iterations, as before
+    with pytest.raises(UsageError, match="optim.warmup"):
+        from tdnet_cli.config import validate
+
+        validate(load_config(None, ['data.root="x"', 'optim.warmup="cosine"']))
+
+
+def _names(model: nn.Module, params: list[nn.Parameter]) -> set[str]:
+    ids = {id(p) for p in params}
+    return {n for n, p in model.named_parameters() if id(p) in ids}
+
+
+def test_weight_decay_on_conv_and_linear_weights_only():
+    model = get_preset("td4-tiny").build(aux=True)
+    decay, no_decay = decay_split(model)
+    kinds = {n: type(m) for n, m in model.named_modules()}
+    for name in _names(model, no_decay):
+        owner, _, leaf = name.rpartition(".")
+        is_norm = issubclass(kinds[owner], (nn.modules.batchnorm._NormBase, nn.LayerNorm, nn.GroupNorm))
+        assert leaf == "bias" or is_norm, name
+    for name in _names(model, decay):
+        owner, _, leaf = name.rpartition(".")
+        assert leaf == "weight" and issubclass(kinds[owner], (nn.Conv2d, nn.Linear)), name
+    no = _names(model, no_decay)
+    assert any("bn" in n or "norm" in n.lower() for n in no)  # BatchNorm weights and biases
+    assert any(issubclass(kinds[n.rpartition(".")[0]], nn.LayerNorm) for n in no)  # TDNet's LayerNorm
+    assert len(decay) + len(no_decay) == len(list(model.parameters()))
+
+    opt = make_optimizer(model, {**DEFAULTS["optim"]})
+    assert [g["weight_decay"] for g in opt.param_groups] == [1e-4, 0.0]
+    assert all(g["momentum"] == 0.9 for g in opt.param_groups)
+    # A decayed weight shrinks with a zero gradient; a BatchNorm weight does not.
+    conv_w, bn_w = decay[0], next(p for p in no_decay if p.dim() == 1)
+    before = conv_w.detach().clone(), bn_w.detach().clone()
+    for p in model.parameters():
+        p.grad = torch.zeros_like(p)
+    opt.step()
+    assert not torch.equal(conv_w, before[0]) and torch.equal(bn_w, before[1])
