@@ -22,7 +22,11 @@ __all__ = [
     "Frame",
     "FrameSource",
     "SourceInfo",
+    "is_camera",
     "is_image_output",
+    "is_live",
+    "is_stdin",
+    "is_stream_spec",
     "is_url",
     "natural_key",
 ]
@@ -34,11 +38,39 @@ IMAGE_OUTPUT_KINDS = ("overlay", "color", "labels", "labelids")
 # otherwise (Cityscapes sequences were recorded at 17 Hz).
 DEFAULT_FOLDER_FPS = 17.0
 _URL_RE = re.compile(r"^[A-Za-z][A-Za-z0-9+.\-]*://")
+_CAMERA_RE = re.compile(r"^/dev/video[0-9]+$")
+# Protocols that carry a live stream: read once, as it comes (no second look at the start, no
+# restart, no length). http(s) is left out: it serves files as often as streams.
+LIVE_SCHEMES = ("tcp", "udp", "udplite", "rtp", "srtp", "rtsp", "rtsps", "rtmp", "rtmps", "rtmpt", "srt", "rist")
 
 
 def is_url(spec: str) -> bool:
     """True for ``scheme://...`` inputs, which go to ffmpeg untouched."""
     return bool(_URL_RE.match(spec))
+
+
+def is_stdin(spec: str) -> bool:
+    """``-``: a video container arriving on standard input."""
+    return spec == "-"
+
+
+def is_camera(spec: str) -> bool:
+    """A V4L2 camera, ``/dev/videoN``."""
+    return bool(_CAMERA_RE.match(spec))
+
+
+def is_live(spec: str) -> bool:
+    """Standard input, a camera or a live protocol (:data:`LIVE_SCHEMES`): a source that can be
+    read only once, from where it is now, and whose length nobody knows."""
+    if is_stdin(spec) or is_camera(spec):
+        return True
+    return is_url(spec) and spec.split(":", 1)[0].lower() in LIVE_SCHEMES
+
+
+def is_stream_spec(spec: str) -> bool:
+    """An input that is no file or folder of this machine: a URL, standard input or a camera.
+    Its outputs go to the current folder (or --out-dir), and no output can be it."""
+    return is_url(spec) or is_stdin(spec) or is_camera(spec)
 
 
 def is_image_output(name: str) -> bool:
@@ -102,6 +134,7 @@ class SourceInfo:
     has_audio: bool = False
     codec: str | None = None
     matrix: str | None = None  # colour matrix of YUV frames ("bt601"/"bt709"); None: RGB frames
+    live: bool = False  # read once as it comes (stdin, a camera, a live protocol): see is_live
 
 
 class FrameSource(Protocol):

@@ -28,8 +28,12 @@ from tdnet_cli.video.folder import FrameFolderReader
 from tdnet_cli.video.frames import (
     Frame,
     SourceInfo,
+    is_camera,
+    is_live,
+    is_stdin,
     is_url,
 )
+from tdnet_cli.video.stdio import StdioLink, child_stdin, feed_child
 
 __all__ = ["VideoReader", "open_source"]
 
@@ -157,13 +161,22 @@ class VideoReader:
     in host memory, the same as software decoding gives. Check that NVDEC works first
     (:func:`tdnet_cli.video.hw.require_nvdec`): ffmpeg fails rather than fall back when
     it cannot open the GPU.
+
+    Live sources (:func:`~tdnet_cli.video.frames.is_live`: ``-`` for a container on stdin,
+    ``/dev/videoN``, tcp/udp/rtsp/rtmp/srt URLs) are read once: one decoder, never restarted
+    (a restart would lose what it read, or find the sender gone), frames as ffmpeg gives them
+    in YUV 4:2:0 whatever the source's format, and a frame count only where ffmpeg finds a
+    duration (a file redirected to stdin; not a stream or a camera: ``info.frame_count`` None).
     """
 
     def __init__(self, uri: str, *, name_digits: int = 6, yuv: bool = False, hw_decode: int | None = None) -> None:
         self.uri = uri
         self.hw_decode = hw_decode
+        self.live = is_live(uri)
         self._name_digits = name_digits
         self._start(yuv, None)
+        if self.live:
+            return
         rate = self._rate_override()
         if (yuv and not self._plain_yuv420) or rate is not None:
             # RGB, 4:2:2/4:4:4, 10-bit or full-range sources would lose detail in 8-bit
@@ -205,7 +218,7 @@ class VideoReader:
         cmd = [
             ffmpeg_exe(), "-hide_banner", "-nostdin", "-loglevel", "level+info", "-nostats",
             *(["-hwaccel", "cuda", "-hwaccel_device", str(self.hw_decode)] if self.hw_decode is not None else []),
-            "-i", self.uri,
+            *self._input_args(),
             # cfr: frames by presentation time at one rate (the writer's), repeated or dropped
             # where the input's rate varies, so the result keeps time with the input's audio
             "-map", "0:v:0", "-fps_mode", "cfr",
@@ -215,8 +228,13 @@ class VideoReader:
         # A new session keeps Ctrl-C away from ffmpeg: we decide when it stops, so a killed
         # decoder can never look like a clean end of file.
         self._proc = subprocess.Popen(
-            cmd, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE, start_new_session=True
+            cmd,
+            stdin=child_stdin() if is_stdin(self.uri) else subprocess.DEVNULL,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            start_new_session=True,
         )
+        self._feed = feed_child(self._proc) if is_stdin(self.uri) else StdioLink()
         self._stderr_thread = threading.Thread(
             target=_drain_stderr,
             args=(self._proc, header, header_done, tail, problems, self._stop),
@@ -231,6 +249,15 @@ class VideoReader:
         except BaseException:
             self.close()
             raise
+
+    def _input_args(self) -> list[str]:
+        """ffmpeg's input: ``fd:`` (its stdin: seekable when a file is redirected) for ``-``,
+        the V4L2 device for a camera, else the path or URL as given."""
+        if is_stdin(self.uri):
+            return ["-i", "fd:"]
+        if is_camera(self.uri):
+            return ["-f", "v4l2", "-i", self.uri]
+        return ["-i", self.uri]
 
     def _parse_header(self) -> SourceInfo:
         inputs = [t for t in self._header if "Video:" in t and "Stream #0:" in t]
@@ -269,7 +296,7 @@ class VideoReader:
             uri=self.uri, kind="video", width=width, height=height, fps=fps, frame_count=frames,
             has_audio=has_audio, codec=codec.group(1) if codec else None,
             # ffmpeg prints the tagged matrix with the pixel format, e.g. "yuv420p(tv, bt709)"
-            matrix=("bt709" if "bt709" in in_line else "bt601") if self.yuv else None,
+            matrix=("bt709" if "bt709" in in_line else "bt601") if self.yuv else None, live=self.live,
         )  # fmt: skip
 
     def _open_error(self) -> str:
@@ -366,7 +393,7 @@ def open_source(
     Raises InputError for a missing path, an empty folder, or anything ffmpeg cannot open.
     """
     text = str(spec)
-    if is_url(text):
+    if is_url(text) or is_live(text):
         return VideoReader(text, yuv=yuv, hw_decode=hw_decode)
     path = Path(text)
     if path.is_dir():

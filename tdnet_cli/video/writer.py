@@ -178,23 +178,37 @@ class VideoWriter:
         lossless: bool = False,
     ) -> None:
         self.path = Path(path)
-        if matrix not in MATRICES:
-            raise ValueError(f"unknown colour matrix {matrix!r}")
-        self.matrix = matrix
-        self.encoding = (encoding or Encoding(preset, crf)).check()
+        cmd = self._encoder_cmd(width, height, fps, matrix=matrix, encoding=encoding or Encoding(preset, crf),
+                                lossless=lossless)  # fmt: skip
         if self.path.suffix.lower() not in VIDEO_SUFFIXES:
             raise UsageError(f"{self.path}: a video output needs one of {', '.join(VIDEO_SUFFIXES)}")
         check_target(self.path, overwrite)
-        self.width, self.height = width, height
         self.overwrite = overwrite
         self.audio_from = audio_from
-        self.warnings: list[str] = []
-        self.frames = 0
         self._tmp = partial_path(self.path)
-        self._closed = False
-        fps = Fraction(fps).limit_denominator(1_000_000)
         # A file, not a pipe: no thread needed to drain it. Closed in close()/abort(), not a with block.
         self._log = tempfile.TemporaryFile()  # noqa: SIM115
+        if self.path.suffix.lower() != ".mkv":
+            cmd += ["-movflags", "+faststart"]
+        cmd.append(str(self._tmp))
+        self._proc = subprocess.Popen(
+            cmd, stdin=subprocess.PIPE, stdout=subprocess.DEVNULL, stderr=self._log, start_new_session=True
+        )
+
+    def _encoder_cmd(
+        self, width: int, height: int, fps: Fraction | float, *, matrix: str, encoding: Encoding, lossless: bool
+    ) -> list[str]:
+        """Set up the frame geometry and return ffmpeg's command up to the output's name: raw
+        frames on stdin, encoded by ``encoding`` (or losslessly)."""
+        if matrix not in MATRICES:
+            raise ValueError(f"unknown colour matrix {matrix!r}")
+        self.matrix = matrix
+        self.encoding = encoding.check()
+        self.width, self.height = width, height
+        self.warnings: list[str] = []
+        self.frames = 0
+        self._closed = False
+        fps = Fraction(fps).limit_denominator(1_000_000)
         self.lossless = lossless
         self._enc_w, self._enc_h = (width, height) if lossless else encoded_size(width, height)
         rate = ["-framerate", f"{fps.numerator}/{fps.denominator}"]
@@ -210,12 +224,7 @@ class VideoWriter:
                 *self.encoding.ffmpeg_args(), "-pix_fmt", "yuv420p",
                 *_COLOR_TAGS[matrix], "-color_range", "tv",
             ]  # fmt: skip
-        if self.path.suffix.lower() != ".mkv":
-            cmd += ["-movflags", "+faststart"]
-        cmd.append(str(self._tmp))
-        self._proc = subprocess.Popen(
-            cmd, stdin=subprocess.PIPE, stdout=subprocess.DEVNULL, stderr=self._log, start_new_session=True
-        )
+        return cmd
 
     def write(self, frame: np.ndarray) -> None:
         """Append one (H, W, 3) uint8 RGB frame."""
