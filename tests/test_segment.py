@@ -644,7 +644,7 @@ def test_cli_shard_list_and_stdin(tmp_path, fake_cli, runner):
     assert result.exit_code == 0, result.stderr
     assert names(tmp_path / "s0") == ["v0.overlay.mp4", "v2.overlay.mp4"]
     assert json.loads(result.stdout)["shard"] == [0, 2]
-    result = invoke("-", "--shard", "1/2", "-d", tmp_path / "s1", "-q", input="\n".join(map(str, vids)))
+    result = invoke("--list", "-", "--shard", "1/2", "-d", tmp_path / "s1", "-q", input="\n".join(map(str, vids)))
     assert result.exit_code == 0 and names(tmp_path / "s1") == ["v1.overlay.mp4"]
     result = runner.invoke(
         app, ["segment", str(vids[0]), "-d", str(tmp_path / "s2"), "-q"], env={"RANK": "1", "WORLD_SIZE": "2"}

@@ -10,16 +10,20 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Annotated
 
 import typer
+from rich.console import Console
 from rich.markup import escape
 from rich.progress import (
     BarColumn,
-    MofNCompleteColumn,
     Progress,
+    ProgressColumn,
+    Task,
     TaskID,
     TextColumn,
+    TimeElapsedColumn,
     TimeRemainingColumn,
 )
 from rich.table import Table
+from rich.text import Text
 from typer.core import TyperCommand
 
 from tdnet_cli.cli.common import (
@@ -43,6 +47,8 @@ from tdnet_cli.cli.common import (
     warn,
 )
 from tdnet_cli.errors import EXIT_USAGE, UsageError, few
+from tdnet_cli.video.stdio import stdout_is_terminal
+from tdnet_cli.video.stream_writer import is_stream_target
 
 if TYPE_CHECKING:
     from tdnet_cli.pipeline import InputResult, InputSet
@@ -55,6 +61,26 @@ class SaveKind(str, Enum):
     labelids = "labelids"
 
 
+class _BarIfKnown(BarColumn):
+    """The bar, for inputs of known length; a live input has none to fill."""
+
+    def render(self, task: Task) -> Text:  # type: ignore[override]
+        return super().render(task) if task.total is not None else Text("")  # type: ignore[return-value]
+
+
+class _Frames(ProgressColumn):
+    """``done/total`` frames, or for a live input the frames so far and the time it has run."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.elapsed, self.remaining = TimeElapsedColumn(), TimeRemainingColumn()
+
+    def render(self, task: Task) -> Text:
+        if task.total is None:
+            return Text.assemble(f"{int(task.completed)} frames ", self.elapsed.render(task))
+        return Text.assemble(f"{int(task.completed)}/{int(task.total)} ", self.remaining.render(task))
+
+
 class _RichProgress:
     """One progress bar per input on stderr; errors always, warnings unless quiet. A
     :class:`~tdnet_cli.pipeline.ProgressHook` by its methods: the pipeline (and torch) load
@@ -64,10 +90,9 @@ class _RichProgress:
         self.quiet = quiet
         self.bars = Progress(
             TextColumn("{task.description}"),
-            BarColumn(),
-            MofNCompleteColumn(),
+            _BarIfKnown(),
             TextColumn("{task.fields[fps]:>6.1f} fps"),
-            TimeRemainingColumn(),
+            _Frames(),
             console=err_console,
             disable=not show_bars,
         )
@@ -130,9 +155,10 @@ def _outputs_text(result: InputResult) -> str:
     return ", ".join(g[0] if len(g) == 1 else f"{g[0]} .. {Path(g[-1]).name} ({len(g)} files)" for g in groups.values())
 
 
-def _summary(results: list[InputResult], seconds: float) -> None:
+def _summary(results: list[InputResult], seconds: float, console: Console = console) -> None:
     """One line for one input; for several a table of the numbers, then each input's outputs or
-    its failure on a line of its own, never cut whatever the terminal's width."""
+    its failure on a line of its own, never cut whatever the terminal's width. On ``console``:
+    stderr when stdout carries a stream."""
     frames = sum(r.frames for r in results)
     failed = sum(r.status == "failed" for r in results)
     if len(results) == 1:
@@ -225,17 +251,35 @@ def segment_command(
             "The image files of one folder (however named: a glob, a list, one by one) are ONE sequence, "
             "read in natural order with the model's memory carried from each to the next, and each gets "
             "its own outputs (a.png -> a.overlay.png, a.labels.png, ...); --each makes every image its own "
-            "input. '-' reads input paths from stdin, one per line.",
+            "input. '-' is a video arriving on stdin (any container ffmpeg reads from a pipe: "
+            "mpegts, matroska, nut, mp4 redirected from a file); /dev/videoN is a V4L2 camera; tcp://, udp://, "
+            "rtsp://, rtmp://, srt:// streams are read once, as they come, with no bar (frames, fps and time "
+            "instead). Input paths on stdin, one per line: --list -.",
             show_default=False,
         ),
     ] = None,
     output: Annotated[
-        Path | None,
+        str | None,
         typer.Option(
             "--output",
             "-o",
             metavar="PATH",
-            help="Output of a single input (the first --save kind; others beside it).",
+            help="Output of a single input (the first --save kind; others beside it). '-' streams the one "
+            "--save kind to stdout (overlay or color: MPEG-TS, or --format matroska; labels: --format rawvideo), "
+            "and nothing else goes there (messages on stderr; --json is refused); a udp://, tcp://, srt://, "
+            "rtmp:// or rtsp:// URL streams to it through ffmpeg (no temporary name, no overwrite check: a "
+            "stream is no file).",
+            show_default=False,
+        ),
+    ] = None,
+    stream_format: Annotated[
+        str | None,
+        typer.Option(
+            "--format",
+            metavar="FORMAT",
+            help="Container of a stream output (-o - or -o URL): mpegts (default; flv for rtmp://, rtsp for "
+            "rtsp://), matroska (mkv), nut, flv; rawvideo sends label frames (--save labels or labelids) to "
+            "stdout as 8-bit gray bytes, W*H per frame, in frame order.",
             show_default=False,
         ),
     ] = None,
@@ -306,7 +350,7 @@ def segment_command(
         typer.Option(
             "--list",
             metavar="FILE",
-            help="Read input paths from FILE (one per line; '-' for stdin).",
+            help="Read input paths from FILE (one per line; '-' for stdin: a bare '-' input is a video on stdin).",
             show_default=False,
         ),
     ] = None,
@@ -387,10 +431,13 @@ def segment_command(
             "-o/--output and -d/--out-dir exclude each other: -o names one input's output, -d the folder of all",
             hint="drop one of them",
         )
+    stream = output if output is not None and is_stream_target(output) else None
+    _check_stdout(stream, as_json=as_json)
     inputs = _gather(inputs or [], list_file, shard, each=each, quiet=quiet or as_json)
     # bad or contradicting options are refused here, before the model loads
     options = SegmentOptions(
-        save=tuple(s.value for s in save), out_dir=out_dir, output=output, alpha=alpha, legend=legend,
+        save=tuple(s.value for s in save), out_dir=out_dir, output=None if stream or output is None else Path(output),
+        stream=stream, stream_format=stream_format, alpha=alpha, legend=legend,
         overwrite=overwrite, skip_existing=skip_existing, into_folder=into_folder, cut_detect=cut_detect,
         fps=fps, threads=threads, encoding=Encoding(x264_preset, crf, encoder), hw_decode=hw_decode,
         consistency=consistency, each_image=each,
@@ -419,10 +466,11 @@ def segment_command(
     if as_json:
         print(json.dumps(report.to_dict()))
     elif not quiet:
-        _summary(report.results, report.seconds)
+        shown = err_console if stream == "-" else console  # stdout carries the stream
+        _summary(report.results, report.seconds, shown)
         if report.consistency is not None:
             tc, flicker = report.consistency["tc"], report.consistency["flicker"]
-            console.print(
+            shown.print(
                 f"temporal consistency: TC {'-' if tc is None else f'{100 * tc:.2f}'}, flicker "
                 f"{'-' if flicker is None else f'{100 * flicker:.2f} %'} over {report.consistency['pairs']} frame pairs",
                 highlight=False,
@@ -431,20 +479,33 @@ def segment_command(
         raise typer.Exit(1)
 
 
+def _check_stdout(stream: str | None, *, as_json: bool) -> None:
+    """With ``-o -`` stdout carries the video: refuse what would mix other bytes into it (--json)
+    or send video to a terminal."""
+    if stream != "-":
+        return
+    if as_json:
+        raise UsageError("--json prints on stdout, which -o - fills with the stream", hint="drop --json, or -o a file")
+    if stdout_is_terminal():
+        raise UsageError(
+            "-o - writes video to stdout, which is a terminal", hint="redirect it: > out.ts, or | player -"
+        )
+
+
 def _gather(items: list[str], list_file: str | None, shard: str | None, *, each: bool, quiet: bool) -> InputSet:
-    """The command's inputs: arguments, ``--list`` and ``-`` (stdin), expanded, images grouped
-    (one sequence per folder, or each its own with ``each``) and sharded (``--shard``, else
-    torchrun's RANK/WORLD_SIZE) once."""
+    """The command's inputs: arguments and ``--list`` (``--list -``: paths on stdin), expanded,
+    images grouped (one sequence per folder, or each its own with ``each``) and sharded
+    (``--shard``, else torchrun's RANK/WORLD_SIZE) once. A bare ``-`` is a video on stdin."""
     from tdnet_cli.pipeline import gather_inputs, read_list, resolve_shard
     from tdnet_cli.pipeline.inputs import check_matched
 
     items = list(items)
-    lists = [list_file] if list_file else []
-    if "-" in items:
-        items.remove("-")
-        lists.append("-")
-    for source in lists:
-        items.extend(read_list(source))
+    if list_file == "-" and "-" in items:
+        raise UsageError(
+            "stdin can carry the input list (--list -) or a video (-), not both", hint="put the list in a file"
+        )
+    if list_file:
+        items.extend(read_list(list_file))
     if not items:
         raise UsageError("no inputs", hint="pass videos, folders, images, URLs or globs, or --list FILE")
     inputs = gather_inputs(items, shard=resolve_shard(shard), images="each" if each else "sequence")

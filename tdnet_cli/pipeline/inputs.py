@@ -22,7 +22,15 @@ from tdnet_cli.distributed import local_rank, read_dist_env
 from tdnet_cli.errors import OutputExistsError, UsageError, few
 from tdnet_cli.fileio import is_partial_name, remove_stale_partials
 from tdnet_cli.pipeline.options import SegmentOptions
-from tdnet_cli.video import IMAGE_EXTENSIONS, VIDEO_SUFFIXES, is_image_output, is_url, natural_key
+from tdnet_cli.video import (
+    IMAGE_EXTENSIONS,
+    VIDEO_SUFFIXES,
+    is_image_output,
+    is_stdin,
+    is_stream_spec,
+    is_url,
+    natural_key,
+)
 from tdnet_cli.video.png_writer import refuse_foreign
 
 __all__ = [
@@ -243,6 +251,8 @@ def device_for_rank(device: str, env: Mapping[str, str] = os.environ) -> str:
 
 
 def _input_name(spec: str) -> str:
+    if is_stdin(spec):
+        return "stdin"
     if is_url(spec):
         last = Path(urlparse(spec).path).stem
         return last or urlparse(spec).netloc.replace(":", "_") or "stream"
@@ -279,14 +289,14 @@ def plan_outputs(
     folder) or under ``out_dir``. With ``output`` the first kind goes exactly there and the
     others beside it, named after it.
     """
-    folder_input = not is_url(spec) and Path(spec).is_dir()
+    folder_input = not is_stream_spec(spec) and Path(spec).is_dir()
     if output is not None:
         output = Path(output)
         base = output.with_suffix("") if output.suffix.lower() in VIDEO_SUFFIXES else output
     else:
         if out_dir is not None:
             where = Path(out_dir)
-        elif is_url(spec):
+        elif is_stream_spec(spec):  # a URL, stdin or a camera: nothing to write beside
             where = Path(".")
         else:
             where = _folder_of(Path(spec)) if folder_input else Path(spec).parent
@@ -379,7 +389,7 @@ def _check_plans(specs: Sequence[Spec], options: SegmentOptions) -> dict[Path, s
     parents: dict[Path, str] = {}
     for spec in specs:
         for path in spec.images if isinstance(spec, ImageSequence) else (spec,):
-            if is_url(path):
+            if is_stream_spec(path):
                 continue
             try:
                 st = os.stat(path)
@@ -424,6 +434,9 @@ def check_outputs(inputs: InputSet, options: SegmentOptions) -> None:
     made and written, no output is an input, and ``--overwrite`` replaces only our folders.
     Then the temporaries a killed run left of these outputs are removed."""
     specs, output = inputs.specs, options.output
+    if options.stream is not None:  # no file to check: what is written is sent
+        _check_stream_input(specs, options.stream)
+        return
     if output is not None and len(specs) > 1:
         raise UsageError("-o names the output of a single input", hint="use --out-dir for several inputs")
     if options.out_dir is not None:
@@ -434,6 +447,16 @@ def check_outputs(inputs: InputSet, options: SegmentOptions) -> None:
         _check_out_dir(output.parent, "-o")
     for folder, names in sorted(_check_plans(specs, options).items()):
         remove_stale_partials(folder, ours=names)  # left by a run killed with SIGKILL: its process is gone
+
+
+def _check_stream_input(specs: Sequence[Spec], target: str) -> None:
+    """A stream output (``-o -``, ``-o URL``) carries one video's frames."""
+    if len(specs) > 1:
+        raise UsageError(f"-o {target} carries the stream of a single input", hint="pass one input")
+    if specs and isinstance(specs[0], ImageSequence):
+        raise UsageError(
+            f"-o {target}: image files give an image each", hint="stream a video, a URL or a folder of frames"
+        )
 
 
 def _claim(kind: str, path: Path, spec: Spec, options: SegmentOptions, claimed: dict[Path, str]) -> bool:
@@ -483,7 +506,13 @@ def claim_outputs(
         claimed[path.resolve()] = str(spec)
     first = spec.images[0] if isinstance(spec, ImageSequence) else spec
     # beside a missing input there is nothing to check: reading it says that it is missing
-    if paths and options.output is None and options.out_dir is None and not is_url(first) and os.path.exists(first):
+    if (
+        paths
+        and options.output is None
+        and options.out_dir is None
+        and not is_stream_spec(first)
+        and os.path.exists(first)
+    ):
         parent = paths[0].parent
         if not os.access(parent, os.W_OK | os.X_OK):
             raise UsageError(f"{spec}: cannot write beside the input ({parent} is not writable)", hint="use --out-dir")

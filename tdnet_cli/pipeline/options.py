@@ -7,6 +7,7 @@ from pathlib import Path
 
 from tdnet_cli.errors import UsageError
 from tdnet_cli.video import Encoding
+from tdnet_cli.video.stream_writer import is_stream_target, stream_format
 
 __all__ = ["SAVE_KINDS", "SegmentOptions"]
 
@@ -36,6 +37,11 @@ class SegmentOptions:
     from before that record, or holding anything else, need ``into_folder``: our PNGs go into
     the existing folder, replacing same-named files and leaving every other entry alone.
 
+    ``stream``: instead of files, send the one output (a single --save kind) of the one input as
+    a stream: ``-`` to stdout, or to a udp/tcp/srt/rtmp/rtsp URL, muxed as ``stream_format``
+    (:data:`~tdnet_cli.video.stream_writer.STREAM_FORMATS`; default MPEG-TS, flv for rtmp);
+    ``rawvideo`` sends label frames (``labels`` or ``labelids``) to stdout as 8-bit gray bytes.
+
     Bad or contradicting values are a :class:`UsageError` when the object is made, so a
     front end finds them before it loads a model.
     """
@@ -56,6 +62,8 @@ class SegmentOptions:
     decode_yuv: bool = True
     consistency: bool = False
     each_image: bool = False
+    stream: str | None = None
+    stream_format: str | None = None
 
     def __post_init__(self) -> None:
         # normalised once here (frozen: hence object.__setattr__), so every reader sees one form
@@ -83,3 +91,26 @@ class SegmentOptions:
         if self.into_folder and self.skip_existing:
             raise UsageError("--into-folder and --skip-existing contradict each other")
         self.encoding.check()
+        self._check_stream()
+
+    def _check_stream(self) -> None:
+        if self.stream is None:
+            if self.stream_format is not None:
+                raise UsageError("--format is for streams", hint="use it with -o - (stdout) or -o URL")
+            return
+        if not is_stream_target(self.stream):
+            raise UsageError(f"-o {self.stream}: not stdout (-) or a stream URL (udp, tcp, srt, rtmp, rtsp)")
+        if self.output is not None or self.out_dir is not None:
+            raise UsageError("a stream output excludes -o FILE and --out-dir")
+        if len(self.save) != 1:
+            raise UsageError(f"-o {self.stream} carries one stream", hint="pass a single --save kind")
+        fmt, kind = stream_format(self.stream, self.stream_format), self.save[0]
+        if fmt == "rawvideo":
+            if kind not in ("labels", "labelids"):
+                raise UsageError("--format rawvideo sends label frames", hint="use it with --save labels or labelids")
+            if self.stream != "-":
+                raise UsageError("--format rawvideo writes to stdout only", hint="use -o -")
+        elif kind not in ("overlay", "color"):
+            raise UsageError(
+                f"--save {kind} gives PNGs, which make no stream", hint="add --format rawvideo for raw label frames"
+            )

@@ -58,6 +58,7 @@ from tdnet_cli.video import (
     open_source,
 )
 from tdnet_cli.video.hw import hardware_video
+from tdnet_cli.video.stream_writer import RawFrameWriter, StreamWriter, stream_format
 
 __all__ = ["segment"]
 
@@ -219,7 +220,8 @@ def _process(
 ) -> None:
     """One input, start to finish; raises on failure (the caller records it). With ``meters``
     (``--consistency``), the input's ConsistencyMeter is appended to it."""
-    plans = claim_outputs(spec, options, claimed)
+    # a stream (stdout, a URL) is no file: nothing to claim, nothing that exists
+    plans = claim_outputs(spec, options, claimed) if options.stream is None else {options.save[0]: options.stream}
     if not plans:
         result.status = "skipped"
         hook.start_input(str(spec), index, count, 0)
@@ -277,24 +279,40 @@ def _process(
         )
 
 
+Writer = VideoWriter | PngSequenceWriter | PngFilesWriter | RawFrameWriter
+
+
+def _stream_writer(kind: str, target: str, source: FrameSource, rate: Fraction, options: SegmentOptions,
+                   encoding: Encoding) -> Writer:  # fmt: skip
+    """The writer of a stream output (``-o -``, ``-o URL``): raw label frames or a muxed video."""
+    info, fmt = source.info, stream_format(target, options.stream_format)
+    if fmt == "rawvideo":
+        return RawFrameWriter(info.width, info.height)
+    return StreamWriter(target, info.width, info.height, rate, fmt=fmt, encoding=encoding,
+                        matrix=info.matrix or "bt601", lossless=kind == "color")  # fmt: skip
+
+
 def _open_writers(
-    plans: dict[str, Path] | dict[str, dict[str, Path]],
+    plans: dict[str, Path] | dict[str, dict[str, Path]] | dict[str, str],
     source: FrameSource,
     options: SegmentOptions,
     *,
     encoding: Encoding,
     workers: int,
-) -> dict[str, VideoWriter | PngSequenceWriter | PngFilesWriter]:
+) -> dict[str, Writer]:
     """A writer per planned output; none left open if one fails."""
     info = source.info
     rate = info.fps if info.fps else Fraction(options.fps or DEFAULT_FOLDER_FPS).limit_denominator(1001)
-    writers: dict[str, VideoWriter | PngSequenceWriter | PngFilesWriter] = {}
+    writers: dict[str, Writer] = {}
     try:
         for kind, path in plans.items():
-            if isinstance(path, dict):  # an image sequence: a PNG per image, under its own name
+            if isinstance(path, str):
+                writers[kind] = _stream_writer(kind, path, source, rate, options, encoding)
+            elif isinstance(path, dict):  # an image sequence: a PNG per image, under its own name
                 writers[kind] = PngFilesWriter(path, overwrite=options.overwrite)
             elif is_video_output(kind, path):
-                audio = info.uri if (kind == "overlay" and info.has_audio) else None
+                # a live source was read once, as it came: its audio cannot be read again
+                audio = info.uri if (kind == "overlay" and info.has_audio and not info.live) else None
                 # YUV frames keep their own colour matrix (blended in place); RGB ones get BT.601
                 writers[kind] = VideoWriter(
                     path,
