@@ -31,7 +31,7 @@ from tdnet_cli.losses import (
 )
 from tdnet_cli.models import load_checkpoint, random_model, save_checkpoint
 from tdnet_cli.pipeline.train import get_lr, train
-from tdnet_cli.pipeline.train_setup import init_from_pspnet, path_for_step, scale_attention_logits
+from tdnet_cli.pipeline.train_setup import init_from_pspnet, scale_attention_logits
 
 
 # -- losses on tiny tensors ---------------------------------------------------------------------
@@ -135,17 +135,6 @@ def test_lr_schedule():
 
 
 # -- config ------------------------------------------------------------------------------------
-def test_paths_are_drawn_in_balanced_cycles():
-    steps = [path_for_step(0, s, 0, 4) for s in range(400)]
-    for c in range(0, 400, 4):  # each cycle of 4 steps runs every path once
-        assert sorted(steps[c : c + 4]) == [0, 1, 2, 3]
-    assert len({tuple(steps[c : c + 4]) for c in range(0, 400, 4)}) > 10  # in a drawn order
-    assert steps == [path_for_step(0, s, 0, 4) for s in range(400)]  # a function of the step: resumable
-    assert steps != [path_for_step(0, s, 1, 4) for s in range(400)]  # ranks draw their own
-    assert steps != [path_for_step(1, s, 0, 4) for s in range(400)]
-    assert {path_for_step(0, s, 0, 2) for s in range(10)} == {0, 1}
-
-
 def test_every_preset_has_a_loadable_example_config():
     from pathlib import Path
 
@@ -544,7 +533,10 @@ def _torchrun(args: list[str], tmp_path) -> subprocess.CompletedProcess:
         "--quiet",
         *args,
     ]
-    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    # This checkout's tdnet_cli, not whichever one is installed (the processes start in tmp_path).
+    repo = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    path = os.pathsep.join(p for p in (repo, os.environ.get("PYTHONPATH", "")) if p)
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": path}
     return subprocess.run(cmd, capture_output=True, check=False, text=True, env=env, timeout=600, cwd=tmp_path)
 
 
@@ -570,9 +562,14 @@ def test_two_process_gloo_replicas_stay_identical_and_resume(data_root, tmp_path
     records = [json.loads(line) for line in (tmp_path / "ddp" / "metrics.jsonl").read_text().splitlines()]
     sync = [r for r in records if "ranks_in_sync" in r]
     assert sync and sync[-1]["ranks_in_sync"] and len(sync[-1]["weights_sha256"]) == 2
+    # Both ranks ran the same path at every step (issue 20 item 4): p = iteration mod 4.
+    assert sync[-1]["paths_in_sync"] and sync[-1]["paths_run"] == 3
+    assert [r["path"] for r in records if "loss" in r] == [0, 1, 2]
     second = _torchrun(["--resume", str(tmp_path / "ddp"), "--set", "optim.iterations=5"], tmp_path)
     assert second.returncode == 0, second.stderr[-3000:]
     records = [json.loads(line) for line in (tmp_path / "ddp" / "metrics.jsonl").read_text().splitlines()]
     assert max(r["iteration"] for r in records if "loss" in r) == 5
     assert [r for r in records if "ranks_in_sync" in r][-1]["ranks_in_sync"]
+    assert [r for r in records if "ranks_in_sync" in r][-1]["paths_in_sync"]
+    assert [r["path"] for r in records if "loss" in r] == [0, 1, 2, 3, 0]
     assert torch.load(tmp_path / "ddp" / "last.pt", weights_only=True)["train_state"]["iteration"] == 5

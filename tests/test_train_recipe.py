@@ -1,12 +1,17 @@
-"""The authors' training recipe (issue 20, phase 2): optimiser and schedule (item 7)."""
+"""The authors' training recipe (issue 20, phase 2): optimiser and schedule (item 7), the path of each
+step (item 4)."""
 
 from __future__ import annotations
+
+import inspect
+import json
 
 import pytest
 import torch
 from torch import nn
 
-from tdnet_cli.config import DEFAULTS, load_config
+from tdnet_cli.cli.app import app
+from tdnet_cli.config import DEFAULTS, load_config, toml_string
 from tdnet_cli.errors import UsageError
 from tdnet_cli.models.registry import get_preset
 from tdnet_cli.pipeline.train import get_lr
@@ -74,3 +79,45 @@ def test_weight_decay_on_conv_and_linear_weights_only():
         p.grad = torch.zeros_like(p)
     opt.step()
     assert not torch.equal(conv_w, before[0]) and torch.equal(bn_w, before[1])
+
+
+# -- item 4: the current path ------------------------------------------------------------------------
+def test_the_path_is_the_step_mod_n_on_every_rank():
+    from tdnet_cli.pipeline.train_setup import path_for_step
+
+    assert [path_for_step(s, 4) for s in range(9)] == [0, 1, 2, 3, 0, 1, 2, 3, 0]
+    assert [path_for_step(s, 2) for s in range(5)] == [0, 1, 0, 1, 0]
+    # No seed and no rank: nothing else can make two processes differ.
+    assert list(inspect.signature(path_for_step).parameters) == ["step", "num_paths"]
+
+
+@pytest.fixture(scope="module")
+def data_root(synth_data):
+    return synth_data((96, 192), train=(2, 1))
+
+
+def tiny_sets(data_root, out, name, **over) -> list[str]:
+    sets = [
+        f"data.root={toml_string(str(data_root))}",
+        f"run.out={toml_string(str(out))}",
+        f'run.name="{name}"',
+        'model.preset="td4-tiny"',
+        "data.batch_size=2",
+        "data.workers=0",
+        "run.log_every=1",
+        "run.val_every=0",
+        "optim.warmup_iters=0",
+        "loss.ohem=false",
+    ]
+    return sets + [f"{k}={v}" for k, v in over.items()]
+
+
+def test_training_runs_path_iteration_mod_n_and_resumes_on_it(data_root, tmp_path, runner):
+    args = ["train", "--json"]
+    for s in tiny_sets(data_root, tmp_path, "paths", **{"optim.iterations": "3"}):
+        args += ["--set", s]
+    assert runner.invoke(app, args).exit_code == 0
+    more = ["train", "--resume", str(tmp_path / "paths"), "--set", "optim.iterations=6", "--json"]
+    assert runner.invoke(app, more).exit_code == 0
+    records = [json.loads(x) for x in (tmp_path / "paths" / "metrics.jsonl").read_text().splitlines()]
+    assert [(r["iteration"], r["path"]) for r in records if "loss" in r] == [(i, (i - 1) % 4) for i in range(1, 7)]

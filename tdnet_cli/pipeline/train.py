@@ -182,7 +182,7 @@ def train(
     sampler = IterationSampler(start * accum, iterations * accum, d_cfg["batch_size"], ddp.rank, ddp.world)
     step = TrainStep(
         model, teacher, Criterion(config["loss"]), scaler, autocast, device, channels_last,
-        seed=r_cfg["seed"], rank=ddp.rank, clip_len=clip_len, tdnet=preset.kind == "tdnet", accum=accum,
+        clip_len=clip_len, tdnet=preset.kind == "tdnet", accum=accum,
     )  # fmt: skip
     loop = TrainLoop(
         config, preset.name, model, core, optimizer, scaler, step, ddp, device, run_dir, start, best_miou,

@@ -184,7 +184,8 @@ class TrainLoop:
         if not math.isfinite(loss):
             raise UsageError(f"the loss became {loss} at iteration {it}", hint="lower optim.lr")
         self.last_loss = loss
-        self.report(it + 1, {"loss": loss, **terms, "lr": lr}, clock)
+        path = {"path": self.step.paths[-self.step.accum]} if self.step.paths else {}  # the iteration's first
+        self.report(it + 1, {"loss": loss, **terms, "lr": lr, **path}, clock)
         if self.ddp.is_main and (it + 1) % r_cfg["save_every"] == 0:
             self.save_last(it + 1)
         stop.check()  # a signal held during this iteration stops here, at the boundary
@@ -225,10 +226,17 @@ class TrainLoop:
     def finish(self) -> Path:
         """After the last iteration: replicas' agreement (DDP), last.pt and the final model.pt."""
         if self.ddp.world > 1:
-            digests = [None] * self.ddp.world
+            digests, paths = [None] * self.ddp.world, [None] * self.ddp.world
             dist.all_gather_object(digests, weights_digest(self.core))
+            dist.all_gather_object(paths, self.step.paths)  # every micro-step's path, this session
             self.write_log(
-                {"iteration": self.iterations, "ranks_in_sync": len(set(digests)) == 1, "weights_sha256": digests}
+                {
+                    "iteration": self.iterations,
+                    "ranks_in_sync": len(set(digests)) == 1,
+                    "weights_sha256": digests,
+                    "paths_in_sync": all(p == paths[0] for p in paths),
+                    "paths_run": len(paths[0]),
+                }
             )
             dist.barrier()
         if not self.ddp.is_main:

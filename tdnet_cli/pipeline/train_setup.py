@@ -5,10 +5,9 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
-import numpy as np
 import torch
 from torch import nn
 from torch.utils.data import DataLoader
@@ -49,16 +48,12 @@ def channels_last_trains_safely(model: nn.Module) -> bool:
     )
 
 
-def path_for_step(seed: int, step: int, rank: int, num_paths: int) -> int:
-    """The path the annotated frame of micro-step ``step`` runs: every ``num_paths``
-    consecutive steps run each path once, in an order drawn afresh per cycle.
-
-    Drawn independently per step instead, the shares are uneven (seed 0: path 1 current in
-    225 of 1000 steps, path 4 in 261), while each path's encoder, head and attention only
-    learn on the steps where it is current. A function of (seed, step, rank): a resumed run
-    draws what an uninterrupted one would have."""
-    cycle, pos = divmod(step, num_paths)
-    return int(np.random.default_rng([seed, 3, cycle, rank]).permutation(num_paths)[pos])
+def path_for_step(step: int, num_paths: int) -> int:
+    """The path the annotated frame of micro-step ``step`` runs: ``step mod num_paths``, as the
+    authors train. The same on every process (with SyncBatchNorm, ranks on different paths
+    would pool the statistics of different layers) and a function of the step alone, so a
+    resumed run picks what an uninterrupted one would have."""
+    return step % num_paths
 
 
 def init_from_pspnet(model: nn.Module, path: str) -> int:
@@ -232,11 +227,10 @@ class TrainStep:
     autocast: Any
     device: torch.device
     channels_last: bool
-    seed: int
-    rank: int
     clip_len: int
     tdnet: bool
     accum: int
+    paths: list[int] = field(default_factory=list)  # the path of every micro-step run, in order
 
     def gradients(self, batches, it: int) -> tuple[float, dict[str, float]]:
         """Accumulate the gradients of iteration ``it``; its mean loss and loss terms."""
@@ -248,7 +242,9 @@ class TrainStep:
             if not self.channels_last:  # the loader's frames are channels_last views (clips.py)
                 frames = frames.contiguous()
             labels = batch["label"].to(self.device, non_blocking=True)
-            path = path_for_step(self.seed, it * self.accum + micro, self.rank, self.clip_len) if self.tdnet else None
+            path = path_for_step(it * self.accum + micro, self.clip_len) if self.tdnet else None
+            if path is not None:
+                self.paths.append(path)
             with self.autocast:
                 out = self.model(frames, path) if self.tdnet else self.model(frames[:, -1])
                 t_out = None
