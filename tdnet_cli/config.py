@@ -33,6 +33,7 @@ DEFAULTS: dict[str, dict[str, Any]] = {
         "root": "",  # Cityscapes-layout folder
         "train_split": "train",
         "val_split": "val",
+        "max_gap": 2,  # each earlier clip frame lies 1..max_gap frames before the next (uniform; the authors': 2)
         "scale": [0.75, 2.0],  # random rescale of the full frame, relative to the model input size
         "flip": True,
         "rotate": 10.0,  # degrees, uniform in [-rotate, rotate]
@@ -260,6 +261,7 @@ def _validate_data(d: dict) -> None:
     _need(
         _finite(d["color_jitter"]) and 0 <= d["color_jitter"] < 1, "data.color_jitter", d["color_jitter"], "in [0, 1)"
     )
+    _need(_whole(d["max_gap"], 1), "data.max_gap", d["max_gap"], "a whole number >= 1", "1 takes consecutive frames")
     for key in ("train_split", "val_split"):
         _need(d[key] in SPLITS, f"data.{key}", d[key], f"one of {', '.join(SPLITS)}")
     if d["val_split"] == "test":  # a run also validates once at its end, whatever run.val_every says

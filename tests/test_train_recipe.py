@@ -1,11 +1,14 @@
 """The authors' training recipe (issue 20, phase 2): optimiser and schedule (item 7), the path of each
-step (item 4)."""
+step (item 4), clips (item 5)."""
 
 from __future__ import annotations
 
 import inspect
+import itertools
 import json
 
+import cv2
+import numpy as np
 import pytest
 import torch
 from torch import nn
@@ -121,3 +124,57 @@ def test_training_runs_path_iteration_mod_n_and_resumes_on_it(data_root, tmp_pat
     assert runner.invoke(app, more).exit_code == 0
     records = [json.loads(x) for x in (tmp_path / "paths" / "metrics.jsonl").read_text().splitlines()]
     assert [(r["iteration"], r["path"]) for r in records if "loss" in r] == [(i, (i - 1) % 4) for i in range(1, 7)]
+
+
+# -- item 5: clips -------------------------------------------------------------------------------
+def _numbered_frames(root, size=(32, 64), frames=range(20), annotated=19):
+    """One snippet whose frame k is a grey image of value 10 * k, annotated at ``annotated``."""
+    from tdnet_cli.data.layout import FrameId, gt_path, sequence_path
+
+    for k in frames:
+        p = sequence_path(root, "train", FrameId("aachen", 0, k))
+        p.parent.mkdir(parents=True, exist_ok=True)
+        cv2.imwrite(str(p), np.full((*size, 3), 10 * k, np.uint8))
+    g = gt_path(root, "train", FrameId("aachen", 0, annotated))
+    g.parent.mkdir(parents=True, exist_ok=True)
+    cv2.imwrite(str(g), np.full(size, 7, np.uint8))  # label id 7: road
+
+
+def test_clip_offsets_are_gaps_of_one_or_two_ending_at_the_annotated_frame():
+    from tdnet_cli.data.clips import clip_offsets
+
+    seen = set()
+    for index in range(200):
+        off = clip_offsets(0, index, 4, 2)
+        assert len(off) == 4 and off[-1] == 0
+        gaps = {b - a for a, b in itertools.pairwise(off)}
+        assert gaps <= {1, 2}
+        seen |= gaps
+    assert seen == {1, 2}  # both drawn
+    assert clip_offsets(0, 5, 4, 2) == clip_offsets(0, 5, 4, 2)  # a function of (seed, index): resumable
+    assert clip_offsets(0, 5, 4, 1) == [-3, -2, -1, 0]  # max_gap 1: consecutive frames
+    assert DEFAULTS["data"]["max_gap"] == 2
+
+
+def test_a_clip_reads_the_drawn_frames_with_the_annotated_one_last(tmp_path):
+    from tdnet_cli.data.clips import AugmentConfig, ClipDataset, clip_offsets
+    from tdnet_cli.models.checkpoint import MEAN, STD
+
+    _numbered_frames(tmp_path)
+    ds = ClipDataset(tmp_path, "train", clip_len=4, augment=AugmentConfig(crop=(32, 64)), train=False, seed=3)
+    for index in range(6):
+        sample = ds[index]
+        grey = sample["frames"][:, 0, 0, 0] * STD[0] + MEAN[0]  # back to [0, 1] pixels
+        numbers = [round(float(v) * 255 / 10) for v in grey]
+        assert numbers[-1] == 19  # the annotated frame is last
+        assert [n - 19 for n in numbers] == clip_offsets(3, index, 4, 2) == sample["offsets"].tolist()
+
+
+def test_too_few_frames_before_an_annotated_one_for_the_gap_is_one_line(tmp_path):
+    from tdnet_cli.data.clips import AugmentConfig, ClipDataset
+    from tdnet_cli.errors import DataError
+
+    _numbered_frames(tmp_path, frames=range(14, 20))  # 5 frames before: enough for gaps of 1 only
+    ClipDataset(tmp_path, "train", clip_len=4, augment=AugmentConfig(crop=(32, 64)), max_gap=1)
+    with pytest.raises(DataError, match="data.max_gap=1"):
+        ClipDataset(tmp_path, "train", clip_len=4, augment=AugmentConfig(crop=(32, 64)), max_gap=2)

@@ -1,7 +1,8 @@
 """Training clips from a Cityscapes-layout folder, augmented identically across frames.
 
-A sample is the ``clip_len`` consecutive frames ending at an annotated frame (from
-``leftImg8bit_sequence``) plus that frame's labels. Sampling is stateless: sample
+A sample is ``clip_len`` frames ending at an annotated frame t (from ``leftImg8bit_sequence``)
+plus that frame's labels; each earlier frame lies 1..``max_gap`` frames (uniform, independent
+draws) before the next, as the authors train: t, t - a, t - a - b, ... Sampling is stateless: sample
 ``index`` is fully determined by (seed, index) — which annotated frame (an epoch-wise
 permutation) and every augmentation parameter — so a resumed or re-sharded run sees
 exactly the same data, whatever the number of DataLoader workers.
@@ -26,7 +27,7 @@ from tdnet_cli.data.layout import FrameId, gt_path, list_annotated, sequence_pat
 from tdnet_cli.errors import DataError, few
 from tdnet_cli.models.checkpoint import MEAN, STD
 
-__all__ = ["AugmentConfig", "ClipDataset", "IterationSampler", "check_dataset"]
+__all__ = ["AugmentConfig", "ClipDataset", "IterationSampler", "check_dataset", "clip_offsets"]
 
 
 @dataclass(frozen=True)
@@ -38,22 +39,33 @@ class AugmentConfig:
     color_jitter: float = 0.25
 
 
-def check_dataset(root: str | Path, split: str, clip_len: int) -> list[FrameId]:
-    """Every annotated frame with its labels and clip frames; a DataError before any work."""
+def check_dataset(root: str | Path, split: str, clip_len: int, max_gap: int = 1) -> list[FrameId]:
+    """Every annotated frame with its labels and the frames any clip of it may take (up to
+    ``(clip_len - 1) * max_gap`` before it); a DataError before any work."""
     fids = list_annotated(root, split)
+    reach = (clip_len - 1) * max_gap
     missing = []
     for fid in fids:
-        if fid.frame < clip_len - 1:
+        if fid.frame < reach:
             missing.append(f"{fid.stem} (only {fid.frame} frames before it)")
             continue
-        paths = [sequence_path(root, split, fid.shifted(-d)) for d in range(clip_len)]
+        paths = [sequence_path(root, split, fid.shifted(-d)) for d in range(reach + 1)]
         missing += [str(p) for p in paths if not p.is_file()]
     if missing:
         raise DataError(
             f"{len(missing)} clip frames missing under {root}: {few(missing, 2)}",
-            hint="training needs leftImg8bit_sequence/ with the frames before each annotated one",
+            hint=f"training needs leftImg8bit_sequence/ with the {reach} frames before each annotated one"
+            + (" (data.max_gap=1 needs fewer)" if max_gap > 1 else ""),
         )
     return fids
+
+
+def clip_offsets(seed: int, index: int, clip_len: int, max_gap: int) -> list[int]:
+    """The frame offsets of sample ``index``'s clip relative to its annotated frame, oldest
+    first, ending with 0: each gap drawn uniformly from 1..max_gap. A stream of its own, so
+    the augmentation draws do not depend on max_gap."""
+    gaps = np.random.default_rng([seed, 13, index]).integers(1, max_gap + 1, size=clip_len - 1)
+    return [-int(v) for v in np.cumsum(gaps[::-1])[::-1]] + [0]
 
 
 def _read_bgr(path: Path) -> np.ndarray:
@@ -84,6 +96,7 @@ class ClipDataset(Dataset):
         *,
         clip_len: int,
         augment: AugmentConfig,
+        max_gap: int = 2,
         seed: int = 0,
         train: bool = True,
         mean: Sequence[float] = MEAN,
@@ -94,12 +107,13 @@ class ClipDataset(Dataset):
         self.root = Path(root)
         self.split = split
         self.clip_len = clip_len
+        self.max_gap = max_gap
         self.augment = augment
         self.seed = seed
         self.train = train
         self.mean = np.asarray(mean, dtype=np.float32).reshape(3)
         self.std = np.asarray(std, dtype=np.float32).reshape(3)
-        self.fids = check_dataset(root, split, clip_len)
+        self.fids = check_dataset(root, split, clip_len, max_gap)
 
     def __len__(self) -> int:
         return len(self.fids)
@@ -139,10 +153,8 @@ class ClipDataset(Dataset):
     def __getitem__(self, index: int) -> dict:
         rng = np.random.default_rng([self.seed, 11, index])
         fid = self._fid(index)
-        frames = [
-            _read_bgr(sequence_path(self.root, self.split, fid.shifted(d - self.clip_len + 1)))
-            for d in range(self.clip_len)
-        ]
+        offsets = clip_offsets(self.seed, index, self.clip_len, self.max_gap)
+        frames = [_read_bgr(sequence_path(self.root, self.split, fid.shifted(d))) for d in offsets]
         label_ids = cv2.imread(str(gt_path(self.root, self.split, fid)), cv2.IMREAD_UNCHANGED)
         if label_ids is None:
             raise DataError(f"cannot read labels of {fid.stem}")
@@ -168,6 +180,7 @@ class ClipDataset(Dataset):
             "frames": torch.from_numpy(out).permute(0, 3, 1, 2),  # a view: collation copies it anyway
             "label": torch.from_numpy(label.astype(np.int64)),
             "index": index,
+            "offsets": torch.tensor(offsets),
         }
 
 

@@ -153,7 +153,10 @@ def train(
         rotate=d_cfg["rotate"],
         color_jitter=d_cfg["color_jitter"],
     )
-    dataset = ClipDataset(d_cfg["root"], d_cfg["train_split"], clip_len=clip_len, augment=augment, seed=r_cfg["seed"])
+    dataset = ClipDataset(
+        d_cfg["root"], d_cfg["train_split"], clip_len=clip_len, augment=augment, max_gap=d_cfg["max_gap"],
+        seed=r_cfg["seed"],
+    )  # fmt: skip
     has_val = _has_validation(Path(d_cfg["root"]), d_cfg["val_split"], r_cfg["val_every"])
 
     initialise(model, preset, m_cfg, say)
