@@ -39,6 +39,8 @@ __all__ = [
     "PRESETS",
     "ConsistencyMeter",
     "ConsistencyResult",
+    "Flow",
+    "FlowTrack",
     "FlowWarper",
     "merge",
     "pair_confusion",
@@ -212,29 +214,63 @@ class ConsistencyResult:
         }
 
 
+Flow = tuple[np.ndarray, np.ndarray]  # forward flow (h, w, 2) at the working size, and its check mask (h, w)
+
+
+class FlowTrack:
+    """Frames fed in order; ``advance`` gives the checked flow from the previous frame to this one.
+
+    Only the previous grey working-size frame is kept. Several meters scoring labels of the same
+    frames (e.g. a model with and without its memory) share one track: the flow is computed once.
+    """
+
+    def __init__(self, *, work_size: int = DEFAULT_WORK_SIZE, preset: str = DEFAULT_PRESET) -> None:
+        if work_size < 8:
+            raise ValueError(f"work_size must be at least 8 pixels, got {work_size}")
+        self.work_size = work_size
+        self.preset = preset
+        self._warper = FlowWarper(preset)
+        self._prev: tuple[np.ndarray, tuple[int, ...]] | None = None  # grey, frame shape
+
+    def reset(self) -> None:
+        """Forget the previous frame: the next one starts a new stream (no flow)."""
+        self._prev = None
+
+    def advance(self, frame: np.ndarray) -> Flow | None:
+        """Add a frame (RGB or grey uint8); the flow from the previous one to it, None for a first frame."""
+        grey = to_grey(frame, work_shape(frame.shape[0], frame.shape[1], self.work_size))
+        prev, self._prev = self._prev, (grey, frame.shape)
+        if prev is None:
+            return None
+        if prev[1] != frame.shape:
+            self._prev = prev  # left as it was: the caller forgot a reset()
+            raise ValueError(f"frame size changed ({prev[1]} -> {frame.shape}) without reset()")
+        return self._warper.flow(prev[0], grey)
+
+
 class ConsistencyMeter:
     """Feed frames and their label maps one by one; ``result()`` gives TC over the pairs so far.
 
     Only the previous grey working-size frame and its labels are kept. ``reset()`` at a scene
-    cut or a new stream: the pair across it is not scored, totals are kept.
+    cut or a new stream: the pair across it is not scored, totals are kept. ``add`` takes labels
+    with a flow computed elsewhere (a shared :class:`FlowTrack`) instead of a frame.
     """
 
     def __init__(self, num_classes: int, *, work_size: int = DEFAULT_WORK_SIZE, preset: str = DEFAULT_PRESET) -> None:
         if not 1 <= num_classes < IGNORE:
             raise ValueError(f"num_classes must be 1..{IGNORE - 1}, got {num_classes}")
-        if work_size < 8:
-            raise ValueError(f"work_size must be at least 8 pixels, got {work_size}")
         self.num_classes = num_classes
         self.work_size = work_size
         self.preset = preset
-        self._warper = FlowWarper(preset)
+        self._track = FlowTrack(work_size=work_size, preset=preset)
         self.confusion = np.zeros((num_classes, num_classes), np.int64)
         self.pairs = 0
-        self._prev: tuple[np.ndarray, np.ndarray, tuple[int, ...]] | None = None  # grey, labels, frame shape
+        self._prev: np.ndarray | None = None  # the previous frame's labels
 
     def reset(self) -> None:
         """Forget the previous frame: the next update starts a new stream."""
         self._prev = None
+        self._track.reset()
 
     def update(self, frame: np.ndarray, labels: np.ndarray) -> np.ndarray | None:
         """Add a frame (RGB or grey uint8) and its label map; return this pair's confusion (or None).
@@ -243,24 +279,28 @@ class ConsistencyMeter:
         Frame and label sizes may differ, but must stay the same until ``reset()``.
         """
         labels = self._as_labels(labels)
-        grey = to_grey(frame, work_shape(frame.shape[0], frame.shape[1], self.work_size))
-        # kept for the next pair: a copy, as a pipeline may reuse its label buffer
-        prev, self._prev = self._prev, (grey, labels.copy(), frame.shape)
-        if prev is None:
+        self._check_shape(labels)  # before the track moves on: a refused update changes nothing
+        return self.add(labels, self._track.advance(frame))
+
+    def add(self, labels: np.ndarray, flow: Flow | None) -> np.ndarray | None:
+        """Add the next frame's labels with the flow from the previous frame to it (a
+        :class:`FlowTrack`'s ``advance``); None starts a new stream. Returns the pair's confusion."""
+        labels = self._as_labels(labels)
+        if flow is not None:
+            self._check_shape(labels)
+        prev, self._prev = self._prev, labels.copy()  # a copy: a pipeline may reuse its label buffer
+        if prev is None or flow is None:
             return None
-        p_grey, p_labels, p_shape = prev
-        if p_shape != frame.shape or p_labels.shape != labels.shape:
-            self._prev = prev  # leave the meter as it was: the caller forgot a reset()
-            raise ValueError(
-                f"frame or label size changed ({p_shape}/{p_labels.shape} -> "
-                f"{frame.shape}/{labels.shape}) without reset()"
-            )
-        fwd, ok = self._warper.flow(p_grey, grey)
-        warped = self._warper.warp_back(labels, fwd, ok)
-        conf = pair_confusion(p_labels, warped, self.num_classes)
+        fwd, ok = flow
+        warped = FlowWarper.warp_back(labels, fwd, ok)
+        conf = pair_confusion(prev, warped, self.num_classes)
         self.confusion += conf
         self.pairs += 1
         return conf
+
+    def _check_shape(self, labels: np.ndarray) -> None:
+        if self._prev is not None and self._prev.shape != labels.shape:
+            raise ValueError(f"label size changed ({self._prev.shape} -> {labels.shape}) without reset()")
 
     def _as_labels(self, labels: np.ndarray) -> np.ndarray:
         labels = np.asarray(labels)

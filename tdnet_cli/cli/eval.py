@@ -113,6 +113,14 @@ def eval_command(
     overwrite: Annotated[
         bool, typer.Option("--overwrite", help="Replace existing --json-file/--save-predictions output.")
     ] = False,
+    no_tc: Annotated[
+        bool,
+        typer.Option(
+            "--no-tc",
+            help="eval ROOT: skip the temporal consistency (TC) of the predictions over each sample's frames, "
+            "scored by default beside mIoU (OpenCV DIS 'ultrafast' flow at 512 px, in the reading thread).",
+        ),
+    ] = False,
     consistency: Annotated[
         bool,
         typer.Option(
@@ -153,7 +161,7 @@ def eval_command(
             consistency=consistency, compare_per_frame=compare_per_frame, no_propagation=no_propagation,
             split=split != "val", warmup=warmup != 0, no_sequence=no_sequence, limit=limit is not None,
             cities=cities is not None, flip=flip, save_predictions=save_predictions is not None,
-            skip_missing=skip_missing, all_paths=all_paths,
+            skip_missing=skip_missing, all_paths=all_paths, no_tc=no_tc,
         )  # fmt: skip
         _consistency(
             root or [], compare=compare_per_frame, propagation=not no_propagation, load=load, as_json=as_json,
@@ -205,6 +213,7 @@ def eval_command(
             skip_missing=skip_missing,
             propagation=not no_propagation,
             all_paths=all_paths,
+            consistency=not no_tc,
             progress=progress,
             warn=None if quiet else warn,
         )
@@ -313,13 +322,16 @@ def _warn_notes(report: EvalReport | ConsistencyReport) -> None:
 
 def render(report: EvalReport) -> None:
     _warn_notes(report)
-    s = report.scores
+    s, tc = report.scores, report.consistency
     table = Table(title=escape(f"{report.model} on {report.evaluated} frames"))
     table.add_column("class")
     table.add_column("IoU", justify="right")
     table.add_column("iIoU", justify="right")
+    if tc is not None:
+        table.add_column("TC", justify="right")
     for name, iou in zip(s.classes, s.iou):
-        table.add_row(name, _pct(iou), _pct(s.iiou.get(name)) if s.iiou and name in s.iiou else "")
+        row = [name, _pct(iou), _pct(s.iiou.get(name)) if s.iiou and name in s.iiou else ""]
+        table.add_row(*row, *([_pct(tc["per_class"].get(name))] if tc is not None else []))
     console.print(table)
     proto = (
         f"{report.frames_per_sample} frames per sample from leftImg8bit_sequence"
@@ -335,6 +347,13 @@ def render(report: EvalReport) -> None:
         f"[bold]mIoU {_pct(s.miou)}[/]  iIoU {_pct(s.miiou)}  pixel acc {_pct(s.pixel_accuracy)}  "
         f"({proto}{extra}; {report.fps:.2f} frames/s)"
     )
+    if tc is not None:
+        flow = tc["flow"]
+        console.print(
+            f"[bold]TC {_pct(tc['tc'])}[/]  flicker {_pct(tc['flicker'])}  (over {tc['pairs']} pairs of consecutive "
+            f"predicted frames; flow: OpenCV DIS {flow['preset']}, long side {flow['work_size']} px)",
+            soft_wrap=True,
+        )
     if report.path_miou:
         console.print("mIoU by path: " + " / ".join(_pct(m) for m in report.path_miou))
     if report.skipped:
@@ -362,6 +381,7 @@ _DATASET_OPTIONS = {
     "save_predictions": "--save-predictions",
     "skip_missing": "--skip-missing",
     "all_paths": "--all-paths",
+    "no_tc": "--no-tc",
 }
 _MODE_NAMES = {"propagation": "with memory", "per_frame": "per frame"}
 

@@ -5,6 +5,8 @@ For every annotated frame, a fresh stream is fed the frames before it from
 prediction is scored at full ground-truth resolution (logits resized bilinearly, then
 argmax). Without the sequence folder the annotated frame is repeated as its own history.
 Images are read in a background thread; the confusion matrix is accumulated on the device.
+With the sequences, the temporal consistency (TC) of the predictions over each sample's frames
+is scored too (:mod:`tdnet_cli.pipeline.evaluate_tc`; its optical flow runs in the reader thread).
 """
 
 from __future__ import annotations
@@ -34,6 +36,7 @@ from tdnet_cli.errors import DataError, OutputExistsError, UsageError, few
 from tdnet_cli.fileio import check_writable, write_png
 from tdnet_cli.inference import Predictor
 from tdnet_cli.metrics import ConfusionMatrix, InstanceStats, Scores, scores
+from tdnet_cli.pipeline.evaluate_tc import SequenceConsistency
 from tdnet_cli.upsample import upsample_argmax
 
 __all__ = ["EvalReport", "Sample", "check_options", "check_outputs", "evaluate", "plan_samples"]
@@ -72,6 +75,7 @@ class EvalReport:
     paths_scored: int = 1  # predictions scored per annotated frame (N with all_paths)
     path_miou: list[float] | None = None  # with all_paths: mIoU of each path's predictions alone
     warnings: list[str] = field(default_factory=list)  # also printed as `warning:` lines by the CLI
+    consistency: dict | None = None  # TC over the predicted sequences (SequenceConsistency.to_dict); None: not scored
 
     @property
     def fps(self) -> float:
@@ -95,6 +99,7 @@ class EvalReport:
             "path_miou": self.path_miou,
             "notes": self.notes,
             "warnings": self.warnings,
+            "consistency": self.consistency,
         }
 
 
@@ -343,6 +348,7 @@ def evaluate(
     skip_missing: bool = False,
     propagation: bool = True,
     all_paths: bool = False,
+    consistency: bool = True,
     progress: ProgressFn | None = None,
     warn: WarnFn | None = None,
 ) -> EvalReport:
@@ -353,6 +359,9 @@ def evaluate(
     from the history (the last one without ``warmup``); ``all_paths`` scores it once with
     each of TDNet's N paths, fresh stream each time (N x the work), as a video runs them
     all: one path's score can be several points off the others'.
+
+    ``consistency``: also score the TC of the predictions over each sample's frames (temporal
+    protocol only; ``report.consistency``, None when not scored).
 
     ``save_predictions`` is checked as :func:`check_outputs` does before any work. ``warn`` is
     called with each warning (also in ``report.warnings``) as soon as it is known.
@@ -392,6 +401,7 @@ def evaluate(
     conf = ConfusionMatrix(len(predictor.classes), device=dev)
     path_confs = [ConfusionMatrix(len(predictor.classes), device=dev) for _ in first_paths] if all_paths else []
     inst_stats = InstanceStats() if any(s.instances for s in samples) else None
+    tc = SequenceConsistency(len(predictor.classes)) if consistency and protocol == "sequence" else None
     q: queue.Queue = queue.Queue(maxsize=2)
     stop = threading.Event()
 
@@ -400,7 +410,9 @@ def evaluate(
             if stop.is_set():
                 return
             try:
-                item = (s, _load(s))
+                loaded = _load(s)
+                # The flow needs the frames only: computed here, while the model runs on the previous sample.
+                item = (s, (*loaded, tc.flows(loaded[0]) if tc is not None else None))
             except Exception as exc:  # noqa: BLE001 - handed to the main thread, raised there
                 item = (s, exc)
             q.put(item)
@@ -415,7 +427,7 @@ def evaluate(
             sample, loaded = item
             if isinstance(loaded, Exception):
                 raise loaded
-            frames, gt, inst = loaded
+            frames, gt, inst, flows = loaded
             if frames[-1].shape[:2] != gt.shape or (inst is not None and inst.shape != gt.shape):
                 other, what = (frames[-1], "image") if frames[-1].shape[:2] != gt.shape else (inst, "instanceIds")
                 reason = f"{what} {other.shape[1]}x{other.shape[0]} vs ground truth {gt.shape[1]}x{gt.shape[0]}"
@@ -431,13 +443,17 @@ def evaluate(
             gt_t = torch.from_numpy(label_id_to_train_id(gt)).to(dev)
             for path, first in enumerate(first_paths):
                 stream = predictor.new_stream(2 if flip else 1, first_path=first)
-                for frame in frames:
+                if tc is not None:
+                    tc.start()
+                for i, frame in enumerate(frames):
                     batch = np.stack([frame, np.ascontiguousarray(frame[:, ::-1])]) if flip else frame[None]
                     logits = predictor.logits(batch, stream)
                     frames_run += 1
-                if flip:
-                    # Flip commutes with align_corners=True resizing, so averaging at feature size is exact.
-                    logits = (logits[:1] + logits[1:].flip(-1)) / 2
+                    if flip and (tc is not None or i == len(frames) - 1):
+                        # Flip commutes with align_corners=True resizing, so averaging at feature size is exact.
+                        logits = (logits[:1] + logits[1:].flip(-1)) / 2
+                    if tc is not None:
+                        tc.add(logits, flows[i], frame.shape[:2])
                 with torch.inference_mode():
                     labels = upsample_argmax(logits, gt.shape)[0]
                     conf.update(labels, gt_t)
@@ -481,4 +497,5 @@ def evaluate(
         paths_scored=len(first_paths),
         path_miou=[scores(c).miou for c in path_confs] or None,
         warnings=warnings,
+        consistency=tc.to_dict(predictor.classes, history + 1) if tc is not None else None,
     )
