@@ -1,5 +1,5 @@
 """The authors' training recipe (issue 20, phase 2): optimiser and schedule (item 7), the path of each
-step (item 4), clips (item 5)."""
+step (item 4), clips (item 5), the run's model file (item 10)."""
 
 from __future__ import annotations
 
@@ -16,6 +16,7 @@ from torch import nn
 from tdnet_cli.cli.app import app
 from tdnet_cli.config import DEFAULTS, load_config, toml_string
 from tdnet_cli.errors import UsageError
+from tdnet_cli.models import load_checkpoint
 from tdnet_cli.models.registry import get_preset
 from tdnet_cli.pipeline.train import get_lr
 from tdnet_cli.pipeline.train_setup import decay_split, make_optimizer
@@ -178,3 +179,46 @@ def test_too_few_frames_before_an_annotated_one_for_the_gap_is_one_line(tmp_path
     ClipDataset(tmp_path, "train", clip_len=4, augment=AugmentConfig(crop=(32, 64)), max_gap=1)
     with pytest.raises(DataError, match="data.max_gap=1"):
         ClipDataset(tmp_path, "train", clip_len=4, augment=AugmentConfig(crop=(32, 64)), max_gap=2)
+
+
+# -- item 10: the run's model is the best validated one ----------------------------------------------
+def _cli_train(runner, sets: list[str]) -> dict:
+    args = ["train", "--json"]
+    for s in sets:
+        args += ["--set", s]
+    result = runner.invoke(app, args)
+    assert result.exit_code == 0, result.output
+    return json.loads(result.stdout)
+
+
+def _weights(path) -> dict:
+    return torch.load(path, map_location="cpu", weights_only=True)["state_dict"]
+
+
+def test_model_pt_is_the_best_validated_weights(synth_data, tmp_path, runner):
+    root = synth_data((96, 192), train=(2, 1), val=(1, 2))
+    over = {"optim.iterations": "4", "run.val_every": "1", "run.val_limit": "1", "optim.lr": "0.05"}
+    out = _cli_train(runner, tiny_sets(root, tmp_path, "best", **over))
+    run = tmp_path / "best"
+    records = [json.loads(x) for x in (run / "metrics.jsonl").read_text().splitlines()]
+    scores = [(r["val_miou"], -r["iteration"]) for r in records if "val_miou" in r]
+    assert len(scores) == 4
+    best_it = -max(scores)[1]  # the first of the highest scores
+    assert out["weights_from"] == "best" and out["weights_iteration"] == best_it
+    assert out["best_val_miou"] == max(scores)[0]
+    model, best = _weights(run / "model.pt"), _weights(run / "best.pt")
+    assert model.keys() == best.keys() and all(torch.equal(model[k], best[k]) for k in model)
+    said = [r for r in records if "model_from" in r]
+    assert said == [
+        {"iteration": 4, "model_from": "best", "model_iteration": best_it, "model_val_miou": max(scores)[0]}
+    ]
+    assert load_checkpoint(run / "model.pt").provenance["model_from"] == "best"
+    assert (run / "last.pt").is_file()  # kept for --resume
+
+
+def test_without_validation_model_pt_is_the_last_iteration(data_root, tmp_path, runner):
+    out = _cli_train(runner, tiny_sets(data_root, tmp_path, "last", **{"optim.iterations": "2"}))
+    assert out["weights_from"] == "last" and out["weights_iteration"] == 2 and out["best"] is None
+    model, last = _weights(tmp_path / "last" / "model.pt"), _weights(tmp_path / "last" / "last.pt")
+    assert model and all(torch.equal(model[k], last[k]) for k in model)
+    assert DEFAULTS["run"]["val_every"] == 500

@@ -24,6 +24,13 @@ def _note(text: str) -> None:
     err_console.print(f"[dim]{escape(text)}[/]", highlight=False, soft_wrap=True)
 
 
+def _weights_from(source: dict) -> str:
+    """Which weights model.pt holds, in words: the best validated ones or the last iteration's."""
+    if source.get("model_from") == "best":
+        return f" (best val mIoU, iteration {source.get('model_iteration')})"
+    return " (last iteration)" if source else ""
+
+
 def _train_with_bar(cfg: dict, resume: Path | None, show: bool) -> TrainResult:
     """train() with its reports on stderr: a bar from when its checks pass (a refusal gets none),
     moved every iteration, and a note the moment an interruption starts saving last.pt."""
@@ -151,5 +158,6 @@ def train_command(
         console.print(
             f"run: {escape(str(result.run_dir))}  final loss {result.final_loss:.4f}"
             + (f"  best val mIoU {100 * result.best_miou:.2f}" if result.best_miou is not None else "")
-            + f"\nweights: {escape(str(result.run_dir / 'model.pt'))}  (resume state: {escape(str(result.last))})"
+            + f"\nweights: {escape(str(result.run_dir / 'model.pt'))}{_weights_from(result.model_source)}"
+            + f"  (resume state: {escape(str(result.last))})"
         )

@@ -60,6 +60,7 @@ class TrainResult:
     log: Path
     interrupted: bool = False
     history: list[dict] = field(default_factory=list)
+    model_source: dict = field(default_factory=dict)  # {"model_from": "best" | "last", "model_iteration": k}
 
     def to_dict(self) -> dict:
         """What a script needs after a run (mIoU as a fraction, as in eval's JSON)."""
@@ -68,6 +69,8 @@ class TrainResult:
             "run_dir": str(self.run_dir),
             "iterations": self.iterations,
             "weights": str(self.run_dir / "model.pt"),
+            "weights_from": self.model_source.get("model_from"),  # "best" (validated) or "last"
+            "weights_iteration": self.model_source.get("model_iteration"),
             "last": str(self.last),
             "best": str(self.best) if self.best else None,
             "best_val_miou": self.best_miou,
@@ -209,5 +212,5 @@ def train(
     best = run_dir / "best.pt"
     return TrainResult(
         run_dir, iterations, last, best if best.exists() else None, loop.best_miou, loop.last_loss,
-        loop.log_path, interrupted, loop.history,
+        loop.log_path, interrupted, loop.history, loop.model_source,
     )  # fmt: skip

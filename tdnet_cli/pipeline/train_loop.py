@@ -28,7 +28,7 @@ from tdnet_cli.distributed import DistEnv
 from tdnet_cli.errors import DataError, UsageError
 from tdnet_cli.fileio import write_text
 from tdnet_cli.inference import Predictor
-from tdnet_cli.models.checkpoint import LoadedModel
+from tdnet_cli.models.checkpoint import LoadedModel, load_checkpoint
 from tdnet_cli.pipeline.train_run import save, truncate_log
 from tdnet_cli.pipeline.train_setup import TrainStep
 from tdnet_cli.pipeline.train_signals import IterationBuffers, StopAtBoundary
@@ -105,6 +105,7 @@ class TrainLoop:
     saving: SavingFn | None = None
     history: list[dict] = field(default_factory=list)
     last_loss: float | None = None
+    model_source: dict = field(default_factory=dict)  # what model.pt holds (final_weights), once written
 
     def __post_init__(self) -> None:
         self.iterations = self.config["optim"]["iterations"]
@@ -242,15 +243,33 @@ class TrainLoop:
         if not self.ddp.is_main:
             return self.run_dir / "last.pt"
         last = self.save_last(self.iterations)
-        final_provenance = {
+        final, source = self.final_weights()
+        self.write_log({"iteration": self.iterations, **source})
+        save(self.run_dir / "model.pt", final)
+        return last
+
+    def final_weights(self) -> tuple[LoadedModel, dict]:
+        """model.pt: the best validated weights (best.pt) when validation ran, else the last
+        iteration's; and which it is ({"model_from": "best" | "last", "model_iteration": k})."""
+        best = self.run_dir / "best.pt"
+        if self.best_miou is not None and best.is_file():
+            chosen = load_checkpoint(best, device="cpu")
+            source = {"model_from": "best", "model_iteration": chosen.provenance.get("iteration")}
+            source["model_val_miou"] = chosen.provenance.get("val_miou")
+            model = chosen.model
+        else:
+            source = {"model_from": "last", "model_iteration": self.iterations}
+            model = loaded_for_save(self.core, self.preset, {}, keep_aux=False).model
+        provenance = {
             "config": self.config,
             "iterations": self.iterations,
             "preset": self.preset,
             "best_val_miou": self.best_miou,
             "final_loss": self.last_loss,
+            **source,
         }
-        save(self.run_dir / "model.pt", loaded_for_save(self.core, self.preset, final_provenance, keep_aux=False))
-        return last
+        self.model_source = source
+        return LoadedModel(model=model, preset=self.preset, provenance=provenance), source
 
     def validate(self, iteration: int) -> None:
         """Score the current weights with the eval core (rank 0) and keep best.pt."""
