@@ -8,7 +8,8 @@ the meter restart, so the pair across the cut is not scored.
 
 Modes: ``propagation`` runs TDNet as it is (its memory of the previous frames); ``per_frame``
 scores each frame's own sub-features without the memory (``--no-propagation``). Both at once
-decode each frame once and run it through two streams of the same model, each with its meter.
+decode each frame once and run it through two streams of the same model, each with its meter;
+the optical flow depends on the frames alone, so it is computed once and both meters use it.
 This module is core code: progress goes through a callback, nothing is printed.
 """
 
@@ -24,7 +25,14 @@ from typing import Any
 
 import numpy as np
 
-from tdnet_cli.consistency import DEFAULT_PRESET, DEFAULT_WORK_SIZE, ConsistencyMeter, ConsistencyResult, merge
+from tdnet_cli.consistency import (
+    DEFAULT_PRESET,
+    DEFAULT_WORK_SIZE,
+    ConsistencyMeter,
+    ConsistencyResult,
+    FlowTrack,
+    merge,
+)
 from tdnet_cli.errors import InputError, OutputExistsError, UsageError, few
 from tdnet_cli.fileio import check_writable
 from tdnet_cli.inference import Predictor
@@ -243,10 +251,11 @@ def _score_input(
     progress: ProgressFn | None,
     warn: WarnFn,
 ) -> InputConsistency:
-    """One input through a fresh stream and meter per mode."""
-    source = open_source(spec)  # RGB frames (videos too): the meter's flow reads them
+    """One input through a fresh stream and meter per mode; one flow per frame pair for all modes."""
+    source = open_source(spec)  # RGB frames (videos too): the flow reads them
     streams = {m: predictor.new_stream() for m in modes}
     meters = {m: ConsistencyMeter(len(predictor.classes), work_size=work_size, preset=preset) for m in modes}
+    track = FlowTrack(work_size=work_size, preset=preset)
     cuts = CutDetector() if cut_detect else None
     frames = n_cuts = 0
     model_s = flow_s = 0.0
@@ -258,16 +267,20 @@ def _score_input(
         for frame in source:
             if cuts is not None and cuts(frame) and frames:
                 n_cuts += 1
+                track.reset()
                 for m in modes:  # the memory must not carry over a hard cut, nor the flow pair span it
                     predictor.reset(streams[m])
                     meters[m].reset()
             image = frame.image
+            t1 = time.perf_counter()
+            flow = track.advance(image)  # the frames are the same in every mode: the flow too
+            flow_s += time.perf_counter() - t1
             for m in modes:
                 t1 = time.perf_counter()
                 _set_memory(predictor, m == "propagation")
                 labels = predictor.segment(image, streams[m])
                 t2 = time.perf_counter()
-                meters[m].update(image, labels)
+                meters[m].add(labels, flow)
                 model_s, flow_s = model_s + t2 - t1, flow_s + time.perf_counter() - t2
             frames += 1
             if progress is not None:
