@@ -34,10 +34,12 @@ DEFAULTS: dict[str, dict[str, Any]] = {
         "train_split": "train",
         "val_split": "val",
         "max_gap": 2,  # each earlier clip frame lies 1..max_gap frames before the next (uniform; the authors': 2)
-        "scale": [0.75, 2.0],  # random rescale of the full frame, relative to the model input size
+        # Scale factors, one drawn per clip, of the frame size that covers the model input (the
+        # crop); a frame scaled below the crop is resized up to it (the authors' set).
+        "scale": [0.75, 1.0, 1.25, 1.5, 1.75, 2.0],
         "flip": True,
-        "rotate": 10.0,  # degrees, uniform in [-rotate, rotate]
-        "color_jitter": 0.25,  # brightness/contrast/saturation strength
+        "rotate": 5.0,  # degrees, uniform in [-rotate, rotate]
+        "color_jitter": 0.5,  # brightness/contrast/saturation factors uniform in [1 - j, 1 + j]
         "workers": 2,
         "batch_size": 8,  # per process
     },
@@ -236,10 +238,10 @@ def validate(config: dict) -> None:
             hint="BatchNorm after the 1x1 pyramid pooling needs two samples to train",
         )
     scale = d["scale"]
-    if not (len(scale) == 2 and all(_finite(v) for v in scale) and 0 < scale[0] <= scale[1]):
+    if not (scale and all(_finite(v) and 0 < v <= 16 for v in scale)):
         raise UsageError(
-            f"data.scale must be [low, high] with 0 < low <= high, got {scale}",
-            hint="e.g. --set 'data.scale=[0.75, 2.0]'",
+            f"data.scale must be a list of scale factors in (0, 16], got {scale}",
+            hint="e.g. --set 'data.scale=[0.75, 1.0, 1.25, 1.5, 1.75, 2.0]'",
         )
     _validate_data(d)
     _validate_optim(o, config["loss"])

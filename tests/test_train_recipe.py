@@ -1,5 +1,6 @@
 """The authors' training recipe (issue 20, phase 2): optimiser and schedule (item 7), the path of each
-step (item 4), clips (item 5), the run's model file (item 10)."""
+step (item 4), clips (item 5), the run's model file (item 10),
+augmentation (item 8)."""
 
 from __future__ import annotations
 
@@ -11,6 +12,7 @@ import cv2
 import numpy as np
 import pytest
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from tdnet_cli.cli.app import app
@@ -222,3 +224,69 @@ def test_without_validation_model_pt_is_the_last_iteration(data_root, tmp_path, 
     model, last = _weights(tmp_path / "last" / "model.pt"), _weights(tmp_path / "last" / "last.pt")
     assert model and all(torch.equal(model[k], last[k]) for k in model)
     assert DEFAULTS["run"]["val_every"] == 500
+
+
+# -- item 8: augmentation, one draw per clip ---------------------------------------------------------
+def _textured_clip(root, size=(48, 96)):
+    """One snippet of 20 identical textured frames, labelled road (7) left and car (26) right."""
+    from tdnet_cli.data.layout import FrameId, gt_path, sequence_path
+
+    img = np.random.default_rng(0).integers(0, 256, (*size, 3), dtype=np.uint8)
+    for k in range(20):
+        p = sequence_path(root, "train", FrameId("aachen", 0, k))
+        p.parent.mkdir(parents=True, exist_ok=True)
+        cv2.imwrite(str(p), img)
+    labels = np.full(size, 7, np.uint8)
+    labels[:, size[1] // 2 :] = 26
+    g = gt_path(root, "train", FrameId("aachen", 0, 19))
+    g.parent.mkdir(parents=True, exist_ok=True)
+    cv2.imwrite(str(g), labels)
+
+
+def test_augmentation_is_one_draw_for_the_whole_clip(tmp_path):
+    from tdnet_cli.data.clips import AugmentConfig, ClipDataset
+
+    _textured_clip(tmp_path)
+    ds = ClipDataset(tmp_path, "train", clip_len=4, augment=AugmentConfig(crop=(32, 64)), seed=0)
+    firsts = []
+    for index in range(8):
+        frames = ds[index]["frames"]
+        for f in frames[1:]:  # identical frames stay identical: the same rotation, scale, crop, flip, colour
+            assert torch.equal(f, frames[0]), index
+        firsts.append(frames[0])
+    assert len({f.numpy().tobytes() for f in firsts}) == 8  # a fresh draw per clip
+
+
+def test_scales_come_from_the_set_and_never_leave_the_crop_uncovered(tmp_path):
+    from tdnet_cli.data.clips import AugmentConfig, ClipDataset
+
+    _textured_clip(tmp_path)
+    ds = ClipDataset(tmp_path, "train", clip_len=1, augment=AugmentConfig(crop=(32, 64)), seed=0)
+    assert ds.augment.scale == tuple(DEFAULTS["data"]["scale"]) == (0.75, 1.0, 1.25, 1.5, 1.75, 2.0)
+    cover = max(32 / 48, 64 / 96)
+    seen = set()
+    for index in range(200):
+        m, _ = ds._affine(np.random.default_rng([0, 11, index]), 48, 96)
+        seen.add(round(float(np.sqrt(abs(np.linalg.det(m[:, :2])))) / cover, 6))
+    assert seen == {1.0, 1.25, 1.5, 1.75, 2.0}  # 0.75 would be smaller than the crop: resized up to it
+
+
+def test_labels_are_nearest_neighbour_and_the_rotation_fills_255_and_black(tmp_path):
+    from tdnet_cli.data.clips import AugmentConfig, ClipDataset
+    from tdnet_cli.models.checkpoint import MEAN, STD
+
+    _textured_clip(tmp_path)
+    aug = AugmentConfig(crop=(32, 64), scale=(1.0,), rotate=5.0, color_jitter=0.0, flip=False)
+    ds = ClipDataset(tmp_path, "train", clip_len=1, augment=aug, seed=0)
+    black = torch.tensor([-m / s for m, s in zip(MEAN, STD)]).view(3, 1)
+    filled = 0
+    for index in range(20):
+        sample = ds[index]
+        label, frame = sample["label"], sample["frames"][0]
+        assert set(label.unique().tolist()) <= {0, 13, 255}  # road, car, fill: no blends of class ids
+        out = label == 255
+        # The rotated-in corners, 2 pixels in from their edge (bilinear blends the edge itself): black.
+        inner = ~F.max_pool2d((~out).float()[None], 5, stride=1, padding=2)[0].bool()
+        filled += int(inner.sum())
+        assert (frame[:, inner] - black).abs().max().item() < 1e-4 if inner.any() else True
+    assert filled > 0  # some rotation left corners to fill

@@ -7,8 +7,13 @@ draws) before the next, as the authors train: t, t - a, t - a - b, ... Sampling 
 permutation) and every augmentation parameter — so a resumed or re-sharded run sees
 exactly the same data, whatever the number of DataLoader workers.
 
-Scale, crop, rotation and flip are composed into one affine map per clip and applied
-with a single ``cv2.warpAffine`` per frame directly at the crop size.
+Augmentation is one draw per clip, applied alike to every frame (the authors' recipe): the
+frame resized to cover the crop, rotated within +-rotate degrees about its centre (image
+fill black, label fill 255), scaled by one factor of ``scale`` (a frame then smaller than
+the crop is resized up to it), cropped at a random place, flipped with p 0.5, and its
+brightness, contrast and saturation each multiplied by a factor in [1 - j, 1 + j].
+Resize, rotation, scale, crop and flip are composed into one affine map and applied with a
+single ``cv2.warpAffine`` per frame directly at the crop size (labels: nearest neighbour).
 """
 
 from __future__ import annotations
@@ -33,10 +38,10 @@ __all__ = ["AugmentConfig", "ClipDataset", "IterationSampler", "check_dataset", 
 @dataclass(frozen=True)
 class AugmentConfig:
     crop: tuple[int, int]  # (H, W): the model's input size (TDNet's LayerNorm fixes it)
-    scale: tuple[float, float] = (0.75, 2.0)
+    scale: tuple[float, ...] = (0.75, 1.0, 1.25, 1.5, 1.75, 2.0)  # of the size that covers the crop; one drawn
     flip: bool = True
-    rotate: float = 10.0
-    color_jitter: float = 0.25
+    rotate: float = 5.0  # degrees, uniform in [-rotate, rotate]
+    color_jitter: float = 0.5  # brightness, contrast and saturation factors uniform in [1 - j, 1 + j]
 
 
 def check_dataset(root: str | Path, split: str, clip_len: int, max_gap: int = 1) -> list[FrameId]:
@@ -124,23 +129,21 @@ class ClipDataset(Dataset):
         return self.fids[int(np.random.default_rng([self.seed, 7, epoch]).permutation(n)[pos])]
 
     def _affine(self, rng: np.random.Generator, h: int, w: int) -> tuple[np.ndarray, bool]:
-        """src -> crop affine map: scale, random crop placement, rotation about the centre."""
+        """The clip's src -> crop affine map: resize to cover the crop, rotate about the frame's
+        centre, scale (never below the crop), crop, flip. Evaluation: resize and centre crop."""
         a = self.augment
         ch, cw = a.crop
-        s = rng.uniform(*a.scale) if self.train else 0.75
-        f = s * ch / h / 0.75  # at s = 0.75 the frame's height equals the crop's (Cityscapes: 769/1024)
+        cover = max(ch / h, cw / w)  # the smallest size that covers the crop, keeping the aspect
+        s = float(rng.choice(a.scale)) if self.train else 1.0
+        f = cover * max(s, 1.0)  # scaled smaller than the crop: resized up to it
         sh, sw = h * f, w * f
-        oy = rng.uniform(min(0.0, sh - ch), max(0.0, sh - ch)) if self.train else (sh - ch) / 2
-        ox = rng.uniform(min(0.0, sw - cw), max(0.0, sw - cw)) if self.train else (sw - cw) / 2
-        m = np.array([[f, 0, -ox], [0, f, -oy], [0, 0, 1]], dtype=np.float64)
+        m = np.array([[f, 0, 0], [0, f, 0], [0, 0, 1]], dtype=np.float64)
         if self.train and a.rotate > 0:
-            r = np.vstack(
-                [
-                    cv2.getRotationMatrix2D(((cw - 1) / 2, (ch - 1) / 2), rng.uniform(-a.rotate, a.rotate), 1.0),
-                    [0, 0, 1],
-                ]
-            )
-            m = r @ m
+            angle = rng.uniform(-a.rotate, a.rotate)
+            m = np.vstack([cv2.getRotationMatrix2D(((sw - 1) / 2, (sh - 1) / 2), angle, 1.0), [0, 0, 1]]) @ m
+        oy = rng.uniform(0.0, sh - ch) if self.train else (sh - ch) / 2
+        ox = rng.uniform(0.0, sw - cw) if self.train else (sw - cw) / 2
+        m = np.array([[1, 0, -ox], [0, 1, -oy], [0, 0, 1]], dtype=np.float64) @ m
         flip = bool(self.train and a.flip and rng.random() < 0.5)
         if flip:
             m = np.array([[-1, 0, cw - 1], [0, 1, 0], [0, 0, 1]], dtype=np.float64) @ m
@@ -163,12 +166,11 @@ class ClipDataset(Dataset):
         ch, cw = self.augment.crop
         bright, contrast, sat = self._jitter(rng)
         out = np.empty((self.clip_len, ch, cw, 3), dtype=np.float32)
-        fill = tuple(float(v) for v in self.mean[::-1] * 255)  # frames stay BGR until the colour map
         scale, shift = 1.0 / (255.0 * self.std), self.mean / self.std
         for i, frame in enumerate(frames):
             if frame.shape[:2] != (h, w):
                 raise DataError(f"{fid.stem}: frames and labels differ in size")
-            img = cv2.warpAffine(frame, m, (cw, ch), flags=cv2.INTER_LINEAR, borderValue=fill)
+            img = cv2.warpAffine(frame, m, (cw, ch), flags=cv2.INTER_LINEAR, borderValue=(0, 0, 0))
             mean = float(np.mean(cv2.mean(img)[:3]))
             rgb = cv2.transform(img.astype(np.float32), _jitter_matrix(bright, contrast, sat, mean))
             np.clip(rgb, 0.0, 255.0, out=rgb)
