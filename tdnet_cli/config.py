@@ -26,6 +26,9 @@ DEFAULTS: dict[str, dict[str, Any]] = {
         "attention_logit_scale": 1.0,  # TDNet: scale the initial query/key projections' logits by this
         "value_drop": 0.0,  # TDNet: chance per clip that a block of the current values is hidden from the full output
         "memory_stride": 0,  # TDNet: keep every k-th feature row/column in the memory (0 = the preset's)
+        # TDNet, training only: the memory's stride while training (the authors' 3; 0 = memory_stride).
+        # The saved model keeps memory_stride, which inference and validation use.
+        "train_memory_stride": 0,
         "width": 0,  # channels of the backbone's first stage (64 for a standard ResNet; 0 = the preset's)
         "groups": 0,  # TDNet: channel groups of the pyramid features; path p keeps group p mod groups (0 = the preset's)
     },
@@ -302,6 +305,13 @@ def _validate_model(m: dict) -> None:
             f"model.memory_stride must be a whole number >= 0, got {m['memory_stride']}",
             hint="use 0 for the preset's stride, or e.g. 2",
         )
+    _need(
+        _whole(m["train_memory_stride"], 0),
+        "model.train_memory_stride",
+        m["train_memory_stride"],
+        "a whole number >= 0",
+        "0 trains with model.memory_stride, e.g. 3 as the authors did",
+    )
     if not _whole(m["width"], 0) or m["width"] % 4:
         raise UsageError(
             f"model.width must be a whole multiple of 4, got {m['width']}",

@@ -1,6 +1,6 @@
 """The authors' training recipe (issue 20, phase 2): optimiser and schedule (item 7), the path of each
 step (item 4), clips (item 5), the run's model file (item 10),
-augmentation (item 8)."""
+augmentation (item 8), the training-only memory stride (item 9)."""
 
 from __future__ import annotations
 
@@ -290,3 +290,31 @@ def test_labels_are_nearest_neighbour_and_the_rotation_fills_255_and_black(tmp_p
         filled += int(inner.sum())
         assert (frame[:, inner] - black).abs().max().item() < 1e-4 if inner.any() else True
     assert filled > 0  # some rotation left corners to fill
+
+
+# -- item 9: a training-only memory stride -----------------------------------------------------------
+def test_train_memory_stride_is_used_in_training_only(synth_data, tmp_path, runner, monkeypatch):
+    from tdnet_cli.models import attention
+
+    root = synth_data((96, 192), train=(2, 1), val=(1, 2))
+    seen: set[tuple[bool, int]] = set()
+    forward = attention.QueryKeyValue.forward
+
+    def spy(self, z):
+        seen.add((self.training, self.memory_stride))
+        return forward(self, z)
+
+    monkeypatch.setattr(attention.QueryKeyValue, "forward", spy)
+    over = {"optim.iterations": "1", "run.val_limit": "1", "model.train_memory_stride": "2"}
+    out = _cli_train(runner, tiny_sets(root, tmp_path, "stride", **over))
+    assert (True, 2) in seen and (False, 4) in seen  # trained with 2, validated with the model's 4
+    assert not {s for t, s in seen if t} - {2} and not {s for t, s in seen if not t} - {4}
+    run = tmp_path / "stride"
+    for name in ("model.pt", "last.pt", "best.pt"):  # the inference config keeps the model's stride
+        assert load_checkpoint(run / name).model.config.memory_stride == 4, name
+    assert out["weights_from"] == "best"
+    assert "train_memory_stride = 2" in (run / "config.toml").read_text()  # a resume trains with it again
+    with pytest.raises(UsageError, match="TDNet presets only"):
+        from tdnet_cli.pipeline.train import train
+
+        train(load_config(None, tiny_sets(root, tmp_path, "psp", **{**over, "model.preset": '"psp-tiny"'})))

@@ -33,6 +33,7 @@ __all__ = [
     "path_for_step",
     "place_models",
     "scale_attention_logits",
+    "set_train_memory_stride",
 ]
 
 
@@ -130,6 +131,15 @@ def build_student(preset, m_cfg: dict) -> nn.Module:
         ) from None
 
 
+def set_train_memory_stride(model: TDNet, stride: int) -> None:
+    """Subsample the memory's keys and values with ``stride`` while training (0: leave the
+    model's). The config keeps its memory_stride: saved weights, validation and inference
+    build the model from it, so the training stride never reaches them."""
+    if stride:
+        for p in range(model.num_paths):
+            model.path_modules(p)["enc"].memory_stride = stride
+
+
 def initialise(model: nn.Module, preset, m_cfg: dict, say: Callable[[str], None]) -> None:
     """model.init, the attention options and model.resume_weights, applied in that order."""
     if m_cfg["init"]:
@@ -138,8 +148,11 @@ def initialise(model: nn.Module, preset, m_cfg: dict, say: Callable[[str], None]
         if m_cfg["attention_logit_scale"] != 1.0:
             scale_attention_logits(model, m_cfg["attention_logit_scale"])
         model.value_drop = m_cfg["value_drop"]
-    elif m_cfg["value_drop"] or m_cfg["attention_logit_scale"] != 1.0:
-        raise UsageError("model.value_drop and model.attention_logit_scale apply to TDNet presets only")
+        set_train_memory_stride(model, m_cfg["train_memory_stride"])
+    elif m_cfg["value_drop"] or m_cfg["attention_logit_scale"] != 1.0 or m_cfg["train_memory_stride"]:
+        raise UsageError(
+            "model.value_drop, model.attention_logit_scale and model.train_memory_stride apply to TDNet presets only"
+        )
     if m_cfg["resume_weights"]:
         load_matching(model, m_cfg["resume_weights"], preset.name)
 
