@@ -22,7 +22,7 @@ from rich.progress import Progress
 from test_segment import FakePredictor
 
 from tdnet_cli.cli.app import app
-from tdnet_cli.cli.segment import _BarIfKnown, _Frames
+from tdnet_cli.cli.segment_report import _BarIfKnown, _Frames
 from tdnet_cli.video import ffmpeg_exe
 
 MODEL = ("-w", str(REPO / "weights" / "td4-mini-synth.pt"), "--device", "cpu", "--threads", "1")
@@ -150,9 +150,10 @@ def test_tcp_stream_in_tcp_stream_out(tmp_path):
         stop(proc, sender, receiver)
     report = json.loads(out)
     result = report["results"][0]
-    assert result["status"] == "ok" and result["frames"] == FRAMES
+    # a stream is read in real time: what the model had no time for is dropped, and said so
+    assert result["status"] == "ok" and result["frames"] + result["realtime"]["dropped"] == FRAMES
     assert report["outputs"] == [f"tcp://127.0.0.1:{p_out}"]
-    assert probe(received)[:3] == (FRAMES, W, H)
+    assert probe(received)[:3] == (result["frames"], W, H)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["received.ts"]  # nothing written for a stream
 
 
@@ -233,3 +234,46 @@ def test_progress_of_a_live_input_counts_frames_and_time():
     text = out.getvalue()
     assert "42 frames 0:00:0" in text  # count and elapsed time, no total
     assert "42/100" in text and "━" in text  # a bar where the length is known
+
+
+# --------------------------------------------------------------------------- real-time mode
+
+
+def test_realtime_drops_at_the_reader_and_keeps_the_path_schedule(tmp_path):
+    """A 200 fps source against the bundled TDNet (a few fps here): frames are dropped, the
+    rest keep TDNet's path schedule (the predictor refuses a frame encoded for the wrong path),
+    and the report has the drops and the latency."""
+    src = make_clip(tmp_path / "fast.mp4", 40, rate="200")
+    result = cli("segment", src, "-s", "labels", "-d", tmp_path / "rt", "--realtime", *MODEL, "--json")
+    assert result.exit_code == 0, result.stderr
+    r = json.loads(result.stdout)["results"][0]
+    assert r["status"] == "ok", r["error"]
+    rt = r["realtime"]
+    assert rt["dropped"] > 0 and r["frames"] + rt["dropped"] == 40
+    assert 0 < rt["latency_ms"]["p50"] <= rt["latency_ms"]["p95"]
+    kept = sorted(p.name for p in (tmp_path / "rt" / "fast.labels").glob("*.png"))
+    assert len(kept) == r["frames"] and kept[0] == "000000.png"  # named by the source's frame numbers
+
+
+def test_without_realtime_no_frame_is_dropped(tmp_path, monkeypatch):
+    """A slow model on stdin: every frame goes through (a pipe waits), unless --realtime."""
+
+    class Slow(FakePredictor):
+        def logits(self, x, stream):
+            time.sleep(0.02)
+            return super().logits(x, stream)
+
+    from tdnet_cli.inference import Predictor
+
+    monkeypatch.setattr(Predictor, "create", staticmethod(lambda **kwargs: Slow()))
+    data = clip_ts(tmp_path / "in.ts", 20).read_bytes()
+    for off in ([], ["--no-realtime"]):
+        result = runner.invoke(app, ["segment", "-", "-o", str(tmp_path / "all.mp4"), "--overwrite", "--json", *off],
+                               input=data)  # fmt: skip
+        assert result.exit_code == 0, result.stderr
+        r = json.loads(result.stdout)["results"][0]
+        assert r["frames"] == 20 and "realtime" not in r
+    result = runner.invoke(app, ["segment", "-", "-o", str(tmp_path / "rt.mp4"), "--realtime", "--json"], input=data)
+    assert result.exit_code == 0, result.stderr
+    r = json.loads(result.stdout)["results"][0]
+    assert r["frames"] + r["realtime"]["dropped"] == 20 and r["realtime"]["dropped"] > 0  # read as fast as it came

@@ -4,26 +4,11 @@ from __future__ import annotations
 
 import json
 import os
-import time
 from enum import Enum
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated
 
 import typer
-from rich.console import Console
-from rich.markup import escape
-from rich.progress import (
-    BarColumn,
-    Progress,
-    ProgressColumn,
-    Task,
-    TaskID,
-    TextColumn,
-    TimeElapsedColumn,
-    TimeRemainingColumn,
-)
-from rich.table import Table
-from rich.text import Text
 from typer.core import TyperCommand
 
 from tdnet_cli.cli.common import (
@@ -46,12 +31,13 @@ from tdnet_cli.cli.common import (
     handle_errors,
     warn,
 )
+from tdnet_cli.cli.segment_report import RichProgress, summary
 from tdnet_cli.errors import EXIT_USAGE, UsageError, few
 from tdnet_cli.video.stdio import stdout_is_terminal
 from tdnet_cli.video.stream_writer import is_stream_target
 
 if TYPE_CHECKING:
-    from tdnet_cli.pipeline import InputResult, InputSet
+    from tdnet_cli.pipeline import InputSet
 
 
 class SaveKind(str, Enum):
@@ -59,140 +45,6 @@ class SaveKind(str, Enum):
     color = "color"
     labels = "labels"
     labelids = "labelids"
-
-
-class _BarIfKnown(BarColumn):
-    """The bar, for inputs of known length; a live input has none to fill."""
-
-    def render(self, task: Task) -> Text:  # type: ignore[override]
-        return super().render(task) if task.total is not None else Text("")  # type: ignore[return-value]
-
-
-class _Frames(ProgressColumn):
-    """``done/total`` frames, or for a live input the frames so far and the time it has run."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.elapsed, self.remaining = TimeElapsedColumn(), TimeRemainingColumn()
-
-    def render(self, task: Task) -> Text:
-        if task.total is None:
-            return Text.assemble(f"{int(task.completed)} frames ", self.elapsed.render(task))
-        return Text.assemble(f"{int(task.completed)}/{int(task.total)} ", self.remaining.render(task))
-
-
-class _RichProgress:
-    """One progress bar per input on stderr; errors always, warnings unless quiet. A
-    :class:`~tdnet_cli.pipeline.ProgressHook` by its methods: the pipeline (and torch) load
-    when the command runs, not when `tdnet --help` imports this module."""
-
-    def __init__(self, *, show_bars: bool, quiet: bool) -> None:
-        self.quiet = quiet
-        self.bars = Progress(
-            TextColumn("{task.description}"),
-            _BarIfKnown(),
-            TextColumn("{task.fields[fps]:>6.1f} fps"),
-            _Frames(),
-            console=err_console,
-            disable=not show_bars,
-        )
-        self.task: TaskID | None = None
-        self.done = 0
-        self.t0 = 0.0
-
-    def __enter__(self) -> _RichProgress:
-        self.bars.start()
-        return self
-
-    def __exit__(self, *exc) -> None:
-        self.bars.stop()
-
-    def start_input(self, spec: str, index: int, count: int, total_frames: int | None) -> None:
-        label = spec if len(spec) <= 40 else "..." + spec[-37:]
-        prefix = f"[{index + 1}/{count}] " if count > 1 else ""
-        self.task = self.bars.add_task(f"{prefix}{escape(label)}", total=total_frames or None, fps=0.0)
-        self.done, self.t0 = 0, time.perf_counter()
-
-    def advance(self, frames: int = 1) -> None:
-        if self.task is None:
-            return
-        self.done += frames
-        task = self.bars.tasks[-1]
-        if task.total is not None and self.done > task.total:  # the frame count was an estimate
-            self.bars.update(self.task, total=self.done)
-        fps = self.done / max(time.perf_counter() - self.t0, 1e-9)
-        self.bars.update(self.task, advance=frames, fps=fps)
-
-    def finish_input(self, result: InputResult) -> None:
-        if self.task is not None:
-            self.bars.update(self.task, total=max(result.frames, 1), completed=result.frames, fps=result.fps)
-            self.task = None
-        if result.status == "failed" and result.error:
-            self.bars.console.print(
-                f"[bold red]error:[/] {escape(_with_input(result))}", highlight=False, soft_wrap=True
-            )
-
-    def warn(self, message: str) -> None:
-        if not self.quiet:
-            warn(message)  # err_console, the bars' own: rich prints it above them
-
-
-def _with_input(result: InputResult) -> str:
-    """Error messages from the core usually name the input already; make sure they do."""
-    err = result.error or ""
-    return err if result.input in err else f"{result.input}: {err}"
-
-
-def _outputs_text(result: InputResult) -> str:
-    """An input's outputs for people: an image sequence's PNGs by kind, the first, the last
-    one's name and the count (``--json`` lists every file)."""
-    if result.images is None or len(result.outputs) <= 2:
-        return ", ".join(result.outputs)
-    groups: dict[str, list[str]] = {}
-    for out in result.outputs:
-        suffixes = Path(out).suffixes
-        groups.setdefault(suffixes[-2] if len(suffixes) > 1 else "", []).append(out)
-    return ", ".join(g[0] if len(g) == 1 else f"{g[0]} .. {Path(g[-1]).name} ({len(g)} files)" for g in groups.values())
-
-
-def _summary(results: list[InputResult], seconds: float, console: Console = console) -> None:
-    """One line for one input; for several a table of the numbers, then each input's outputs or
-    its failure on a line of its own, never cut whatever the terminal's width. On ``console``:
-    stderr when stdout carries a stream."""
-    frames = sum(r.frames for r in results)
-    failed = sum(r.status == "failed" for r in results)
-    if len(results) == 1:
-        r = results[0]
-        if r.status == "ok":
-            console.print(
-                escape(
-                    f"{r.input}: {r.frames} frames in {r.seconds:.1f} s ({r.fps:.1f} fps; model "
-                    f"{r.model_fps:.1f} fps) -> {_outputs_text(r)}"
-                ),
-                highlight=False,
-                soft_wrap=True,
-            )
-        elif r.status == "skipped":
-            console.print(escape(f"{r.input}: skipped (outputs exist)"), highlight=False, soft_wrap=True)
-        return
-    table = Table(title="tdnet segment")
-    table.add_column("input", overflow="fold")
-    table.add_column("status", no_wrap=True)
-    for col in ("frames", "fps", "model fps"):
-        table.add_column(col, justify="right", no_wrap=True)
-    style = {"ok": "green", "failed": "red", "skipped": "dim"}
-    for r in results:
-        table.add_row(
-            escape(r.input), f"[{style[r.status]}]{r.status}[/]", str(r.frames), f"{r.fps:.1f}", f"{r.model_fps:.1f}"
-        )
-    console.print(table)
-    for r in results:
-        if r.outputs:
-            console.print(escape(f"{r.input} -> {_outputs_text(r)}"), highlight=False, soft_wrap=True)
-        if r.status == "failed":
-            console.print(f"[red]failed:[/] {escape(_with_input(r))}", highlight=False, soft_wrap=True)
-    fps = frames / seconds if seconds > 0 else 0.0
-    console.print(f"{len(results)} inputs, {frames} frames, {fps:.1f} fps overall; {failed} failed", highlight=False)
 
 
 def option_like_file(command: TyperCommand, args: list[str]) -> str | None:
@@ -400,6 +252,19 @@ def segment_command(
             "long side 512 px) and the flicker rate, per input and overall (see `tdnet eval --consistency`).",
         ),
     ] = False,
+    realtime: Annotated[
+        bool | None,
+        typer.Option(
+            "--realtime/--no-realtime",
+            help="Keep up with the source: at most 2 frames queued, and a frame the model has no time for is "
+            "dropped at the reader (TDNet's memory ages by the frames processed); the dropped frames and the "
+            "latency from capture to write (p50/p95) are shown and in --json. Default: on for cameras and "
+            "streams (/dev/videoN, tcp/udp/rtsp/rtmp/srt), off for files and '-' (a pipe waits for tdnet); a "
+            "file with --realtime arrives at its own frame rate, as from a camera. With --no-realtime no frame "
+            "is ever dropped.",
+            show_default=False,
+        ),
+    ] = None,
     compile: CompileOpt = False,
     compile_mode: CompileModeOpt = "default",
     as_json: JsonOpt = False,
@@ -437,7 +302,7 @@ def segment_command(
     # bad or contradicting options are refused here, before the model loads
     options = SegmentOptions(
         save=tuple(s.value for s in save), out_dir=out_dir, output=None if stream or output is None else Path(output),
-        stream=stream, stream_format=stream_format, alpha=alpha, legend=legend,
+        stream=stream, stream_format=stream_format, realtime=realtime, alpha=alpha, legend=legend,
         overwrite=overwrite, skip_existing=skip_existing, into_folder=into_folder, cut_detect=cut_detect,
         fps=fps, threads=threads, encoding=Encoding(x264_preset, crf, encoder), hw_decode=hw_decode,
         consistency=consistency, each_image=each,
@@ -458,7 +323,7 @@ def segment_command(
         input_size=parse_size(input_size),
         compile=compile_choice(compile, compile_mode),
     )
-    hook = _RichProgress(show_bars=not quiet and err_console.is_terminal, quiet=quiet)
+    hook = RichProgress(show_bars=not quiet and err_console.is_terminal, quiet=quiet)
     for note in predictor.notes:
         hook.warn(note)
     with hook:
@@ -467,7 +332,7 @@ def segment_command(
         print(json.dumps(report.to_dict()))
     elif not quiet:
         shown = err_console if stream == "-" else console  # stdout carries the stream
-        _summary(report.results, report.seconds, shown)
+        summary(report.results, report.seconds, shown)
         if report.consistency is not None:
             tc, flicker = report.consistency["tc"], report.consistency["flicker"]
             shown.print(

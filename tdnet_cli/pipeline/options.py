@@ -42,6 +42,11 @@ class SegmentOptions:
     (:data:`~tdnet_cli.video.stream_writer.STREAM_FORMATS`; default MPEG-TS, flv for rtmp);
     ``rawvideo`` sends label frames (``labels`` or ``labelids``) to stdout as 8-bit gray bytes.
 
+    ``realtime``: drop frames at the reader when the model is slower than the source, never
+    queueing more than two (:class:`~tdnet_cli.pipeline.stream.Realtime`); a file's frames are
+    then released at its own rate. None (the default): on for cameras and streams, off for
+    files and stdin (a pipe holds its writer back); False: never a frame dropped.
+
     Bad or contradicting values are a :class:`UsageError` when the object is made, so a
     front end finds them before it loads a model.
     """
@@ -64,6 +69,7 @@ class SegmentOptions:
     each_image: bool = False
     stream: str | None = None
     stream_format: str | None = None
+    realtime: bool | None = None
 
     def __post_init__(self) -> None:
         # normalised once here (frozen: hence object.__setattr__), so every reader sees one form

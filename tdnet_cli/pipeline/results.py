@@ -27,6 +27,9 @@ class InputResult:
     threads: int | None = None  # torch CPU threads used (None on GPU)
     consistency: dict[str, Any] | None = None  # TC of the labels written (--consistency)
     images: list[str] | None = None  # the image files of an image-sequence input, in order
+    # real-time mode only: frames dropped at the reader, and capture-to-written latency (ms: p50, p95)
+    dropped: int | None = None
+    latency_ms: dict[str, float | None] | None = None
 
     @property
     def fps(self) -> float:
@@ -43,7 +46,9 @@ class InputResult:
             "cuts": self.cuts, "outputs": self.outputs, "error": self.error, "warnings": self.warnings,
             "threads": self.threads,
         } | ({"images": self.images} if self.images is not None else {}) | (
-            {"consistency": self.consistency} if self.consistency is not None else {})  # fmt: skip
+            {"consistency": self.consistency} if self.consistency is not None else {}) | (
+            {"realtime": {"dropped": self.dropped, "latency_ms": self.latency_ms}} if self.dropped is not None
+            else {})  # fmt: skip
 
 
 @dataclass

@@ -39,7 +39,9 @@ from tdnet_cli.pipeline.results import (
 )
 from tdnet_cli.pipeline.stream import (
     AHEAD_WORKERS,
+    Realtime,
     StreamPredictor,
+    StreamStats,
     ThreadTuner,
     model_gpu,
     run_stream,
@@ -54,7 +56,9 @@ from tdnet_cli.video import (
     ImageSequenceReader,
     PngFilesWriter,
     PngSequenceWriter,
+    SourceInfo,
     VideoWriter,
+    is_stdin,
     open_source,
 )
 from tdnet_cli.video.hw import hardware_video
@@ -245,17 +249,8 @@ def _process(
         workers = spare_workers()
         writers = _open_writers(plans, source, options, encoding=encoding, workers=workers)
         try:
-            render = Renderer(writers, predictor.palette, predictor.classes, options.alpha, options.legend)
-            if meters is not None:
-                meters.append(ConsistencyMeter(len(predictor.classes)))
-                render = ConsistencyTap(render, meters[-1], CutDetector() if options.cut_detect else None)
-            stats = run_stream(
-                source, predictor, render, cut_detect=options.cut_detect, hook=hook, tuner=tuner, workers=workers
-            )
-            if meters is not None:
-                result.consistency = meters[-1].result().to_dict(predictor.classes)
-                result.consistency["seconds"] = round(render.seconds, 3)
-            result.frames, result.model_seconds, result.cuts = stats.frames, stats.model_seconds, stats.cuts
+            stats = _run(source, result, writers, predictor=predictor, options=options, hook=hook, tuner=tuner,
+                         workers=workers, meters=meters)  # fmt: skip
             if stats.frames == 0:
                 raise InputError(f"{spec}: no frames (an empty or unreadable video)")
             for w in writers.values():
@@ -277,6 +272,56 @@ def _process(
         result.error = (
             f"{spec}: corrupt or truncated video, kept the {stats.frames} frames decoded ({source.problems[0]})"
         )
+
+
+def _run(
+    source: FrameSource,
+    result: InputResult,
+    writers: dict[str, Writer],
+    *,
+    predictor: StreamPredictor,
+    options: SegmentOptions,
+    hook: ProgressHook,
+    tuner: ThreadTuner | None,
+    workers: int,
+    meters: list[ConsistencyMeter] | None,
+) -> StreamStats:
+    """One input's frames through the model into ``writers`` (left open); its figures into ``result``."""
+    render = Renderer(writers, predictor.palette, predictor.classes, options.alpha, options.legend)
+    if meters is not None:
+        meters.append(ConsistencyMeter(len(predictor.classes)))
+        render = ConsistencyTap(render, meters[-1], CutDetector() if options.cut_detect else None)
+    realtime = _realtime(options, source.info)
+    watch = getattr(hook, "watch_realtime", None)  # hooks may show drops and latency live
+    if realtime is not None and callable(watch):
+        watch(realtime)
+    stats = run_stream(
+        source, predictor, render, cut_detect=options.cut_detect, hook=hook, tuner=tuner, workers=workers,
+        realtime=realtime,
+    )  # fmt: skip
+    if realtime is not None:
+        result.dropped = realtime.dropped
+        result.latency_ms = {f"p{q}": _ms(realtime.percentile(q)) for q in (50, 95)}
+    if meters is not None:
+        result.consistency = meters[-1].result().to_dict(predictor.classes)
+        result.consistency["seconds"] = round(render.seconds, 3)
+    result.frames, result.model_seconds, result.cuts = stats.frames, stats.model_seconds, stats.cuts
+    return stats
+
+
+def _realtime(options: SegmentOptions, info: SourceInfo) -> Realtime | None:
+    """Real-time mode for this input, or None: as asked, else for cameras and streams only (not
+    stdin: a pipe holds its writer back, so nothing is lost by waiting). A file or folder is
+    paced at its own rate, so that it arrives as a live source would."""
+    default = info.live and not is_stdin(info.uri)
+    if not (options.realtime if options.realtime is not None else default):
+        return None
+    rate = info.fps if info.fps else Fraction(options.fps or DEFAULT_FOLDER_FPS)
+    return Realtime(pace=None if info.live else float(rate))
+
+
+def _ms(seconds: float | None) -> float | None:
+    return None if seconds is None else round(1000 * seconds, 1)
 
 
 Writer = VideoWriter | PngSequenceWriter | PngFilesWriter | RawFrameWriter

@@ -6,7 +6,10 @@
     (and .encode ahead)       encoded ahead)                           video / write PNGs
 
 Queues are bounded, so memory stays flat however long the video. A detected hard cut
-resets the predictor's stream. :class:`StreamPredictor` is all the pipeline needs of a
+resets the predictor's stream. In real-time mode (:class:`Realtime`) the queues hold
+:data:`REALTIME_QUEUE` frames and the reader drops a frame rather than wait for room: the
+dropped frames are simply not part of the stream (TDNet's path schedule and memory age by
+the frames processed), and each written frame's latency from capture is measured. :class:`StreamPredictor` is all the pipeline needs of a
 predictor; :class:`ThreadTuner` picks the CPU thread count while the stream runs.
 """
 
@@ -19,7 +22,7 @@ import time
 from collections import deque
 from collections.abc import Callable, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Protocol, runtime_checkable
 
 import numpy as np
@@ -32,6 +35,8 @@ from tdnet_cli.video import CutDetector, Frame, FrameSource
 __all__ = [
     "AHEAD_WORKERS",
     "QUEUE_SIZE",
+    "REALTIME_QUEUE",
+    "Realtime",
     "StreamPredictor",
     "StreamStats",
     "ThreadTuner",
@@ -41,6 +46,7 @@ __all__ = [
 ]
 
 QUEUE_SIZE = 4
+REALTIME_QUEUE = 2  # frames in each queue in real-time mode: the latency a full pipeline adds
 AHEAD_WORKERS = 2  # frames a CPU TDNet encodes at once when it encodes ahead (see _Ahead)
 
 
@@ -188,6 +194,26 @@ class ThreadTuner:
 _END = object()
 
 
+@dataclass
+class Realtime:
+    """Real-time mode of one stream: drop at the reader when the model is behind; ``pace``
+    (frames per second) releases a file's frames at its own rate, as a live source would."""
+
+    pace: float | None = None
+    dropped: int = 0
+    latencies: list[float] = field(default_factory=list)  # seconds from capture to written, per frame
+
+    def percentile(self, q: float) -> float | None:
+        return float(np.percentile(self.latencies, q)) if self.latencies else None
+
+    def wait_for(self, index: int, start: float, stop: threading.Event) -> None:
+        """Hold frame ``index`` until its time in a paced file (at once for a live source)."""
+        if self.pace:
+            delay = start + index / self.pace - time.perf_counter()
+            if delay > 0:
+                stop.wait(delay)
+
+
 class _Failed:
     """An exception of the reader thread, handed to the model loop to raise there."""
 
@@ -212,17 +238,27 @@ def _read_loop(
     stop: threading.Event,
     cuts: CutDetector | None,
     prepare: Callable[[Frame, bool], Any],
+    realtime: Realtime | None = None,
 ) -> None:
     """Decode, test for cuts (a change of frame size is one) and start the model's input
-    (``prepare(frame, is_cut)``), ahead of the model."""
+    (``prepare(frame, is_cut)``), ahead of the model. With ``realtime`` a frame that finds the
+    queue full is dropped before it is prepared (a cut in it moves to the next frame kept)."""
     try:
-        size = None
-        for frame in source:
+        size, cut_pending, start = None, False, time.perf_counter()
+        for index, frame in enumerate(source):
+            if realtime is not None:
+                realtime.wait_for(index, start, stop)
+            captured = time.perf_counter()
             is_cut = cuts(frame) if cuts is not None else False
             # images of another size (a sequence of image files) are another shot whatever cut detection says
-            is_cut = is_cut or (size is not None and frame.size != size)
+            is_cut = cut_pending or is_cut or (size is not None and frame.size != size)
             size = frame.size
-            if not _put(q, (frame, is_cut, prepare(frame, is_cut)), stop):
+            if realtime is not None and q.full():  # only this thread puts: room now stays room
+                realtime.dropped += 1
+                cut_pending = is_cut
+                continue
+            cut_pending = False
+            if not _put(q, (frame, is_cut, prepare(frame, is_cut), captured), stop):
                 return
         _put(q, _END, stop)
     except BaseException as exc:  # noqa: BLE001 - handed to the model loop, which raises it there
@@ -236,12 +272,13 @@ def _write_loop(
     failed: list[BaseException],
     to_labels: Callable[[Frame, torch.Tensor], np.ndarray],
     workers: int = 0,
+    latencies: list[float] | None = None,
 ) -> None:
     """Turn what the model loop queued into labels, then render and write frames in order;
     with ``workers``, render up to that many frames at once. The first failure goes to
     ``failed``; the queue is drained on, so the model loop never blocks on it."""
     pool = ThreadPoolExecutor(workers, thread_name_prefix="tdnet-render") if workers > 1 else None
-    pending: deque[tuple[Frame, np.ndarray, Future]] = deque()
+    pending: deque[tuple[Frame, np.ndarray, Future, float]] = deque()
     try:
         while True:
             try:
@@ -257,14 +294,17 @@ def _write_loop(
                 continue
             try:
                 if not end:
-                    frame, labels = item[0], to_labels(*item)
+                    frame, logits, captured = item
+                    labels = to_labels(frame, logits)
                     if pool is None:
                         render(frame, labels)
+                        _written(latencies, captured)
                     else:
-                        pending.append((frame, labels, pool.submit(render.prepare, frame, labels)))
+                        pending.append((frame, labels, pool.submit(render.prepare, frame, labels), captured))
                 while pending and (end or len(pending) >= workers):
-                    frame, labels, fut = pending.popleft()
+                    frame, labels, fut, captured = pending.popleft()
                     render.emit(frame, labels, fut.result())
+                    _written(latencies, captured)
             except BaseException as exc:  # noqa: BLE001 - the model loop raises it
                 failed.append(exc)
             if end:
@@ -272,6 +312,11 @@ def _write_loop(
     finally:
         if pool is not None:
             pool.shutdown(wait=True, cancel_futures=True)
+
+
+def _written(latencies: list[float] | None, captured: float) -> None:
+    if latencies is not None:
+        latencies.append(time.perf_counter() - captured)
 
 
 class _Ahead:
@@ -345,14 +390,14 @@ def _model_loop(
             return
         if isinstance(item, _Failed):
             raise item.exc
-        frame, is_cut, x = item
+        frame, is_cut, x, captured = item
         if is_cut and stats.frames:
             predictor.reset(stream)  # TDNet's memory must not carry over a hard cut
             stats.cuts += 1
         t0 = time.perf_counter()
         logits = predictor.finish(x.result(), stream) if isinstance(x, Future) else predictor.logits(x, stream)
         stats.model_seconds += time.perf_counter() - t0
-        _put(q_out, (frame, logits), abort)  # the writer keeps draining even after a failure
+        _put(q_out, (frame, logits, captured), abort)  # the writer keeps draining even after a failure
         if write_failed:
             raise write_failed[0]
         stats.frames += 1
@@ -371,10 +416,14 @@ def run_stream(
     tuner: ThreadTuner | None,
     workers: int = 0,
     queue_size: int = QUEUE_SIZE,
+    realtime: Realtime | None = None,
 ) -> StreamStats:
     """One input through reader thread -> model loop (here) -> writer thread; ``workers``
     render threads besides the writer. Raises the first failure of any of them, after
-    stopping the others."""
+    stopping the others. ``realtime``: drop frames at the reader rather than queue more than
+    :data:`REALTIME_QUEUE` (its counts and latencies are filled in)."""
+    if realtime is not None:
+        queue_size = min(queue_size, REALTIME_QUEUE)
     stats = StreamStats()
     stream = predictor.new_stream(batch=1)
     size = predictor.input_size
@@ -396,11 +445,11 @@ def run_stream(
     write_failed: list[BaseException] = []
     cuts = CutDetector() if cut_detect else None
     reader = threading.Thread(
-        target=_read_loop, args=(source, q_in, stop, cuts, prepare), name="tdnet-reader", daemon=True
+        target=_read_loop, args=(source, q_in, stop, cuts, prepare, realtime), name="tdnet-reader", daemon=True
     )
     writer = threading.Thread(
         target=_write_loop,
-        args=(q_out, render, abort, write_failed, to_labels, workers),
+        args=(q_out, render, abort, write_failed, to_labels, workers, realtime.latencies if realtime else None),
         name="tdnet-writer",
         daemon=True,
     )
