@@ -416,7 +416,7 @@ def _consistency(
     from tdnet_cli.pipeline import gather_inputs
     from tdnet_cli.pipeline.consistency_eval import check_inputs, check_json, consistency_eval
 
-    inputs = gather_inputs(items)  # globs and repeats as `segment` expands them
+    inputs = gather_inputs(items, images="sequence")  # globs, repeats and images as `segment` reads them
     check_inputs(inputs.specs)
     if json_file is not None:
         check_json(json_file, inputs.specs, weights=weights, overwrite=overwrite)

@@ -1,6 +1,7 @@
 """`eval --consistency`: how much a model's labels flicker on any footage, without ground truth.
 
-Each input (video, URL or folder of frames, as ``segment`` reads them) is its own stream:
+Each input (video, URL, folder of frames, or the image files of one folder, as ``segment`` reads
+them) is its own stream:
 frames are decoded in order, labelled by the stateful model at the frame's own size, and fed
 with their labels to a :class:`~tdnet_cli.consistency.ConsistencyMeter` (TC, per-class TC and
 flicker rate, after optical-flow compensation). At a hard scene cut the model's stream and
@@ -36,8 +37,8 @@ from tdnet_cli.consistency import (
 from tdnet_cli.errors import InputError, OutputExistsError, UsageError, few
 from tdnet_cli.fileio import check_writable
 from tdnet_cli.inference import Predictor
-from tdnet_cli.pipeline.inputs import InputSet, gather_inputs
-from tdnet_cli.video import CutDetector, is_url, open_source
+from tdnet_cli.pipeline.inputs import ImageSequence, InputSet, Spec, gather_inputs
+from tdnet_cli.video import CutDetector, ImageSequenceReader, is_url, open_source
 
 __all__ = [
     "MODES",
@@ -142,17 +143,22 @@ def check_modes(modes: Iterable[str], predictor: Predictor) -> tuple[str, ...]:
     return modes
 
 
-def check_inputs(specs: Sequence[str]) -> None:
+def _paths(specs: Sequence[Spec]) -> list[str]:
+    """Every path or URL the inputs name (an image sequence's images one by one)."""
+    return [p for s in specs for p in (s.images if isinstance(s, ImageSequence) else (s,))]
+
+
+def check_inputs(specs: Sequence[Spec]) -> None:
     """Refuse, before the model loads, inputs that are not there (URLs are tried when read)."""
     if not specs:
         raise UsageError("no inputs", hint="pass videos, folders of frames, URLs or globs after --consistency")
-    for spec in specs:
+    for spec in _paths(specs):
         if not is_url(spec) and not os.path.lexists(spec):
             hint = "the pattern matches nothing" if glob.has_magic(spec) else None
             raise InputError(f"{spec}: no such file or folder", hint=hint)
 
 
-def check_json(path: str | os.PathLike, specs: Sequence[str], *, weights: str | None, overwrite: bool) -> None:
+def check_json(path: str | os.PathLike, specs: Sequence[Spec], *, weights: str | None, overwrite: bool) -> None:
     """Refuse, creating nothing, a --json-file that is a folder, exists (without ``overwrite``),
     is an input or the weights, or cannot be written. ``-`` (stdout) is always fine."""
     if str(path) == "-":
@@ -165,7 +171,7 @@ def check_json(path: str | os.PathLike, specs: Sequence[str], *, weights: str | 
             raise OutputExistsError(
                 f"--json-file {path} exists", hint="pass --overwrite to replace it, or name another file"
             )
-        for other in [*specs, *([weights] if weights else [])]:
+        for other in [*_paths(specs), *([weights] if weights else [])]:
             if not is_url(other) and _same_file(path, other):
                 raise UsageError(f"--json-file {path} is the input {other}; --overwrite never replaces an input")
     check_writable(path, "--json-file", hint="name a file in a writable folder")
@@ -199,11 +205,11 @@ def consistency_eval(
     """TC, per-class TC and flicker rate of ``predictor``'s labels on each input and over all.
 
     ``inputs``: an :class:`InputSet`, or paths, globs, URLs and frame folders, expanded here as
-    ``segment`` expands them. Every input is checked before the first frame; a read error
+    ``segment`` expands them (the image files of one folder are one stream). Every input is checked before the first frame; a read error
     later raises (a run scores all its inputs or reports nothing)."""
     modes = check_modes(modes, predictor)
     if not isinstance(inputs, InputSet):
-        inputs = gather_inputs(inputs)
+        inputs = gather_inputs(inputs, images="sequence")
     check_inputs(inputs.specs)
     report = ConsistencyReport(
         model=predictor.name, input_size=tuple(predictor.input_size), classes=tuple(predictor.classes),  # type: ignore[arg-type]
@@ -239,7 +245,7 @@ def consistency_eval(
 
 
 def _score_input(
-    spec: str,
+    spec: Spec,
     index: int,
     count: int,
     *,
@@ -252,7 +258,9 @@ def _score_input(
     warn: WarnFn,
 ) -> InputConsistency:
     """One input through a fresh stream and meter per mode; one flow per frame pair for all modes."""
-    source = open_source(spec)  # RGB frames (videos too): the flow reads them
+    name = str(spec)  # an image sequence's label: its first image, the last one's name and the count
+    # RGB frames (videos too): the flow reads them
+    source = ImageSequenceReader(spec.images, uri=name) if isinstance(spec, ImageSequence) else open_source(spec)
     streams = {m: predictor.new_stream() for m in modes}
     meters = {m: ConsistencyMeter(len(predictor.classes), work_size=work_size, preset=preset) for m in modes}
     track = FlowTrack(work_size=work_size, preset=preset)
@@ -263,15 +271,18 @@ def _score_input(
     try:
         total = source.info.frame_count
         if progress is not None:
-            progress(spec, index, count, 0, total)
+            progress(name, index, count, 0, total)
+        shape = None
         for frame in source:
-            if cuts is not None and cuts(frame) and frames:
-                n_cuts += 1
+            cut = cuts is not None and cuts(frame) and frames
+            n_cuts += bool(cut)
+            # images of one folder may change size: a new shot there, as in segment (not a cut)
+            if cut or frames and frame.image.shape != shape:
                 track.reset()
                 for m in modes:  # the memory must not carry over a hard cut, nor the flow pair span it
                     predictor.reset(streams[m])
                     meters[m].reset()
-            image = frame.image
+            image, shape = frame.image, frame.image.shape
             t1 = time.perf_counter()
             flow = track.advance(image)  # the frames are the same in every mode: the flow too
             flow_s += time.perf_counter() - t1
@@ -284,7 +295,7 @@ def _score_input(
                 model_s, flow_s = model_s + t2 - t1, flow_s + time.perf_counter() - t2
             frames += 1
             if progress is not None:
-                progress(spec, index, count, frames, total)
+                progress(name, index, count, frames, total)
     finally:
         source.close()
     if frames == 0:
@@ -294,6 +305,6 @@ def _score_input(
     if frames == 1:
         warn(f"{spec}: a single frame, no pair to score")
     return InputConsistency(
-        input=spec, frames=frames, cuts=n_cuts, seconds=time.perf_counter() - t0, model_seconds=model_s,
+        input=name, frames=frames, cuts=n_cuts, seconds=time.perf_counter() - t0, model_seconds=model_s,
         flow_seconds=flow_s, results={m: meters[m].result() for m in modes},
     )  # fmt: skip
