@@ -20,6 +20,7 @@ def test_latency_stats():
     assert latency_stats([]) is None
 
 
+@pytest.mark.slow
 def test_model_only_report_is_consistent():
     report = run_bench(model="td4-tiny", frames=4, warmup=1, device="cpu", streams=2, baseline="reference")
     r = report.result
@@ -35,6 +36,7 @@ def test_model_only_report_is_consistent():
     assert r.peak_rss_mb > 0
 
 
+@pytest.mark.slow
 def test_ceiling_is_the_direct_conv_and_winograd_layers_are_reported_beside_it(runner):
     from tdnet_cli.inference import Predictor
     from tdnet_cli.models.checkpoint import random_model
@@ -76,6 +78,7 @@ def test_ceiling_is_the_direct_conv_and_winograd_layers_are_reported_beside_it(r
     assert not run_bench(model="td4-tiny", frames=1, warmup=0, device="cpu", ceiling=False).result.winograd
 
 
+@pytest.mark.slow
 def test_encode_ahead_throughput_is_reported_for_one_cpu_stream(monkeypatch):
     import torch
 
@@ -175,6 +178,7 @@ def test_end_to_end_mode_on_a_real_video(tmp_path):
     assert e["fraction_of_model_only"] == pytest.approx(e["fps"] / best)
 
 
+@pytest.mark.slow
 def test_compiled_runs_keep_every_graph_compile_out_of_the_timing(eager_compile):
     report = run_bench(model="td4-tiny", frames=2, warmup=0, device="cpu", compile=True, ceiling=False)
     r = report.result

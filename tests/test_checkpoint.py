@@ -22,6 +22,7 @@ def td2_small_sd():
     return recipe_weights(key_listing("td2-psp50", small=True))
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("zipfile", [True, False], ids=["zip", "legacy"])
 def test_released_state_dict_loads_unchanged(tmp_path, td4_small_sd, zipfile):
     """PyTorch 1.1 wrote the released files in the legacy format: both must load."""
@@ -35,6 +36,7 @@ def test_released_state_dict_loads_unchanged(tmp_path, td4_small_sd, zipfile):
         assert torch.equal(v, td4_small_sd[k]), k
 
 
+@pytest.mark.slow
 def test_td2_detected_and_checked_against_preset(tmp_path, td2_small_sd):
     path = tmp_path / "td2.pkl"
     torch.save(td2_small_sd, path)
@@ -43,6 +45,7 @@ def test_td2_detected_and_checked_against_preset(tmp_path, td2_small_sd):
         load_checkpoint(path, preset="td4-psp18")
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("wrap", ["module", "state_dict", "model", "model_state"])
 def test_wrapped_and_prefixed_state_dicts(tmp_path, td4_small_sd, wrap):
     if wrap == "module":
@@ -169,6 +172,7 @@ def test_read_state_dict_strips_prefix(tmp_path):
 # -- the CLI ---------------------------------------------------------------------------------
 
 
+@pytest.mark.slow
 def test_inspect_cli(tmp_path, td4_small_sd, runner):
     path = tmp_path / "td4.pkl"
     torch.save(td4_small_sd, path, _use_new_zipfile_serialization=False)

@@ -61,6 +61,7 @@ def td4_psp18_gflops() -> float:
     return 2 * macs / 1e9
 
 
+@pytest.mark.slow
 def test_models_table_lists_every_preset(runner):
     result = runner.invoke(app, ["models"], env={"COLUMNS": "160"})
     assert result.exit_code == 0

@@ -37,6 +37,7 @@ def run_stream(model, frames: np.ndarray, *, channels_last: bool = False) -> lis
     return outs
 
 
+@pytest.mark.slow
 def test_reference_path_reproduces_authors_outputs(small_model):
     preset, model = small_model
     ref = expected(preset)
@@ -45,6 +46,7 @@ def test_reference_path_reproduces_authors_outputs(small_model):
         assert_conforms(check_frame(up[0], ref, i), i)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("winograd", [False, True], ids=["direct", "winograd"])
 def test_fast_path_reproduces_authors_outputs(small_model, winograd):
     preset, model = small_model
@@ -59,6 +61,7 @@ def test_fast_path_reproduces_authors_outputs(small_model, winograd):
         assert_conforms(check_frame(up[0], ref, i), i)
 
 
+@pytest.mark.slow
 def test_two_streams_batched_in_lockstep(small_model):
     """Batch dim = streams: stream 0 gets the reference frames, stream 1 them reversed."""
     preset, model = small_model
@@ -72,6 +75,7 @@ def test_two_streams_batched_in_lockstep(small_model):
         assert torch.allclose(up[1], alone[i][0], atol=1e-3)
 
 
+@pytest.mark.slow
 def test_predictor_reproduces_authors_outputs(small_model):
     """The user-facing Predictor (fast path, uint8 in) on frames already at the input size."""
     preset, model = small_model
@@ -87,6 +91,7 @@ def test_predictor_reproduces_authors_outputs(small_model):
             assert labels.shape == (129, 257) and labels.dtype == np.uint8
 
 
+@pytest.mark.slow
 def test_dropping_propagation_breaks_conformance(small_model):
     """The checks are sharp: without the memory the first full-queue frame disagrees."""
     preset, model = small_model

@@ -181,6 +181,7 @@ def expected_with_noise(pairs: list[np.ndarray], noisy_first: bool, p: float, cl
     return total
 
 
+@pytest.mark.slow
 def test_synth_ground_truth_is_consistent_and_noise_lowers_it_as_expected(synth_clips):
     p, rng = 0.2, np.random.default_rng(0)
     for clip in synth_clips:

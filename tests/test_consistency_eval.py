@@ -184,6 +184,7 @@ def test_compare_per_frame_reports_both(clips, tmp_path):
         assert set(result) == RESULT_KEYS and result["pairs"] == 4
 
 
+@pytest.mark.slow
 def test_json_file_is_written_and_not_replaced_without_overwrite(clips, tmp_path):
     path = tmp_path / "tc.json"
     assert cli("eval", "--consistency", clips.still, *TINY, "--json-file", path, "-q").exit_code == 0

@@ -103,6 +103,7 @@ def _kept(cache: Path) -> list[str]:
     return sorted(p.name for p in folder.iterdir() if not p.name.endswith((".lock", ".partial")))
 
 
+@pytest.mark.slow
 def test_inspect_url_downloads_once_then_uses_the_cache(server, cache, weights_bytes, runner):
     server.files["/models/m.pt"] = weights_bytes
     url = f"{server.url}/models/m.pt"
@@ -115,6 +116,7 @@ def test_inspect_url_downloads_once_then_uses_the_cache(server, cache, weights_b
     assert kept.endswith("-m.pt") and (cache / "weights" / kept).read_bytes() == weights_bytes
 
 
+@pytest.mark.slow
 def test_segment_with_weights_url(server, tmp_path, weights_bytes):
     server.files["/m.pt"] = weights_bytes
     clip = make_clip(tmp_path / "clip.mp4", frames=2)

@@ -51,6 +51,7 @@ def assert_same_as_official(ours: dict, official: dict) -> None:
                 assert mine == pytest.approx(theirs, abs=1e-6), name
 
 
+@pytest.mark.slow
 def test_model_scores_equal_the_official_evaluation(dataset, predictor, tmp_path):
     report = evaluate(dataset, predictor=predictor, split="val", save_predictions=tmp_path / "pred")
     assert report.evaluated == 3 and report.protocol == "sequence"
@@ -110,6 +111,7 @@ def test_annotated_frame_sees_a_full_memory_queue(dataset, predictor, warmup):
     assert rec.calls[-1][1] == n - 1  # the annotated frame is predicted with N-1 memories
 
 
+@pytest.mark.slow
 def test_fallback_without_sequences(dataset, predictor, tmp_path):
     root = tmp_path / "noseq"
     shutil.copytree(dataset, root, ignore=shutil.ignore_patterns("leftImg8bit_sequence"))
@@ -188,6 +190,7 @@ def test_missing_folders(tmp_path, predictor, make_root, dataset):
             evaluate(root, predictor=predictor)
 
 
+@pytest.mark.slow
 def test_cli_json_stdout_and_table(dataset, runner):
     result = runner.invoke(
         app, ["eval", str(dataset), "--model", "td4-tiny", "--device", "cpu", "--json", "--limit", "2"]
@@ -199,6 +202,7 @@ def test_cli_json_stdout_and_table(dataset, runner):
     assert table.exit_code == 2 and "no city 'nowhere'" in table.output
 
 
+@pytest.mark.slow
 def test_compiled_predictor_scores_the_same(dataset, eager_compile, monkeypatch, runner):
     """eval --compile: the same scores, with and without propagation (the ablation flips a
     model attribute between runs, which the compiled graphs must follow). Dynamo's eager
@@ -233,6 +237,7 @@ def attentive_predictor() -> Predictor:
     return Predictor(loaded, device="cpu")
 
 
+@pytest.mark.slow
 def test_no_propagation_scores_the_sub_features_alone(dataset):
     predictor = attentive_predictor()
     with Recorder(predictor) as rec:
@@ -244,6 +249,7 @@ def test_no_propagation_scores_the_sub_features_alone(dataset):
     assert rec.calls[-1][1] == predictor.num_paths - 1  # the stream still runs every frame
 
 
+@pytest.mark.slow
 def test_all_paths_scores_the_frame_once_with_each_path(dataset, tmp_path):
     predictor = attentive_predictor()  # so each path's prediction differs
     n = predictor.num_paths
@@ -275,6 +281,7 @@ def test_all_paths_scores_the_frame_once_with_each_path(dataset, tmp_path):
         evaluate(dataset, predictor=predictor, all_paths=True, save_predictions=tmp_path / "pred")
 
 
+@pytest.mark.slow
 def test_cli_all_paths_reports_each_path(dataset, runner):
     args = ["eval", str(dataset), "--model", "td4-tiny", "--device", "cpu", "--limit", "1", "--all-paths"]
     data = json.loads(runner.invoke(app, args + ["--json"]).stdout)

@@ -32,6 +32,7 @@ def no_model_load(monkeypatch):
     monkeypatch.setattr(Predictor, "create", staticmethod(refuse))
 
 
+@pytest.mark.slow
 def test_json_flag_with_save_predictions(dataset, tmp_path):
     """The issue's own line: --json no longer swallows --save-predictions as its file."""
     preds = tmp_path / "preds"

@@ -93,6 +93,7 @@ SHAPE_CASES = {
 }
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("case", list(SHAPE_CASES))
 def test_raw_state_dict_with_a_wrong_tensor_is_one_line(tmp_path, good_sd, clip, case):
     key, make, needles = SHAPE_CASES[case]
@@ -129,6 +130,7 @@ META_CASES = {
 }
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("case", list(META_CASES))
 def test_our_format_with_bad_metadata_is_one_line(tmp_path, clip, case):
     edit, needles = META_CASES[case]
@@ -136,6 +138,7 @@ def test_our_format_with_bad_metadata_is_one_line(tmp_path, clip, case):
     _assert_both(_both(path, clip, tmp_path / "out"), tmp_path / "out", str(path), *needles)
 
 
+@pytest.mark.slow
 def test_good_files_still_load(tmp_path, good_sd):
     """The checks refuse only what is wrong: an intact raw state dict and our format both load."""
     raw = tmp_path / "raw.pkl"
@@ -202,6 +205,7 @@ FILE_CASES = {
 }
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("kind", list(FILE_CASES))
 def test_not_a_checkpoint_says_what_the_file_is(tmp_path, clip, capfd, kind):
     good = save_checkpoint(tmp_path / "good.pt", random_model(PRESET)).read_bytes()

@@ -137,6 +137,7 @@ def test_json_with_overwrite_is_replaced_atomically(dataset, tmp_path):
     assert sorted(p.name for p in tmp_path.iterdir()) == ["x.json"]  # no temporary left
 
 
+@pytest.mark.slow
 def test_a_late_json_failure_loses_no_figure(dataset, small_disk):
     """The disk fills after the check: exit 1, one line, the results on stdout, no file."""
     fill(small_disk)
@@ -258,6 +259,7 @@ def test_eval_bad_options(dataset, no_model_load, args, needle):
     assert_one_error(cli("eval", dataset, *MODEL, *args), EXIT_USAGE, needle)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("broken", ["instance_size", "label_ids_16bit"])
 def test_eval_broken_ground_truth(copy_of, broken):
     root = copy_of()
@@ -286,6 +288,7 @@ def test_bracketed_names_are_printed_literally(copy_of, tmp_path):
     assert made.exit_code == EXIT_OK and "s[red]x" in made.stdout
 
 
+@pytest.mark.slow
 def test_bench_prints_the_input_literally(tmp_path):
     from media import make_clip
 

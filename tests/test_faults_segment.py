@@ -34,6 +34,7 @@ def partials(folder: Path) -> list[str]:
 # --------------------------------------------------------------------------- 1. --overwrite replaces only ours
 
 
+@pytest.mark.slow
 def test_overwrite_refuses_a_folder_holding_other_files(tmp_path):
     clip = make_clip(tmp_path / "one.mp4", 3)
     x = tmp_path / "x"
@@ -45,6 +46,7 @@ def test_overwrite_refuses_a_folder_holding_other_files(tmp_path):
     assert snapshot(tmp_path) == before
 
 
+@pytest.mark.slow
 def test_overwrite_refuses_pngs_tdnet_did_not_record(tmp_path):
     # a folder of frames a user extracted (000000.png ...), or one our manifest does not list
     clip = make_clip(tmp_path / "one.mp4", 3)
@@ -61,6 +63,7 @@ def test_overwrite_refuses_pngs_tdnet_did_not_record(tmp_path):
     assert snapshot(tmp_path) == before
 
 
+@pytest.mark.slow
 def test_overwrite_replaces_a_folder_of_its_own(tmp_path):
     long, short = make_clip(tmp_path / "long.mp4", 5), make_clip(tmp_path / "short.mp4", 2)
     out = tmp_path / "out"
@@ -72,6 +75,7 @@ def test_overwrite_replaces_a_folder_of_its_own(tmp_path):
     assert final_names(tmp_path) == ["long.mp4", "out", "out/000000.png", "out/000001.png", "short.mp4"]
 
 
+@pytest.mark.slow
 def test_into_folder_keeps_every_other_entry(tmp_path):
     clip = make_clip(tmp_path / "one.mp4", 2)
     x = tmp_path / "x"
@@ -105,6 +109,7 @@ def test_png_writer_rechecks_the_folder_before_replacing_it(tmp_path):
 # --------------------------------------------------------------------------- 2. an output that is an input
 
 
+@pytest.mark.slow
 def test_an_output_that_is_an_input_is_refused(tmp_path):
     clip = make_clip(tmp_path / "in.mp4", 3)
     (tmp_path / "link.mp4").symlink_to(clip)
@@ -130,6 +135,7 @@ def test_an_output_that_is_an_input_is_refused(tmp_path):
 # --------------------------------------------------------------------------- 3. globs skip our outputs
 
 
+@pytest.mark.slow
 def test_glob_twice_does_not_segment_its_own_outputs(tmp_path):
     d = tmp_path / "dir"
     d.mkdir()
@@ -157,6 +163,7 @@ def _fill(disk: Path, leave: int) -> None:
     (disk / "filler").write_bytes(b"\0" * max(0, free - leave))
 
 
+@pytest.mark.slow
 def test_disk_full_while_adding_the_audio_fails_the_output(tmp_path, small_disk):
     src = tmp_path / "noisy.mp4"  # noise compresses badly: a video of a few hundred KB
     ffmpeg(
@@ -203,6 +210,7 @@ def test_audio_that_cannot_be_added_still_keeps_the_video(tmp_path):
     assert sorted(p.name for p in tmp_path.iterdir()) == ["junk.m4a", "v.mp4"]
 
 
+@pytest.mark.slow
 def test_disk_full_writing_pngs_says_so_and_where(tmp_path, small_disk):
     clip = make_clip(tmp_path / "one.mp4", 5)
     _fill(small_disk, 0)
@@ -224,6 +232,7 @@ def test_fileio_png_on_a_full_disk_is_a_write_error(small_disk):
     assert snapshot(small_disk) == before
 
 
+@pytest.mark.slow
 def test_an_unwritable_o_names_o(tmp_path):
     clip = make_clip(tmp_path / "one.mp4", 2)
     (tmp_path / "afile").write_text("x")
@@ -234,6 +243,7 @@ def test_an_unwritable_o_names_o(tmp_path):
 # --------------------------------------------------------------------------- 15. brackets in names
 
 
+@pytest.mark.slow
 def test_bracketed_names_are_printed_as_they_are(tmp_path):
     bad = tmp_path / "clip[red]x.mp4"
     bad.write_text("junk")
@@ -268,6 +278,7 @@ def _wait_for_partial(proc: subprocess.Popen, folder: Path, name: str) -> Path:
     return path
 
 
+@pytest.mark.slow
 def test_sigterm_removes_the_temporaries(tmp_path):
     clip = make_clip(tmp_path / "long.mp4", 400)
     out = tmp_path / "out"
@@ -280,6 +291,7 @@ def test_sigterm_removes_the_temporaries(tmp_path):
     assert list(out.iterdir()) == []
 
 
+@pytest.mark.slow
 def test_a_later_run_removes_what_sigkill_left(tmp_path):
     clip = make_clip(tmp_path / "long.mp4", 400)
     out = tmp_path / "out"
@@ -311,6 +323,7 @@ def test_a_later_run_removes_what_sigkill_left(tmp_path):
     assert remove_stale_partials(out, min_age=0) == [fresh]
 
 
+@pytest.mark.slow
 def test_a_rerun_removes_its_own_leftover_at_once(tmp_path):
     """Rerunning the command a SIGKILL stopped cleans up straight away: a temporary of a dead
     process for an output this run writes goes now; one of another name waits STALE_AFTER_S."""
@@ -331,6 +344,7 @@ def test_a_rerun_removes_its_own_leftover_at_once(tmp_path):
 # --------------------------------------------------------------------------- 20. an input named like an option
 
 
+@pytest.mark.slow
 def test_an_input_that_looks_like_an_option(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     make_clip(tmp_path / "-dash.mp4", 2)

@@ -74,6 +74,7 @@ def _assert_same_training_state(a: dict, b: dict) -> None:
 
 
 # -- item 6: a signal in the middle of an iteration ----------------------------------------------------
+@pytest.mark.slow
 @pytest.mark.parametrize("signals,saved_at", [((signal.SIGTERM,), 2), ((signal.SIGINT, signal.SIGINT), 1)])
 def test_signal_mid_iteration_then_resume_equals_an_uninterrupted_run(
     data_root, tmp_path, monkeypatch, signals, saved_at
@@ -109,6 +110,7 @@ def test_signal_mid_iteration_then_resume_equals_an_uninterrupted_run(
 
 
 # -- item 7: SIGTERM to the whole process group, loader workers included -------------------------------
+@pytest.mark.slow
 def test_sigterm_to_the_process_group_with_workers_saves_last_and_exits_143(data_root, tmp_path):
     run = tmp_path / "group"
     args = [
@@ -152,6 +154,7 @@ def test_sigterm_to_the_process_group_with_workers_saves_last_and_exits_143(data
 
 
 # -- item 8: kill -9, then --resume -------------------------------------------------------------------
+@pytest.mark.slow
 def test_resume_after_a_hard_kill_logs_each_iteration_once(data_root, tmp_path):
     from tdnet_cli.pipeline.train import train
 
@@ -193,6 +196,7 @@ class _RunsCode:
         return (os.system, (f"touch {self.marker}",))
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("damage", ["truncated", "random", "malicious", "other model", "not ours"])
 def test_resume_from_a_bad_last_pt_is_one_line(small_run, data_root, tmp_path, damage):
     import shutil

@@ -70,6 +70,7 @@ def frame_number(image: np.ndarray) -> int:
     return round(float(image.mean()) / LEVEL)
 
 
+@pytest.mark.slow
 def test_vfr_segment_output_keeps_sync_with_audio(tmp_path):
     """Before the fix: 50 frames written at 25 fps, video 2.0 s against audio 4.0 s."""
     clip = make_vfr(tmp_path / "vfr.mkv")

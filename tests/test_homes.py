@@ -131,6 +131,7 @@ def test_tf32_off_is_scoped_and_nests(tf32_flags):
     assert tf32_flags() == (True, True)
 
 
+@pytest.mark.slow
 def test_predictor_restores_tf32_after_running(tf32_flags):
     from tdnet_cli.inference import Predictor
     from tdnet_cli.models.checkpoint import random_model
@@ -153,6 +154,7 @@ def test_predictor_restores_tf32_after_running(tf32_flags):
 
 
 # -- 5. counting FLOPs leaves the model alone ----------------------------------------------------
+@pytest.mark.slow
 def test_steady_gflops_keeps_the_callers_weights():
     from tdnet_cli.models.complexity import preset_complexity, steady_gflops
     from tdnet_cli.models.registry import get_preset

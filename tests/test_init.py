@@ -114,6 +114,7 @@ def test_deep_stem_resnet_fills_a_deep_stem_pspnet(depth):
     assert _is_kaiming(model.head.conv5[1])
 
 
+@pytest.mark.slow
 def test_full_size_deep_stem_resnet101_fits_psp101():
     sd = imagenet_state_dict("resnet101", deep_stem=True)
     model = create_model("psp101")

@@ -113,6 +113,7 @@ def test_demo_model_notice_in_segment(tmp_path, clip, demo_weights):
     _demo_notice(cli("segment", clip, "-s", "labels", "-d", tmp_path / "out", "--device", "cpu", env=env))
 
 
+@pytest.mark.slow
 def test_demo_model_notice_in_eval(synth_data, demo_weights):
     root = synth_data((64, 128), val=(1, 5))
     _demo_notice(cli("eval", root, "--device", "cpu", "--limit", "1", env={"TDNET_WEIGHTS": str(demo_weights)}))
@@ -122,6 +123,7 @@ def test_demo_model_notice_in_eval_consistency(clip, demo_weights):
     _demo_notice(cli("eval", "--consistency", clip, "--device", "cpu", env={"TDNET_WEIGHTS": str(demo_weights)}))
 
 
+@pytest.mark.slow
 def test_demo_model_notice_in_bench(demo_weights):
     args = ("bench", "--device", "cpu", "--frames", "1", "--warmup", "0", "--no-ceiling")
     _demo_notice(cli(*args, env={"TDNET_WEIGHTS": str(demo_weights)}))
@@ -167,6 +169,7 @@ def _warnings(result, needle: str) -> list[str]:
     return [ln for ln in result.stderr.splitlines() if ln.startswith("warning:") and needle in ln]
 
 
+@pytest.mark.slow
 def test_bench_json_reports_the_spread_and_warns_when_it_is_wide(timed_ms):
     import json
 
@@ -191,6 +194,7 @@ def test_bench_json_reports_the_spread_and_warns_when_it_is_wide(timed_ms):
     assert [w for w in quiet["warnings"] if not w.startswith("random weights")] == []
 
 
+@pytest.mark.slow
 def test_bench_table_shows_the_spread_and_one_warning(timed_ms):
     timed_ms(10, 10, 30)
     result = cli(*BENCH, "--frames", "3", "--no-ceiling", env={"COLUMNS": "200"})
@@ -206,6 +210,7 @@ def test_bench_table_shows_the_spread_and_one_warning(timed_ms):
         (("--model", "td4-psp18", "--size", "65x129"), "its Winograd convolutions do fewer multiplies"),
     ],
 )
+@pytest.mark.slow
 def test_bench_explains_a_share_of_the_ceiling_over_100_percent_on_the_same_line(monkeypatch, args, why):
     from tdnet_cli.pipeline import bench
 
@@ -217,6 +222,7 @@ def test_bench_explains_a_share_of_the_ceiling_over_100_percent_on_the_same_line
     assert "the whole model reaches" in line and "(over 100%:" in line and why in line
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("ahead_fps, figure", [(1e6, "encode-ahead"), (1e-3, "one step at a time")])
 def test_bench_end_to_end_names_the_model_only_figure_it_compares_with(tmp_path, monkeypatch, ahead_fps, figure):
     from tdnet_cli.pipeline import bench

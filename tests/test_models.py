@@ -19,6 +19,7 @@ from tdnet_cli.upsample import argmax_classes, upsample_argmax
 torch.manual_seed(0)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name", list_models())
 def test_every_preset_streams(name):
     model = create_model(name, input_size=(65, 129)).eval()
@@ -54,6 +55,7 @@ def test_paths_cycle_and_attention_modules_follow_the_path():
     assert [m.group for m in (model.psp1, model.psp2, model.psp3, model.psp4)] == [0, 1, 0, 1]
 
 
+@pytest.mark.slow
 def test_one_model_serves_interleaved_streams():
     model = create_model("td4-tiny").eval()
     a_frames = torch.randn(6, 1, 3, 64, 128)
@@ -71,6 +73,7 @@ def test_one_model_serves_interleaved_streams():
             assert torch.equal(la, inter[i][0])
 
 
+@pytest.mark.slow
 def test_training_forward_equals_streaming_for_the_last_frame():
     model = create_model("td4-tiny", aux=True).eval()
     clip = torch.randn(2, 4, 3, 64, 128)
@@ -88,6 +91,7 @@ def test_training_forward_equals_streaming_for_the_last_frame():
     assert not torch.allclose(out["out"], out["sub"])
 
 
+@pytest.mark.slow
 def test_training_forward_has_gradients_in_every_path():
     model = create_model("td4-tiny", aux=True).train()
     out = model(torch.randn(2, 4, 3, 64, 128), path=0)
@@ -116,6 +120,7 @@ def test_fast_path_equals_plain_path_on_a_random_model():
 @pytest.mark.parametrize(
     "size", [(64, 128), (100, 203), (257, 513), (512, 1024), (1024, 2048), (5, 7), (3, 300), (1, 1)]
 )
+@pytest.mark.slow
 @pytest.mark.parametrize("kind", ["noise", "smooth", "strip", "column", "batch"])
 def test_upsample_argmax_equals_full_interpolation(size, kind):
     g = torch.Generator().manual_seed(0)
@@ -192,6 +197,7 @@ def test_predictor_segments_uint8_frames_of_any_size():
     assert np.array_equal(batch[0][clear], labels[clear]) and np.array_equal(batch[1][clear], labels[clear])
 
 
+@pytest.mark.slow
 def test_predictor_bf16_agrees_with_fp32():
     loaded = random_model("td4-tiny")
     frames = np.random.default_rng(1).integers(0, 256, (5, 64, 128, 3), dtype=np.uint8)
@@ -216,6 +222,7 @@ def test_predictor_compile_traces_one_function_per_path(eager_compile):
     assert eager_compile == [0, 1, 2, 3] and s_c.state.frame_index == 9
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("preset", ["td4-tiny", "psp-tiny"])
 def test_cuda_graph_modes_copy_what_the_stream_keeps(monkeypatch, preset):
     """Under reduce-overhead, each replay writes its outputs into the same pooled buffers; the
@@ -311,6 +318,7 @@ def test_compiled_graphs_run_winograd_layers_eagerly_between_them():
     assert not any("mm" in t for t in traced)  # nothing of the Winograd layer
 
 
+@pytest.mark.slow
 def test_predictor_defaults_and_errors(monkeypatch, tmp_path):
     monkeypatch.setenv("TDNET_WEIGHTS", str(tmp_path / "none.pt"))
     pred = Predictor.create(model="td4-tiny", device="cpu")
@@ -429,6 +437,7 @@ def test_use_winograd_accepts_only_wide_same_padded_3x3_convs():
     assert not use_winograd(c(256, 256, 3, padding=1, padding_mode="reflect"))
 
 
+@pytest.mark.slow
 def test_predictor_uses_winograd_for_cpu_fp32(eager_compile):
     """Eager and compiled (the Winograd layers run eagerly between compiled graphs; dynamo's
     eager backend keeps the test fast), not for bf16, not on the reference path."""
@@ -457,6 +466,7 @@ def test_predictor_uses_winograd_for_cpu_fp32(eager_compile):
         assert torch.allclose(a, c, atol=1e-4) and torch.allclose(a, b, atol=1e-5)
 
 
+@pytest.mark.slow
 def test_winograd_frames_encoded_on_several_threads_at_once_equal_one_at_a_time():
     """Pipelines encode frames ahead on a pool: each thread has its own Winograd scratch."""
     from concurrent.futures import ThreadPoolExecutor

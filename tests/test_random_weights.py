@@ -34,6 +34,7 @@ def test_segment_says_random_weights(tmp_path, clip, as_json):
         assert any(w.startswith(LOUD.removeprefix("warning: ")) for w in json.loads(result.stdout)["warnings"])
 
 
+@pytest.mark.slow
 def test_eval_json_warns_of_random_weights(synth_data):
     root = synth_data((64, 128), val=(1, 5))
     result = cli("eval", root, "--model", PRESET, "--device", "cpu", "--limit", "1", "--json")
@@ -44,6 +45,7 @@ def test_eval_json_warns_of_random_weights(synth_data):
     assert not any("random weights" in n for n in report["notes"]), "said twice"
 
 
+@pytest.mark.slow
 def test_eval_consistency_json_warns_of_random_weights(clip):
     result = cli("eval", "--consistency", clip, "--model", PRESET, "--device", "cpu", "--json")
     assert result.exit_code == 0, result.output
@@ -51,6 +53,7 @@ def test_eval_consistency_json_warns_of_random_weights(clip):
     assert any(w.startswith(LOUD.removeprefix("warning: ")) for w in json.loads(result.stdout)["warnings"])
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("as_json", [False, True], ids=["table", "json"])
 def test_bench_warns_of_random_weights(as_json):
     args = ("bench", "--model", PRESET, "--device", "cpu", "--frames", "1", "--warmup", "0", "--no-ceiling")
@@ -61,6 +64,7 @@ def test_bench_warns_of_random_weights(as_json):
         assert any(w.startswith(LOUD.removeprefix("warning: ")) for w in json.loads(result.stdout)["warnings"])
 
 
+@pytest.mark.slow
 def test_trained_weights_give_no_such_warning(tmp_path, clip):
     from tdnet_cli.models.checkpoint import random_model, save_checkpoint
 

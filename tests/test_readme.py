@@ -103,6 +103,7 @@ def test_first_readme_line_segments_the_bundled_clip(tmp_path):
     assert out.is_file() and out.stat().st_size > 10_000
 
 
+@pytest.mark.slow
 def test_python_api_block_runs(monkeypatch):
     """The README's Python API block, run as written on three frames, with the bundled
     weights in place of the released checkpoint it names."""

@@ -204,6 +204,7 @@ def test_nvenc_and_nvdec_run_or_are_refused_up_front(tmp_path, tiny):
         assert problem in str(err.value) and not out.exists()
 
 
+@pytest.mark.slow
 def test_label_pngs_equal_model_argmax(tmp_path, tiny):
     src = make_clip(tmp_path / "in.mp4", 6)
     report = run([src], predictor=tiny, save=["labels", "labelids", "color"], out_dir=tmp_path, cut_detect=False)
@@ -260,6 +261,7 @@ def first_frame(path, **kwargs):
         return next(iter(reader))
 
 
+@pytest.mark.slow
 def test_cpu_tdnet_steps_are_encoded_ahead_on_a_pool(tmp_path, tiny, monkeypatch):
     # The state-free part of each step runs on the encoder pool, two frames at once at most,
     # and encode + finish equals step exactly.
@@ -292,6 +294,7 @@ def test_cpu_tdnet_steps_are_encoded_ahead_on_a_pool(tmp_path, tiny, monkeypatch
         tiny.finish(tiny.encode(x, 3), a)  # a frame encoded for the wrong path is refused
 
 
+@pytest.mark.slow
 def test_scene_cut_resets_the_stream(tmp_path, tiny):
     spliced = encode_rgb(tmp_path / "spliced.mkv", scene(6, 0) + scene(6, 1))
     report = run([spliced], predictor=tiny, save=["labels"], out_dir=tmp_path / "a")
@@ -508,6 +511,7 @@ def test_video_engines_follow_the_models_gpu(monkeypatch):
     assert (enc, dec, tried) == (Encoding(), None, [])
 
 
+@pytest.mark.slow
 def test_compiled_predictor_in_the_pipeline_gives_the_eager_labels(tmp_path, tiny, eager_compile):
     """segment --compile: the pipeline steps a compiled predictor (no encoding ahead) frame by
     frame; dynamo's eager backend keeps the test fast."""

@@ -60,6 +60,7 @@ def test_inputs_merge_and_the_report_sums_pairs(tmp_path):
     assert [r.consistency["pairs"] for r in report.results] == [4, 6] and report.consistency["pairs"] == 10
 
 
+@pytest.mark.slow
 def test_cli_json_has_consistency_only_when_asked(tmp_path, capsys):
     clip = encode_rgb(tmp_path / "still.mp4", _still(6))
     args = ["segment", str(clip), "--model", "td4-tiny", "--device", "cpu", "-d", str(tmp_path / "o"), "--json"]

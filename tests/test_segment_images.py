@@ -103,6 +103,7 @@ def test_each_makes_every_image_its_own_input(tmp_path, fake):
     assert sorted(p.name for p in (tmp_path / "frames").glob("*.labels.png")) == [f"f{i}.labels.png" for i in (1, 2, 3)]
 
 
+@pytest.mark.slow
 def test_a_sequence_equals_the_frame_folder_route(tmp_path, monkeypatch):
     """With the real model: the images of a folder given as a glob run as one stream, label for
     label what the frame-folder input gives (and --each does not: every image is a first frame)."""

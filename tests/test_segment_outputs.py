@@ -127,6 +127,7 @@ def test_the_legends_dark_swatches_stand_out_from_its_box(tmp_path, fake):
         assert np.abs(ring.mean(0) - centre).sum() > 300  # the colour against its frame
 
 
+@pytest.mark.slow
 def test_json_names_the_model_weights_device_and_precision_and_warns_of_the_demo_model(tmp_path):
     clip = make_clip(tmp_path / "in.mp4", 2)
     result = segment(clip, "--device", "cpu", "--threads", "1", "--json")

@@ -48,6 +48,7 @@ def dataset(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, object]:
 # ---- layout -------------------------------------------------------------------------
 
 
+@pytest.mark.slow
 def test_layout_files_and_names(dataset) -> None:
     root, result = dataset
     fids = layout.list_annotated(root, "val")
@@ -138,6 +139,7 @@ def test_instance_ids_follow_cityscapes_convention(dataset) -> None:
 # ---- generator ----------------------------------------------------------------------
 
 
+@pytest.mark.slow
 def test_same_seed_same_bytes_other_seed_differs(tmp_path: Path) -> None:
     def make(name: str, seed: int) -> dict[str, bytes]:
         out = tmp_path / name
@@ -154,6 +156,7 @@ def test_same_seed_same_bytes_other_seed_differs(tmp_path: Path) -> None:
     assert not np.array_equal(first[0], other[0])
 
 
+@pytest.mark.slow
 def test_splits_and_sequences_differ(tmp_path: Path) -> None:
     train = generate_dataset(
         tmp_path / "t", sequences=2, split="train", size=(64, 128), seed=1, frames_per_sequence=FRAMES
@@ -272,6 +275,7 @@ def test_layout_errors(dataset, tmp_path: Path) -> None:
 # ---- CLI ------------------------------------------------------------------------------
 
 
+@pytest.mark.slow
 def test_cli(tmp_path: Path, runner) -> None:
     from tdnet_cli.cli.app import app
 

@@ -63,6 +63,7 @@ def _group_logits(model: PSPNet, feats: list[torch.Tensor], scale: float) -> lis
         return [conv5[5](conv5[2](scale * f).relu()) for f in feats]
 
 
+@pytest.mark.slow
 def test_released_psp101_file_converts_exactly_to_a_frozen_td4_teacher(psp101, batch, reference):
     model, path = psp101
     teacher = load_teacher(path, paths=4)
@@ -85,6 +86,7 @@ def test_released_psp101_file_converts_exactly_to_a_frozen_td4_teacher(psp101, b
         _close(out["groups"][p], by_group[g])
 
 
+@pytest.mark.slow
 def test_td2_teacher_groups_are_unscaled_in_path_order(psp101, batch, reference):
     model, _ = psp101
     teacher = teacher_from_pspnet(model, 2)
@@ -122,6 +124,7 @@ def test_group_channels_and_weight_split_by_hand():
     torch.testing.assert_close(summed, full, rtol=1e-5, atol=1e-5)
 
 
+@pytest.mark.slow
 def test_our_own_pspnet_checkpoint_and_a_grouped_teacher_load(tmp_path):
     torch.manual_seed(0)
     psp = PSPNet(PSPNetConfig(backbone="resnet101", width=8, aux=True, input_size=(64, 128))).eval()

@@ -126,6 +126,7 @@ def test_a_run_past_the_iterations_asked_for_is_one_line(finished, bar):
     assert bar.events == []
 
 
+@pytest.mark.slow
 def test_raising_the_iterations_continues_a_finished_run(finished, bar, tmp_path):
     run = tmp_path / "more"
     shutil.copytree(finished, run)
@@ -139,6 +140,7 @@ def test_raising_the_iterations_continues_a_finished_run(finished, bar, tmp_path
 
 
 # -- item 7: the bar, its rate, and what an interruption says ---------------------------------------
+@pytest.mark.slow
 def test_bar_moves_every_iteration_and_ends_on_the_whole_runs_rate(data_root, tmp_path, bar, monkeypatch):
     import tdnet_cli.pipeline.train_loop as train_mod
 
@@ -169,6 +171,7 @@ def test_bar_moves_every_iteration_and_ends_on_the_whole_runs_rate(data_root, tm
     "signum,code,what",
     [(signal.SIGINT, EXIT_INTERRUPTED, "interrupted"), (signal.SIGTERM, EXIT_TERMINATED, "terminated")],
 )
+@pytest.mark.slow
 def test_an_interruption_says_it_is_saving_before_it_saves(data_root, tmp_path, bar, monkeypatch, signum, code, what):
     import tdnet_cli.cli.train as cli_train
     import tdnet_cli.pipeline.train_loop as train_mod
@@ -242,6 +245,7 @@ def test_readme_trains_each_run_after_the_runs_it_starts_from():
     assert configs >= 3 and {"psp-mini", "gpsp-mini", "td4-mini"} <= trained
 
 
+@pytest.mark.slow
 def test_readme_synth_lines_run_as_written(tmp_path, monkeypatch):
     """The README's synth commands, made tiny: the second adds the val split without a flag."""
     monkeypatch.chdir(tmp_path)
@@ -257,6 +261,7 @@ def test_readme_synth_lines_run_as_written(tmp_path, monkeypatch):
     assert layout.list_annotated(root, "train") and layout.list_annotated(root, "val")
 
 
+@pytest.mark.slow
 def test_synth_adds_a_split_and_replaces_one_only_with_overwrite(tmp_path):
     root, tiny = tmp_path / "set", ["--sequences", "1", "--size", "64x128", "--frames", "20", "--quiet"]
     assert cli("synth", root, "--split", "train", *tiny).exit_code == 0
