@@ -277,3 +277,29 @@ def test_without_realtime_no_frame_is_dropped(tmp_path, monkeypatch):
     assert result.exit_code == 0, result.stderr
     r = json.loads(result.stdout)["results"][0]
     assert r["frames"] + r["realtime"]["dropped"] == 20 and r["realtime"]["dropped"] > 0  # read as fast as it came
+
+
+def test_reconnect_opens_the_stream_again_with_a_fresh_memory(tmp_path):
+    """The sender ends; another comes up on the same port: one run spans both, frames numbered
+    on, the memory reset at the first frame after (a cut); when no sender comes back it ends."""
+    port = free_port()
+    url = f"tcp://127.0.0.1:{port}"
+    clip = ("-frames:v", "6", "-c:v", "libx264", "-pix_fmt", "yuv420p", "-f", "mpegts", f"{url}?listen=1")
+    first = second = proc = None
+    try:
+        first = serve("-f", "lavfi", "-i", f"testsrc=size={W}x{H}:rate=25", *clip)
+        wait_listening(port, first)
+        proc = tdnet("segment", url, "-s", "labels", "-d", "out", "--reconnect", "6", "--no-realtime",
+                     "--no-cut-detect", *MODEL, "--json", cwd=tmp_path, stdin=subprocess.DEVNULL,
+                     stdout=subprocess.PIPE, stderr=subprocess.PIPE)  # fmt: skip
+        first.wait(timeout=TIMEOUT)  # it has sent its clip
+        second = serve("-f", "lavfi", "-i", f"testsrc=size={W}x{H}:rate=25", *clip)
+        out, err = proc.communicate(timeout=TIMEOUT)
+        assert proc.returncode == 0, err.decode()
+    finally:
+        stop(proc, first, second)
+    r = json.loads(out)["results"][0]
+    assert r["status"] == "ok" and r["frames"] == 12 and r["reconnects"] == 1
+    assert r["cuts"] == 1  # the memory was reset when the stream came back (cut detection is off)
+    names = sorted(p.name for p in (tmp_path / r["outputs"][0]).iterdir() if p.suffix == ".png")
+    assert names == [f"{i:06d}.png" for i in range(12)]

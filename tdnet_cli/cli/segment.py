@@ -265,6 +265,17 @@ def segment_command(
             show_default=False,
         ),
     ] = None,
+    reconnect: Annotated[
+        int,
+        typer.Option(
+            "--reconnect",
+            metavar="N",
+            min=0,
+            help="When a camera or stream ends, open it again: up to N tries (0.2 s apart, doubling to 2 s), "
+            "each time it ends; the model's memory is reset at the first frame after, as at a scene cut, and "
+            "the outputs go on. 0: end with the stream.",
+        ),
+    ] = 0,
     compile: CompileOpt = False,
     compile_mode: CompileModeOpt = "default",
     as_json: JsonOpt = False,
@@ -302,7 +313,7 @@ def segment_command(
     # bad or contradicting options are refused here, before the model loads
     options = SegmentOptions(
         save=tuple(s.value for s in save), out_dir=out_dir, output=None if stream or output is None else Path(output),
-        stream=stream, stream_format=stream_format, realtime=realtime, alpha=alpha, legend=legend,
+        stream=stream, stream_format=stream_format, realtime=realtime, reconnect=reconnect, alpha=alpha, legend=legend,
         overwrite=overwrite, skip_existing=skip_existing, into_folder=into_folder, cut_detect=cut_detect,
         fps=fps, threads=threads, encoding=Encoding(x264_preset, crf, encoder), hw_decode=hw_decode,
         consistency=consistency, each_image=each,

@@ -153,6 +153,10 @@ def _result_realtime(r: InputResult) -> str:
     return f"; dropped {r.dropped}{latency}"
 
 
+def _result_reconnects(r: InputResult) -> str:
+    return f"; reconnected {r.reconnects}x" if r.reconnects else ""
+
+
 def summary(results: list[InputResult], seconds: float, console: Console = console) -> None:
     """One line for one input; for several a table of the numbers, then each input's outputs or
     its failure on a line of its own, never cut whatever the terminal's width. On ``console``:
@@ -165,7 +169,7 @@ def summary(results: list[InputResult], seconds: float, console: Console = conso
             console.print(
                 escape(
                     f"{r.input}: {r.frames} frames in {r.seconds:.1f} s ({r.fps:.1f} fps; model "
-                    f"{r.model_fps:.1f} fps{_result_realtime(r)}) -> {_outputs_text(r)}"
+                    f"{r.model_fps:.1f} fps{_result_realtime(r)}{_result_reconnects(r)}) -> {_outputs_text(r)}"
                 ),
                 highlight=False,
                 soft_wrap=True,

@@ -46,6 +46,8 @@ class SegmentOptions:
     queueing more than two (:class:`~tdnet_cli.pipeline.stream.Realtime`); a file's frames are
     then released at its own rate. None (the default): on for cameras and streams, off for
     files and stdin (a pipe holds its writer back); False: never a frame dropped.
+    ``reconnect``: open a camera or stream again, up to this many tries, each time it ends,
+    with the model's memory reset (:class:`~tdnet_cli.video.reconnect.ReconnectingSource`).
 
     Bad or contradicting values are a :class:`UsageError` when the object is made, so a
     front end finds them before it loads a model.
@@ -70,6 +72,7 @@ class SegmentOptions:
     stream: str | None = None
     stream_format: str | None = None
     realtime: bool | None = None
+    reconnect: int = 0
 
     def __post_init__(self) -> None:
         # normalised once here (frozen: hence object.__setattr__), so every reader sees one form
@@ -92,6 +95,8 @@ class SegmentOptions:
             raise UsageError(f"--fps {self.fps} must be positive")
         if self.threads is not None and self.threads < 1:
             raise UsageError(f"--threads {self.threads} must be at least 1")
+        if self.reconnect < 0:
+            raise UsageError(f"--reconnect {self.reconnect} must be 0 or more")
         if self.overwrite and self.skip_existing:
             raise UsageError("--overwrite and --skip-existing contradict each other")
         if self.into_folder and self.skip_existing:

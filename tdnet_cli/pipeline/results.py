@@ -30,6 +30,7 @@ class InputResult:
     # real-time mode only: frames dropped at the reader, and capture-to-written latency (ms: p50, p95)
     dropped: int | None = None
     latency_ms: dict[str, float | None] | None = None
+    reconnects: int | None = None  # times a live source was opened again (--reconnect)
 
     @property
     def fps(self) -> float:
@@ -48,7 +49,7 @@ class InputResult:
         } | ({"images": self.images} if self.images is not None else {}) | (
             {"consistency": self.consistency} if self.consistency is not None else {}) | (
             {"realtime": {"dropped": self.dropped, "latency_ms": self.latency_ms}} if self.dropped is not None
-            else {})  # fmt: skip
+            else {}) | ({"reconnects": self.reconnects} if self.reconnects is not None else {})  # fmt: skip
 
 
 @dataclass

@@ -58,10 +58,12 @@ from tdnet_cli.video import (
     PngSequenceWriter,
     SourceInfo,
     VideoWriter,
+    is_live,
     is_stdin,
     open_source,
 )
 from tdnet_cli.video.hw import hardware_video
+from tdnet_cli.video.reconnect import ReconnectingSource
 from tdnet_cli.video.stream_writer import RawFrameWriter, StreamWriter, stream_format
 
 __all__ = ["segment"]
@@ -231,11 +233,7 @@ def _process(
         hook.start_input(str(spec), index, count, 0)
         return
     # videos as YUV 4:2:0 (see Renderer); frame folders and images are RGB
-    source: FrameSource = (
-        ImageSequenceReader(spec.images, uri=spec.label)
-        if isinstance(spec, ImageSequence)
-        else open_source(spec, yuv=options.decode_yuv, hw_decode=decode_gpu)
-    )
+    source = _open_source(spec, options, decode_gpu)
     left_out = getattr(source, "left_out", [])
     if left_out:  # a frame folder that also holds the outputs of an images run
         result.warnings.append(
@@ -306,7 +304,20 @@ def _run(
         result.consistency = meters[-1].result().to_dict(predictor.classes)
         result.consistency["seconds"] = round(render.seconds, 3)
     result.frames, result.model_seconds, result.cuts = stats.frames, stats.model_seconds, stats.cuts
+    result.reconnects = getattr(source, "reconnects", None)
     return stats
+
+
+def _open_source(spec: Spec, options: SegmentOptions, decode_gpu: int | None) -> FrameSource:
+    """The input's frames: videos as YUV 4:2:0 (see Renderer), frame folders and images RGB; a
+    camera or stream with ``options.reconnect`` opened again when it ends."""
+    if isinstance(spec, ImageSequence):
+        return ImageSequenceReader(spec.images, uri=spec.label)
+    if options.reconnect and is_live(spec) and not is_stdin(spec):
+        return ReconnectingSource(
+            lambda: open_source(spec, yuv=options.decode_yuv, hw_decode=decode_gpu), options.reconnect
+        )  # type: ignore[arg-type]
+    return open_source(spec, yuv=options.decode_yuv, hw_decode=decode_gpu)
 
 
 def _realtime(options: SegmentOptions, info: SourceInfo) -> Realtime | None:

@@ -245,6 +245,7 @@ def _read_loop(
     queue full is dropped before it is prepared (a cut in it moves to the next frame kept)."""
     try:
         size, cut_pending, start = None, False, time.perf_counter()
+        connection = getattr(source, "reconnects", 0)
         for index, frame in enumerate(source):
             if realtime is not None:
                 realtime.wait_for(index, start, stop)
@@ -252,6 +253,8 @@ def _read_loop(
             is_cut = cuts(frame) if cuts is not None else False
             # images of another size (a sequence of image files) are another shot whatever cut detection says
             is_cut = cut_pending or is_cut or (size is not None and frame.size != size)
+            if getattr(source, "reconnects", 0) != connection:  # a stream opened again: its memory is stale
+                connection, is_cut = source.reconnects, True
             size = frame.size
             if realtime is not None and q.full():  # only this thread puts: room now stays room
                 realtime.dropped += 1
