@@ -146,10 +146,15 @@ def test_every_preset_has_a_loadable_example_config():
     assert {c["model"]["preset"] for c in configs.values()} == {n for n in PRESETS if not n.endswith("-tiny")}
     for name, cfg in configs.items():
         assert name == f"train-{cfg['run']['name']}.toml" and cfg["model"]["preset"] == cfg["run"]["name"]
-        # A student's --init and --teacher are the model.pt of another example's run, of the right kind.
+        # A student's --init and --teacher are the model.pt of another example's run, of the right kind,
+        # or files a user has: ImageNet weights (imagenet/) and the authors' released psp101.pkl.
         for key, kind in (("init", "pspnet"), ("teacher", "gpspnet")):
             ref = cfg["model"][key]
-            if ref:
+            if ref.startswith("imagenet/"):
+                assert key == "init" and PRESETS[cfg["model"]["preset"]].kind != "tdnet", name
+            elif ref == "checkpoint/psp101.pkl":
+                assert key == "teacher" and PRESETS[cfg["model"]["preset"]].kind == "tdnet", name
+            elif ref:
                 src = by_run[Path(ref).parent.name]
                 assert ref == f"runs/{src['run']['name']}/model.pt"
                 assert PRESETS[src["model"]["preset"]].kind == kind, (name, key)

@@ -1,6 +1,6 @@
 """The authors' training recipe (issue 20, phase 2): optimiser and schedule (item 7), the path of each
-step (item 4), clips (item 5), the run's model file (item 10),
-augmentation (item 8), the training-only memory stride (item 9)."""
+step (item 4), clips (item 5), the run's model file (item 10), augmentation (item 8), the
+training-only memory stride (item 9), and `train --teacher psp101.pkl --init` the authors' way."""
 
 from __future__ import annotations
 
@@ -318,3 +318,26 @@ def test_train_memory_stride_is_used_in_training_only(synth_data, tmp_path, runn
         from tdnet_cli.pipeline.train import train
 
         train(load_config(None, tiny_sets(root, tmp_path, "psp", **{**over, "model.preset": '"psp-tiny"'})))
+
+
+# -- the recipe's entry points: --teacher takes a released-style PSPNet, model.init the authors' way ---
+def test_train_distils_from_a_raw_pspnet_state_dict_and_inits_the_authors_way(data_root, tmp_path, runner):
+    from tdnet_cli.models import random_model
+
+    torch.manual_seed(0)
+    psp = random_model("psp-tiny").model
+    sd = dict(psp.state_dict())  # a raw state dict, as psp101.pkl is
+    torch.save(sd, tmp_path / "psp-teacher.pkl", _use_new_zipfile_serialization=False)
+    torch.save(sd, tmp_path / "psp-init.pkl")
+    args = ["train", "--teacher", str(tmp_path / "psp-teacher.pkl"), "--init", str(tmp_path / "psp-init.pkl")]
+    for s in tiny_sets(data_root, tmp_path, "kd", **{"optim.iterations": "1", "optim.lr": "1e-9"}):
+        args += ["--set", s]
+    result = runner.invoke(app, args)
+    assert result.exit_code == 0, result.output
+    rec = next(json.loads(x) for x in (tmp_path / "kd" / "metrics.jsonl").read_text().splitlines() if '"loss"' in x)
+    assert rec["kd"] > 0 and rec["kd_group"] > 0
+    # Every path's backbone came from the PSPNet (lr 1e-9: one step moves it by next to nothing).
+    trained = load_checkpoint(tmp_path / "kd" / "model.pt").model
+    for p in (1, 4):
+        got = getattr(trained, f"pretrained{p}").layer1[0].conv1.weight
+        assert torch.allclose(got, psp.pretrained.layer1[0].conv1.weight, atol=1e-6), p

@@ -105,7 +105,7 @@ def train_command(
         typer.Option(
             "--teacher",
             metavar="FILE",
-            help="Grouped PSPNet checkpoint to distil from (a file or an http(s) URL).",
+            help="Teacher to distil from: the authors' psp101.pkl, a psp* or gpsp* checkpoint (a file or an http(s) URL).",
             show_default=False,
         ),
     ] = None,
@@ -114,7 +114,7 @@ def train_command(
         typer.Option(
             "--init",
             metavar="FILE",
-            help="Per-frame PSPNet checkpoint to initialise every path (a file or an http(s) URL).",
+            help="Starting weights: a per-frame PSPNet for a TDNet, ImageNet ResNet weights for a PSPNet (a file or an http(s) URL).",
             show_default=False,
         ),
     ] = None,

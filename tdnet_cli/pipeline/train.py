@@ -18,7 +18,7 @@ import torch.distributed as dist
 from torch import nn
 
 from tdnet_cli.config import validate
-from tdnet_cli.data.clips import AugmentConfig, ClipDataset, IterationSampler
+from tdnet_cli.data.clips import IterationSampler
 from tdnet_cli.distributed import DistEnv, read_dist_env
 from tdnet_cli.errors import (
     DataError,
@@ -26,6 +26,7 @@ from tdnet_cli.errors import (
 from tdnet_cli.inference import resolve_device
 from tdnet_cli.losses import Criterion
 from tdnet_cli.models.registry import get_preset
+from tdnet_cli.models.tdnet import TDNet
 from tdnet_cli.pipeline.train_loop import ProgressFn, SavingFn, TrainLoop, get_lr
 from tdnet_cli.pipeline.train_run import (
     load_train_state,
@@ -38,6 +39,7 @@ from tdnet_cli.pipeline.train_setup import (
     build_student,
     build_teacher,
     initialise,
+    make_dataset,
     make_loader,
     make_optimizer,
     place_models,
@@ -120,6 +122,13 @@ def _autocast(device: torch.device, cuda_amp: bool, cpu_amp: bool = False):
     return torch.autocast(device.type, enabled=False), None
 
 
+def _precision(device: torch.device, r_cfg: dict):
+    """The forward pass's autocast context and the gradient scaler: fp16 (CUDA without bf16)
+    needs loss scaling; bf16 and fp32 do not."""
+    autocast, amp_dtype = _autocast(device, r_cfg["amp"], r_cfg["amp_cpu"])
+    return autocast, torch.amp.GradScaler(device.type, enabled=amp_dtype == torch.float16)
+
+
 def train(
     config: dict,
     *,
@@ -132,7 +141,6 @@ def train(
     """Train as ``config`` says (see tdnet_cli.config.DEFAULTS); with ``resume`` (a run folder)
     continue it exactly: model, optimiser, scaler and iteration come from its last.pt, and
     data order, augmentation, paths and dropout are functions of (seed, iteration).
-
     Nothing is printed: rank 0 reports through ``log`` (notes), ``started`` (once, when the
     checks passed), ``progress`` (every iteration) and ``saving`` (an interruption saving last.pt)."""
     validate(config)
@@ -148,18 +156,7 @@ def train(
     preset = get_preset(m_cfg["preset"])
     torch.manual_seed(r_cfg["seed"])  # the same initial weights in every run and on every rank
     model = build_student(preset, m_cfg)
-    clip_len = getattr(model, "num_paths", 1) if preset.kind == "tdnet" else 1
-    augment = AugmentConfig(
-        crop=tuple(model.input_size),
-        scale=tuple(d_cfg["scale"]),
-        flip=d_cfg["flip"],
-        rotate=d_cfg["rotate"],
-        color_jitter=d_cfg["color_jitter"],
-    )
-    dataset = ClipDataset(
-        d_cfg["root"], d_cfg["train_split"], clip_len=clip_len, augment=augment, max_gap=d_cfg["max_gap"],
-        seed=r_cfg["seed"],
-    )  # fmt: skip
+    dataset = make_dataset(model, d_cfg, r_cfg["seed"])
     has_val = _has_validation(Path(d_cfg["root"]), d_cfg["val_split"], r_cfg["val_every"])
 
     initialise(model, preset, m_cfg, say)
@@ -168,49 +165,54 @@ def train(
     if ddp.world > 1 and device.type == "cuda":
         model = nn.SyncBatchNorm.convert_sync_batchnorm(model)
     optimizer = make_optimizer(model, o_cfg)
-    autocast, amp_dtype = _autocast(device, r_cfg["amp"], r_cfg["amp_cpu"])
-    # fp16 (CUDA without bf16) needs loss scaling; bf16 and fp32 do not.
-    scaler = torch.amp.GradScaler(device.type, enabled=amp_dtype == torch.float16)
-
+    autocast, scaler = _precision(device, r_cfg)
     start, best_miou = 0, None
     if saved:
         load_train_state(saved, model, optimizer, scaler)
-        start, best_miou = saved.iteration, saved.best_miou
-        del saved  # the tensors now live in the model and optimiser
+        start, best_miou, saved = saved.iteration, saved.best_miou, None  # the tensors now live in the model
         say(f"resumed {run_dir} at iteration {start}")
-    core = model
-    if ddp.world > 1:
-        model = nn.parallel.DistributedDataParallel(
-            model, device_ids=[device.index] if device.type == "cuda" else None, find_unused_parameters=True
-        )
-
+    core, model = model, _parallel(model, ddp, device)
     iterations, accum = o_cfg["iterations"], o_cfg["accumulate"]
     sampler = IterationSampler(start * accum, iterations * accum, d_cfg["batch_size"], ddp.rank, ddp.world)
     step = TrainStep(
         model, teacher, Criterion(config["loss"]), scaler, autocast, device, channels_last,
-        clip_len=clip_len, tdnet=preset.kind == "tdnet", accum=accum,
+        clip_len=dataset.clip_len, tdnet=isinstance(core, TDNet), accum=accum,
     )  # fmt: skip
     loop = TrainLoop(
         config, preset.name, model, core, optimizer, scaler, step, ddp, device, run_dir, start, best_miou,
         has_val, resumed=bool(resume), progress=progress, saving=saving,
     )  # fmt: skip
-    interrupted, made = False, ddp.is_main and not resume and not run_dir.exists()
+    last = _run(loop, make_loader(dataset, sampler, d_cfg, device), ddp.is_main and not resume)
+    best = run_dir / "best.pt"
+    return TrainResult(
+        run_dir, iterations, last, best if best.exists() else None, loop.best_miou, loop.last_loss,
+        loop.log_path, False, loop.history, loop.model_source,
+    )  # fmt: skip
+
+
+def _parallel(model: nn.Module, ddp: DistEnv, device: torch.device) -> nn.Module:
+    """The module that runs the step: a DistributedDataParallel replica under torchrun."""
+    if ddp.world == 1:
+        return model
+    ids = [device.index] if device.type == "cuda" else None
+    return nn.parallel.DistributedDataParallel(model, device_ids=ids, find_unused_parameters=True)
+
+
+def _run(loop: TrainLoop, loader, fresh: bool) -> Path:
+    """The loop, with signals held to iteration boundaries; an interruption saves last.pt and
+    re-raises. A new run (``fresh``, rank 0) that fails before saving anything resumable leaves
+    no run folder behind, so its name stays free."""
+    made = fresh and not loop.run_dir.exists()
     try:
         with StopAtBoundary() as stop:
             try:
-                last = loop.run(make_loader(dataset, sampler, d_cfg, device), stop)
+                return loop.run(loader, stop)
             except KeyboardInterrupt as exc:
-                interrupted = True
                 loop.interrupted(exc, stop)
                 raise
             finally:
                 loop.stop_workers()
     except Exception:
-        if ddp.is_main and not resume:
-            remove_unfinished(run_dir, made)  # nothing resumable was saved: the name stays free
+        if fresh:
+            remove_unfinished(loop.run_dir, made)
         raise
-    best = run_dir / "best.pt"
-    return TrainResult(
-        run_dir, iterations, last, best if best.exists() else None, loop.best_miou, loop.last_loss,
-        loop.log_path, interrupted, loop.history, loop.model_source,
-    )  # fmt: skip

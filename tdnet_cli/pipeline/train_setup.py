@@ -12,11 +12,13 @@ import torch
 from torch import nn
 from torch.utils.data import DataLoader
 
-from tdnet_cli.data.clips import ClipDataset, IterationSampler
+from tdnet_cli.data.clips import AugmentConfig, ClipDataset, IterationSampler
 from tdnet_cli.errors import CheckpointError, TdnetError, UsageError
 from tdnet_cli.losses import Criterion
-from tdnet_cli.models.checkpoint import load_checkpoint, read_state_dict
+from tdnet_cli.models.checkpoint import read_state_dict
+from tdnet_cli.models.init import init_from_imagenet, init_tdnet_from_pspnet
 from tdnet_cli.models.tdnet import TDNet
+from tdnet_cli.models.teacher import load_teacher
 from tdnet_cli.pipeline.train_run import load_matching
 from tdnet_cli.pipeline.train_signals import ignore_stop_signals
 
@@ -26,7 +28,9 @@ __all__ = [
     "build_teacher",
     "channels_last_trains_safely",
     "init_from_pspnet",
+    "init_weights",
     "initialise",
+    "make_dataset",
     "make_loader",
     "make_optimizer",
     "next_batch",
@@ -131,6 +135,18 @@ def build_student(preset, m_cfg: dict) -> nn.Module:
         ) from None
 
 
+def init_weights(model: nn.Module, path: str) -> str:
+    """model.init, as the authors initialise: a TDNet from a per-frame PSPNet of its backbone
+    (every path's backbone and pyramid, td4's head halves, the auxiliary heads; the rest
+    kaiming); a per-frame model from ImageNet ResNet weights, or from a PSPNet's backbone
+    and pyramid when the file is one. Returns what was done, in words."""
+    if isinstance(model, TDNet):
+        return init_tdnet_from_pspnet(model, path).summary()
+    if any(k.startswith("pretrained.") for k in read_state_dict(path, "--init / model.init")):
+        return f"initialised {init_from_pspnet(model, path)} tensors from {path}"
+    return init_from_imagenet(model, path).summary()
+
+
 def set_train_memory_stride(model: TDNet, stride: int) -> None:
     """Subsample the memory's keys and values with ``stride`` while training (0: leave the
     model's). The config keeps its memory_stride: saved weights, validation and inference
@@ -143,7 +159,7 @@ def set_train_memory_stride(model: TDNet, stride: int) -> None:
 def initialise(model: nn.Module, preset, m_cfg: dict, say: Callable[[str], None]) -> None:
     """model.init, the attention options and model.resume_weights, applied in that order."""
     if m_cfg["init"]:
-        say(f"initialised {init_from_pspnet(model, m_cfg['init'])} tensors from {m_cfg['init']}")
+        say(init_weights(model, m_cfg["init"]))
     if preset.kind == "tdnet":
         if m_cfg["attention_logit_scale"] != 1.0:
             scale_attention_logits(model, m_cfg["attention_logit_scale"])
@@ -158,21 +174,13 @@ def initialise(model: nn.Module, preset, m_cfg: dict, say: Callable[[str], None]
 
 
 def build_teacher(m_cfg: dict, preset, model: nn.Module) -> nn.Module | None:
-    """model.teacher: a frozen grouped PSPNet with one group per TDNet path, or None."""
+    """model.teacher, frozen in eval mode, one group per TDNet path (load_teacher): the authors'
+    psp101.pkl or a psp* checkpoint converted exactly, or a gpsp* teacher trained here; or None."""
     if not m_cfg["teacher"]:
         return None
     if preset.kind != "tdnet":
         raise UsageError("a teacher distils into a TDNet preset only")
-    t = load_checkpoint(m_cfg["teacher"], source="--teacher / model.teacher")
-    if t.kind != "gpspnet" or t.model.config.groups != model.num_paths:
-        raise CheckpointError(
-            f"{m_cfg['teacher']} is not a grouped PSPNet with {model.num_paths} groups",
-            hint="train one with a gpsp* preset first",
-        )
-    teacher = t.model.eval()
-    for p in teacher.parameters():
-        p.requires_grad_(False)
-    return teacher
+    return load_teacher(m_cfg["teacher"], paths=model.num_paths)
 
 
 def place_models(model: nn.Module, teacher: nn.Module | None, device: torch.device) -> bool:
@@ -189,6 +197,22 @@ def place_models(model: nn.Module, teacher: nn.Module | None, device: torch.devi
         if teacher is not None:
             teacher.to(memory_format=torch.channels_last)
     return channels_last
+
+
+def make_dataset(model: nn.Module, d_cfg: dict, seed: int) -> ClipDataset:
+    """The training clips for ``model``: as many frames as a TDNet has paths (one for a per-frame
+    model), augmented at the model's input size as data.* says."""
+    augment = AugmentConfig(
+        crop=tuple(model.input_size),
+        scale=tuple(d_cfg["scale"]),
+        flip=d_cfg["flip"],
+        rotate=d_cfg["rotate"],
+        color_jitter=d_cfg["color_jitter"],
+    )
+    clip_len = model.num_paths if isinstance(model, TDNet) else 1
+    return ClipDataset(
+        d_cfg["root"], d_cfg["train_split"], clip_len=clip_len, augment=augment, max_gap=d_cfg["max_gap"], seed=seed
+    )
 
 
 def make_loader(dataset: ClipDataset, sampler: IterationSampler, d_cfg: dict, device: torch.device) -> DataLoader:
