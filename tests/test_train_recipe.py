@@ -118,6 +118,7 @@ def tiny_sets(data_root, out, name, **over) -> list[str]:
     return sets + [f"{k}={v}" for k, v in over.items()]
 
 
+@pytest.mark.slow  # trains (pyproject.toml: slow)
 def test_training_runs_path_iteration_mod_n_and_resumes_on_it(data_root, tmp_path, runner):
     args = ["train", "--json"]
     for s in tiny_sets(data_root, tmp_path, "paths", **{"optim.iterations": "3"}):
@@ -197,6 +198,7 @@ def _weights(path) -> dict:
     return torch.load(path, map_location="cpu", weights_only=True)["state_dict"]
 
 
+@pytest.mark.slow  # trains (pyproject.toml: slow)
 def test_model_pt_is_the_best_validated_weights(synth_data, tmp_path, runner):
     root = synth_data((96, 192), train=(2, 1), val=(1, 2))
     over = {"optim.iterations": "4", "run.val_every": "1", "run.val_limit": "1", "optim.lr": "0.05"}
@@ -218,6 +220,7 @@ def test_model_pt_is_the_best_validated_weights(synth_data, tmp_path, runner):
     assert (run / "last.pt").is_file()  # kept for --resume
 
 
+@pytest.mark.slow  # trains (pyproject.toml: slow)
 def test_without_validation_model_pt_is_the_last_iteration(data_root, tmp_path, runner):
     out = _cli_train(runner, tiny_sets(data_root, tmp_path, "last", **{"optim.iterations": "2"}))
     assert out["weights_from"] == "last" and out["weights_iteration"] == 2 and out["best"] is None
@@ -293,6 +296,7 @@ def test_labels_are_nearest_neighbour_and_the_rotation_fills_255_and_black(tmp_p
 
 
 # -- item 9: a training-only memory stride -----------------------------------------------------------
+@pytest.mark.slow  # trains (pyproject.toml: slow)
 def test_train_memory_stride_is_used_in_training_only(synth_data, tmp_path, runner, monkeypatch):
     from tdnet_cli.models import attention
 
@@ -321,6 +325,7 @@ def test_train_memory_stride_is_used_in_training_only(synth_data, tmp_path, runn
 
 
 # -- the recipe's entry points: --teacher takes a released-style PSPNet, model.init the authors' way ---
+@pytest.mark.slow  # trains (pyproject.toml: slow)
 def test_train_distils_from_a_raw_pspnet_state_dict_and_inits_the_authors_way(data_root, tmp_path, runner):
     from tdnet_cli.models import random_model
 
