@@ -203,6 +203,7 @@ def losses(result) -> dict[int, float]:
     return {r["iteration"]: r["loss"] for r in result.history if "loss" in r}
 
 
+@pytest.mark.slow
 def test_a_few_steps_reduce_the_loss(data_root, tmp_path):
     cfg = tiny_config(
         data_root,
@@ -226,6 +227,7 @@ def test_a_few_steps_reduce_the_loss(data_root, tmp_path):
     assert loaded.provenance["iterations"] == 24
 
 
+@pytest.mark.slow
 def test_cpu_bf16_autocast_trains(data_root, tmp_path):
     common = {
         "optim.iterations": "24",
@@ -241,6 +243,7 @@ def test_cpu_bf16_autocast_trains(data_root, tmp_path):
     assert sum(b[i] for i in (22, 23, 24)) < 0.85 * sum(b[i] for i in (1, 2, 3)), b
 
 
+@pytest.mark.slow
 def test_fp16_loss_scaling_trains_and_resumes(data_root, tmp_path, monkeypatch):
     # The GradScaler path that CUDA takes in fp16, run with CPU fp16 autocast: the scaler is on,
     # its state is checkpointed, and a resumed run continues exactly.
@@ -268,6 +271,7 @@ def test_fp16_loss_scaling_trains_and_resumes(data_root, tmp_path, monkeypatch):
     assert b[4] == pytest.approx(a[4], rel=1e-5, abs=1e-6) and b[6] == pytest.approx(a[6], rel=1e-4)
 
 
+@pytest.mark.slow
 def test_resume_gives_the_same_next_loss(data_root, tmp_path):
     full = train(tiny_config(data_root, tmp_path, "full", **{"optim.iterations": "6"}))
 
@@ -289,6 +293,7 @@ def test_resume_gives_the_same_next_loss(data_root, tmp_path):
     assert b[6] == pytest.approx(a[6], rel=1e-4)
 
 
+@pytest.mark.slow
 def test_sigterm_saves_last_and_resumes(data_root, tmp_path):
     """`kill`, `timeout` or a scheduler's SIGTERM stops like Ctrl-C: last.pt first, resumable."""
     import os
@@ -310,6 +315,7 @@ def test_sigterm_saves_last_and_resumes(data_root, tmp_path):
     assert resumed.iterations == 4 and (tmp_path / "term" / "model.pt").is_file()
 
 
+@pytest.mark.slow
 def test_run_folder_is_not_overwritten(data_root, tmp_path):
     cfg = tiny_config(data_root, tmp_path, "once", **{"optim.iterations": "1"})
     train(cfg)
@@ -317,6 +323,7 @@ def test_run_folder_is_not_overwritten(data_root, tmp_path):
         train(cfg)
 
 
+@pytest.mark.slow
 def test_teacher_then_distillation_and_init(data_root, tmp_path):
     teacher = train(
         tiny_config(data_root, tmp_path, "teacher", **{"model.preset": '"gpsp-tiny"', "optim.iterations": "2"})
@@ -342,6 +349,7 @@ def test_teacher_then_distillation_and_init(data_root, tmp_path):
     assert torch.equal(model.pretrained3.layer4[0].conv1.weight, psp.model.pretrained.layer4[0].conv1.weight)
 
 
+@pytest.mark.slow
 def test_value_drop_hides_current_values_from_the_full_output_only():
     torch.manual_seed(0)
     model = random_model("td4-tiny").model
@@ -391,6 +399,7 @@ def test_attention_logit_scale_multiplies_the_logits():
         validate(load_config(None, ['data.root="x"', "model.value_drop=1.5"]))
 
 
+@pytest.mark.slow
 def test_memory_stride_is_trained_saved_and_loaded(data_root, tmp_path):
     result = train(tiny_config(data_root, tmp_path, "stride2", **{"optim.iterations": "2", "model.memory_stride": "2"}))
     loaded = load_checkpoint(result.run_dir / "model.pt")
@@ -417,6 +426,7 @@ def test_memory_stride_is_trained_saved_and_loaded(data_root, tmp_path):
         )
 
 
+@pytest.mark.slow
 def test_groups_are_trained_saved_and_loaded(data_root, tmp_path):
     result = train(tiny_config(data_root, tmp_path, "g4", **{"optim.iterations": "2", "model.groups": "4"}))
     model = load_checkpoint(result.run_dir / "model.pt").model
@@ -442,6 +452,7 @@ def test_groups_are_trained_saved_and_loaded(data_root, tmp_path):
         )
 
 
+@pytest.mark.slow
 def test_width_is_trained_saved_and_loaded(data_root, tmp_path):
     """model.width narrows any preset (a thinner per-frame init for thinner TDNet paths)."""
     result = train(
@@ -482,6 +493,7 @@ def test_missing_or_corrupt_data_fails_before_work(tmp_path, data_root):
     assert not (tmp_path / "x").exists() and not (tmp_path / "y").exists()
 
 
+@pytest.mark.slow
 def test_cli_json_result_for_scripts(data_root, tmp_path, runner):
     sets = [
         f'data.root="{data_root}"',
@@ -545,6 +557,7 @@ def _torchrun(args: list[str], tmp_path) -> subprocess.CompletedProcess:
     return subprocess.run(cmd, capture_output=True, check=False, text=True, env=env, timeout=600, cwd=tmp_path)
 
 
+@pytest.mark.slow
 def test_two_process_gloo_replicas_stay_identical_and_resume(data_root, tmp_path):
     common = [
         "--data",
