@@ -366,3 +366,9 @@ def test_an_input_that_looks_like_an_option(tmp_path, monkeypatch):
     assert option_like_file(command, ["-o", "-dash.mp4", "x.mp4"]) is None
     assert option_like_file(command, ["--", "-dash.mp4"]) is None
     assert option_like_file(command, ["-q", "-dash.mp4"]) == "-dash.mp4"
+
+
+def test_a_value_after_a_flag_says_flags_take_none():
+    """`--legend true` reads "true" as an input: the failure says why."""
+    result = cli("segment", "--legend", "true", *MODEL)
+    assert_one_error(result, 1, "true: no such file or folder", "a flag takes no value: --legend, not --legend true")

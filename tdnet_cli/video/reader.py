@@ -399,7 +399,14 @@ def open_source(
     if path.is_dir():
         return FrameFolderReader(path)
     if not path.exists():
-        raise InputError(f"{text}: no such file or folder")
+        raise InputError(f"{text}: no such file or folder", hint=_flag_value_hint(text))
     if not path.is_file():
         raise InputError(f"{text}: not a file or folder")
     return VideoReader(text, yuv=yuv, hw_decode=hw_decode)
+
+
+def _flag_value_hint(text: str) -> str | None:
+    """`--legend true` reads "true" as an input: say that flags take no value."""
+    if text.lower() in ("true", "false", "yes", "no", "on", "off"):
+        return f"a flag takes no value: --legend, not --legend {text}"
+    return None
