@@ -7,6 +7,7 @@ from __future__ import annotations
 import io
 import json
 import os
+import signal
 import socket
 import subprocess
 import sys
@@ -303,3 +304,31 @@ def test_reconnect_opens_the_stream_again_with_a_fresh_memory(tmp_path):
     assert r["cuts"] == 1  # the memory was reset when the stream came back (cut detection is off)
     names = sorted(p.name for p in (tmp_path / r["outputs"][0]).iterdir() if p.suffix == ".png")
     assert names == [f"{i:06d}.png" for i in range(12)]
+
+
+@pytest.mark.parametrize("sig, code", [(signal.SIGINT, 130), (signal.SIGTERM, 143)])
+def test_stopping_a_live_run_keeps_whole_outputs(tmp_path, sig, code):
+    """A stream never ends by itself: Ctrl-C or SIGTERM ends the run with the documented exit
+    code, the outputs finished (a playable video, as many label PNGs as its frames)."""
+    port = free_port()
+    sender = proc = None
+    try:
+        sender = serve("-re", "-f", "lavfi", "-i", f"testsrc=size={W}x{H}:rate=25", "-frames:v", "3000",
+                       "-c:v", "libx264", "-pix_fmt", "yuv420p", "-f", "mpegts", f"tcp://127.0.0.1:{port}?listen=1")  # fmt: skip
+        wait_listening(port, sender)
+        proc = tdnet("segment", f"tcp://127.0.0.1:{port}", "-s", "overlay", "-s", "labels", "-o", "out.mp4", *MODEL,
+                     cwd=tmp_path, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE)  # fmt: skip
+        end = time.monotonic() + TIMEOUT
+        while len(list(tmp_path.glob(".out.labels.*.partial.d/*.png"))) < 3:  # a few frames written
+            assert proc.poll() is None and time.monotonic() < end, proc.stderr.read().decode() if proc.stderr else ""
+            time.sleep(0.1)
+        proc.send_signal(sig)
+        _, err = proc.communicate(timeout=TIMEOUT)
+    finally:
+        stop(proc, sender)
+    assert proc.returncode == code, err.decode()
+    assert "Traceback" not in err.decode()
+    labels = sorted((tmp_path / "out.labels").glob("*.png"))
+    assert len(labels) >= 3
+    assert probe(tmp_path / "out.mp4")[:3] == (len(labels), W, H)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["out.labels", "out.mp4"]  # no temporary left

@@ -250,11 +250,13 @@ def _process(
             stats = _run(source, result, writers, predictor=predictor, options=options, hook=hook, tuner=tuner,
                          workers=workers, meters=meters)  # fmt: skip
             if stats.frames == 0:
-                raise InputError(f"{spec}: no frames (an empty or unreadable video)")
+                raise stats.interrupted or InputError(f"{spec}: no frames (an empty or unreadable video)")
             for w in writers.values():
                 closed = w.close()
                 result.outputs.extend(str(p) for p in (closed if isinstance(closed, list) else [closed]))
                 result.warnings.extend(w.warnings)
+            if stats.interrupted is not None:  # a live run stopped by the user: its outputs are whole
+                raise stats.interrupted
         except BaseException:
             for w in writers.values():
                 w.abort()  # no-op for any already committed (those stay listed: they are complete)
@@ -295,7 +297,7 @@ def _run(
         watch(realtime)
     stats = run_stream(
         source, predictor, render, cut_detect=options.cut_detect, hook=hook, tuner=tuner, workers=workers,
-        realtime=realtime,
+        realtime=realtime, finish_on_interrupt=source.info.live,
     )  # fmt: skip
     if realtime is not None:
         result.dropped = realtime.dropped

@@ -360,6 +360,7 @@ class StreamStats:
     frames: int = 0
     model_seconds: float = 0.0  # time in predictor.logits / .finish, on the model loop
     cuts: int = 0  # scene cuts that reset the stream
+    interrupted: KeyboardInterrupt | None = None  # Ctrl-C or SIGTERM that ended a live run (finish_on_interrupt)
 
 
 def _check_labels(labels: np.ndarray, frame: Frame) -> None:
@@ -420,11 +421,15 @@ def run_stream(
     workers: int = 0,
     queue_size: int = QUEUE_SIZE,
     realtime: Realtime | None = None,
+    finish_on_interrupt: bool = False,
 ) -> StreamStats:
     """One input through reader thread -> model loop (here) -> writer thread; ``workers``
     render threads besides the writer. Raises the first failure of any of them, after
     stopping the others. ``realtime``: drop frames at the reader rather than queue more than
-    :data:`REALTIME_QUEUE` (its counts and latencies are filled in)."""
+    :data:`REALTIME_QUEUE` (its counts and latencies are filled in). ``finish_on_interrupt`` (a
+    live source, which never ends by itself): Ctrl-C or SIGTERM in the model loop stops reading,
+    the frames already past the model are written, and it returns with ``stats.interrupted`` set
+    for the caller to finish its outputs and raise."""
     if realtime is not None:
         queue_size = min(queue_size, REALTIME_QUEUE)
     stats = StreamStats()
@@ -462,9 +467,17 @@ def run_stream(
     writer.start()
     clean = False
     try:
-        _model_loop(
-            q_in, q_out, predictor, stream, stats=stats, hook=hook, tuner=tuner, write_failed=write_failed, abort=abort
-        )
+        try:
+            _model_loop(
+                q_in, q_out, predictor, stream, stats=stats, hook=hook, tuner=tuner, write_failed=write_failed,
+                abort=abort,
+            )  # fmt: skip
+        except KeyboardInterrupt as exc:
+            if not finish_on_interrupt:
+                raise
+            stats.interrupted = exc  # what waits for the model is let go; a second one aborts
+            stop.set()
+            source.close()
         _put(q_out, _END, abort)
         writer.join()
         if write_failed:
