@@ -161,6 +161,33 @@ def test_tcp_stream_in_tcp_stream_out(tmp_path):
 # --------------------------------------------------------------------------- in process
 
 
+def bound_udp(port: int) -> bool:
+    """Whether a UDP socket is bound to ``port`` of 127.0.0.1 (read from /proc)."""
+    lines = Path("/proc/net/udp").read_text().splitlines()[1:]
+    return any(line.split()[1] == f"0100007F:{port:04X}" for line in lines)
+
+
+def test_stream_to_a_udp_receiver(tmp_path, fake):
+    port = free_port()
+    received = tmp_path / "received.ts"
+    # the receiver ends 5 s after the last packet (udp has no end of stream)
+    receiver = serve("-timeout", "5000000", "-i", f"udp://127.0.0.1:{port}", "-c", "copy", "-f", "mpegts",
+                     str(received))  # fmt: skip
+    try:
+        end = time.monotonic() + 60
+        while not bound_udp(port):
+            assert receiver.poll() is None and time.monotonic() < end, "the receiver did not bind"
+            time.sleep(0.05)
+        data = clip_ts(tmp_path / "in.ts").read_bytes()
+        result = runner.invoke(app, ["segment", "-", "-o", f"udp://127.0.0.1:{port}", "--json"], input=data)
+        assert result.exit_code == 0, result.stderr
+        receiver.wait(timeout=60)
+    finally:
+        stop(receiver)
+    assert json.loads(result.stdout)["outputs"] == [f"udp://127.0.0.1:{port}"]
+    assert probe(received)[:3] == (FRAMES, W, H)
+
+
 def test_stdin_of_unknown_length_to_a_file_and_to_stdout(tmp_path, fake, monkeypatch):
     monkeypatch.chdir(tmp_path)
     data = clip_ts(tmp_path / "in.ts").read_bytes()
