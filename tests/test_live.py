@@ -359,3 +359,33 @@ def test_stopping_a_live_run_keeps_whole_outputs(tmp_path, sig, code):
     assert len(labels) >= 3
     assert probe(tmp_path / "out.mp4")[:3] == (len(labels), W, H)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["out.labels", "out.mp4"]  # no temporary left
+
+
+def test_a_sender_killed_mid_stream_leaves_a_playable_output(tmp_path):
+    """No --reconnect: the run ends with what arrived, its outputs whole; if the stream broke
+    off mid-packet, one line says so (exit 1), as for a truncated file."""
+    port = free_port()
+    sender = proc = None
+    try:
+        sender = serve("-re", "-f", "lavfi", "-i", f"testsrc=size={W}x{H}:rate=25", "-frames:v", "3000",
+                       "-c:v", "libx264", "-pix_fmt", "yuv420p", "-f", "mpegts", f"tcp://127.0.0.1:{port}?listen=1")  # fmt: skip
+        wait_listening(port, sender)
+        proc = tdnet("segment", f"tcp://127.0.0.1:{port}", "-s", "overlay", "-s", "labels", "-o", "out.mp4", *MODEL,
+                     cwd=tmp_path, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                     text=True)  # fmt: skip
+        end = time.monotonic() + TIMEOUT
+        while len(list(tmp_path.glob(".out.labels.*.partial.d/*.png"))) < 3:
+            assert proc.poll() is None and time.monotonic() < end, proc.stderr.read() if proc.stderr else ""
+            time.sleep(0.1)
+        sender.kill()
+        out, err = proc.communicate(timeout=TIMEOUT)
+    finally:
+        stop(proc, sender)
+    if proc.returncode == 1:
+        assert_one_error(subprocess.CompletedProcess(proc.args, 1, out, err), 1, "kept the")
+    else:
+        assert proc.returncode == 0, err
+    labels = sorted((tmp_path / "out.labels").glob("*.png"))
+    assert len(labels) >= 3
+    assert probe(tmp_path / "out.mp4")[:3] == (len(labels), W, H)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["out.labels", "out.mp4"]
