@@ -33,8 +33,6 @@ from tdnet_cli.cli.common import (
 )
 from tdnet_cli.cli.segment_report import RichProgress, summary
 from tdnet_cli.errors import EXIT_USAGE, UsageError, few
-from tdnet_cli.video.stdio import stdout_is_terminal
-from tdnet_cli.video.stream_writer import is_stream_target
 
 if TYPE_CHECKING:
     from tdnet_cli.pipeline import InputSet
@@ -301,6 +299,7 @@ def segment_command(
     )
     from tdnet_cli.sizes import parse_size
     from tdnet_cli.video import Encoding
+    from tdnet_cli.video.stream_writer import is_stream_target
 
     if output is not None and out_dir is not None:
         raise UsageError(
@@ -358,6 +357,8 @@ def segment_command(
 def _check_stdout(stream: str | None, *, as_json: bool) -> None:
     """With ``-o -`` stdout carries the video: refuse what would mix other bytes into it (--json)
     or send video to a terminal."""
+    from tdnet_cli.video.stdio import stdout_is_terminal  # video IO loads cv2: not for --help
+
     if stream != "-":
         return
     if as_json:
