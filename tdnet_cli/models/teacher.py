@@ -161,14 +161,16 @@ def teacher_from_grouped(model: GroupedPSPNet) -> Teacher:
     return Teacher(model.pretrained, model.ppm, model.group_convs, model.classifier, tuple(range(n)), float(n))
 
 
-def load_teacher(path: str | os.PathLike, *, paths: int, device: str | torch.device = "cpu") -> Teacher:
+def load_teacher(
+    path: str | os.PathLike, *, paths: int, device: str | torch.device = "cpu", source: str = "the path"
+) -> Teacher:
     """The frozen teacher (eval mode) for a student with ``paths`` paths.
 
     ``path`` is a per-frame PSPNet (the released ``psp101.pkl`` raw state dict, or our own
     ``psp*`` checkpoint), converted exactly, or a grouped PSPNet trained by ``tdnet train``
-    with ``paths`` groups, used as it is.
+    with ``paths`` groups, used as it is. ``source``: the setting that named it, for messages.
     """
-    loaded = load_checkpoint(path, device=device)
+    loaded = load_checkpoint(path, device=device, source=source)
     model = loaded.model
     if isinstance(model, PSPNet):
         teacher = teacher_from_pspnet(model, paths)

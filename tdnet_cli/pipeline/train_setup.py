@@ -140,11 +140,15 @@ def init_weights(model: nn.Module, path: str) -> str:
     (every path's backbone and pyramid, td4's head halves, the auxiliary heads; the rest
     kaiming); a per-frame model from ImageNet ResNet weights, or from a PSPNet's backbone
     and pyramid when the file is one. Returns what was done, in words."""
+    state = read_state_dict(path, "--init / model.init")  # a missing or bad file names the setting
     if isinstance(model, TDNet):
-        return init_tdnet_from_pspnet(model, path).summary()
-    if any(k.startswith("pretrained.") for k in read_state_dict(path, "--init / model.init")):
+        report = init_tdnet_from_pspnet(model, state)
+    elif any(k.startswith("pretrained.") for k in state):
         return f"initialised {init_from_pspnet(model, path)} tensors from {path}"
-    return init_from_imagenet(model, path).summary()
+    else:
+        report = init_from_imagenet(model, state)
+    report.source = str(path)
+    return report.summary()
 
 
 def set_train_memory_stride(model: TDNet, stride: int) -> None:
@@ -180,7 +184,7 @@ def build_teacher(m_cfg: dict, preset, model: nn.Module) -> nn.Module | None:
         return None
     if preset.kind != "tdnet":
         raise UsageError("a teacher distils into a TDNet preset only")
-    return load_teacher(m_cfg["teacher"], paths=model.num_paths)
+    return load_teacher(m_cfg["teacher"], paths=model.num_paths, source="--teacher / model.teacher")
 
 
 def place_models(model: nn.Module, teacher: nn.Module | None, device: torch.device) -> bool:
