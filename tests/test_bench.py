@@ -97,6 +97,7 @@ def test_encode_ahead_throughput_is_reported_for_one_cpu_stream(monkeypatch):
     assert run_bench(model="psp-tiny", frames=2, warmup=0, device="cpu", ceiling=False).result.encode_ahead is None
 
 
+@pytest.mark.slow
 def test_preset_baseline_runs_at_the_same_size():
     report = run_bench(model="td4-tiny", frames=2, warmup=0, device="cpu", baseline="psp-tiny", ceiling=False)
     assert report.baseline.model == "psp-tiny"
@@ -104,6 +105,7 @@ def test_preset_baseline_runs_at_the_same_size():
     assert report.baseline.filling is None  # a per-frame model has no queue
 
 
+@pytest.mark.slow
 def test_cli_json_and_table(runner):
     result = runner.invoke(
         app,
@@ -121,6 +123,7 @@ def test_cli_json_and_table(runner):
     assert "model-only" in table.output and "ceiling" in table.output and "64x96" in table.output
 
 
+@pytest.mark.slow
 def test_old_size_option_still_works_with_a_warning(runner):
     """bench's --size is --input-size now, as in every other command (issue 25 item 5); the old
     name is hidden from --help, still read, and said to be deprecated."""
@@ -153,6 +156,7 @@ def test_cli_bad_options(args, runner):
     assert "Traceback" not in result.output
 
 
+@pytest.mark.slow
 def test_end_to_end_mode_on_a_real_video(tmp_path):
     import numpy as np
     from media import encode_rgb

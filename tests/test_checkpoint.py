@@ -81,6 +81,7 @@ def test_our_format_round_trip(tmp_path):
     assert torch.equal(a, b)
 
 
+@pytest.mark.slow
 def test_other_input_size_resizes_layernorm(tmp_path, td4_small_sd):
     path = tmp_path / "td4.pkl"
     torch.save(td4_small_sd, path)

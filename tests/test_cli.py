@@ -70,6 +70,7 @@ def test_models_table_lists_every_preset(runner):
     assert f"{td4_psp18_gflops():.1f}" in result.output  # 514.2: td4-psp18 GFLOPs per steady frame
 
 
+@pytest.mark.slow
 def test_models_json(runner):
     rows = json.loads(runner.invoke(app, ["models", "--json"]).output)
     by_name = {r["name"]: r for r in rows}

@@ -95,6 +95,7 @@ def fake(monkeypatch):
 # --------------------------------------------------------------------------- real processes
 
 
+@pytest.mark.slow
 def test_pipe_mpegts_in_overlay_out_no_files_and_quiet(tmp_path):
     work = tmp_path / "work"
     work.mkdir()
@@ -113,6 +114,7 @@ def test_pipe_mpegts_in_overlay_out_no_files_and_quiet(tmp_path):
     assert probe(tmp_path / "out.ts")[:3] == (FRAMES, W, H)
 
 
+@pytest.mark.slow
 def test_raw_labels_on_stdout_from_a_redirected_mp4(tmp_path):
     src = make_clip(tmp_path / "in.mp4", FRAMES)  # an mp4 with its index at the end: needs the file itself
     with open(src, "rb") as stdin:
@@ -131,6 +133,7 @@ def test_raw_labels_on_stdout_from_a_redirected_mp4(tmp_path):
     assert sorted(p.name for p in tmp_path.iterdir()) == ["in.mp4"]
 
 
+@pytest.mark.slow
 def test_tcp_stream_in_tcp_stream_out(tmp_path):
     """ffmpeg serves a clip on one loopback port, another ffmpeg listens for the result on a second."""
     p_in, p_out = free_port(), free_port()
@@ -167,6 +170,7 @@ def bound_udp(port: int) -> bool:
     return any(line.split()[1] == f"0100007F:{port:04X}" for line in lines)
 
 
+@pytest.mark.slow
 def test_stream_to_a_udp_receiver(tmp_path, fake):
     port = free_port()
     received = tmp_path / "received.ts"
@@ -307,6 +311,7 @@ def test_without_realtime_no_frame_is_dropped(tmp_path, monkeypatch):
     assert r["frames"] + r["realtime"]["dropped"] == 20 and r["realtime"]["dropped"] > 0  # read as fast as it came
 
 
+@pytest.mark.slow
 def test_reconnect_opens_the_stream_again_with_a_fresh_memory(tmp_path):
     """The sender ends; another comes up on the same port: one run spans both, frames numbered
     on, the memory reset at the first frame after (a cut); when no sender comes back it ends."""
@@ -333,6 +338,7 @@ def test_reconnect_opens_the_stream_again_with_a_fresh_memory(tmp_path):
     assert names == [f"{i:06d}.png" for i in range(12)]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("sig, code", [(signal.SIGINT, 130), (signal.SIGTERM, 143)])
 def test_stopping_a_live_run_keeps_whole_outputs(tmp_path, sig, code):
     """A stream never ends by itself: Ctrl-C or SIGTERM ends the run with the documented exit
@@ -361,6 +367,7 @@ def test_stopping_a_live_run_keeps_whole_outputs(tmp_path, sig, code):
     assert sorted(p.name for p in tmp_path.iterdir()) == ["out.labels", "out.mp4"]  # no temporary left
 
 
+@pytest.mark.slow
 def test_a_sender_killed_mid_stream_leaves_a_playable_output(tmp_path):
     """No --reconnect: the run ends with what arrived, its outputs whole; if the stream broke
     off mid-packet, one line says so (exit 1), as for a truncated file."""

@@ -209,6 +209,7 @@ def test_predictor_bf16_agrees_with_fp32():
     assert (outs["fp32"] == outs["bf16"]).mean() > 0.8
 
 
+@pytest.mark.slow
 def test_predictor_compile_traces_one_function_per_path(eager_compile):
     """--compile: the tensor work of each path is compiled once (the stream's frame counter is
     no guard) and gives the eager outputs; dynamo's eager backend keeps the test fast."""
