@@ -130,7 +130,7 @@ def test_help_shows_no_type_tags(runner, argv):
 
 def test_flags_take_no_value_and_choices_show_their_values(runner):
     segment = render_help(runner, "segment")
-    for flag, help_start in (("--legend", "Draw"), ("--overwrite", "Replace"), ("--json", "Print")):
+    for flag, help_start in ((r"--legend\s+--no-legend", "Name"), ("--overwrite", "Replace"), ("--json", "Print")):
         assert re.search(rf"{flag}\s{{2,}}{help_start}", segment), flag
     assert re.search(r"--save\s+-s\s+KIND\s", segment)  # four choices: named, and listed in its help
     for command in ("segment", "eval", "bench"):

@@ -127,6 +127,30 @@ def test_the_legends_dark_swatches_stand_out_from_its_box(tmp_path, fake):
         assert np.abs(ring.mean(0) - centre).sum() > 300  # the colour against its frame
 
 
+def test_the_legend_is_drawn_unless_no_legend(tmp_path, fake):
+    """The overlay names its classes by default; --no-legend gives the bare blend (issue 25 item 9)."""
+    h, w = 360, 240
+    image = np.zeros((h, w, 3), np.uint8)
+    image[:, :, 2] = 14 * CLASSES.index("car")
+    cv2.imwrite(str(tmp_path / "car.png"), image)
+    FakePredictor.input_size = (h, w)
+    try:
+        overlays = {}
+        for flag in ("--legend", "--no-legend"):
+            out = tmp_path / flag.strip("-")
+            assert (
+                segment(tmp_path / "car.png", "-d", out, "-q", *([flag] if flag == "--no-legend" else [])).exit_code
+                == 0
+            )
+            overlays[flag] = cv2.imread(str(out / "car.overlay.png")).astype(int)
+    finally:
+        FakePredictor.input_size = (64, 128)
+    bare, with_legend = overlays["--no-legend"], overlays["--legend"]
+    assert (bare == bare[h // 2, w // 2]).all()  # one class, one blend colour everywhere
+    differs = np.abs(with_legend - bare).sum(-1) > 0
+    assert differs[: h // 4, : w // 2].mean() > 0.02 and not differs[h // 2 :].any()  # a box in the top-left corner
+
+
 @pytest.mark.slow
 def test_json_names_the_model_weights_device_and_precision_and_warns_of_the_demo_model(tmp_path):
     clip = make_clip(tmp_path / "in.mp4", 2)

@@ -101,8 +101,8 @@ EXAMPLES: dict[str, tuple[tuple[str, str], ...]] = {
             "tdnet segment 'videos/*.mp4' -w td4-psp18.pkl --device cuda -d out/ -s overlay -s labels",
         ),
         (
-            "a folder of frames as one sequence: overlay with a legend, and colour maps",
-            "tdnet segment frames/ --legend -s overlay -s color",
+            "a folder of frames as one sequence: overlay without the legend, and colour maps",
+            "tdnet segment frames/ --no-legend -s overlay -s color",
         ),
     ),
     "eval": (

@@ -157,7 +157,13 @@ def segment_command(
         ),
     ] = [SaveKind.overlay],  # noqa: B006 - typer needs a literal default
     alpha: Annotated[float, typer.Option("--alpha", min=0.0, max=1.0, help="Colour weight in the overlay.")] = 0.5,
-    legend: Annotated[bool, typer.Option("--legend", help="Draw the classes present on the overlay.")] = False,
+    legend: Annotated[
+        bool,
+        typer.Option(
+            "--legend/--no-legend",
+            help="Name the classes present in a box in the overlay's corner (--no-legend: the bare overlay).",
+        ),
+    ] = True,
     weights: WeightsOpt = None,
     model: ModelOpt = None,
     device: DeviceOpt = "auto",
