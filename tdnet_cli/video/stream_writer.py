@@ -18,7 +18,7 @@ import numpy as np
 
 from tdnet_cli.errors import TdnetError, UsageError, WriteError
 from tdnet_cli.video.stdio import StdioLink, child_stdout, drain_child
-from tdnet_cli.video.writer import Encoding, VideoWriter
+from tdnet_cli.video.writer import Encoding, VideoWriter, stop_encoder
 
 __all__ = ["STREAM_FORMATS", "RawFrameWriter", "StreamWriter", "is_stream_target", "stream_format"]
 
@@ -116,14 +116,7 @@ class StreamWriter(VideoWriter):
         if self._closed:
             return
         self._closed = True
-        if self._proc.poll() is None:
-            self._proc.kill()
-            self._proc.wait()
-        if self._proc.stdin is not None:
-            try:
-                self._proc.stdin.close()
-            except OSError:
-                pass
+        stop_encoder(self._proc)
         self._out.join(timeout=5)
         self._log.close()
 

@@ -141,6 +141,18 @@ def unlink_quietly(path: Path) -> None:
         pass
 
 
+def stop_encoder(proc: subprocess.Popen) -> None:
+    """Kill an ffmpeg encoder that still runs and close its stdin (a writer's abort)."""
+    if proc.poll() is None:
+        proc.kill()
+        proc.wait()
+    if proc.stdin is not None:
+        try:
+            proc.stdin.close()
+        except OSError:
+            pass
+
+
 class VideoWriter:
     """RGB frames -> H.264 (yuv420p) video, optionally with another file's audio.
 
@@ -349,14 +361,7 @@ class VideoWriter:
         if self._closed:
             return
         self._closed = True
-        if self._proc.poll() is None:
-            self._proc.kill()
-            self._proc.wait()
-        if self._proc.stdin is not None:
-            try:
-                self._proc.stdin.close()
-            except OSError:
-                pass
+        stop_encoder(self._proc)
         unlink_quietly(self._tmp)
         unlink_quietly(self._tmp.with_name(self._tmp.name.replace(".partial", ".partial-av")))
         self._log.close()
