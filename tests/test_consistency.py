@@ -161,6 +161,16 @@ def synth_clips():
     ]
 
 
+def add_label_noise(labels: np.ndarray, classes: np.ndarray, p: float, rng: np.random.Generator) -> np.ndarray:
+    """A copy where a fraction ``p`` of the labelled pixels takes a uniformly random *other* class
+    of ``classes`` (the class index shifted by 1..n-1), the noise expected_with_noise models."""
+    labels = labels.copy()
+    hit = (labels < NUM_CLASSES) & (rng.random(labels.shape) < p)
+    idx = np.searchsorted(classes, labels[hit])
+    labels[hit] = classes[(idx + rng.integers(1, len(classes), idx.size)) % len(classes)]
+    return labels
+
+
 def expected_with_noise(pairs: list[np.ndarray], noisy_first: bool, p: float, classes: np.ndarray) -> np.ndarray:
     """The expected confusion when every other frame has label noise.
 
@@ -201,11 +211,7 @@ def test_synth_ground_truth_is_consistent_and_noise_lowers_it_as_expected(synth_
         noisy = ConsistencyMeter(NUM_CLASSES)
         for t, (frame, lab) in enumerate(clip):
             if t % 2 == 1:  # odd frames: a fraction p of labelled pixels change class
-                lab = lab.copy()
-                hit = (lab < NUM_CLASSES) & (rng.random(lab.shape) < p)
-                # a uniformly random *other* present class: shift the class index by 1..n-1
-                idx = np.searchsorted(classes, lab[hit])
-                lab[hit] = classes[(idx + rng.integers(1, len(classes), idx.size)) % len(classes)]
+                lab = add_label_noise(lab, classes, p, rng)
             noisy.update(frame, lab)
         got = noisy.result()
         want = ConsistencyResult.from_confusion(

@@ -12,7 +12,7 @@ from __future__ import annotations
 import cv2
 import numpy as np
 import pytest
-from test_consistency import expected_with_noise
+from test_consistency import add_label_noise, expected_with_noise
 
 from tdnet_cli.consistency import ConsistencyMeter, ConsistencyResult
 from tdnet_cli.data.cityscapes import CLASSES, NUM_CLASSES, label_id_to_train_id
@@ -69,10 +69,7 @@ def test_noise_on_every_other_frame_lowers_tc_as_expected(clip):
     noisy = ConsistencyMeter(NUM_CLASSES)
     for t, (frame, lab) in enumerate(clip):
         if t % 2 == 0:  # even frames: the first of each pair from 0, the second of each from 1
-            lab = lab.copy()
-            hit = (lab < NUM_CLASSES) & (rng.random(lab.shape) < p)
-            idx = np.searchsorted(classes, lab[hit])
-            lab[hit] = classes[(idx + rng.integers(1, len(classes), idx.size)) % len(classes)]
+            lab = add_label_noise(lab, classes, p, rng)
         noisy.update(frame, lab)
     got = noisy.result()
     want = ConsistencyResult.from_confusion(
