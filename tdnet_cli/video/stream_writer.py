@@ -18,7 +18,7 @@ import numpy as np
 
 from tdnet_cli.errors import TdnetError, UsageError, WriteError
 from tdnet_cli.video.stdio import StdioLink, child_stdout, drain_child
-from tdnet_cli.video.writer import Encoding, VideoWriter, stop_encoder
+from tdnet_cli.video.writer import Encoding, VideoWriter, end_input, stop_encoder
 
 __all__ = ["STREAM_FORMATS", "RawFrameWriter", "StreamWriter", "is_stream_target", "stream_format"]
 
@@ -93,12 +93,7 @@ class StreamWriter(VideoWriter):
         if self._closed:
             return self.target
         try:
-            assert self._proc.stdin is not None
-            try:
-                self._proc.stdin.close()
-            except BrokenPipeError:
-                pass
-            rc = self._proc.wait()
+            rc = end_input(self._proc)
             self._out.join()
             if rc != 0:
                 raise self._failed("the encoder failed", f"status {rc}")

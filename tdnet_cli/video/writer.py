@@ -141,6 +141,17 @@ def unlink_quietly(path: Path) -> None:
         pass
 
 
+def end_input(proc: subprocess.Popen) -> int:
+    """Close an encoder's stdin (its end of input) and wait for it: its exit status. A reader
+    that went away already shows in that status and the log."""
+    assert proc.stdin is not None
+    try:
+        proc.stdin.close()
+    except BrokenPipeError:
+        pass
+    return proc.wait()
+
+
 def stop_encoder(proc: subprocess.Popen) -> None:
     """Kill an ffmpeg encoder that still runs and close its stdin (a writer's abort)."""
     if proc.poll() is None:
@@ -299,12 +310,7 @@ class VideoWriter:
         if self._closed:
             return self.path
         try:
-            assert self._proc.stdin is not None
-            try:
-                self._proc.stdin.close()
-            except BrokenPipeError:
-                pass
-            rc = self._proc.wait()
+            rc = end_input(self._proc)
             if rc != 0:
                 raise self._failed("the encoder failed", f"status {rc}")
             if self.frames == 0:
